@@ -1,0 +1,103 @@
+/* fastshallow's C inner loops, included by src/fastshallow/_kernels.pyx.
+ *
+ * These functions trust their caller: the Python wrappers in fastshallow/kernels.py have already
+ * checked shapes, dtypes, index ranges and sizes.  Nothing here allocates or fails.
+ *
+ * Threading lives in the Cython caller (prange over fixed-size chunks), so every function below
+ * works on one chunk and is deterministic on its own: the bits of a result never depend on how
+ * many threads ran.
+ *
+ * The float and double versions are stamped out from fs_kernels_impl.h ("C templates").
+ */
+#ifndef FS_KERNELS_H
+#define FS_KERNELS_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#define FS_OPENMP 1
+#else
+#define FS_OPENMP 0
+static inline int omp_get_max_threads(void) { return 1; }
+static inline int omp_get_num_procs(void) { return 1; }
+#endif
+
+/* Run-time ISA dispatch: the hot loops are compiled twice, for x86-64-v3 (AVX2 + FMA) and for the
+ * baseline, and the loader picks one (an ifunc) by the CPU's features.  Wheels stay portable
+ * without -march=native.  ("arch=haswell" would not do: its resolver asks for that CPU model, so
+ * newer CPUs fall back to the baseline.) */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && \
+    !defined(__SANITIZE_ADDRESS__)
+#define FS_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FS_CLONES
+#endif
+#define FS_INLINE static inline __attribute__((always_inline))
+
+#if defined(__GNUC__)
+#define FS_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 0)
+#else
+#define FS_PREFETCH(p) ((void)0)
+#endif
+
+typedef int64_t fs_i64;
+
+/* Rows per register block in the matrix-product micro-kernel. */
+#define FS_MR 4
+
+/* Fused training: the losses it knows, and its fixed task sizes. */
+enum { FS_LOSS_SOFTMAX_XENT = 0, FS_LOSS_L2 = 1, FS_LOSS_HUBER = 2 };
+#define FS_FUSED_CHUNK 32 /* batch rows per phase-1 task */
+#define FS_FUSED_COLS 16  /* weight rows per phase-2 task */
+
+static const char *fs_compiler(void) {
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#else
+    return "unknown";
+#endif
+}
+
+/* 32-byte vectors (one AVX2 register; two SSE registers on the baseline clone), and their
+ * unaligned twins for loads from numpy buffers. */
+typedef float fs_v8f __attribute__((vector_size(32)));
+typedef float fs_v8f_u __attribute__((vector_size(32), aligned(4)));
+typedef double fs_v4d __attribute__((vector_size(32)));
+typedef double fs_v4d_u __attribute__((vector_size(32), aligned(8)));
+
+/* FS_PW, the panel width, is the number of output columns one micro-kernel step covers: two
+ * vectors, so 16 floats (ten Fashion-MNIST classes fit one panel) or 8 doubles. */
+#define FS_T float
+#define FS_S(name) name##_f32
+#define FS_V fs_v8f
+#define FS_VU fs_v8f_u
+#define FS_VL 8
+#define FS_PW 16
+#include "fs_kernels_impl.h"
+#undef FS_T
+#undef FS_S
+#undef FS_V
+#undef FS_VU
+#undef FS_VL
+#undef FS_PW
+
+#define FS_T double
+#define FS_S(name) name##_f64
+#define FS_V fs_v4d
+#define FS_VU fs_v4d_u
+#define FS_VL 4
+#define FS_PW 8
+#include "fs_kernels_impl.h"
+#undef FS_T
+#undef FS_S
+#undef FS_V
+#undef FS_VU
+#undef FS_VL
+#undef FS_PW
+
+#endif

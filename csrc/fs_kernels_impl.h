@@ -1,0 +1,423 @@
+/* Type-generic body of fs_kernels.h: included once per element type with FS_T (the type),
+ * FS_S(name) (the suffixed function name) and FS_PW (the panel width) defined.
+ * No include guard on purpose. */
+
+/* ---- matrix products --------------------------------------------------------------------- */
+
+/* Copy W (k x m, row stride ldw) into ceil(m / FS_PW) panels of k rows by FS_PW columns, the
+ * columns past m set to zero.  A panel row is what the micro-kernel loads per step, so ten
+ * outputs become one contiguous, fully vectorizable row of FS_PW lanes. */
+static void FS_S(fs_pack_panels)(const FS_T *W, fs_i64 ldw, fs_i64 k, fs_i64 m, FS_T *P)
+{
+    fs_i64 npanels = (m + FS_PW - 1) / FS_PW;
+    for (fs_i64 p = 0; p < npanels; p++) {
+        fs_i64 j0 = p * FS_PW;
+        fs_i64 mw = m - j0 < FS_PW ? m - j0 : FS_PW;
+        for (fs_i64 t = 0; t < k; t++) {
+            FS_T *dst = P + (p * k + t) * FS_PW;
+            const FS_T *src = W + t * ldw + j0;
+            fs_i64 j = 0;
+            for (; j < mw; j++) dst[j] = src[j];
+            for (; j < FS_PW; j++) dst[j] = 0;
+        }
+    }
+}
+
+/* C[r, 0:mw] = init[0:mw] + sum_t A(r, t) * P[t, 0:mw] for r < R, where A(r, t) is
+ * A[r * a_rs + t * a_ts].  Forward passes use A = X (a_ts = 1); the weight gradient uses
+ * A = X^T (a_rs = 1, a_ts = ldx) over a packed G.  The FS_MR x FS_PW accumulators are vector
+ * values (two vectors a row), which the compiler keeps in registers where a plain array would be
+ * spilled to the stack on every step; each step loads one panel row and reuses it FS_MR times. */
+FS_INLINE void FS_S(fs_micro)(const FS_T *A, fs_i64 a_rs, fs_i64 a_ts, int R, fs_i64 tlen,
+                              const FS_T *P, const FS_T *init, FS_T *C, fs_i64 c_rs, fs_i64 mw)
+{
+    const FS_V zero = {0};
+    FS_V c00 = zero, c01 = zero, c10 = zero, c11 = zero;
+    FS_V c20 = zero, c21 = zero, c30 = zero, c31 = zero;
+    if (R == FS_MR) {
+        for (fs_i64 t = 0; t < tlen; t++) {
+            const FS_VU *p = (const FS_VU *)(P + t * FS_PW);
+            const FS_V p0 = p[0], p1 = p[1];
+            const FS_T *a = A + t * a_ts;
+            const FS_T a0 = a[0], a1 = a[a_rs], a2 = a[2 * a_rs], a3 = a[3 * a_rs];
+            c00 += a0 * p0; c01 += a0 * p1;
+            c10 += a1 * p0; c11 += a1 * p1;
+            c20 += a2 * p0; c21 += a2 * p1;
+            c30 += a3 * p0; c31 += a3 * p1;
+        }
+    } else {
+        /* Tail block: rows past R are computed from row 0 and thrown away. */
+        const FS_T *a1p = A + (R > 1 ? 1 : 0) * a_rs, *a2p = A + (R > 2 ? 2 : 0) * a_rs;
+        for (fs_i64 t = 0; t < tlen; t++) {
+            const FS_VU *p = (const FS_VU *)(P + t * FS_PW);
+            const FS_V p0 = p[0], p1 = p[1];
+            const FS_T a0 = A[t * a_ts], a1 = a1p[t * a_ts], a2 = a2p[t * a_ts];
+            c00 += a0 * p0; c01 += a0 * p1;
+            c10 += a1 * p0; c11 += a1 * p1;
+            c20 += a2 * p0; c21 += a2 * p1;
+        }
+    }
+    FS_T acc[FS_MR][FS_PW];
+    memcpy(acc[0], &c00, sizeof c00); memcpy(acc[0] + FS_VL, &c01, sizeof c01);
+    memcpy(acc[1], &c10, sizeof c10); memcpy(acc[1] + FS_VL, &c11, sizeof c11);
+    memcpy(acc[2], &c20, sizeof c20); memcpy(acc[2] + FS_VL, &c21, sizeof c21);
+    memcpy(acc[3], &c30, sizeof c30); memcpy(acc[3] + FS_VL, &c31, sizeof c31);
+    for (int r = 0; r < R; r++)
+        for (fs_i64 j = 0; j < mw; j++) C[r * c_rs + j] = (init ? init[j] : 0) + acc[r][j];
+}
+
+/* C[r, :] = init + A(r, :) @ W for `rows` rows, W given as packed panels of tlen rows. */
+FS_CLONES static void FS_S(fs_gemm_rows)(const FS_T *A, fs_i64 a_rs, fs_i64 a_ts, fs_i64 rows,
+                                         fs_i64 tlen, const FS_T *P, fs_i64 m, const FS_T *init,
+                                         FS_T *C, fs_i64 c_rs)
+{
+    fs_i64 npanels = (m + FS_PW - 1) / FS_PW;
+    for (fs_i64 r0 = 0; r0 < rows; r0 += FS_MR) {
+        int R = rows - r0 < FS_MR ? (int)(rows - r0) : FS_MR;
+        for (fs_i64 p = 0; p < npanels; p++) {
+            fs_i64 j0 = p * FS_PW;
+            fs_i64 mw = m - j0 < FS_PW ? m - j0 : FS_PW;
+            FS_S(fs_micro)(A + r0 * a_rs, a_rs, a_ts, R, tlen, P + p * tlen * FS_PW,
+                           init ? init + j0 : NULL, C + r0 * c_rs + j0, c_rs, mw);
+        }
+    }
+}
+
+/* Few outputs (m < 4): one dot product per output, vectorized along the contraction, with the
+ * weights given transposed (Wt is m x k, row stride ldwt). */
+FS_CLONES static void FS_S(fs_gemm_dot_rows)(const FS_T *X, fs_i64 ldx, fs_i64 rows, fs_i64 k,
+                                             const FS_T *Wt, fs_i64 ldwt, fs_i64 m,
+                                             const FS_T *bias, FS_T *C, fs_i64 c_rs)
+{
+    for (fs_i64 i = 0; i < rows; i++) {
+        const FS_T *x = X + i * ldx;
+        for (fs_i64 j = 0; j < m; j++) {
+            const FS_T *w = Wt + j * ldwt;
+            FS_T s = 0;
+#pragma omp simd reduction(+ : s)
+            for (fs_i64 t = 0; t < k; t++) s += x[t] * w[t];
+            C[i * c_rs + j] = (bias ? bias[j] : 0) + s;
+        }
+    }
+}
+
+/* Few outputs (m < 4) weight gradient: dW[k0 + c, j] = sum_i X[i, k0 + c] * G[i, j] for
+ * c < kw <= FS_KB, summed over i in order, vectorized along the columns of X. */
+#ifndef FS_KB
+#define FS_KB 64
+#endif
+FS_CLONES static void FS_S(fs_xtg_axpy)(const FS_T *X, fs_i64 ldx, fs_i64 n, fs_i64 k0, fs_i64 kw,
+                                        const FS_T *G, fs_i64 ldg, fs_i64 m, FS_T *dW, fs_i64 ldw)
+{
+    FS_T acc[FS_KB];
+    for (fs_i64 j = 0; j < m; j++) {
+        for (int c = 0; c < FS_KB; c++) acc[c] = 0;
+        for (fs_i64 i = 0; i < n; i++) {
+            const FS_T g = G[i * ldg + j];
+            const FS_T *x = X + i * ldx + k0;
+#pragma omp simd
+            for (fs_i64 c = 0; c < kw; c++) acc[c] += g * x[c];
+        }
+        for (fs_i64 c = 0; c < kw; c++) dW[(k0 + c) * ldw + j] = acc[c];
+    }
+}
+
+/* out[j] = sum_i G[i, j], summed over i in order. */
+static void FS_S(fs_colsum)(const FS_T *G, fs_i64 ldg, fs_i64 n, fs_i64 m, FS_T *out)
+{
+    for (fs_i64 j = 0; j < m; j++) out[j] = 0;
+    for (fs_i64 i = 0; i < n; i++)
+        for (fs_i64 j = 0; j < m; j++) out[j] += G[i * ldg + j];
+}
+
+/* ---- softmax and cross-entropy ---------------------------------------------------------- */
+
+/* Per row: loss = sum_j q_j * (lse - z_j), the cross-entropy between the smoothed one-hot target
+ * q (1 - smooth on the label, smooth / m spread over all classes) and softmax(z), and its gradient
+ * dL/dz = softmax(z) - q.  Shifting by the row maximum keeps exp() in (0, 1] and every
+ * (lse - z_j) a finite non-negative number for any finite logits. */
+static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m,
+                                       const fs_i64 *y, FS_T smooth, FS_T *loss, FS_T *G,
+                                       fs_i64 ldg)
+{
+    const FS_T off = smooth / (FS_T)m;
+    for (fs_i64 i = 0; i < rows; i++) {
+        const FS_T *z = Z + i * ldz;
+        FS_T *g = G + i * ldg;
+        FS_T mx = z[0];
+        for (fs_i64 j = 1; j < m; j++) mx = z[j] > mx ? z[j] : mx;
+        FS_T s = 0;
+        for (fs_i64 j = 0; j < m; j++) {
+            FS_T e = exp(z[j] - mx);
+            g[j] = e;
+            s += e;
+        }
+        const FS_T log_s = log(s), inv_s = 1 / s;
+        const fs_i64 yi = y[i];
+        FS_T l = (FS_T)(1 - smooth) * ((mx - z[yi]) + log_s);
+        if (smooth != 0) {
+            FS_T spread = 0;
+            for (fs_i64 j = 0; j < m; j++) spread += (mx - z[j]) + log_s;
+            l += off * spread;
+        }
+        loss[i] = l;
+        for (fs_i64 j = 0; j < m; j++) g[j] = g[j] * inv_s - off;
+        g[yi] -= (FS_T)(1 - smooth);
+    }
+}
+
+/* Row-wise softmax (log_out == 0) or log-softmax (log_out != 0). */
+static void FS_S(fs_softmax_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m, int log_out,
+                                  FS_T *O, fs_i64 ldo)
+{
+    for (fs_i64 i = 0; i < rows; i++) {
+        const FS_T *z = Z + i * ldz;
+        FS_T *o = O + i * ldo;
+        FS_T mx = z[0];
+        for (fs_i64 j = 1; j < m; j++) mx = z[j] > mx ? z[j] : mx;
+        FS_T s = 0;
+        for (fs_i64 j = 0; j < m; j++) s += exp(z[j] - mx);
+        if (log_out) {
+            const FS_T log_s = log(s);
+            for (fs_i64 j = 0; j < m; j++) o[j] = (z[j] - mx) - log_s;
+        } else {
+            const FS_T inv_s = 1 / s;
+            for (fs_i64 j = 0; j < m; j++) o[j] = exp(z[j] - mx) * inv_s;
+        }
+    }
+}
+
+/* ---- parameter update ------------------------------------------------------------------- */
+
+/* Minibatch SGD on n contiguous values: d = grad / batch_size + weight_decay * param; with a
+ * velocity buffer v = momentum * v + d and param -= lr * v, else param -= lr * d. */
+FS_CLONES static void FS_S(fs_sgd)(FS_T *p, const FS_T *g, fs_i64 n, FS_T lr, FS_T batch_size,
+                                   FS_T momentum, FS_T wd, FS_T *v)
+{
+    if (v) {
+#pragma omp simd
+        for (fs_i64 i = 0; i < n; i++) {
+            FS_T d = g[i] / batch_size + wd * p[i];
+            v[i] = momentum * v[i] + d;
+            p[i] -= lr * v[i];
+        }
+    } else {
+#pragma omp simd
+        for (fs_i64 i = 0; i < n; i++) p[i] -= lr * (g[i] / batch_size + wd * p[i]);
+    }
+}
+
+/* ---- fused minibatch SGD ---------------------------------------------------------------- */
+
+/* One update of one parameter value, the same arithmetic as fs_sgd. */
+FS_INLINE void FS_S(fs_sgd_one)(FS_T *p, FS_T g, FS_T lr, FS_T bs, FS_T mom, FS_T wd, FS_T *v)
+{
+    FS_T d = g / bs + wd * *p;
+    if (v) {
+        *v = mom * *v + d;
+        *p -= lr * *v;
+    } else {
+        *p -= lr * d;
+    }
+}
+
+/* Rows [r0, r1) of X picked by idx (or in order when idx is NULL), converted to FS_T and
+ * multiplied by scale, into dst (row stride k).  Prefetching two rows ahead hides most of the
+ * latency of the random row reads. */
+FS_INLINE void FS_S(fs_gather)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS_T scale,
+                               const fs_i64 *idx, fs_i64 r0, fs_i64 r1, fs_i64 rmax, FS_T *dst)
+{
+    for (fs_i64 r = r0; r < r1; r++) {
+        fs_i64 row = idx ? idx[r] : r;
+        if (idx && r + 2 < rmax) {
+            if (x_u8) FS_PREFETCH((const uint8_t *)X + idx[r + 2] * ldx);
+            else FS_PREFETCH((const FS_T *)X + idx[r + 2] * ldx);
+        }
+        FS_T *d = dst + (r - r0) * k;
+        if (x_u8) {
+            const uint8_t *s = (const uint8_t *)X + row * ldx;
+#pragma omp simd
+            for (fs_i64 j = 0; j < k; j++) d[j] = (FS_T)s[j] * scale;
+        } else {
+            const FS_T *s = (const FS_T *)X + row * ldx;
+#pragma omp simd
+            for (fs_i64 j = 0; j < k; j++) d[j] = s[j] * scale;
+        }
+    }
+}
+
+/* Everything one fused epoch segment needs.  The weights live in a working layout for the
+ * whole segment: packed panels Wp (m >= 4; see fs_pack_panels) or transposed Wt (m < 4, an
+ * m x k matrix), with the momentum buffer V in the same layout. */
+typedef struct {
+    const void *X;        /* n_total x k examples, uint8 (x_u8) or FS_T, row stride ldx */
+    int x_u8;
+    fs_i64 ldx, k;
+    FS_T scale;           /* applied to every feature as it is read */
+    const fs_i64 *labels; /* class labels (softmax cross-entropy) */
+    const FS_T *targets;  /* n_total x m targets (L2 / Huber) */
+    const fs_i64 *perm;   /* the epoch's example order */
+    fs_i64 n;             /* examples in the epoch (length of perm) */
+    fs_i64 batch;         /* minibatch size; the last batch may be smaller */
+    int loss;
+    FS_T smooth, delta;   /* label smoothing; Huber threshold */
+    fs_i64 m;             /* outputs */
+    int panel;            /* weight layout: 1 panels, 0 transposed */
+    FS_T *Wp;             /* working weights */
+    FS_T *b, *V, *vb;     /* bias; momentum buffers (NULL without momentum) */
+    const FS_T *lrs;      /* learning rate of every batch of the epoch */
+    FS_T momentum, wd;
+    /* scratch, sized for one full batch */
+    FS_T *Xb;             /* batch x k gathered rows */
+    FS_T *Z;              /* batch x m outputs */
+    FS_T *G;              /* batch x m loss gradient */
+    FS_T *Gp;             /* panels of G, batch rows each (panel layout only) */
+    FS_T *dW;             /* k x m weight gradient */
+    FS_T *db;             /* m bias gradient */
+    FS_T *rowloss;        /* batch */
+    fs_i64 *rowhit;       /* batch */
+    /* results, one per batch */
+    double *batch_loss;
+    fs_i64 *batch_hits;
+    int nt;
+} FS_S(fs_fused_args);
+
+/* Loss, gradient and hit of `rows` rows of Z (labels / targets at positions pos[0..rows)). */
+FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0, fs_i64 rows,
+                                        const fs_i64 *pos)
+{
+    const fs_i64 m = a->m;
+    FS_T *Z = a->Z + r0 * m, *G = a->G + r0 * m;
+    if (a->loss == FS_LOSS_SOFTMAX_XENT) {
+        fs_i64 y[64];  /* rows <= FS_FUSED_CHUNK */
+        for (fs_i64 r = 0; r < rows; r++) y[r] = a->labels[pos[r]];
+        for (fs_i64 r = 0; r < rows; r++) {
+            const FS_T *z = Z + r * m;
+            fs_i64 best = 0;
+            for (fs_i64 j = 1; j < m; j++) best = z[j] > z[best] ? j : best;
+            a->rowhit[r0 + r] = best == y[r];
+        }
+        FS_S(fs_softmax_xent_rows)(Z, m, rows, m, y, a->smooth, a->rowloss + r0, G, m);
+    } else {
+        for (fs_i64 r = 0; r < rows; r++) {
+            const FS_T *t = a->targets + pos[r] * m;
+            FS_T s = 0;
+            for (fs_i64 j = 0; j < m; j++) {
+                FS_T d = Z[r * m + j] - t[j], g, l;
+                if (a->loss == FS_LOSS_L2 || fabs(d) <= a->delta) {
+                    l = (FS_T)0.5 * d * d;
+                    g = d;
+                } else {
+                    l = a->delta * (fabs(d) - (FS_T)0.5 * a->delta);
+                    g = d > 0 ? a->delta : -a->delta;
+                }
+                s += l;
+                G[r * m + j] = g / (FS_T)m;
+            }
+            a->rowloss[r0 + r] = s / (FS_T)m;
+            a->rowhit[r0 + r] = 0;
+        }
+    }
+}
+
+/* Batches [t0, t1) of one epoch: for each, gather + forward + loss + gradient (phase 1, split by
+ * rows), then weight gradient + update (phase 2, split by weight rows), with one OpenMP team for
+ * the whole segment and a barrier between the phases.  Every value is produced by one task in a
+ * fixed order, so the result does not depend on the thread count.  Returns the index of the
+ * first batch whose loss was not finite (training stops after its update), or -1. */
+static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64 t1)
+{
+    const fs_i64 k = a->k, m = a->m, B = a->batch;
+    volatile fs_i64 bad = -1;
+#pragma omp parallel num_threads(a->nt) if (a->nt > 1)
+    for (fs_i64 t = t0; t < t1; t++) {
+        if (bad >= 0) break;
+        const fs_i64 *pos = a->perm + t * B;
+        const fs_i64 bn = a->n - t * B < B ? a->n - t * B : B;
+        const fs_i64 nch1 = (bn + FS_FUSED_CHUNK - 1) / FS_FUSED_CHUNK;
+        const fs_i64 nch2 = (k + FS_FUSED_COLS - 1) / FS_FUSED_COLS;
+        const FS_T lr = a->lrs[t], fbn = (FS_T)bn;
+
+#pragma omp for schedule(static)
+        for (fs_i64 c = 0; c < nch1; c++) {
+            const fs_i64 r0 = c * FS_FUSED_CHUNK;
+            const fs_i64 rows = bn - r0 < FS_FUSED_CHUNK ? bn - r0 : FS_FUSED_CHUNK;
+            FS_T *xb = a->Xb + r0 * k;
+            FS_S(fs_gather)(a->X, a->x_u8, a->ldx, k, a->scale, pos, r0, r0 + rows, bn, xb);
+            if (a->panel)
+                FS_S(fs_gemm_rows)(xb, k, 1, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m);
+            else
+                FS_S(fs_gemm_dot_rows)(xb, k, rows, k, a->Wp, k, m, a->b, a->Z + r0 * m, m);
+            FS_S(fs_fused_loss_rows)(a, r0, rows, pos + r0);
+            if (a->panel) {
+                for (fs_i64 r = r0; r < r0 + rows; r++)
+                    for (fs_i64 j = 0; j < m; j++)
+                        a->Gp[((j / FS_PW) * bn + r) * FS_PW + j % FS_PW] = a->G[r * m + j];
+            }
+        }
+
+#pragma omp for schedule(static)
+        for (fs_i64 c = 0; c < nch2; c++) {
+            const fs_i64 k0 = c * FS_FUSED_COLS;
+            const fs_i64 kw = k - k0 < FS_FUSED_COLS ? k - k0 : FS_FUSED_COLS;
+            if (a->panel) {
+                FS_S(fs_gemm_rows)(a->Xb + k0, 1, k, kw, bn, a->Gp, m, NULL, a->dW + k0 * m, m);
+                for (fs_i64 kk = k0; kk < k0 + kw; kk++)
+                    for (fs_i64 j = 0; j < m; j++) {
+                        fs_i64 at = ((j / FS_PW) * k + kk) * FS_PW + j % FS_PW;
+                        FS_S(fs_sgd_one)(a->Wp + at, a->dW[kk * m + j], lr, fbn, a->momentum,
+                                         a->wd, a->V ? a->V + at : NULL);
+                    }
+            } else {
+                FS_S(fs_xtg_axpy)(a->Xb, k, bn, k0, kw, a->G, m, m, a->dW, m);
+                for (fs_i64 j = 0; j < m; j++)
+                    for (fs_i64 kk = k0; kk < k0 + kw; kk++) {
+                        fs_i64 at = j * k + kk;
+                        FS_S(fs_sgd_one)(a->Wp + at, a->dW[kk * m + j], lr, fbn, a->momentum,
+                                         a->wd, a->V ? a->V + at : NULL);
+                    }
+            }
+            if (c == 0) {
+                /* The bias and the batch's totals: small, serial, in a fixed order. */
+                FS_S(fs_colsum)(a->G, m, bn, m, a->db);
+                for (fs_i64 j = 0; j < m; j++)
+                    FS_S(fs_sgd_one)(a->b + j, a->db[j], lr, fbn, a->momentum, a->wd,
+                                     a->vb ? a->vb + j : NULL);
+                double s = 0;
+                fs_i64 hits = 0;
+                for (fs_i64 r = 0; r < bn; r++) {
+                    s += a->rowloss[r];
+                    hits += a->rowhit[r];
+                }
+                a->batch_loss[t] = s;
+                a->batch_hits[t] = hits;
+                if (!isfinite(s)) bad = t;
+            }
+        }
+    }
+    return bad;
+}
+
+/* Z[r, :] = scale * X[idx[r], :] @ W + b for rows [r0, r1): gather and forward in one pass, the
+ * weights in the working layout of fs_fused_sgd; xb is scratch for FS_FUSED_CHUNK rows. */
+static void FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS_T scale,
+                                   const fs_i64 *idx, fs_i64 r0, fs_i64 r1, const FS_T *Wp,
+                                   int panel, const FS_T *b, fs_i64 m, FS_T *xb, FS_T *Z)
+{
+    for (fs_i64 s = r0; s < r1; s += FS_FUSED_CHUNK) {
+        fs_i64 e = r1 - s < FS_FUSED_CHUNK ? r1 : s + FS_FUSED_CHUNK;
+        if (idx) {
+            FS_S(fs_gather)(X, x_u8, ldx, k, scale, idx, s, e, r1, xb);
+        } else {
+            /* in order: gather from X + s * ldx as rows 0.. */
+            if (x_u8)
+                FS_S(fs_gather)((const uint8_t *)X + s * ldx, 1, ldx, k, scale, NULL, 0, e - s, e - s, xb);
+            else
+                FS_S(fs_gather)((const FS_T *)X + s * ldx, 0, ldx, k, scale, NULL, 0, e - s, e - s, xb);
+        }
+        if (panel)
+            FS_S(fs_gemm_rows)(xb, k, 1, e - s, k, Wp, m, b, Z + s * m, m);
+        else
+            FS_S(fs_gemm_dot_rows)(xb, k, e - s, k, Wp, k, m, b, Z + s * m, m);
+    }
+}

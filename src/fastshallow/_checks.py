@@ -1,0 +1,176 @@
+"""Argument checks shared by every public entry point.
+
+Each check either returns a value the compiled kernels can trust (right dtype, C-contiguous,
+in range) or raises a TypeError / ValueError naming the argument, what was expected and what came.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def _describe(a) -> str:
+    if isinstance(a, np.ndarray):
+        return f"array of dtype {a.dtype} and shape {a.shape}"
+    return f"{type(a).__name__} {a!r}"[:120]
+
+
+def as_array(name: str, a, *, ndim: int | tuple | None = None, dtypes=FLOAT_DTYPES,
+             dtype=None, allow_empty: bool = True, finite: bool = False) -> np.ndarray:
+    """`a` as a C-contiguous ndarray of one of `dtypes` (or converted to `dtype`).
+
+    Arrays of another numeric kind are converted only when `dtype` is given; object, string,
+    complex and bool arrays are always refused."""
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be array-like, got {_describe(a)} ({exc})") from None
+    kind = arr.dtype.kind
+    if kind in "OUSVcbMm":
+        what = {"O": "object", "U": "string", "S": "bytes", "V": "structured", "c": "complex",
+                "b": "bool", "M": "datetime", "m": "timedelta"}[kind]
+        raise TypeError(f"{name} must hold real numbers, got a {what} array (dtype {arr.dtype})")
+    if dtype is not None:
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+    elif dtypes is not None and arr.dtype not in dtypes:
+        names = " or ".join(str(d) for d in dtypes)
+        raise TypeError(f"{name} must have dtype {names}, got {arr.dtype}")
+    else:
+        arr = np.ascontiguousarray(arr)
+    if ndim is not None:
+        allowed = ndim if isinstance(ndim, tuple) else (ndim,)
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    if finite and arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
+        raise ValueError(f"{name} must be finite, found {bad.size} NaN/inf value(s) "
+                         f"(first at flat index {bad[0]})")
+    return arr
+
+
+def as_out(name: str, out, shape: tuple, dtype, inputs=()) -> np.ndarray:
+    """A caller-supplied output buffer: exact shape and dtype, C-contiguous, writeable, and not
+    sharing memory with any input (the kernels read inputs while they write outputs)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {_describe(out)}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
+    if out.dtype != np.dtype(dtype):
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    for other_name, other in inputs:
+        if other is not None and np.may_share_memory(out, other):
+            raise ValueError(f"{name} must not overlap {other_name}")
+    return out
+
+
+def as_writeable(name: str, a, dtypes=FLOAT_DTYPES) -> np.ndarray:
+    """An array updated in place: must already be C-contiguous, writeable, of a float dtype."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array (it is updated in place), got {_describe(a)}")
+    if a.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (it is updated in place)")
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only and cannot be updated in place")
+    return a
+
+
+def as_labels(name: str, y, n_classes: int | None = None, length: int | None = None) -> np.ndarray:
+    """Integer class labels as a C-contiguous int64 vector, each in [0, n_classes).
+
+    Float labels are accepted when every value is a whole number (as data loaders often give)."""
+    try:
+        arr = np.asarray(y)
+    except Exception as exc:
+        raise TypeError(f"{name} must be array-like, got {_describe(y)} ({exc})") from None
+    if arr.dtype.kind == "f":
+        if arr.size and not np.isfinite(arr).all():
+            raise ValueError(f"{name} must be finite class indices, found NaN/inf")
+        if arr.size and not (arr == np.round(arr)).all():
+            raise ValueError(f"{name} must be whole-number class indices, found fractional values")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integer class indices, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr.reshape(-1) if arr.ndim == 2 and arr.shape[1] == 1 else arr,
+                               dtype=np.int64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"{name} must have {length} entries (one per row), got {arr.shape[0]}")
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0:
+            raise ValueError(f"{name} must be >= 0, found {lo}")
+        if n_classes is not None and hi >= n_classes:
+            raise ValueError(f"{name} must be < {n_classes} (the number of classes), found {hi}")
+    return arr
+
+
+def as_indices(name: str, idx, n: int) -> np.ndarray:
+    """Row indices as a C-contiguous int64 vector, each in [0, n)."""
+    try:
+        arr = np.asarray(idx)
+    except Exception as exc:
+        raise TypeError(f"{name} must be array-like, got {_describe(idx)} ({exc})") from None
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > INT64_MAX:
+        raise ValueError(f"{name} holds values past int64")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= n:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name} must be in [0, {n}) (the rows of the source), found {bad}")
+    return arr
+
+
+def positive_int(name: str, v, *, allow_zero: bool = False) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {_describe(v)}")
+    v = int(v)
+    if v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+    return v
+
+
+def real(name: str, v, *, low: float | None = None, high: float | None = None,
+         low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real scalar within the given bounds."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {_describe(v)}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if low is not None and (v < low or (low_open and v == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
+    if high is not None and (v > high or (high_open and v == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {v}")
+    return v
+
+
+def seed_or_rng(name: str, seed) -> np.random.Generator:
+    """A numpy Generator from None, an int seed, or a Generator."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        return np.random.default_rng()
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise TypeError(f"{name} must be None, a non-negative int or a numpy Generator, "
+                        f"got {_describe(seed)}")
+    return np.random.default_rng(int(seed))

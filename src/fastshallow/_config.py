@@ -1,0 +1,66 @@
+"""Thread-count policy and build information (below the validated wrappers; imports nothing of ours
+but the compiled module)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from . import _ext
+
+_num_threads: int | None = None
+
+# Below this many multiply-adds (or element operations) a kernel runs on the calling thread:
+# starting an OpenMP team costs a few microseconds, more than such a kernel takes.
+SERIAL_WORK = 1 << 16
+
+
+def _default_threads() -> int:
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def get_num_threads() -> int:
+    """The number of threads kernels use when `num_threads` is not given: the value of
+    `set_num_threads`, else ``OMP_NUM_THREADS``, else the cores this process may run on."""
+    if not _ext.kernels().openmp_enabled():
+        return 1
+    return _num_threads if _num_threads is not None else _default_threads()
+
+
+def set_num_threads(n: int | None) -> None:
+    """Set the default thread count of every kernel (None: back to ``OMP_NUM_THREADS`` / cores)."""
+    global _num_threads
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_threads must be a positive int or None, got {n!r}")
+    _num_threads = n
+
+
+def resolve_threads(num_threads: int | None, work: int = SERIAL_WORK) -> int:
+    """The thread count for one kernel call doing about `work` operations."""
+    if num_threads is None:
+        n = get_num_threads()
+    else:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int,)) or num_threads < 1:
+            raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+        n = num_threads if _ext.kernels().openmp_enabled() else 1
+    return 1 if work < SERIAL_WORK else n
+
+
+def show_config(file=None) -> None:
+    """Print the version, the compiler, whether OpenMP is on and how many threads kernels use."""
+    from ._version import __version__
+
+    k = _ext.kernels()
+    out = file or sys.stdout
+    print(f"fastshallow {__version__}", file=out)
+    print(f"  python:      {sys.version.split()[0]}", file=out)
+    print(f"  compiler:    {k.compiler()}", file=out)
+    print(f"  openmp:      {'on' if k.openmp_enabled() else 'off (serial build)'}", file=out)
+    print(f"  threads:     {get_num_threads()}", file=out)
+    print(f"  extension:   {k.__file__}", file=out)

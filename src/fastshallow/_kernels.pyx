@@ -1,0 +1,446 @@
+# distutils: language = c
+"""Raw compiled kernels.  They trust their caller: use fastshallow.kernels, which validates.
+
+Work is split into chunks of a fixed number of rows (or columns) that never depends on the thread
+count, and each output element is produced by one chunk summing in a fixed order, so 1 and N
+threads give identical bits.  `nt` is the number of OpenMP threads; 1 runs without starting any.
+"""
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.stdint cimport int64_t, uint8_t
+
+import numpy as np
+
+cdef extern from "fs_kernels.h" nogil:
+    ctypedef int64_t fs_i64
+    int FS_OPENMP
+    int FS_KB
+    void FS_PREFETCH(const void *p)
+    const char *fs_compiler()
+    int omp_get_max_threads()
+    int omp_get_num_procs()
+    void fs_pack_panels_f32(const float *W, fs_i64 ldw, fs_i64 k, fs_i64 m, float *P)
+    void fs_pack_panels_f64(const double *W, fs_i64 ldw, fs_i64 k, fs_i64 m, double *P)
+    void fs_gemm_rows_f32(const float *A, fs_i64 a_rs, fs_i64 a_ts, fs_i64 rows, fs_i64 tlen,
+                          const float *P, fs_i64 m, const float *init, float *C, fs_i64 c_rs)
+    void fs_gemm_rows_f64(const double *A, fs_i64 a_rs, fs_i64 a_ts, fs_i64 rows, fs_i64 tlen,
+                          const double *P, fs_i64 m, const double *init, double *C, fs_i64 c_rs)
+    void fs_gemm_dot_rows_f32(const float *X, fs_i64 ldx, fs_i64 rows, fs_i64 k, const float *Wt,
+                              fs_i64 ldwt, fs_i64 m, const float *bias, float *C, fs_i64 c_rs)
+    void fs_gemm_dot_rows_f64(const double *X, fs_i64 ldx, fs_i64 rows, fs_i64 k, const double *Wt,
+                              fs_i64 ldwt, fs_i64 m, const double *bias, double *C, fs_i64 c_rs)
+    void fs_xtg_axpy_f32(const float *X, fs_i64 ldx, fs_i64 n, fs_i64 k0, fs_i64 kw,
+                         const float *G, fs_i64 ldg, fs_i64 m, float *dW, fs_i64 ldw)
+    void fs_xtg_axpy_f64(const double *X, fs_i64 ldx, fs_i64 n, fs_i64 k0, fs_i64 kw,
+                         const double *G, fs_i64 ldg, fs_i64 m, double *dW, fs_i64 ldw)
+    void fs_colsum_f32(const float *G, fs_i64 ldg, fs_i64 n, fs_i64 m, float *out)
+    void fs_colsum_f64(const double *G, fs_i64 ldg, fs_i64 n, fs_i64 m, double *out)
+    void fs_softmax_xent_rows_f32(const float *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m,
+                                  const fs_i64 *y, float smooth, float *loss, float *G, fs_i64 ldg)
+    void fs_softmax_xent_rows_f64(const double *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m,
+                                  const fs_i64 *y, double smooth, double *loss, double *G,
+                                  fs_i64 ldg)
+    void fs_softmax_rows_f32(const float *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m, int log_out,
+                             float *O, fs_i64 ldo)
+    void fs_softmax_rows_f64(const double *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m, int log_out,
+                             double *O, fs_i64 ldo)
+    void fs_sgd_f32(float *p, const float *g, fs_i64 n, float lr, float batch_size,
+                    float momentum, float wd, float *v)
+    void fs_sgd_f64(double *p, const double *g, fs_i64 n, double lr, double batch_size,
+                    double momentum, double wd, double *v)
+
+# Chunk sizes: fixed, so that results never depend on the number of threads.
+cdef enum:
+    ROW_CHUNK = 32      # rows of X per task in row-wise kernels
+    COL_CHUNK = 16      # rows of dW (columns of X) per task in the panel weight gradient
+    VEC_CHUNK = 8192    # elements per task in element-wise kernels
+
+ctypedef fused src_t:
+    uint8_t
+    float
+    double
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(FS_OPENMP)
+
+
+def compiler():
+    """The compiler that built the kernels, with its version."""
+    return fs_compiler().decode()
+
+
+def max_threads():
+    """OpenMP's default team size (follows OMP_NUM_THREADS); 1 in a serial build."""
+    return omp_get_max_threads()
+
+
+cdef inline fs_i64 _nchunks(fs_i64 n, fs_i64 chunk) noexcept nogil:
+    return (n + chunk - 1) // chunk
+
+
+def matmul_bias(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
+                floating[:, ::1] out, int nt):
+    """out = X @ W + b (b may be None).  Shapes are checked by the caller; all sizes > 0."""
+    cdef fs_i64 n = X.shape[0], k = X.shape[1], m = W.shape[1]
+    cdef fs_i64 c, r0, rows, nch = _nchunks(n, ROW_CHUNK)
+    cdef const floating *bias = &b[0] if b is not None else NULL
+    cdef floating[:, ::1] P
+    cdef const floating[:, ::1] Wt
+    dtype = np.float32 if floating is float else np.float64
+    if m >= 4:
+        P = np.empty((_nchunks(m, 16 if floating is float else 8) * k, 16 if floating is float else 8), dtype)
+        if floating is float:
+            fs_pack_panels_f32(&W[0, 0], m, k, m, &P[0, 0])
+        else:
+            fs_pack_panels_f64(&W[0, 0], m, k, m, &P[0, 0])
+        for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
+            r0 = c * ROW_CHUNK
+            rows = min(ROW_CHUNK, n - r0)
+            if floating is float:
+                fs_gemm_rows_f32(&X[r0, 0], k, 1, rows, k, &P[0, 0], m, bias, &out[r0, 0], m)
+            else:
+                fs_gemm_rows_f64(&X[r0, 0], k, 1, rows, k, &P[0, 0], m, bias, &out[r0, 0], m)
+    else:
+        Wt = np.ascontiguousarray(np.asarray(W).T)
+        for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
+            r0 = c * ROW_CHUNK
+            rows = min(ROW_CHUNK, n - r0)
+            if floating is float:
+                fs_gemm_dot_rows_f32(&X[r0, 0], k, rows, k, &Wt[0, 0], k, m, bias, &out[r0, 0], m)
+            else:
+                fs_gemm_dot_rows_f64(&X[r0, 0], k, rows, k, &Wt[0, 0], k, m, bias, &out[r0, 0], m)
+
+
+def matmul_bias_backward(const floating[:, ::1] X, const floating[:, ::1] G,
+                         floating[:, ::1] dW, floating[::1] db, int nt):
+    """dW = X.T @ G and db = G.sum(axis=0) (db may be None).  All sizes > 0."""
+    cdef fs_i64 n = X.shape[0], k = X.shape[1], m = G.shape[1]
+    cdef fs_i64 c, k0, kw, nch
+    cdef floating[:, ::1] P
+    dtype = np.float32 if floating is float else np.float64
+    if m >= 4:
+        # dW rows are X columns: the micro-kernel walks X^T (row step 1, contraction step k).
+        P = np.empty((_nchunks(m, 16 if floating is float else 8) * n, 16 if floating is float else 8), dtype)
+        if floating is float:
+            fs_pack_panels_f32(&G[0, 0], m, n, m, &P[0, 0])
+        else:
+            fs_pack_panels_f64(&G[0, 0], m, n, m, &P[0, 0])
+        nch = _nchunks(k, COL_CHUNK)
+        for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
+            k0 = c * COL_CHUNK
+            kw = min(COL_CHUNK, k - k0)
+            if floating is float:
+                fs_gemm_rows_f32(&X[0, k0], 1, k, kw, n, &P[0, 0], m, NULL, &dW[k0, 0], m)
+            else:
+                fs_gemm_rows_f64(&X[0, k0], 1, k, kw, n, &P[0, 0], m, NULL, &dW[k0, 0], m)
+    else:
+        nch = _nchunks(k, FS_KB)
+        for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
+            k0 = c * FS_KB
+            kw = min(<fs_i64>FS_KB, k - k0)
+            if floating is float:
+                fs_xtg_axpy_f32(&X[0, 0], k, n, k0, kw, &G[0, 0], m, m, &dW[0, 0], m)
+            else:
+                fs_xtg_axpy_f64(&X[0, 0], k, n, k0, kw, &G[0, 0], m, m, &dW[0, 0], m)
+    if db is not None:
+        with nogil:
+            if floating is float:
+                fs_colsum_f32(&G[0, 0], m, n, m, &db[0])
+            else:
+                fs_colsum_f64(&G[0, 0], m, n, m, &db[0])
+
+
+def softmax_cross_entropy(const floating[:, ::1] Z, const int64_t[::1] y, double smooth,
+                          floating[::1] loss, floating[:, ::1] G, int nt):
+    """Per-row loss and dL/dZ of softmax cross-entropy with integer labels in [0, m)."""
+    cdef fs_i64 n = Z.shape[0], m = Z.shape[1]
+    cdef fs_i64 c, r0, rows, nch = _nchunks(n, ROW_CHUNK)
+    for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
+        r0 = c * ROW_CHUNK
+        rows = min(ROW_CHUNK, n - r0)
+        if floating is float:
+            fs_softmax_xent_rows_f32(&Z[r0, 0], m, rows, m, &y[r0], <float>smooth, &loss[r0],
+                                     &G[r0, 0], m)
+        else:
+            fs_softmax_xent_rows_f64(&Z[r0, 0], m, rows, m, &y[r0], smooth, &loss[r0],
+                                     &G[r0, 0], m)
+
+
+def softmax(const floating[:, ::1] Z, floating[:, ::1] out, bint log, int nt):
+    """Row-wise softmax, or log-softmax when `log`."""
+    cdef fs_i64 n = Z.shape[0], m = Z.shape[1]
+    cdef fs_i64 c, r0, rows, nch = _nchunks(n, ROW_CHUNK)
+    for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
+        r0 = c * ROW_CHUNK
+        rows = min(ROW_CHUNK, n - r0)
+        if floating is float:
+            fs_softmax_rows_f32(&Z[r0, 0], m, rows, m, log, &out[r0, 0], m)
+        else:
+            fs_softmax_rows_f64(&Z[r0, 0], m, rows, m, log, &out[r0, 0], m)
+
+
+def sgd_update(floating[::1] param, const floating[::1] grad, double lr, double batch_size,
+               double momentum, double weight_decay, floating[::1] velocity, int nt):
+    """In place: param -= lr * (grad / batch_size + weight_decay * param), through the velocity
+    buffer when one is given."""
+    cdef fs_i64 n = param.shape[0]
+    cdef fs_i64 c, i0, cnt, nch = _nchunks(n, VEC_CHUNK)
+    cdef floating *v = &velocity[0] if velocity is not None else NULL
+    for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
+        i0 = c * VEC_CHUNK
+        cnt = min(VEC_CHUNK, n - i0)
+        if floating is float:
+            fs_sgd_f32(&param[i0], &grad[i0], cnt, <float>lr, <float>batch_size, <float>momentum,
+                       <float>weight_decay, v + i0 if v != NULL else NULL)
+        else:
+            fs_sgd_f64(&param[i0], &grad[i0], cnt, lr, batch_size, momentum, weight_decay,
+                       v + i0 if v != NULL else NULL)
+
+
+def gather_rows(const src_t[:, ::1] src, const int64_t[::1] idx, floating[:, ::1] out,
+                double scale, bint has_scale, int nt):
+    """out[i, :] = src[idx[i], :] (times `scale` when `has_scale`), converted to out's type."""
+    cdef fs_i64 n = idx.shape[0], k = src.shape[1]
+    cdef fs_i64 c, i, j, r0, r1, nch = _nchunks(n, ROW_CHUNK)
+    cdef floating s = <floating>scale
+    cdef const src_t *row
+    cdef floating *dst
+    for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
+        r0 = c * ROW_CHUNK
+        r1 = min(r0 + ROW_CHUNK, n)
+        for i in range(r0, r1):
+            # Random rows are latency bound: ask for the row after next while converting this one.
+            if i + 2 < n:
+                FS_PREFETCH(&src[idx[i + 2], 0])
+            row = &src[idx[i], 0]
+            dst = &out[i, 0]
+            if has_scale:
+                for j in range(k):
+                    dst[j] = <floating>row[j] * s
+            else:
+                for j in range(k):
+                    dst[j] = <floating>row[j]
+
+
+# ---- fused training ---------------------------------------------------------------------------
+
+cdef extern from "fs_kernels.h" nogil:
+    int FS_PW_F32 "16"
+    int FS_PW_F64 "8"
+    int FS_FUSED_CHUNK
+    ctypedef struct fs_fused_args_f32:
+        const void *X
+        int x_u8
+        fs_i64 ldx, k
+        float scale
+        const fs_i64 *labels
+        const float *targets
+        const fs_i64 *perm
+        fs_i64 n, batch
+        int loss
+        float smooth, delta
+        fs_i64 m
+        int panel
+        float *Wp
+        float *b
+        float *V
+        float *vb
+        const float *lrs
+        float momentum, wd
+        float *Xb
+        float *Z
+        float *G
+        float *Gp
+        float *dW
+        float *db
+        float *rowloss
+        fs_i64 *rowhit
+        double *batch_loss
+        fs_i64 *batch_hits
+        int nt
+    ctypedef struct fs_fused_args_f64:
+        const void *X
+        int x_u8
+        fs_i64 ldx, k
+        double scale
+        const fs_i64 *labels
+        const double *targets
+        const fs_i64 *perm
+        fs_i64 n, batch
+        int loss
+        double smooth, delta
+        fs_i64 m
+        int panel
+        double *Wp
+        double *b
+        double *V
+        double *vb
+        const double *lrs
+        double momentum, wd
+        double *Xb
+        double *Z
+        double *G
+        double *Gp
+        double *dW
+        double *db
+        double *rowloss
+        fs_i64 *rowhit
+        double *batch_loss
+        fs_i64 *batch_hits
+        int nt
+    fs_i64 fs_fused_sgd_f32(const fs_fused_args_f32 *a, fs_i64 t0, fs_i64 t1)
+    fs_i64 fs_fused_sgd_f64(const fs_fused_args_f64 *a, fs_i64 t0, fs_i64 t1)
+    void fs_fused_forward_f32(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, float scale,
+                              const fs_i64 *idx, fs_i64 r0, fs_i64 r1, const float *Wp, int panel,
+                              const float *b, fs_i64 m, float *xb, float *Z)
+    void fs_fused_forward_f64(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, double scale,
+                              const fs_i64 *idx, fs_i64 r0, fs_i64 r1, const double *Wp, int panel,
+                              const double *b, fs_i64 m, double *xb, double *Z)
+
+
+def panel_width(dtype):
+    """Output columns per packed weight panel for float32 / float64."""
+    return FS_PW_F32 if np.dtype(dtype) == np.float32 else FS_PW_F64
+
+
+def to_working_layout(W):
+    """W (k x m) -> the layout the fused kernels update: panels when m >= 4, else W.T."""
+    W = np.ascontiguousarray(W)
+    k, m = W.shape
+    if m < 4:
+        return np.ascontiguousarray(W.T)
+    pw = panel_width(W.dtype)
+    npan = (m + pw - 1) // pw
+    P = np.zeros((npan, k, pw), W.dtype)
+    for p in range(npan):
+        cols = W[:, p * pw:(p + 1) * pw]
+        P[p, :, :cols.shape[1]] = cols
+    return P.reshape(npan * k, pw)
+
+
+def from_working_layout(P, k, m, out):
+    """Inverse of to_working_layout, written into `out` (k x m)."""
+    if m < 4:
+        out[...] = P.T
+        return out
+    pw = P.shape[1]
+    P3 = P.reshape(-1, k, pw)
+    for p in range(P3.shape[0]):
+        w = min(pw, m - p * pw)
+        out[:, p * pw:p * pw + w] = P3[p, :, :w]
+    return out
+
+
+cdef inline const void *_data_ptr(object a):
+    cdef const uint8_t[::1] flat = a.reshape(-1).view(np.uint8)
+    return <const void *>&flat[0]
+
+
+def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int loss,
+              double smooth, double delta, floating[:, ::1] Wp, floating[::1] b, V, vb,
+              const floating[::1] lrs, double momentum, double weight_decay, double scale,
+              double[::1] batch_loss, int64_t[::1] batch_hits, fs_i64 t0, fs_i64 t1, int nt):
+    """Minibatches [t0, t1) of an epoch in one call; see fs_fused_sgd in csrc.  Returns the index
+    of the first batch whose loss was not finite, or -1.  The caller has validated everything:
+    X is C-contiguous 2-D uint8 or of the weights' dtype, every perm entry indexes a row of X,
+    labels (int64) or targets (weights' dtype, n x m) match, and all buffers have their sizes."""
+    cdef fs_i64 k = X.shape[1], m = b.shape[0], bad
+    cdef bint panel = m >= 4
+    dtype = np.float32 if floating is float else np.float64
+    pw = FS_PW_F32 if floating is float else FS_PW_F64
+    npan = (m + pw - 1) // pw
+    cdef floating[:, ::1] Xb = np.empty((batch, k), dtype)
+    cdef floating[:, ::1] Z = np.empty((batch, m), dtype)
+    cdef floating[:, ::1] G = np.empty((batch, m), dtype)
+    cdef floating[::1] Gp = np.zeros(npan * batch * pw if panel else 1, dtype)
+    cdef floating[:, ::1] dW = np.empty((k, m), dtype)
+    cdef floating[::1] db = np.empty(m, dtype)
+    cdef floating[::1] rowloss = np.empty(batch, dtype)
+    cdef int64_t[::1] rowhit = np.empty(batch, np.int64)
+    cdef const int64_t[::1] lab
+    cdef const floating[:, ::1] tgt
+    cdef floating[::1] Vv, vbv
+    cdef fs_fused_args_f32 a32
+    cdef fs_fused_args_f64 a64
+    if floating is float:
+        a = &a32
+    else:
+        a = &a64
+    a.X = _data_ptr(X)
+    a.x_u8 = X.dtype == np.uint8
+    a.ldx = k
+    a.k = k
+    a.scale = scale
+    a.labels = NULL
+    a.targets = NULL
+    if labels is not None:
+        lab = labels
+        a.labels = &lab[0]
+    if targets is not None:
+        tgt = targets
+        a.targets = &tgt[0, 0]
+    a.perm = &perm[0]
+    a.n = perm.shape[0]
+    a.batch = batch
+    a.loss = loss
+    a.smooth = smooth
+    a.delta = delta
+    a.m = m
+    a.panel = panel
+    a.Wp = &Wp[0, 0]
+    a.b = &b[0]
+    a.V = NULL
+    a.vb = NULL
+    if V is not None:
+        Vv = V.reshape(-1)
+        vbv = vb
+        a.V = &Vv[0]
+        a.vb = &vbv[0]
+    a.lrs = &lrs[0]
+    a.momentum = momentum
+    a.wd = weight_decay
+    a.Xb = &Xb[0, 0]
+    a.Z = &Z[0, 0]
+    a.G = &G[0, 0]
+    a.Gp = &Gp[0]
+    a.dW = &dW[0, 0]
+    a.db = &db[0]
+    a.rowloss = &rowloss[0]
+    a.rowhit = <fs_i64 *>&rowhit[0]
+    a.batch_loss = &batch_loss[0]
+    a.batch_hits = <fs_i64 *>&batch_hits[0]
+    a.nt = nt
+    with nogil:
+        if floating is float:
+            bad = fs_fused_sgd_f32(&a32, t0, t1)
+        else:
+            bad = fs_fused_sgd_f64(&a64, t0, t1)
+    return bad
+
+
+def fused_forward(X, const int64_t[::1] idx, const floating[:, ::1] Wp, const floating[::1] b,
+                  double scale, floating[:, ::1] out, int nt):
+    """out = (scale * X[idx]) @ W + b with W in the working layout (idx None: all rows in order).
+    Validated by the caller."""
+    cdef fs_i64 k = X.shape[1], m = b.shape[0]
+    cdef fs_i64 n = idx.shape[0] if idx is not None else X.shape[0]
+    cdef fs_i64 c, r0, r1, nch = _nchunks(n, FS_FUSED_CHUNK)
+    cdef int panel = m >= 4, x_u8 = X.dtype == np.uint8
+    cdef const void *xp = _data_ptr(X)
+    cdef const fs_i64 *ip = <const fs_i64 *>&idx[0] if idx is not None else NULL
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, ::1] scratch = np.empty((max(nt, 1) * FS_FUSED_CHUNK, k), dtype)
+    cdef int tid
+    for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
+        r0 = c * FS_FUSED_CHUNK
+        r1 = min(r0 + FS_FUSED_CHUNK, n)
+        tid = threadid()
+        if floating is float:
+            fs_fused_forward_f32(xp, x_u8, k, k, <float>scale, ip, r0, r1, &Wp[0, 0], panel,
+                                 &b[0], m, &scratch[tid * FS_FUSED_CHUNK, 0], &out[0, 0])
+        else:
+            fs_fused_forward_f64(xp, x_u8, k, k, scale, ip, r0, r1, &Wp[0, 0], panel,
+                                 &b[0], m, &scratch[tid * FS_FUSED_CHUNK, 0], &out[0, 0])

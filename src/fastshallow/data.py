@@ -1,0 +1,137 @@
+"""Synthetic data, array datasets and the shuffling minibatch loader (sections 3.2-3.3).
+
+A dataset that can hand out a whole minibatch at once implements ``get_batch(indices)``; the
+DataLoader then builds each batch with one compiled gather per array instead of a Python loop over
+examples.  Any other object with ``__len__`` and ``__getitem__`` works too, one example at a time.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from . import _checks as C
+from .kernels import gather_rows
+
+__all__ = ["synthetic_data", "ArrayDataset", "DataLoader", "load_array"]
+
+
+def synthetic_data(w, b, num_examples: int, noise: float = 0.01, seed=None, dtype=np.float32):
+    """Examples of ``y = X w + b + noise``: X ~ N(0, 1) of shape (num_examples, len(w)), noise ~
+    N(0, noise^2).  Returns ``(X, y)`` with y of shape (num_examples,) for a vector `w` and
+    (num_examples, m) for a (k, m) matrix `w`."""
+    w = C.as_array("w", w, ndim=(1, 2), dtype=np.float64, allow_empty=False, finite=True)
+    b = C.as_array("b", b, ndim=(0, 1), dtype=np.float64, finite=True)
+    num_examples = C.positive_int("num_examples", num_examples, allow_zero=True)
+    noise = C.real("noise", noise, low=0.0)
+    rng = C.seed_or_rng("seed", seed)
+    X = rng.standard_normal((num_examples, w.shape[0]))
+    y = X @ w + b
+    y += rng.normal(0.0, noise, y.shape) if noise else 0.0
+    return X.astype(dtype), y.astype(dtype)
+
+
+class ArrayDataset:
+    """Arrays of equal length, indexed together along their first axis.
+
+    ``ds[i]`` is the tuple of the i-th rows (a single array's rows come back bare, not in a
+    tuple); ``ds.get_batch(indices)`` gathers whole minibatches with the compiled kernel.  Floats
+    arrays are kept as they are (float32 stays float32); other numeric arrays are kept too and
+    gathered with NumPy."""
+
+    def __init__(self, *arrays, check_finite: bool = True):
+        if not arrays:
+            raise ValueError("ArrayDataset needs at least one array")
+        self.arrays = []
+        for i, a in enumerate(arrays):
+            arr = C.as_array(f"arrays[{i}]", a, dtypes=None, finite=check_finite)
+            if arr.ndim == 0:
+                raise ValueError(f"arrays[{i}] must have at least one dimension, got a scalar")
+            self.arrays.append(arr)
+        n = len(self.arrays[0])
+        for i, a in enumerate(self.arrays[1:], 1):
+            if len(a) != n:
+                raise ValueError(f"all arrays must have the same length; arrays[0] has {n}, "
+                                 f"arrays[{i}] has {len(a)}")
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        items = tuple(a[i] for a in self.arrays)
+        return items[0] if len(items) == 1 else items
+
+    def get_batch(self, indices: np.ndarray) -> tuple:
+        """The rows at `indices` (int64, validated by the caller) of every array."""
+        out = []
+        for a in self.arrays:
+            if a.dtype.kind == "f" and a.ndim >= 2:
+                out.append(gather_rows(a, indices))
+            else:
+                out.append(a[indices])
+        return tuple(out)
+
+
+class DataLoader:
+    """Minibatches of a dataset: a new seeded permutation every epoch when `shuffle`.
+
+    `len()` is the number of batches.  Batches come as tuples of arrays (a dataset of one array
+    gives bare arrays).  `seed` makes the sequence of permutations reproducible; None draws
+    fresh entropy.  `num_workers` is accepted for compatibility with the book and ignored: the
+    compiled gather is faster than worker processes would be."""
+
+    def __init__(self, dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
+                 seed=None, num_workers: int = 0):
+        if not hasattr(dataset, "__len__") or not (hasattr(dataset, "__getitem__")
+                                                   or hasattr(dataset, "get_batch")):
+            raise TypeError(f"dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
+        self.dataset = dataset
+        self.batch_size = C.positive_int("batch_size", batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        C.positive_int("num_workers", num_workers, allow_zero=True)
+        self._rng = C.seed_or_rng("seed", seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def epoch_order(self) -> np.ndarray:
+        """The example order of the next epoch (advances the loader's random stream), cut to
+        whole batches when `drop_last`."""
+        n = len(self.dataset)
+        order = self._rng.permutation(n) if self.shuffle else np.arange(n, dtype=np.int64)
+        if self.drop_last:
+            order = order[: (n // self.batch_size) * self.batch_size]
+        self.epoch += 1
+        return np.ascontiguousarray(order, dtype=np.int64)
+
+    def __iter__(self) -> Iterator:
+        order = self.epoch_order()
+        get_batch = getattr(self.dataset, "get_batch", None)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            if get_batch is not None:
+                batch = get_batch(idx)
+            else:
+                batch = _collate([self.dataset[int(i)] for i in idx])
+            yield batch[0] if isinstance(batch, tuple) and len(batch) == 1 else batch
+
+
+def _collate(items: Sequence):
+    """Stack per-example items (arrays or tuples of arrays) into batch arrays."""
+    first = items[0]
+    if isinstance(first, tuple):
+        return tuple(np.stack([np.asarray(it[j]) for it in items]) for j in range(len(first)))
+    return np.stack([np.asarray(it) for it in items])
+
+
+def load_array(data_arrays, batch_size: int, is_train: bool = True, seed=None) -> DataLoader:
+    """A DataLoader over ``ArrayDataset(*data_arrays)``, shuffled when `is_train`."""
+    if not isinstance(data_arrays, (tuple, list)):
+        raise TypeError(f"data_arrays must be a tuple or list of arrays, got "
+                        f"{type(data_arrays).__name__}")
+    return DataLoader(ArrayDataset(*data_arrays), batch_size, shuffle=is_train, seed=seed)

@@ -1,0 +1,192 @@
+"""The compiled kernels behind validated wrappers.
+
+Every function here checks its arguments (dtype, rank, shape, layout, index range, scalar
+ranges) and raises a clear TypeError / ValueError before any compiled code runs; the compiled
+code then trusts what it gets.  float32 and float64 are both supported; non-contiguous inputs are
+copied, outputs must be exact.  NaN and inf in features propagate as they would in NumPy.
+
+Every kernel takes ``num_threads`` (default: :func:`fastshallow.get_num_threads`) and returns
+bit-identical results for any thread count.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks as C
+from ._config import resolve_threads
+from ._ext import kernels as _k
+
+__all__ = [
+    "matmul_bias",
+    "matmul_bias_backward",
+    "softmax_cross_entropy",
+    "softmax",
+    "log_softmax",
+    "sgd_update",
+    "gather_rows",
+]
+
+
+def _same_dtype(ref_name: str, ref: np.ndarray, name: str, a: np.ndarray) -> None:
+    if a.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {a.dtype}")
+
+
+def matmul_bias(X, W, b=None, out=None, *, num_threads: int | None = None) -> np.ndarray:
+    """``X @ W + b``: X is (n, k), W is (k, m), b is (m,) or None; float32 or float64, all alike.
+
+    `out`, when given, must be a C-contiguous writeable (n, m) array of the same dtype that does
+    not overlap the inputs."""
+    X = C.as_array("X", X, ndim=2)
+    W = C.as_array("W", W, ndim=2)
+    _same_dtype("X", X, "W", W)
+    n, k = X.shape
+    if W.shape[0] != k:
+        raise ValueError(f"W must have {k} rows (the columns of X), got shape {W.shape}")
+    m = W.shape[1]
+    if b is not None:
+        b = C.as_array("b", b, ndim=1)
+        _same_dtype("X", X, "b", b)
+        if b.shape[0] != m:
+            raise ValueError(f"b must have {m} entries (the columns of W), got shape {b.shape}")
+    if out is None:
+        out = np.empty((n, m), X.dtype)
+    else:
+        out = C.as_out("out", out, (n, m), X.dtype, [("X", X), ("W", W), ("b", b)])
+    if n == 0 or m == 0:
+        return out
+    if k == 0:
+        out[...] = 0 if b is None else b
+        return out
+    _k().matmul_bias(X, W, b, out, resolve_threads(num_threads, n * k * m))
+    return out
+
+
+def matmul_bias_backward(X, G, *, num_threads: int | None = None):
+    """The gradients of ``Y = X @ W + b`` given ``G = dL/dY``: returns ``(X.T @ G, G.sum(0))``."""
+    X = C.as_array("X", X, ndim=2)
+    G = C.as_array("G", G, ndim=2)
+    _same_dtype("X", X, "G", G)
+    n, k = X.shape
+    if G.shape[0] != n:
+        raise ValueError(f"G must have {n} rows (the rows of X), got shape {G.shape}")
+    m = G.shape[1]
+    dW = np.zeros((k, m), X.dtype)
+    db = np.zeros(m, X.dtype)
+    if n and k and m:
+        _k().matmul_bias_backward(X, G, dW, db, resolve_threads(num_threads, n * k * m))
+    return dW, db
+
+
+def softmax_cross_entropy(logits, labels, *, label_smoothing: float = 0.0,
+                          num_threads: int | None = None):
+    """Per-example softmax cross-entropy of `logits` (n, m) against integer `labels` (n,) and its
+    gradient with respect to the logits, in one pass: returns ``(loss (n,), grad (n, m))`` with
+    ``grad = softmax(logits) - target`` (not divided by n).
+
+    Stable for any finite logits: the row maximum is subtracted before exponentiating.  With
+    ``label_smoothing = eps`` the target puts ``1 - eps + eps / m`` on the label and ``eps / m``
+    on every other class."""
+    Z = C.as_array("logits", logits, ndim=2)
+    n, m = Z.shape
+    if m == 0:
+        raise ValueError("logits must have at least one column (class)")
+    y = C.as_labels("labels", labels, n_classes=m, length=n)
+    eps = C.real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+    loss = np.empty(n, Z.dtype)
+    grad = np.empty((n, m), Z.dtype)
+    if n:
+        _k().softmax_cross_entropy(Z, y, eps, loss, grad, resolve_threads(num_threads, n * m * 8))
+    return loss, grad
+
+
+def _softmax(name: str, X, log: bool, num_threads):
+    Z = C.as_array(name, X, ndim=(1, 2))
+    flat = Z.reshape(1, -1) if Z.ndim == 1 else Z
+    out = np.empty_like(flat)
+    if flat.size:
+        _k().softmax(flat, out, log, resolve_threads(num_threads, flat.size * 8))
+    return out.reshape(Z.shape)
+
+
+def softmax(X, *, num_threads: int | None = None) -> np.ndarray:
+    """Row-wise softmax of a 2-D array (a 1-D array is one row), stable for any finite input."""
+    return _softmax("X", X, False, num_threads)
+
+
+def log_softmax(X, *, num_threads: int | None = None) -> np.ndarray:
+    """Row-wise log-softmax, computed as ``x - max - log(sum(exp(x - max)))`` (never log(0))."""
+    return _softmax("X", X, True, num_threads)
+
+
+def sgd_update(param, grad, lr: float, batch_size: int, momentum: float = 0.0,
+               weight_decay: float = 0.0, velocity=None, *, num_threads: int | None = None):
+    """Minibatch SGD step, in place on `param` (and `velocity`); returns `param`.
+
+    ``d = grad / batch_size + weight_decay * param``; without momentum ``param -= lr * d``; with
+    it ``velocity = momentum * velocity + d`` and ``param -= lr * velocity``.  `grad` is the
+    gradient of the *summed* minibatch loss, as in the book's ``sgd``."""
+    param = C.as_writeable("param", param)
+    grad = C.as_array("grad", grad)
+    _same_dtype("param", param, "grad", grad)
+    if grad.shape != param.shape:
+        raise ValueError(f"grad must have the shape of param {param.shape}, got {grad.shape}")
+    lr = C.real("lr", lr, low=0.0, low_open=True)
+    batch_size = C.positive_int("batch_size", batch_size)
+    momentum = C.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    weight_decay = C.real("weight_decay", weight_decay, low=0.0)
+    if velocity is not None:
+        velocity = C.as_writeable("velocity", velocity)
+        _same_dtype("param", param, "velocity", velocity)
+        if velocity.shape != param.shape:
+            raise ValueError(f"velocity must have the shape of param {param.shape}, "
+                             f"got {velocity.shape}")
+        if np.may_share_memory(velocity, param) or np.may_share_memory(velocity, grad):
+            raise ValueError("velocity must not overlap param or grad")
+    elif momentum:
+        raise ValueError("momentum > 0 needs a velocity buffer (velocity=np.zeros_like(param))")
+    if np.may_share_memory(param, grad):
+        raise ValueError("grad must not overlap param")
+    if param.size:
+        _k().sgd_update(param.reshape(-1), grad.reshape(-1), lr, float(batch_size), momentum,
+                        weight_decay, None if velocity is None else velocity.reshape(-1),
+                        resolve_threads(num_threads, param.size * 4))
+    return param
+
+
+_GATHER_SOURCES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def gather_rows(src, indices, out=None, scale: float | None = None, *, dtype=None,
+                num_threads: int | None = None) -> np.ndarray:
+    """``src[indices] * scale`` in one pass: the rows of `src` (uint8, float32 or float64, any
+    number of trailing dimensions) picked by `indices`, converted to a float output.
+
+    The output dtype is `out`'s, else `dtype`, else float32 for uint8 sources and the source's
+    own dtype otherwise.  ``scale=1/255`` turns uint8 pixels into [0, 1] floats."""
+    src = C.as_array("src", src, dtypes=_GATHER_SOURCES)
+    if src.ndim < 1:
+        raise ValueError(f"src must have at least one dimension, got shape {src.shape}")
+    idx = C.as_indices("indices", indices, src.shape[0])
+    if out is not None:
+        odt = out.dtype if isinstance(out, np.ndarray) else None
+    elif dtype is not None:
+        odt = np.dtype(dtype)
+    else:
+        odt = np.dtype(np.float32) if src.dtype == np.uint8 else src.dtype
+    if odt not in C.FLOAT_DTYPES:
+        raise TypeError(f"the output dtype must be float32 or float64, got {odt}")
+    shape = (idx.shape[0],) + src.shape[1:]
+    if out is None:
+        out = np.empty(shape, odt)
+    else:
+        out = C.as_out("out", out, shape, odt, [("src", src), ("indices", idx)])
+    if scale is not None:
+        scale = C.real("scale", scale)
+    if out.size == 0:
+        return out
+    src2 = src.reshape(src.shape[0], -1)
+    _k().gather_rows(src2, idx, out.reshape(idx.shape[0], -1),
+                     1.0 if scale is None else scale, scale is not None,
+                     resolve_threads(num_threads, out.size))
+    return out
