@@ -1,22 +1,43 @@
 """fastshallow: fast, deterministic CPU training of shallow networks (linear and softmax
-regression), covering the "Linear Neural Networks" chapter of Dive into Deep Learning."""
+regression), covering the "Linear Neural Networks" chapter of Dive into Deep Learning.
+
+    import fastshallow as fs
+    X, y = fs.synthetic_data([2, -3.4], 4.2, 1000)
+    data_iter = fs.load_array((X, y), batch_size=10)
+    net = fs.nn.Dense(1)
+    loss = fs.losses.L2Loss()
+    trainer = fs.optim.SGD(net.parameters(), lr=0.03)
+    for epoch in range(3):
+        for Xb, yb in data_iter:
+            l = loss(net(Xb), yb)
+            l.backward()
+            trainer.step(batch_size=10)
+"""
 from ._version import __version__
 from ._ext import kernels as _load_kernels
 
 _load_kernels()  # fail at import, with instructions, if the compiled core is missing
 
-from . import kernels  # noqa: E402
+from . import init, kernels, losses, metrics, nn, optim, random  # noqa: E402
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
+from .autograd import Parameter, Tensor  # noqa: E402
+from .closed_form import least_squares  # noqa: E402
 from .data import ArrayDataset, DataLoader, load_array, synthetic_data  # noqa: E402
+from .evaluation import evaluate_accuracy, evaluate_loss, predict  # noqa: E402
+from .metrics import accuracy, cross_entropy_between, entropy, kl_divergence  # noqa: E402
+from .random import seed  # noqa: E402
+from .scratch import cross_entropy, linreg, sgd, softmax, squared_loss  # noqa: E402
+from .training import History, TrainingDiverged, train, train_epoch  # noqa: E402
+from .utils import Accumulator, Timer  # noqa: E402
 
 __all__ = [
-    "__version__",
-    "kernels",
-    "show_config",
-    "get_num_threads",
-    "set_num_threads",
-    "synthetic_data",
-    "ArrayDataset",
-    "DataLoader",
-    "load_array",
+    "__version__", "show_config", "get_num_threads", "set_num_threads", "seed",
+    "init", "kernels", "losses", "metrics", "nn", "optim", "random",
+    "Parameter", "Tensor",
+    "synthetic_data", "ArrayDataset", "DataLoader", "load_array",
+    "linreg", "squared_loss", "sgd", "softmax", "cross_entropy", "least_squares",
+    "accuracy", "entropy", "cross_entropy_between", "kl_divergence",
+    "evaluate_accuracy", "evaluate_loss", "predict",
+    "train", "train_epoch", "History", "TrainingDiverged",
+    "Timer", "Accumulator",
 ]

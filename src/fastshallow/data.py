@@ -63,6 +63,16 @@ class ArrayDataset:
         items = tuple(a[i] for a in self.arrays)
         return items[0] if len(items) == 1 else items
 
+    def as_arrays(self):
+        """``(X, y, scale, sample_shape)`` with X the features as 2-D rows, when this is a
+        (features, targets) pair the fused trainer can read directly; else None."""
+        if len(self.arrays) != 2:
+            return None
+        X, y = self.arrays
+        if X.dtype not in (np.uint8, np.float32, np.float64):
+            return None
+        return X.reshape(len(X), -1), y, None, X.shape[1:]
+
     def get_batch(self, indices: np.ndarray) -> tuple:
         """The rows at `indices` (int64, validated by the caller) of every array."""
         out = []

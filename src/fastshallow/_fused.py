@@ -1,0 +1,189 @@
+"""Recognizing when a model, loss, optimizer and data can run on the fused compiled kernels, and
+running them there.
+
+The fused path covers a single ``Dense`` layer (optionally after ``Flatten``) trained with
+``SoftmaxCrossEntropyLoss``, ``L2Loss`` or ``HuberLoss`` by the library's ``SGD`` on a dataset
+that exposes its arrays (``as_arrays()``): each minibatch -- gather, forward, loss, gradient,
+update -- is one pass of compiled code, with many minibatches per call.  It computes what the
+per-batch loop ``loss(net(X), y).backward(); trainer.step(len(X))`` computes, in the same order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import _checks as C
+from ._config import resolve_threads
+from ._ext import kernels as _k
+from .losses import HuberLoss, L2Loss, SoftmaxCrossEntropyLoss
+from .nn import Dense, Flatten, Sequential
+from .optim import SGD
+
+LOSS_SOFTMAX_XENT, LOSS_L2, LOSS_HUBER = 0, 1, 2
+
+# Minibatches per compiled call: enough to make the call overhead vanish, few enough that the
+# progress bar moves and Ctrl-C is honoured within a fraction of a second.
+SEGMENT = 64
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training produced a non-finite loss."""
+
+
+def diverged(epoch: int, batch: int, lr: float) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"the training loss became NaN or infinite in epoch {epoch}, minibatch {batch} "
+        f"(learning rate {lr:g}); the parameters have diverged -- try a smaller learning rate "
+        f"(e.g. {lr / 10:g}) or check the data for extreme values")
+
+
+def find_dense(net) -> Optional[Dense]:
+    """The single Dense layer of `net` if it is Dense or Sequential(Flatten*, Dense)."""
+    if isinstance(net, Dense):
+        return net
+    if isinstance(net, Sequential):
+        dense = [b for b in net if isinstance(b, Dense)]
+        rest = [b for b in net if not isinstance(b, (Dense, Flatten))]
+        if len(dense) == 1 and not rest and isinstance(net[len(net) - 1], Dense):
+            return dense[0]
+    return None
+
+
+def dataset_arrays(data_iter):
+    """(X2d, y, scale) of a DataLoader's dataset when it exposes them, else None."""
+    ds = getattr(data_iter, "dataset", None)
+    get = getattr(ds, "as_arrays", None)
+    arrays = get() if callable(get) else None
+    if arrays is None:
+        return None
+    X, y, scale = arrays[0], arrays[1], arrays[2]
+    return X, y, (1.0 if scale is None else float(scale))
+
+
+@dataclass
+class FusedTrainer:
+    dense: Dense
+    X: np.ndarray
+    labels: Optional[np.ndarray]
+    targets: Optional[np.ndarray]
+    scale: float
+    loss_kind: int
+    smooth: float
+    delta: float
+    opt: SGD
+    batch_size: int
+
+    def run_epoch(self, order: np.ndarray, epoch: int, num_threads=None,
+                  on_batches: Optional[Callable[[int], None]] = None):
+        """Train one epoch over `order`; returns (mean loss, accuracy or nan)."""
+        d, opt = self.dense, self.opt
+        W, b = d.weight.data, d.bias.data
+        k, m = W.shape
+        n, B = len(order), self.batch_size
+        nb = -(-n // B)
+        if nb == 0:
+            return float("nan"), float("nan")
+        vel = opt.velocity
+        iw = next(i for i, p in enumerate(opt.params) if p is d.weight)
+        ib = next(i for i, p in enumerate(opt.params) if p is d.bias)
+        Wp = _k().to_working_layout(W)
+        V = _k().to_working_layout(vel[iw]) if vel is not None else None
+        vb = vel[ib] if vel is not None else None
+        lrs = (opt.lr * opt.schedule.factors(opt.num_steps, nb)).astype(W.dtype)
+        batch_loss = np.zeros(nb)
+        batch_hits = np.zeros(nb, np.int64)
+        nt = resolve_threads(num_threads, B * k * max(m, 4))
+        try:
+            for t0 in range(0, nb, SEGMENT):
+                t1 = min(nb, t0 + SEGMENT)
+                bad = _k().fused_sgd(self.X, self.labels, self.targets, order, B, self.loss_kind,
+                                     self.smooth, self.delta, Wp, b, V, vb, lrs, opt.momentum,
+                                     opt.weight_decay, self.scale, batch_loss, batch_hits,
+                                     t0, t1, nt)
+                if bad >= 0:
+                    raise diverged(epoch, int(bad) + 1, float(lrs[bad]))
+                if on_batches is not None:
+                    on_batches(t1 - t0)
+        finally:
+            _k().from_working_layout(Wp, k, m, W)
+            if V is not None:
+                _k().from_working_layout(V, k, m, vel[iw])
+            opt.num_steps += nb
+        acc = batch_hits.sum() / n if self.labels is not None else float("nan")
+        return float(batch_loss.sum() / n), float(acc)
+
+
+def plan(net, train_iter, loss, updater) -> tuple[Optional[FusedTrainer], str]:
+    """A FusedTrainer when the fused kernels can run this training, else (None, why not)."""
+    dense = find_dense(net)
+    if dense is None:
+        return None, "the network is not a single Dense layer (optionally after Flatten)"
+    if not dense.use_bias:
+        return None, "the Dense layer has no bias"
+    if type(loss) not in (SoftmaxCrossEntropyLoss, L2Loss, HuberLoss):
+        return None, "the loss is not one of the library's SoftmaxCrossEntropy/L2/Huber losses"
+    if not isinstance(updater, SGD):
+        return None, "the updater is not fastshallow.optim.SGD"
+    from .data import DataLoader
+
+    if not isinstance(train_iter, DataLoader):
+        return None, "the training data is not a fastshallow DataLoader"
+    arrays = dataset_arrays(train_iter)
+    if arrays is None:
+        return None, "the training dataset does not expose its arrays (as_arrays())"
+    X, y, scale = arrays
+    if X.ndim != 2 or X.dtype not in (np.uint8, dense.dtype) or not X.flags.c_contiguous:
+        return None, f"the features ({X.dtype}, {X.shape}) are not uint8 or {dense.dtype} rows"
+    if not dense.initialized:
+        dense._prepare(np.zeros((1, X.shape[1]), dense.dtype))
+    if dense.in_units != X.shape[1]:
+        raise ValueError(f"the network expects {dense.in_units} features, the training data "
+                         f"has {X.shape[1]}")
+    params = dense.parameters()
+    if len(updater.params) != 2 or {id(p) for p in updater.params} != {id(p) for p in params}:
+        return None, "the optimizer does not hold exactly the Dense layer's parameters"
+    m = dense.units
+    labels = targets = None
+    smooth = delta = 0.0
+    if isinstance(loss, SoftmaxCrossEntropyLoss):
+        kind, smooth = LOSS_SOFTMAX_XENT, loss.label_smoothing
+        labels = C.as_labels("labels", y, n_classes=m, length=X.shape[0])
+    else:
+        kind = LOSS_L2 if isinstance(loss, L2Loss) else LOSS_HUBER
+        delta = getattr(loss, "delta", 0.0)
+        T = C.as_array("targets", y, dtype=dense.dtype, finite=True)
+        if T.size != X.shape[0] * m:
+            return None, f"the targets have shape {T.shape}, not one value per output"
+        targets = T.reshape(X.shape[0], m)
+    return FusedTrainer(dense, X, labels, targets, scale, kind, smooth, delta, updater,
+                        train_iter.batch_size), ""
+
+
+def forward_all(dense: Dense, X: np.ndarray, scale: float, num_threads=None,
+                block: int = 1 << 16):
+    """Yield (start, logits) over all rows of X (uint8 or the layer's dtype) in blocks."""
+    W, b = dense.weight.data, dense.bias.data
+    Wp = _k().to_working_layout(W)
+    k, m = W.shape
+    nt = resolve_threads(num_threads, min(len(X), block) * k * max(m, 4))
+    for s in range(0, len(X), block):
+        part = X[s:s + block]
+        out = np.empty((len(part), m), W.dtype)
+        _k().fused_forward(part, None, Wp, b, scale, out, nt)
+        yield s, out
+
+
+def can_forward(net, data_iter) -> Optional[tuple]:
+    """(dense, X, y, scale) when `net` on `data_iter` can be evaluated by the fused forward."""
+    dense = find_dense(net)
+    if dense is None or not dense.use_bias or not dense.initialized:
+        return None
+    arrays = dataset_arrays(data_iter)
+    if arrays is None:
+        return None
+    X, y, scale = arrays
+    if X.ndim != 2 or X.dtype not in (np.uint8, dense.dtype) or X.shape[1] != dense.in_units:
+        return None
+    return dense, X, y, scale

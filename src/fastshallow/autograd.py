@@ -1,0 +1,147 @@
+"""The small piece of reverse-mode bookkeeping a shallow network needs.
+
+There is no general autograd engine: every layer and loss knows its own analytic gradient.  An
+array a layer or loss returns is a :class:`Tensor` (a NumPy array) that remembers the function
+sending a gradient back to its producer, so ``loss(net(X), y).backward()`` fills each parameter's
+``.grad``.  Anything computed from a Tensor with plain NumPy is a plain array again.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import _checks as C
+
+__all__ = ["Parameter", "Tensor", "tensor"]
+
+
+class Parameter:
+    """A trainable array with its gradient.
+
+    ``.data`` is a C-contiguous float array that optimizers update in place; ``.grad`` has the
+    same shape and receives the gradient of the *summed* minibatch loss on ``backward()``
+    (overwritten, not accumulated, as in Gluon's default).  A layer whose input size is not known
+    yet holds *deferred* parameters: they exist (an optimizer can be built on them) but reading
+    their values raises until the first forward pass gives them a shape."""
+
+    def __init__(self, data=None, name: str = "param", dtype=None):
+        self.name = name
+        self._data = self._grad = None
+        self._dtype = np.dtype(dtype) if dtype is not None else None
+        if data is not None:
+            self.initialize(data)
+
+    def initialize(self, data) -> None:
+        """Give the parameter its values (its gradient is reset to zeros)."""
+        given = np.asarray(data)
+        dtype = self._dtype
+        if dtype is None:
+            dtype = given.dtype if given.dtype in C.FLOAT_DTYPES else np.dtype(np.float32)
+        arr = C.as_array(self.name, given, dtype=dtype)
+        self._data = np.array(arr, copy=True, order="C")
+        self._grad = np.zeros_like(self._data)
+        self._dtype = self._data.dtype
+
+    @property
+    def initialized(self) -> bool:
+        return self._data is not None
+
+    def _need(self):
+        if self._data is None:
+            raise RuntimeError(f"parameter {self.name!r} is not initialized yet: its layer infers "
+                               "its input size on the first call -- pass in_units= or call the "
+                               "network on a batch first")
+
+    @property
+    def data(self) -> np.ndarray:
+        self._need()
+        return self._data
+
+    @property
+    def grad(self) -> np.ndarray:
+        self._need()
+        return self._grad
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    def set_data(self, value) -> None:
+        """Overwrite the values (same shape; converted to this parameter's dtype)."""
+        value = np.asarray(value)
+        if value.shape != self.data.shape:
+            raise ValueError(f"{self.name}: new data must have shape {self.data.shape}, "
+                             f"got {value.shape}")
+        self._data[...] = value
+
+    def attach_grad(self) -> None:
+        """Allocate (reset) the gradient buffer, as MXNet's ``attach_grad``."""
+        self._need()
+        self._grad = np.zeros_like(self._data)
+
+    def zero_grad(self) -> None:
+        if self._grad is not None:
+            self._grad[...] = 0
+
+    def __repr__(self) -> str:
+        if self._data is None:
+            return f"Parameter {self.name} (deferred, dtype={self._dtype})"
+        return f"Parameter {self.name} (shape={self._data.shape}, dtype={self._data.dtype})"
+
+
+class Tensor(np.ndarray):
+    """A NumPy array produced by a layer or a loss, with ``.backward()``.
+
+    ``grad_fn(G)`` receives the gradient of the (summed) objective with respect to this array.
+    Ufunc results and reductions other than :meth:`sum` / :meth:`mean` are plain arrays."""
+
+    grad_fn: Optional[Callable[[np.ndarray], None]] = None
+
+    def __array_wrap__(self, arr, context=None, return_scalar=False):
+        # Results of arithmetic are new values with no way back: return plain arrays.
+        out = np.asarray(arr)
+        return out[()] if return_scalar else out
+
+    def __array_finalize__(self, obj):
+        self.grad_fn = None
+
+    def backward(self, grad=None) -> None:
+        """Send `grad` (default: ones, i.e. the gradient of ``self.sum()``) back to the
+        parameters that produced this array."""
+        if self.grad_fn is None:
+            raise RuntimeError("this array was not produced by a fastshallow layer or loss "
+                               "(or it was derived from one with NumPy), so it has no gradient "
+                               "to send back")
+        g = np.ones(self.shape, self.dtype) if grad is None else np.asarray(grad, self.dtype)
+        if g.shape != self.shape:
+            g = np.broadcast_to(g, self.shape)
+        self.grad_fn(np.ascontiguousarray(g))
+
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False, **kw):
+        s = np.asarray(self).sum(axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kw)
+        if axis is not None or out is not None or keepdims or self.grad_fn is None:
+            return s
+        return tensor(np.asarray(s), lambda g: self.backward(np.full(self.shape, g, self.dtype)))
+
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False, **kw):
+        s = np.asarray(self).mean(axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kw)
+        if axis is not None or out is not None or keepdims or self.grad_fn is None:
+            return s
+        n = max(self.size, 1)
+        return tensor(np.asarray(s),
+                      lambda g: self.backward(np.full(self.shape, g / n, self.dtype)))
+
+    def detach(self) -> np.ndarray:
+        """The values as a plain array."""
+        return np.asarray(self)
+
+
+def tensor(values: np.ndarray, grad_fn: Callable[[np.ndarray], None]) -> Tensor:
+    t = np.asarray(values).view(Tensor)
+    t.grad_fn = grad_fn
+    return t

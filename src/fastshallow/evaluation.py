@@ -1,0 +1,59 @@
+"""Evaluating a trained network: accuracy, loss, and the book's prediction grid."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from . import _fused
+from .metrics import accuracy
+
+__all__ = ["evaluate_accuracy", "evaluate_loss", "predict"]
+
+
+def _batches(data_iter):
+    for batch in data_iter:
+        if not isinstance(batch, tuple) or len(batch) != 2:
+            raise TypeError("the data iterator must yield (X, y) pairs")
+        yield batch
+
+
+def evaluate_accuracy(net, data_iter, *, num_threads: Optional[int] = None) -> float:
+    """The fraction of examples of `data_iter` whose argmax prediction is the label.  A single
+    Dense layer on an array-backed loader is evaluated by the fused gather+forward kernel."""
+    fast = _fused.can_forward(net, data_iter)
+    if fast is not None:
+        dense, X, y, scale = fast
+        labels = np.asarray(y).reshape(-1)
+        hits = 0
+        for s, Z in _fused.forward_all(dense, X, scale, num_threads):
+            hits += int((Z.argmax(axis=1) == labels[s:s + len(Z)]).sum())
+        return hits / max(len(X), 1)
+    correct = total = 0
+    for X, y in _batches(data_iter):
+        correct += accuracy(net(X), y)
+        total += np.asarray(y).size
+    return correct / total if total else float("nan")
+
+
+def evaluate_loss(net, data_iter, loss) -> float:
+    """The mean per-example `loss` of `net` over `data_iter`."""
+    total = count = 0.0
+    for X, y in _batches(data_iter):
+        l = np.asarray(loss(net(X), y))
+        total += float(l.sum())
+        count += l.shape[0]
+    return total / count if count else float("nan")
+
+
+def predict(net, test_iter, n: int = 6, path=None, labels=None):
+    """The book's ``predict_ch3``: the first `n` images of the first test batch titled with
+    their true and predicted labels.  Returns the matplotlib axes; `path` saves the grid (PNG or
+    SVG).  `labels` maps class indices to names (default: Fashion-MNIST's)."""
+    from .plotting import prediction_grid
+
+    if labels is None:
+        from .datasets import get_fashion_mnist_labels as labels
+    X, y = next(iter(_batches(test_iter)))
+    pred = np.asarray(net(X)).argmax(axis=1)
+    return prediction_grid(np.asarray(X), labels(np.asarray(y)), labels(pred), n=n, path=path)

@@ -1,0 +1,61 @@
+"""Accuracy and the information-theory quantities of section 3.4.3.
+
+Distributions are arrays whose last axis sums to one; logarithms are natural (nats)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks as C
+
+__all__ = ["accuracy", "entropy", "cross_entropy_between", "kl_divergence"]
+
+
+def accuracy(y_hat, y) -> float:
+    """The number of correct predictions (a count, as in the book): `y_hat` holds class scores
+    (n, classes) -- argmax is the prediction -- or predicted labels (n,)."""
+    P = np.asarray(y_hat)
+    if P.ndim == 2 and P.shape[1] > 1:
+        pred = P.argmax(axis=1)
+    else:
+        pred = P.reshape(-1)
+    truth = np.asarray(y).reshape(-1)
+    if truth.shape[0] != pred.shape[0]:
+        raise ValueError(f"y must have one label per prediction ({pred.shape[0]}), "
+                         f"got {truth.shape[0]}")
+    return float((pred.astype(truth.dtype, copy=False) == truth).sum())
+
+
+def _dist(name: str, p) -> np.ndarray:
+    P = C.as_array(name, p, dtype=np.float64, finite=True, allow_empty=False)
+    if (P < 0).any():
+        raise ValueError(f"{name} must hold probabilities >= 0")
+    s = P.sum(axis=-1)
+    if not np.allclose(s, 1.0, rtol=0, atol=1e-6 * P.shape[-1]):
+        raise ValueError(f"{name} must sum to 1 along its last axis, sums are {s}")
+    return P
+
+
+def entropy(p) -> np.ndarray:
+    """H(p) = -sum_j p_j log p_j (0 log 0 taken as 0)."""
+    P = _dist("p", p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(P > 0, P * np.log(P), 0.0).sum(axis=-1)
+
+
+def cross_entropy_between(p, q) -> np.ndarray:
+    """H(p, q) = -sum_j p_j log q_j: the expected surprisal of q's model under the true p (inf
+    where q gives zero probability to an outcome p allows)."""
+    P, Q = _dist("p", p), _dist("q", q)
+    if P.shape != Q.shape:
+        raise ValueError(f"p and q must have the same shape, got {P.shape} and {Q.shape}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(P > 0, P * np.log(Q), 0.0).sum(axis=-1)
+
+
+def kl_divergence(p, q) -> np.ndarray:
+    """D_KL(p || q) = H(p, q) - H(p) >= 0, zero exactly when p == q."""
+    P, Q = _dist("p", p), _dist("q", q)
+    if P.shape != Q.shape:
+        raise ValueError(f"p and q must have the same shape, got {P.shape} and {Q.shape}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(P > 0, P * (np.log(P) - np.log(Q)), 0.0).sum(axis=-1)

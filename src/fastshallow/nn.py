@@ -1,0 +1,321 @@
+"""Layers: ``Dense``, ``Flatten`` and ``Sequential``, with saving and loading (sections 3.3, 3.7).
+
+``Dense(units)`` computes ``X @ W + b`` with W of shape (in_units, units) -- the layout the
+kernels read -- initialized N(0, 0.01^2) with a zero bias unless told otherwise.  The input size is
+inferred on the first call (inputs of more than two dimensions are flattened, as for images).
+Calling a layer returns a :class:`~fastshallow.autograd.Tensor` whose ``backward`` fills
+``weight.grad`` and ``bias.grad``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator, List, Optional
+
+import numpy as np
+
+from . import _checks as C
+from . import init as _init
+from ._io import atomic_write
+from .autograd import Parameter, Tensor, tensor
+from .kernels import matmul_bias, matmul_bias_backward
+from .random import default_rng
+
+__all__ = ["Block", "Dense", "Flatten", "Sequential", "load"]
+
+_FORMAT = "fastshallow-model-1"
+
+
+class Block:
+    """Base of layers and containers."""
+
+    def parameters(self) -> List[Parameter]:
+        """The trainable parameters, in a fixed order."""
+        return []
+
+    def collect_params(self) -> List[Parameter]:
+        """Gluon's name for :meth:`parameters`."""
+        return self.parameters()
+
+    def initialize(self, init: Optional[_init.Initializer] = None, force_reinit: bool = False,
+                   rng=None) -> "Block":
+        """Set the weight initializer (e.g. ``init.Normal(0.01)``) and, for layers whose input
+        size is known, draw the weights now.  Biases keep their own initializer (zeros)."""
+        return self
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    def __call__(self, X):
+        return self.forward(X)
+
+    def forward(self, X):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- saving ----------------------------------------------------------------------------
+    def _config(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def save(self, path) -> None:
+        """Write the architecture and parameters to an ``.npz`` file (no pickle), atomically:
+        an interrupted save leaves any previous file intact."""
+        arrays = {f"p{i}": p.data for i, p in enumerate(self.parameters())}
+        meta = json.dumps({"format": _FORMAT, "model": self._config()})
+        arrays["__meta__"] = np.frombuffer(meta.encode(), dtype=np.uint8)
+        with atomic_write(path) as f:
+            np.savez(f, **arrays)
+
+    save_parameters = save
+
+    def load_parameters(self, path) -> "Block":
+        """Load parameters saved by :meth:`save` into this network (same architecture)."""
+        other = load(path)
+        if not _compatible(self, other):
+            raise ValueError(f"{os.fspath(path)} holds a different architecture: "
+                             f"{other._config()} (this network: {self._config()})")
+        self._adopt(other)
+        return self
+
+    def _adopt(self, other: "Block") -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _compatible(a: Block, b: Block) -> bool:
+    """Same architecture up to input sizes not yet known on `a`."""
+    ca, cb = a._config(), b._config()
+    return json.dumps(_strip_in(ca)) == json.dumps(_strip_in(cb))
+
+
+def _strip_in(cfg):
+    if isinstance(cfg, dict):
+        return {k: _strip_in(v) for k, v in cfg.items() if k != "in_units"}
+    if isinstance(cfg, list):
+        return [_strip_in(v) for v in cfg]
+    return cfg
+
+
+class Dense(Block):
+    """A fully connected layer ``Y = X @ W + b``.
+
+    units: outputs.  in_units: inputs (None: inferred on the first call).  dtype: parameter
+    dtype (float32 or float64); inputs are converted to it.  flatten: reshape inputs of more than
+    two dimensions to (batch, -1).  weight_initializer / bias_initializer default to
+    ``init.Normal(0.01)`` and ``init.Zeros()``.  rng: generator for the initial weights (default:
+    the library's stream, see :func:`fastshallow.random.seed`)."""
+
+    def __init__(self, units: int, in_units: Optional[int] = None, use_bias: bool = True,
+                 flatten: bool = True, dtype=np.float32, weight_initializer=None,
+                 bias_initializer=None, rng=None):
+        self.units = C.positive_int("units", units)
+        self.in_units = None if in_units is None else C.positive_int("in_units", in_units)
+        self.use_bias = bool(use_bias)
+        self.flatten = bool(flatten)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in C.FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.weight_initializer = weight_initializer or _init.Normal(0.01)
+        self.bias_initializer = bias_initializer or _init.Zeros()
+        self._rng = None if rng is None else C.seed_or_rng("rng", rng)
+        self.weight = Parameter(name="weight", dtype=self.dtype)
+        self.bias = Parameter(name="bias", dtype=self.dtype) if self.use_bias else None
+        if self.in_units is not None:
+            self._create()
+
+    def _create(self) -> None:
+        rng = self._rng or default_rng()
+        shape = (self.in_units, self.units)
+        self.weight.initialize(self.weight_initializer(shape, self.dtype, rng))
+        if self.bias is not None:
+            self.bias.initialize(self.bias_initializer((self.units,), self.dtype, rng))
+
+    def initialize(self, init=None, force_reinit=False, rng=None):
+        if init is not None:
+            if not isinstance(init, _init.Initializer):
+                raise TypeError(f"init must be an fastshallow.init initializer, got {init!r}")
+            self.weight_initializer = init
+        if rng is not None:
+            self._rng = C.seed_or_rng("rng", rng)
+        if self.in_units is not None and (force_reinit or init is not None):
+            self._create()
+        return self
+
+    @property
+    def initialized(self) -> bool:
+        return self.weight.initialized
+
+    def parameters(self):
+        """[weight, bias] (or [weight]); deferred until the input size is known."""
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def _prepare(self, X) -> np.ndarray:
+        X = C.as_array("X", X, dtype=self.dtype if not isinstance(X, np.ndarray)
+                       or X.dtype != self.dtype else None)
+        if X.ndim < 1:
+            raise ValueError(f"X must have a batch dimension, got shape {X.shape}")
+        if X.ndim == 1:
+            X = X.reshape(-1, 1) if self.in_units in (None, 1) else X.reshape(1, -1)
+        elif X.ndim > 2:
+            if not self.flatten:
+                raise ValueError(f"X must be 2-D for a Dense layer with flatten=False, "
+                                 f"got shape {X.shape}")
+            X = X.reshape(X.shape[0], -1)
+        if self.in_units is None:
+            self.in_units = C.positive_int("the number of input features", X.shape[1])
+            self._create()
+        elif X.shape[1] != self.in_units:
+            raise ValueError(f"X must have {self.in_units} features per example (this layer's "
+                             f"in_units), got shape {X.shape}")
+        return X
+
+    def forward(self, X) -> Tensor:
+        src = X
+        X = self._prepare(X)
+        W = self.weight
+        b = self.bias
+        Y = matmul_bias(X, W.data, None if b is None else b.data)
+        upstream = src.grad_fn if isinstance(src, Tensor) else None
+
+        def backward(G: np.ndarray) -> None:
+            G = np.ascontiguousarray(G.reshape(Y.shape), dtype=self.dtype)
+            dW, db = matmul_bias_backward(X, G)
+            W.grad[...] = dW
+            if b is not None:
+                b.grad[...] = db
+            if upstream is not None:
+                upstream((G @ W.data.T).reshape(np.shape(src)))
+
+        return tensor(Y, backward)
+
+    def _config(self) -> dict:
+        return {"type": "Dense", "units": self.units, "in_units": self.in_units,
+                "use_bias": self.use_bias, "flatten": self.flatten, "dtype": self.dtype.name}
+
+    def _adopt(self, other: "Dense") -> None:
+        if self.in_units is None:
+            self.in_units = other.in_units
+            self._create()
+        for mine, theirs in zip(self.parameters(), other.parameters()):
+            mine.set_data(theirs.data)
+
+    def __repr__(self) -> str:
+        return (f"Dense({self.in_units if self.in_units is not None else '?'} -> {self.units}, "
+                f"{self.dtype.name})")
+
+
+class Flatten(Block):
+    """Reshape (batch, ...) to (batch, -1)."""
+
+    def forward(self, X):
+        arr = np.asarray(X)
+        if arr.ndim < 1:
+            raise ValueError(f"X must have a batch dimension, got shape {arr.shape}")
+        out = arr.reshape(arr.shape[0], -1)
+        upstream = X.grad_fn if isinstance(X, Tensor) else None
+        if upstream is None:
+            return out
+        return tensor(out, lambda G: upstream(G.reshape(arr.shape)))
+
+    def _config(self):
+        return {"type": "Flatten"}
+
+    def _adopt(self, other):
+        pass
+
+    def __repr__(self):
+        return "Flatten()"
+
+
+class Sequential(Block):
+    """Blocks applied in order.  ``add(*blocks)`` appends; ``net[i]`` is the i-th block."""
+
+    def __init__(self, *blocks: Block):
+        self._blocks: List[Block] = []
+        self.add(*blocks)
+
+    def add(self, *blocks: Block) -> "Sequential":
+        for blk in blocks:
+            if not isinstance(blk, Block):
+                raise TypeError(f"Sequential holds fastshallow blocks, got {type(blk).__name__}")
+            self._blocks.append(blk)
+        return self
+
+    def __getitem__(self, i) -> Block:
+        return self._blocks[i]
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __iter__(self) -> Iterator[Block]:
+        return iter(self._blocks)
+
+    def parameters(self):
+        return [p for blk in self._blocks for p in blk.parameters()]
+
+    def initialize(self, init=None, force_reinit=False, rng=None):
+        for blk in self._blocks:
+            blk.initialize(init, force_reinit, rng)
+        return self
+
+    def forward(self, X):
+        if not self._blocks:
+            raise RuntimeError("this Sequential is empty: add layers with net.add(...)")
+        for blk in self._blocks:
+            X = blk(X)
+        return X
+
+    def _config(self):
+        return {"type": "Sequential", "blocks": [b._config() for b in self._blocks]}
+
+    def _adopt(self, other):
+        for mine, theirs in zip(self._blocks, other._blocks):
+            mine._adopt(theirs)
+
+    def __repr__(self):
+        inner = ", ".join(repr(b) for b in self._blocks)
+        return f"Sequential({inner})"
+
+
+def _build(cfg: dict) -> Block:
+    kind = cfg.get("type")
+    if kind == "Dense":
+        return Dense(int(cfg["units"]), in_units=cfg["in_units"], use_bias=bool(cfg["use_bias"]),
+                     flatten=bool(cfg["flatten"]), dtype=np.dtype(cfg["dtype"]),
+                     weight_initializer=_init.Zeros())
+    if kind == "Flatten":
+        return Flatten()
+    if kind == "Sequential":
+        return Sequential(*[_build(c) for c in cfg["blocks"]])
+    raise ValueError(f"unknown block type {kind!r}")
+
+
+def load(path) -> Block:
+    """A network saved with ``net.save(path)``.  The file is read without pickle; a truncated
+    or altered file gives a ValueError naming it."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path} is not a readable fastshallow model file ({exc})") from None
+    try:
+        meta = json.loads(bytes(arrays.pop("__meta__")).decode())
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"unknown format {meta.get('format')!r}")
+        net = _build(meta["model"])
+        params = net.parameters()
+        if len(params) != len(arrays):
+            raise ValueError(f"expected {len(params)} parameter arrays, found {len(arrays)}")
+        for i, p in enumerate(params):
+            a = arrays[f"p{i}"]
+            if a.shape != p.shape or a.dtype != p.dtype:
+                raise ValueError(f"parameter {i} has shape {a.shape} and dtype {a.dtype}, "
+                                 f"expected {p.shape} and {p.dtype}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"parameter {i} holds NaN or inf")
+            p.set_data(a)
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a valid fastshallow model file: {exc}") from None
+    return net

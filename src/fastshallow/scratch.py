@@ -1,0 +1,94 @@
+"""The from-scratch building blocks of sections 3.2 and 3.6, on the library's parameters.
+
+``linreg(X, w, b)`` and ``squared_loss(y_hat, y)`` return Tensors, so
+``squared_loss(linreg(X, w, b), y).backward()`` fills ``w.grad`` and ``b.grad`` and
+``sgd([w, b], lr, batch_size)`` updates them, as in the book.  ``softmax`` and the pick-based
+``cross_entropy`` are the chapter's teaching versions: ``cross_entropy(softmax(Z), y)`` is
+numerically fragile (see :class:`~fastshallow.losses.SoftmaxCrossEntropyLoss` for the stable one).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks as C
+from .autograd import Parameter, Tensor, tensor
+from .kernels import matmul_bias, matmul_bias_backward, sgd_update
+
+__all__ = ["linreg", "squared_loss", "sgd", "softmax", "cross_entropy"]
+
+
+def _param(name: str, p) -> Parameter:
+    if not isinstance(p, Parameter):
+        raise TypeError(f"{name} must be a fastshallow Parameter (e.g. fs.Parameter(np.zeros("
+                        f"(2, 1)))), got {type(p).__name__}")
+    return p
+
+
+def linreg(X, w: Parameter, b: Parameter) -> Tensor:
+    """The linear model ``X @ w + b``; `w` is (k, m) or (k,), `b` has m entries or one."""
+    w = _param("w", w)
+    b = _param("b", b)
+    X = C.as_array("X", X, dtype=w.dtype, ndim=2)
+    W2 = w.data.reshape(w.data.shape[0], -1)
+    if X.shape[1] != W2.shape[0]:
+        raise ValueError(f"X must have {W2.shape[0]} columns (the rows of w), got shape {X.shape}")
+    m = W2.shape[1]
+    if b.data.size not in (1, m):
+        raise ValueError(f"b must have 1 or {m} entries, got shape {b.shape}")
+    bias = np.broadcast_to(b.data.reshape(-1), (m,)).astype(w.dtype)
+    Y = matmul_bias(X, W2, bias)
+    out_shape = (X.shape[0],) if w.data.ndim == 1 else Y.shape
+
+    def backward(G):
+        G2 = np.ascontiguousarray(G.reshape(Y.shape), dtype=w.dtype)
+        dW, db = matmul_bias_backward(X, G2)
+        w.grad[...] = dW.reshape(w.shape)
+        b.grad[...] = db.sum() if b.data.size == 1 and m > 1 else db.reshape(b.shape)
+
+    return tensor(Y.reshape(out_shape), backward)
+
+
+def squared_loss(y_hat, y) -> Tensor:
+    """``(y_hat - y.reshape(y_hat.shape))**2 / 2``, elementwise (the book's form)."""
+    P = C.as_array("y_hat", y_hat)
+    T = C.as_array("y", y, dtype=P.dtype)
+    if T.size != P.size:
+        raise ValueError(f"y must have one target per prediction: y_hat has shape {P.shape}, "
+                         f"y has shape {T.shape}")
+    D = P - T.reshape(P.shape)
+    upstream = y_hat.grad_fn if isinstance(y_hat, Tensor) else None
+
+    def backward(g):
+        if upstream is None:
+            raise RuntimeError("y_hat was not produced by linreg or a layer; nothing to update")
+        upstream(D * g)
+
+    return tensor(0.5 * D * D, backward)
+
+
+def sgd(params, lr: float, batch_size: int) -> None:
+    """Minibatch SGD: ``param -= lr * param.grad / batch_size`` for each parameter, in place."""
+    for i, p in enumerate(params):
+        p = _param(f"params[{i}]", p)
+        sgd_update(p.data, p.grad, lr, batch_size)
+
+
+def softmax(X) -> np.ndarray:
+    """The chapter's softmax: ``exp(X) / exp(X).sum(1)`` row by row, computed naively on
+    purpose -- it overflows for logits above ~88 (float32); :func:`fastshallow.kernels.softmax`
+    is the stable one."""
+    X = C.as_array("X", X, ndim=(1, 2), dtype=None if np.asarray(X).dtype.kind == "f"
+                   else np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        E = np.exp(X)
+        return E / E.sum(axis=-1, keepdims=True)
+
+
+def cross_entropy(y_hat, y) -> np.ndarray:
+    """The chapter's cross-entropy on probabilities: ``-log(y_hat[i, y[i]])`` per example.
+    Fragile by design (a probability that underflowed to 0 gives inf); train with
+    :class:`~fastshallow.losses.SoftmaxCrossEntropyLoss` instead."""
+    P = C.as_array("y_hat", y_hat, ndim=2)
+    labels = C.as_labels("y", y, n_classes=P.shape[1], length=P.shape[0])
+    with np.errstate(divide="ignore"):
+        return -np.log(P[np.arange(P.shape[0]), labels])

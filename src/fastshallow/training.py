@@ -1,0 +1,162 @@
+"""Training loops: the book's ``train_epoch_ch3`` / ``train_ch3``, on the fused kernels when
+they apply (section 3.6).
+
+``updater`` is the library's :class:`~fastshallow.optim.SGD` or any callable taking the batch
+size (as the book's ``lambda batch_size: d2l.sgd(params, lr, batch_size)``).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+from . import _fused
+from ._fused import TrainingDiverged
+from .evaluation import evaluate_accuracy
+from .metrics import accuracy
+from .optim import SGD
+
+__all__ = ["History", "TrainingDiverged", "train_epoch", "train"]
+
+
+@dataclass
+class History:
+    """Per-epoch results of :func:`train` (accuracies are NaN for regression)."""
+
+    train_loss: List[float] = field(default_factory=list)
+    train_acc: List[float] = field(default_factory=list)
+    test_acc: List[float] = field(default_factory=list)
+    seconds: List[float] = field(default_factory=list)
+    fused: bool = False
+
+    def __len__(self) -> int:
+        return len(self.train_loss)
+
+    def as_dict(self) -> dict:
+        return {"train_loss": self.train_loss, "train_acc": self.train_acc,
+                "test_acc": self.test_acc, "seconds": self.seconds}
+
+
+def _loop_epoch(net, train_iter, loss, updater, epoch: int, on_batch=None):
+    """The per-batch loop; returns (mean loss, accuracy or NaN)."""
+    loss_sum = hits = count = 0.0
+    classify = None
+    for b, batch in enumerate(train_iter, 1):
+        X, y = batch
+        y_hat = net(X)
+        l = loss(y_hat, y)
+        n = np.shape(X)[0]
+        if isinstance(updater, SGD):
+            l.backward()
+            updater.step(n)
+        elif callable(updater):
+            l.sum().backward() if hasattr(l, "grad_fn") else None
+            updater(n)
+        else:
+            raise TypeError("updater must be fastshallow.optim.SGD or a callable taking the "
+                            f"batch size, got {type(updater).__name__}")
+        s = float(np.sum(l))
+        if not math.isfinite(s):
+            lr = updater.learning_rate if isinstance(updater, SGD) else float("nan")
+            raise _fused.diverged(epoch, b, lr)
+        if classify is None:
+            classify = np.asarray(y).dtype.kind in "iu" and np.ndim(y_hat) == 2
+        loss_sum += s
+        hits += accuracy(y_hat, y) if classify else 0.0
+        count += np.size(y) if classify else n
+        if on_batch is not None:
+            on_batch(1)
+    if not count:
+        return float("nan"), float("nan")
+    return loss_sum / count, (hits / count if classify else float("nan"))
+
+
+def train_epoch(net, train_iter, loss, updater, *, fused: Optional[bool] = None,
+                num_threads: Optional[int] = None, epoch: int = 1):
+    """One pass over `train_iter`; returns ``(mean training loss, training accuracy)`` measured
+    on the fly, as the book does (accuracy is NaN for regression).  `fused`: None picks the
+    fused kernels when they apply, True insists on them, False forces the per-batch loop."""
+    runner = _runner(net, train_iter, loss, updater, fused)
+    if runner is not None:
+        return runner.run_epoch(train_iter.epoch_order(), epoch, num_threads)
+    return _loop_epoch(net, train_iter, loss, updater, epoch)
+
+
+def _runner(net, train_iter, loss, updater, fused):
+    if fused is False:
+        return None
+    runner, why = _fused.plan(net, train_iter, loss, updater)
+    if runner is None and fused:
+        raise ValueError(f"fused=True, but the fused kernels cannot run this training: {why}")
+    return runner
+
+
+def _progress(total: int, enabled: Optional[bool]):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def train(net, train_iter, test_iter, loss, num_epochs: int, updater, *,
+          fused: Optional[bool] = None, verbose: bool = True, progress: Optional[bool] = None,
+          animator=None, plot_path=None, num_threads: Optional[int] = None,
+          callback=None) -> History:
+    """Train for `num_epochs`, evaluating test accuracy after each epoch.
+
+    Prints one line per epoch when `verbose`, shows a progress bar over minibatches (default:
+    when stderr is a terminal), and feeds an :class:`~fastshallow.plotting.Animator` -- the
+    given one, or a new one rewriting the image file `plot_path` each epoch -- and calls
+    ``callback(epoch, history)`` after each epoch when given.  Returns a
+    :class:`History`.  Raises :class:`TrainingDiverged` naming the epoch and minibatch when the
+    loss stops being finite."""
+    from . import _checks as C
+
+    num_epochs = C.positive_int("num_epochs", num_epochs, allow_zero=True)
+    runner = _runner(net, train_iter, loss, updater, fused)
+    hist = History(fused=runner is not None)
+    if animator is None and plot_path is not None:
+        from .plotting import Animator
+
+        animator = Animator(xlabel="epoch", xlim=[1, max(num_epochs, 2)],
+                            legend=["train loss", "train acc", "test acc"], path=plot_path)
+    bar = _progress(num_epochs * len(train_iter), progress)
+    step = bar.update if bar is not None else None
+    try:
+        for epoch in range(1, num_epochs + 1):
+            t0 = time.perf_counter()
+            if runner is not None:
+                tl, ta = runner.run_epoch(train_iter.epoch_order(), epoch, num_threads, step)
+            else:
+                tl, ta = _loop_epoch(net, train_iter, loss, updater, epoch, step)
+            classify = not math.isnan(ta)
+            va = evaluate_accuracy(net, test_iter, num_threads=num_threads) \
+                if (test_iter is not None and classify) else float("nan")
+            secs = time.perf_counter() - t0
+            hist.train_loss.append(tl)
+            hist.train_acc.append(ta)
+            hist.test_acc.append(va)
+            hist.seconds.append(secs)
+            if verbose:
+                line = f"epoch {epoch}, loss {tl:.4f}"
+                if classify:
+                    line += f", train acc {ta:.3f}"
+                if not math.isnan(va):
+                    line += f", test acc {va:.3f}"
+                msg = f"{line}, {secs:.3f} s"
+                (bar.write(msg) if bar is not None else print(msg, flush=True))
+            if animator is not None:
+                animator.add(epoch, (tl, ta if classify else None, va if classify else None))
+            if callback is not None:
+                callback(epoch, hist)
+    finally:
+        if bar is not None:
+            bar.close()
+    return hist
