@@ -37,6 +37,48 @@ static inline int omp_get_num_procs(void) { return 1; }
 #endif
 #define FS_INLINE static inline __attribute__((always_inline))
 
+/* AVX-512 (x86-64-v4) matrix-product kernels, chosen at run time when the CPU has them and
+ * FASTSHALLOW_NO_AVX512 is not set. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && \
+    !defined(__SANITIZE_ADDRESS__)
+#define FS_HAVE_V4 1
+#define FS_V4_TARGET __attribute__((target("arch=x86-64-v4")))
+#include <stdlib.h>
+static int fs_v4_state = -1;
+static int fs_use_v4(void)
+{
+    if (fs_v4_state < 0) {
+        const char *off = getenv("FASTSHALLOW_NO_AVX512");
+        __builtin_cpu_init();
+        fs_v4_state = __builtin_cpu_supports("x86-64-v4") && !(off && *off && *off != '0');
+    }
+    return fs_v4_state;
+}
+#else
+#define FS_HAVE_V4 0
+static int fs_use_v4(void) { return 0; }
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+static int fs_cpu_v3(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#else
+static int fs_cpu_v3(void) { return 0; }
+#endif
+
+/* Which instruction set the matrix products run with on this CPU. */
+static const char *fs_isa(void)
+{
+    if (fs_use_v4()) return "x86-64-v4 (AVX-512)";
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+    if (fs_cpu_v3()) return "x86-64-v3 (AVX2, FMA)";
+#endif
+    return "baseline";
+}
+
 #if defined(__GNUC__)
 #define FS_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 0)
 #else
@@ -69,6 +111,10 @@ typedef float fs_v8f __attribute__((vector_size(32)));
 typedef float fs_v8f_u __attribute__((vector_size(32), aligned(4)));
 typedef double fs_v4d __attribute__((vector_size(32)));
 typedef double fs_v4d_u __attribute__((vector_size(32), aligned(8)));
+typedef float fs_v16f __attribute__((vector_size(64)));
+typedef float fs_v16f_u __attribute__((vector_size(64), aligned(4)));
+typedef double fs_v8d __attribute__((vector_size(64)));
+typedef double fs_v8d_u __attribute__((vector_size(64), aligned(8)));
 
 /* FS_PW, the panel width, is the number of output columns one micro-kernel step covers: two
  * vectors, so 16 floats (ten Fashion-MNIST classes fit one panel) or 8 doubles. */
@@ -78,7 +124,11 @@ typedef double fs_v4d_u __attribute__((vector_size(32), aligned(8)));
 #define FS_VU fs_v8f_u
 #define FS_VL 8
 #define FS_PW 16
+#define FS_W fs_v16f
+#define FS_WU fs_v16f_u
 #include "fs_kernels_impl.h"
+#undef FS_W
+#undef FS_WU
 #undef FS_T
 #undef FS_S
 #undef FS_V
@@ -92,7 +142,11 @@ typedef double fs_v4d_u __attribute__((vector_size(32), aligned(8)));
 #define FS_VU fs_v4d_u
 #define FS_VL 4
 #define FS_PW 8
+#define FS_W fs_v8d
+#define FS_WU fs_v8d_u
 #include "fs_kernels_impl.h"
+#undef FS_W
+#undef FS_WU
 #undef FS_T
 #undef FS_S
 #undef FS_V

@@ -66,11 +66,65 @@ FS_INLINE void FS_S(fs_micro)(const FS_T *A, fs_i64 a_rs, fs_i64 a_ts, int R, fs
         for (fs_i64 j = 0; j < mw; j++) C[r * c_rs + j] = (init ? init[j] : 0) + acc[r][j];
 }
 
+#if FS_HAVE_V4
+/* The same product for CPUs with AVX-512: a panel row (FS_PW values) is one 64-byte register,
+ * so each step costs one multiply-add per row instead of two, and 8 rows share a panel load.
+ * Each row still sums its terms in the same order. */
+#define FS_MR4 8
+FS_V4_TARGET static void FS_S(fs_gemm_rows_v4)(const FS_T *A, fs_i64 a_rs, fs_i64 a_ts,
+                                               fs_i64 rows, fs_i64 tlen, const FS_T *P, fs_i64 m,
+                                               const FS_T *init, FS_T *C, fs_i64 c_rs)
+{
+    const fs_i64 npanels = (m + FS_PW - 1) / FS_PW;
+    for (fs_i64 r0 = 0; r0 < rows; r0 += FS_MR4) {
+        const int R = rows - r0 < FS_MR4 ? (int)(rows - r0) : FS_MR4;
+        const FS_T *Ar = A + r0 * a_rs;
+        for (fs_i64 p = 0; p < npanels; p++) {
+            const FS_T *Pp = P + p * tlen * FS_PW;
+            const fs_i64 j0 = p * FS_PW, mw = m - j0 < FS_PW ? m - j0 : FS_PW;
+            FS_W acc[FS_MR4];
+            if (R == FS_MR4) {
+                FS_W c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, c6 = {0},
+                     c7 = {0};
+                for (fs_i64 t = 0; t < tlen; t++) {
+                    const FS_W w = *(const FS_WU *)(Pp + t * FS_PW);
+                    const FS_T *a = Ar + t * a_ts;
+                    c0 += a[0] * w; c1 += a[a_rs] * w; c2 += a[2 * a_rs] * w;
+                    c3 += a[3 * a_rs] * w; c4 += a[4 * a_rs] * w; c5 += a[5 * a_rs] * w;
+                    c6 += a[6 * a_rs] * w; c7 += a[7 * a_rs] * w;
+                }
+                acc[0] = c0; acc[1] = c1; acc[2] = c2; acc[3] = c3;
+                acc[4] = c4; acc[5] = c5; acc[6] = c6; acc[7] = c7;
+            } else {
+                for (int r = 0; r < R; r++) {
+                    FS_W c = {0};
+                    for (fs_i64 t = 0; t < tlen; t++)
+                        c += Ar[r * a_rs + t * a_ts] * *(const FS_WU *)(Pp + t * FS_PW);
+                    acc[r] = c;
+                }
+            }
+            for (int r = 0; r < R; r++) {
+                FS_T row[FS_PW];
+                memcpy(row, &acc[r], sizeof row);
+                FS_T *out = C + (r0 + r) * c_rs + j0;
+                for (fs_i64 j = 0; j < mw; j++) out[j] = (init ? init[j0 + j] : 0) + row[j];
+            }
+        }
+    }
+}
+#endif
+
 /* C[r, :] = init + A(r, :) @ W for `rows` rows, W given as packed panels of tlen rows. */
 FS_CLONES static void FS_S(fs_gemm_rows)(const FS_T *A, fs_i64 a_rs, fs_i64 a_ts, fs_i64 rows,
                                          fs_i64 tlen, const FS_T *P, fs_i64 m, const FS_T *init,
                                          FS_T *C, fs_i64 c_rs)
 {
+#if FS_HAVE_V4
+    if (fs_use_v4()) {
+        FS_S(fs_gemm_rows_v4)(A, a_rs, a_ts, rows, tlen, P, m, init, C, c_rs);
+        return;
+    }
+#endif
     fs_i64 npanels = (m + FS_PW - 1) / FS_PW;
     for (fs_i64 r0 = 0; r0 < rows; r0 += FS_MR) {
         int R = rows - r0 < FS_MR ? (int)(rows - r0) : FS_MR;
@@ -222,17 +276,30 @@ FS_INLINE void FS_S(fs_sgd_one)(FS_T *p, FS_T g, FS_T lr, FS_T bs, FS_T mom, FS_
 }
 
 /* Rows [r0, r1) of X picked by idx (or in order when idx is NULL), converted to FS_T and
- * multiplied by scale, into dst (row stride k).  Prefetching two rows ahead hides most of the
- * latency of the random row reads. */
+ * multiplied by scale, into dst (row stride k).  Random rows are latency bound: every cache line
+ * of the row FS_PREFETCH_ROWS ahead is requested while this one is converted (a row of 784
+ * bytes spans 13 lines; the hardware prefetcher alone only catches up within a row). */
+#ifndef FS_PREFETCH_ROWS
+#define FS_PREFETCH_ROWS 4
+#endif
+FS_INLINE void FS_S(fs_prefetch_row)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, fs_i64 row)
+{
+    const char *p = x_u8 ? (const char *)((const uint8_t *)X + row * ldx)
+                         : (const char *)((const FS_T *)X + row * ldx);
+    const fs_i64 bytes = k * (x_u8 ? 1 : (fs_i64)sizeof(FS_T));
+    for (fs_i64 off = 0; off < bytes; off += 64) FS_PREFETCH(p + off);
+}
+
 FS_INLINE void FS_S(fs_gather)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS_T scale,
                                const fs_i64 *idx, fs_i64 r0, fs_i64 r1, fs_i64 rmax, FS_T *dst)
 {
+    if (idx)
+        for (fs_i64 r = r0; r < r0 + FS_PREFETCH_ROWS && r < rmax; r++)
+            FS_S(fs_prefetch_row)(X, x_u8, ldx, k, idx[r]);
     for (fs_i64 r = r0; r < r1; r++) {
         fs_i64 row = idx ? idx[r] : r;
-        if (idx && r + 2 < rmax) {
-            if (x_u8) FS_PREFETCH((const uint8_t *)X + idx[r + 2] * ldx);
-            else FS_PREFETCH((const FS_T *)X + idx[r + 2] * ldx);
-        }
+        if (idx && r + FS_PREFETCH_ROWS < rmax)
+            FS_S(fs_prefetch_row)(X, x_u8, ldx, k, idx[r + FS_PREFETCH_ROWS]);
         FS_T *d = dst + (r - r0) * k;
         if (x_u8) {
             const uint8_t *s = (const uint8_t *)X + row * ldx;
@@ -320,6 +387,50 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
     }
 }
 
+/* Phase 1 of a minibatch, batch rows [r0, r0 + rows): gather, forward, loss and gradient (and
+ * the gradient's panel copy for phase 2). */
+FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, const fs_i64 *pos,
+                                          fs_i64 bn, fs_i64 r0, fs_i64 rows)
+{
+    const fs_i64 k = a->k, m = a->m;
+    FS_T *xb = a->Xb + r0 * k;
+    FS_S(fs_gather)(a->X, a->x_u8, a->ldx, k, a->scale, pos, r0, r0 + rows, bn, xb);
+    if (a->panel)
+        FS_S(fs_gemm_rows)(xb, k, 1, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m);
+    else
+        FS_S(fs_gemm_dot_rows)(xb, k, rows, k, a->Wp, k, m, a->b, a->Z + r0 * m, m);
+    FS_S(fs_fused_loss_rows)(a, r0, rows, pos + r0);
+    if (a->panel)
+        for (fs_i64 r = r0; r < r0 + rows; r++)
+            for (fs_i64 j = 0; j < m; j++)
+                a->Gp[((j / FS_PW) * bn + r) * FS_PW + j % FS_PW] = a->G[r * m + j];
+}
+
+/* Phase 2 of a minibatch, weight rows [k0, k0 + kw): their gradient and update. */
+FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 bn, fs_i64 k0,
+                                          fs_i64 kw, FS_T lr)
+{
+    const fs_i64 k = a->k, m = a->m;
+    const FS_T fbn = (FS_T)bn;
+    if (a->panel) {
+        FS_S(fs_gemm_rows)(a->Xb + k0, 1, k, kw, bn, a->Gp, m, NULL, a->dW + k0 * m, m);
+        for (fs_i64 kk = k0; kk < k0 + kw; kk++)
+            for (fs_i64 j = 0; j < m; j++) {
+                fs_i64 at = ((j / FS_PW) * k + kk) * FS_PW + j % FS_PW;
+                FS_S(fs_sgd_one)(a->Wp + at, a->dW[kk * m + j], lr, fbn, a->momentum, a->wd,
+                                 a->V ? a->V + at : NULL);
+            }
+    } else {
+        FS_S(fs_xtg_axpy)(a->Xb, k, bn, k0, kw, a->G, m, m, a->dW, m);
+        for (fs_i64 j = 0; j < m; j++)
+            for (fs_i64 kk = k0; kk < k0 + kw; kk++) {
+                fs_i64 at = j * k + kk;
+                FS_S(fs_sgd_one)(a->Wp + at, a->dW[kk * m + j], lr, fbn, a->momentum, a->wd,
+                                 a->V ? a->V + at : NULL);
+            }
+    }
+}
+
 /* Batches [t0, t1) of one epoch: for each, gather + forward + loss + gradient (phase 1, split by
  * rows), then weight gradient + update (phase 2, split by weight rows), with one OpenMP team for
  * the whole segment and a barrier between the phases.  Every value is produced by one task in a
@@ -336,52 +447,23 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
         const fs_i64 bn = a->n - t * B < B ? a->n - t * B : B;
         const fs_i64 nch1 = (bn + FS_FUSED_CHUNK - 1) / FS_FUSED_CHUNK;
         const fs_i64 nch2 = (k + FS_FUSED_COLS - 1) / FS_FUSED_COLS;
-        const FS_T lr = a->lrs[t], fbn = (FS_T)bn;
+        const FS_T lr = a->lrs[t];
 
 #pragma omp for schedule(static)
         for (fs_i64 c = 0; c < nch1; c++) {
             const fs_i64 r0 = c * FS_FUSED_CHUNK;
-            const fs_i64 rows = bn - r0 < FS_FUSED_CHUNK ? bn - r0 : FS_FUSED_CHUNK;
-            FS_T *xb = a->Xb + r0 * k;
-            FS_S(fs_gather)(a->X, a->x_u8, a->ldx, k, a->scale, pos, r0, r0 + rows, bn, xb);
-            if (a->panel)
-                FS_S(fs_gemm_rows)(xb, k, 1, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m);
-            else
-                FS_S(fs_gemm_dot_rows)(xb, k, rows, k, a->Wp, k, m, a->b, a->Z + r0 * m, m);
-            FS_S(fs_fused_loss_rows)(a, r0, rows, pos + r0);
-            if (a->panel) {
-                for (fs_i64 r = r0; r < r0 + rows; r++)
-                    for (fs_i64 j = 0; j < m; j++)
-                        a->Gp[((j / FS_PW) * bn + r) * FS_PW + j % FS_PW] = a->G[r * m + j];
-            }
+            FS_S(fs_fused_rows)(a, pos, bn, r0, bn - r0 < FS_FUSED_CHUNK ? bn - r0 : FS_FUSED_CHUNK);
         }
 
 #pragma omp for schedule(static)
         for (fs_i64 c = 0; c < nch2; c++) {
             const fs_i64 k0 = c * FS_FUSED_COLS;
-            const fs_i64 kw = k - k0 < FS_FUSED_COLS ? k - k0 : FS_FUSED_COLS;
-            if (a->panel) {
-                FS_S(fs_gemm_rows)(a->Xb + k0, 1, k, kw, bn, a->Gp, m, NULL, a->dW + k0 * m, m);
-                for (fs_i64 kk = k0; kk < k0 + kw; kk++)
-                    for (fs_i64 j = 0; j < m; j++) {
-                        fs_i64 at = ((j / FS_PW) * k + kk) * FS_PW + j % FS_PW;
-                        FS_S(fs_sgd_one)(a->Wp + at, a->dW[kk * m + j], lr, fbn, a->momentum,
-                                         a->wd, a->V ? a->V + at : NULL);
-                    }
-            } else {
-                FS_S(fs_xtg_axpy)(a->Xb, k, bn, k0, kw, a->G, m, m, a->dW, m);
-                for (fs_i64 j = 0; j < m; j++)
-                    for (fs_i64 kk = k0; kk < k0 + kw; kk++) {
-                        fs_i64 at = j * k + kk;
-                        FS_S(fs_sgd_one)(a->Wp + at, a->dW[kk * m + j], lr, fbn, a->momentum,
-                                         a->wd, a->V ? a->V + at : NULL);
-                    }
-            }
+            FS_S(fs_fused_cols)(a, bn, k0, k - k0 < FS_FUSED_COLS ? k - k0 : FS_FUSED_COLS, lr);
             if (c == 0) {
                 /* The bias and the batch's totals: small, serial, in a fixed order. */
                 FS_S(fs_colsum)(a->G, m, bn, m, a->db);
                 for (fs_i64 j = 0; j < m; j++)
-                    FS_S(fs_sgd_one)(a->b + j, a->db[j], lr, fbn, a->momentum, a->wd,
+                    FS_S(fs_sgd_one)(a->b + j, a->db[j], lr, (FS_T)bn, a->momentum, a->wd,
                                      a->vb ? a->vb + j : NULL);
                 double s = 0;
                 fs_i64 hits = 0;

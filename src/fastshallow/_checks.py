@@ -35,13 +35,14 @@ def as_array(name: str, a, *, ndim: int | tuple | None = None, dtypes=FLOAT_DTYP
         what = {"O": "object", "U": "string", "S": "bytes", "V": "structured", "c": "complex",
                 "b": "bool", "M": "datetime", "m": "timedelta"}[kind]
         raise TypeError(f"{name} must hold real numbers, got a {what} array (dtype {arr.dtype})")
+    # np.asarray(order="C") rather than np.ascontiguousarray, which turns a scalar into (1,).
     if dtype is not None:
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+        arr = np.asarray(arr, dtype=dtype, order="C")
     elif dtypes is not None and arr.dtype not in dtypes:
         names = " or ".join(str(d) for d in dtypes)
         raise TypeError(f"{name} must have dtype {names}, got {arr.dtype}")
     else:
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr, order="C")
     if ndim is not None:
         allowed = ndim if isinstance(ndim, tuple) else (ndim,)
         if arr.ndim not in allowed:

@@ -62,5 +62,6 @@ def show_config(file=None) -> None:
     print(f"  python:      {sys.version.split()[0]}", file=out)
     print(f"  compiler:    {k.compiler()}", file=out)
     print(f"  openmp:      {'on' if k.openmp_enabled() else 'off (serial build)'}", file=out)
+    print(f"  simd:        {k.isa()}", file=out)
     print(f"  threads:     {get_num_threads()}", file=out)
     print(f"  extension:   {k.__file__}", file=out)

@@ -18,6 +18,7 @@ cdef extern from "fs_kernels.h" nogil:
     int FS_KB
     void FS_PREFETCH(const void *p)
     const char *fs_compiler()
+    const char *fs_isa()
     int omp_get_max_threads()
     int omp_get_num_procs()
     void fs_pack_panels_f32(const float *W, fs_i64 ldw, fs_i64 k, fs_i64 m, float *P)
@@ -70,6 +71,11 @@ def openmp_enabled():
 def compiler():
     """The compiler that built the kernels, with its version."""
     return fs_compiler().decode()
+
+
+def isa():
+    """The instruction set the matrix products use on this CPU (chosen at run time)."""
+    return fs_isa().decode()
 
 
 def max_threads():

@@ -68,8 +68,9 @@ class L2Loss(Loss):
         P, T = _regression_pair(y_hat, y)
         D = P - T
         per_out = max(P[0].size, 1) if P.shape[0] else 1
-        loss = 0.5 * (D * D).reshape(P.shape[0], -1).mean(axis=1) if P.size else \
-            np.zeros(P.shape[0], P.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported by train()
+            loss = 0.5 * (D * D).reshape(P.shape[0], -1).mean(axis=1) if P.size else \
+                np.zeros(P.shape[0], P.dtype)
         return _finish(loss.astype(P.dtype), y_hat, lambda: D / P.dtype.type(per_out))
 
 
@@ -87,7 +88,8 @@ class HuberLoss(Loss):
         D = P - T
         A = np.abs(D)
         d = P.dtype.type(self.delta)
-        per = np.where(A <= d, 0.5 * D * D, d * (A - 0.5 * d))
+        with np.errstate(over="ignore", invalid="ignore"):
+            per = np.where(A <= d, 0.5 * D * D, d * (A - 0.5 * d))
         per_out = max(P[0].size, 1) if P.shape[0] else 1
         loss = per.reshape(P.shape[0], -1).mean(axis=1) if P.size else np.zeros(P.shape[0])
         return _finish(loss.astype(P.dtype), y_hat,

@@ -277,9 +277,14 @@ class Sequential(Block):
 
 
 def _build(cfg: dict) -> Block:
+    if not isinstance(cfg, dict):
+        raise ValueError(f"a block description must be an object, got {cfg!r:.60}")
     kind = cfg.get("type")
     if kind == "Dense":
-        return Dense(int(cfg["units"]), in_units=cfg["in_units"], use_bias=bool(cfg["use_bias"]),
+        in_units = cfg["in_units"]
+        if isinstance(in_units, bool) or not isinstance(in_units, int) or in_units < 1:
+            raise ValueError(f"a saved Dense layer needs a positive in_units, got {in_units!r}")
+        return Dense(int(cfg["units"]), in_units=in_units, use_bias=bool(cfg["use_bias"]),
                      flatten=bool(cfg["flatten"]), dtype=np.dtype(cfg["dtype"]),
                      weight_initializer=_init.Zeros())
     if kind == "Flatten":
@@ -302,6 +307,8 @@ def load(path) -> Block:
         raise ValueError(f"{path} is not a readable fastshallow model file ({exc})") from None
     try:
         meta = json.loads(bytes(arrays.pop("__meta__")).decode())
+        if not isinstance(meta, dict):
+            raise ValueError("its metadata is not a JSON object")
         if meta.get("format") != _FORMAT:
             raise ValueError(f"unknown format {meta.get('format')!r}")
         net = _build(meta["model"])
@@ -316,6 +323,6 @@ def load(path) -> Block:
             if not np.isfinite(a).all():
                 raise ValueError(f"parameter {i} holds NaN or inf")
             p.set_data(a)
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not a valid fastshallow model file: {exc}") from None
     return net

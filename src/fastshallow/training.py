@@ -59,7 +59,7 @@ def _loop_epoch(net, train_iter, loss, updater, epoch: int, on_batch=None):
         else:
             raise TypeError("updater must be fastshallow.optim.SGD or a callable taking the "
                             f"batch size, got {type(updater).__name__}")
-        s = float(np.sum(l))
+        s = float(np.sum(l, dtype=np.float64))  # a float32 sum could overflow
         if not math.isfinite(s):
             lr = updater.learning_rate if isinstance(updater, SGD) else float("nan")
             raise _fused.diverged(epoch, b, lr)

@@ -1,0 +1,96 @@
+"""The book's ``d2l`` helpers of the "Linear Neural Networks" chapter, with the book's names
+and signatures, on fastshallow.  Port the chapter's code by importing from here::
+
+    from fastshallow import d2l                 # instead of: import d2l
+    from fastshallow import nn, init, losses    # instead of mxnet.gluon's nn, init, loss
+
+The models are fastshallow's (``Parameter`` in place of ``attach_grad``-ed arrays, ``Dense``,
+``SGD``); ``d2l.Trainer(params, 'sgd', {'learning_rate': lr})`` stands in for Gluon's Trainer.
+Plotting needs matplotlib (``pip install "fastshallow[plot]"``); ``d2l.plt`` is pyplot.
+"""
+from __future__ import annotations
+
+from .data import load_array as _load_array
+from .data import synthetic_data as _synthetic_data
+from .datasets import get_fashion_mnist_labels
+from .datasets import load_data_fashion_mnist as _load_data_fashion_mnist
+from .evaluation import evaluate_accuracy
+from .evaluation import predict as _predict
+from .metrics import accuracy
+from .optim import SGD
+from .plotting import Animator, plot, set_axes, set_figsize, show_images, use_svg_display
+from .scratch import linreg, sgd, squared_loss
+from .training import train as _train
+from .training import train_epoch as _train_epoch
+from .utils import Accumulator, Timer
+
+__all__ = [
+    "synthetic_data", "load_array", "linreg", "squared_loss", "sgd",
+    "get_fashion_mnist_labels", "show_images", "load_data_fashion_mnist",
+    "get_dataloader_workers", "accuracy", "evaluate_accuracy", "Accumulator", "Timer",
+    "Animator", "train_epoch_ch3", "train_ch3", "predict_ch3", "use_svg_display", "set_figsize",
+    "set_axes", "plot", "Trainer", "plt",
+]
+
+
+def synthetic_data(w, b, num_examples):
+    """``y = X w + b + noise`` with X ~ N(0, 1) and noise ~ N(0, 0.01^2)."""
+    return _synthetic_data(w, b, num_examples)
+
+
+def load_array(data_arrays, batch_size, is_train=True):
+    """A minibatch iterator over arrays, shuffled when `is_train`."""
+    return _load_array(data_arrays, batch_size, is_train)
+
+
+def load_data_fashion_mnist(batch_size, resize=None):
+    """Fashion-MNIST as ``(train_iter, test_iter)`` of (B, 1, H, W) float32 batches."""
+    return _load_data_fashion_mnist(batch_size, resize=resize)
+
+
+def get_dataloader_workers():
+    """0: fastshallow's loaders gather whole batches in compiled code, faster than worker
+    processes would be."""
+    return 0
+
+
+def train_epoch_ch3(net, train_iter, loss, updater):
+    """One epoch; returns (training loss, training accuracy)."""
+    return _train_epoch(net, train_iter, loss, updater)
+
+
+def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater):
+    """Train with a live plot of loss and accuracies (in Jupyter; elsewhere it prints a line per
+    epoch).  Returns the :class:`~fastshallow.training.History` (the book returns nothing and
+    asserts on the results; this does not)."""
+    animator = Animator(xlabel="epoch", xlim=[1, num_epochs], ylim=[0.3, 0.9],
+                        legend=["train loss", "train acc", "test acc"])
+    return _train(net, train_iter, test_iter, loss, num_epochs, updater, animator=animator)
+
+
+def predict_ch3(net, test_iter, n=6):
+    """Show the first `n` test images titled with true and predicted labels."""
+    return _predict(net, test_iter, n=n)
+
+
+def Trainer(params, optimizer="sgd", optimizer_params=None):
+    """Gluon's ``Trainer(params, 'sgd', {'learning_rate': lr})`` as a fastshallow SGD."""
+    if optimizer != "sgd":
+        raise ValueError(f"only 'sgd' is available, got {optimizer!r}")
+    opts = dict(optimizer_params or {})
+    lr = opts.pop("learning_rate", None)
+    if lr is None:
+        raise ValueError("optimizer_params needs 'learning_rate'")
+    momentum = opts.pop("momentum", 0.0)
+    wd = opts.pop("wd", 0.0)
+    if opts:
+        raise ValueError(f"unsupported optimizer_params: {sorted(opts)}")
+    return SGD(params, lr, momentum=momentum, weight_decay=wd)
+
+
+def __getattr__(name):
+    if name == "plt":
+        from .plotting import _pyplot
+
+        return _pyplot()
+    raise AttributeError(f"module 'fastshallow.d2l' has no attribute {name!r}")

@@ -1,0 +1,202 @@
+"""Training loops: the fused compiled path against the per-batch loop, determinism across
+thread counts, divergence, and the book's updater-as-a-callable style."""
+import math
+
+import numpy as np
+import pytest
+
+import fastshallow as fs
+from conftest import assert_bits_equal
+
+N_CLASSES = 7
+
+
+class ScaledImages(fs.ArrayDataset):
+    """uint8 rows scaled by 1/255 on the way in, like Fashion-MNIST with ToTensor."""
+
+    scale = np.float32(1 / 255)
+
+    def as_arrays(self):
+        X, y = self.arrays
+        return X.reshape(len(X), -1), y, self.scale, X.shape[1:]
+
+    def get_batch(self, idx):
+        X, y = self.arrays
+        return fs.kernels.gather_rows(X, idx, scale=self.scale), y[idx]
+
+
+def blobs(rng, n=1500, k=37, uint8=False):
+    """Separable-ish classes: each class has its own mean pattern."""
+    centers = rng.uniform(0, 1, (N_CLASSES, k))
+    y = rng.integers(0, N_CLASSES, n)
+    X = centers[y] + rng.normal(0, 0.35, (n, k))
+    if uint8:
+        return np.clip(X * 180, 0, 255).astype(np.uint8), y.astype(np.int64)
+    return X.astype(np.float32), y.astype(np.int64)
+
+
+def make(kind, rng, dtype=np.float32, uint8=False):
+    if kind == "softmax":
+        X, y = blobs(rng, uint8=uint8)
+        ds = ScaledImages(X, y) if uint8 else fs.ArrayDataset(X.astype(dtype), y)
+        return ds, fs.losses.SoftmaxCrossEntropyLoss(), N_CLASSES
+    X, y = fs.synthetic_data(rng.normal(size=13), 0.7, 1200, seed=rng, dtype=dtype)
+    loss = fs.losses.L2Loss() if kind == "l2" else fs.losses.HuberLoss(0.5)
+    return fs.ArrayDataset(X, y), loss, 1
+
+
+def run(ds, loss, units, *, fused, dtype=np.float32, momentum=0.0, wd=0.0, schedule=None,
+        epochs=3, lr=0.05, batch=64, threads=None, seed=3):
+    it = fs.DataLoader(ds, batch, shuffle=True, seed=seed)
+    net = fs.nn.Dense(units, dtype=dtype, rng=seed)
+    sched = fs.optim.CosineSchedule(epochs * len(it)) if schedule == "cosine" else None
+    opt = fs.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=wd,
+                       schedule=sched)
+    hist = fs.train(net, it, None, loss, epochs, opt, fused=fused, verbose=False,
+                    progress=False, num_threads=threads)
+    assert hist.fused == fused
+    return net, hist
+
+
+CASES = [
+    dict(kind="softmax"),
+    dict(kind="softmax", uint8=True),
+    dict(kind="softmax", momentum=0.9, schedule="cosine"),
+    dict(kind="softmax", wd=1e-3, momentum=0.5),
+    dict(kind="softmax", dtype=np.float64),
+    dict(kind="l2"),
+    dict(kind="l2", momentum=0.9, dtype=np.float64),
+    dict(kind="huber", schedule="cosine", lr=0.5, epochs=4),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(
+    f"{k}={getattr(v, '__name__', v)}" for k, v in c.items()))
+def test_fused_path_matches_per_batch_loop(case, rng):
+    case = dict(case)
+    kind, uint8 = case.pop("kind"), case.pop("uint8", False)
+    dtype = case.get("dtype", np.float32)
+    ds, loss, units = make(kind, rng, dtype, uint8)
+    net_loop, h_loop = run(ds, loss, units, fused=False, **case)
+    net_fused, h_fused = run(ds, loss, units, fused=True, **case)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for a, b in zip(net_loop.parameters(), net_fused.parameters()):
+        np.testing.assert_allclose(b.data, a.data, rtol=tol, atol=tol * np.abs(a.data).max())
+    np.testing.assert_allclose(h_fused.train_loss, h_loop.train_loss, rtol=1e-4)
+    if kind == "softmax":
+        np.testing.assert_allclose(h_fused.train_acc, h_loop.train_acc, atol=2 / len(ds))
+        assert h_fused.train_acc[-1] > 0.8  # the problem is learnable: training did something
+    else:
+        assert h_fused.train_loss[-1] < 0.05 * h_fused.train_loss[0]
+
+
+@pytest.mark.parametrize("kind", ["softmax", "l2"])
+def test_fused_training_is_bit_identical_for_1_and_2_threads(kind, rng):
+    # Big enough that the kernels really start a second thread.
+    if kind == "softmax":
+        X, y = blobs(rng, n=4000, k=300, uint8=True)
+        ds, loss, units = ScaledImages(X, y), fs.losses.SoftmaxCrossEntropyLoss(), N_CLASSES
+    else:
+        X, y = fs.synthetic_data(rng.normal(size=300), 0.1, 4000, seed=rng)
+        ds, loss, units = fs.ArrayDataset(X, y), fs.losses.L2Loss(), 1
+    one, h1 = run(ds, loss, units, fused=True, threads=1, batch=256, momentum=0.9, lr=0.01)
+    two, h2 = run(ds, loss, units, fused=True, threads=2, batch=256, momentum=0.9, lr=0.01)
+    for a, b in zip(one.parameters(), two.parameters()):
+        assert_bits_equal(a.data, b.data)
+    assert h1.train_loss == h2.train_loss
+
+
+def test_per_batch_loop_is_bit_identical_for_1_and_2_threads(rng):
+    X, y = blobs(rng, n=3000, k=300)
+    ds = fs.ArrayDataset(X, y)
+    nets = []
+    for threads in (1, 2):
+        fs.set_num_threads(threads)
+        try:
+            nets.append(run(ds, fs.losses.SoftmaxCrossEntropyLoss(), N_CLASSES, fused=False,
+                            batch=256, epochs=2)[0])
+        finally:
+            fs.set_num_threads(None)
+    for a, b in zip(*[n.parameters() for n in nets]):
+        assert_bits_equal(a.data, b.data)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_divergence_is_reported_with_epoch_and_batch(fused, rng):
+    ds, loss, units = make("l2", rng)
+    with pytest.raises(fs.TrainingDiverged,
+                       match=r"epoch 1, minibatch \d+ \(learning rate 1e\+06\).*smaller"):
+        run(ds, loss, units, fused=fused, lr=1e6)
+
+
+def test_huge_but_finite_softmax_loss_is_not_divergence(rng):
+    # Softmax cross-entropy gradients are bounded: a huge learning rate makes huge weights and
+    # losses, but finite ones -- both paths must agree that this is not divergence.
+    X, y = blobs(rng)
+    ds = fs.ArrayDataset(X * 1e3, y)
+    for fused in (True, False):
+        net, hist = run(ds, fs.losses.SoftmaxCrossEntropyLoss(), N_CLASSES, fused=fused,
+                        lr=1e30)
+        assert all(math.isfinite(v) for v in hist.train_loss)
+
+
+def test_fused_true_refuses_what_it_cannot_run(rng):
+    X, y = blobs(rng, n=100)
+    it = fs.DataLoader(fs.ArrayDataset(X, y), 10)
+    net = fs.nn.Sequential(fs.nn.Dense(8), fs.nn.Dense(N_CLASSES))
+    net(X[:1])
+    opt = fs.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="not a single Dense layer"):
+        fs.train(net, it, None, fs.losses.SoftmaxCrossEntropyLoss(), 1, opt, fused=True,
+                 verbose=False)
+    # ... and the per-batch loop trains the two-layer network instead
+    hist = fs.train(net, it, None, fs.losses.SoftmaxCrossEntropyLoss(), 2, opt, verbose=False)
+    assert not hist.fused and hist.train_loss[1] < hist.train_loss[0]
+
+
+def test_book_style_callable_updater(rng):
+    X, y = fs.synthetic_data([2, -3.4], 4.2, 1000, seed=rng)
+    it = fs.load_array((X, y), 10, seed=1)
+    w = fs.Parameter(rng.normal(0, 0.01, (2, 1)))
+    b = fs.Parameter(np.zeros(1))
+
+    class Net(fs.nn.Block):
+        def forward(self, X):
+            return fs.linreg(X, w, b)
+
+    hist = fs.train(Net(), it, None, fs.losses.L2Loss(), 3,
+                    lambda batch_size: fs.sgd([w, b], 0.03, batch_size), verbose=False)
+    assert not hist.fused
+    assert np.abs(w.data.ravel() - [2, -3.4]).max() < 2e-3 and abs(b.data[0] - 4.2) < 2e-3
+    assert all(math.isnan(a) for a in hist.train_acc)
+
+
+def test_history_printing_and_callback(rng, capsys):
+    X, y = blobs(rng, n=600)
+    train_it = fs.DataLoader(fs.ArrayDataset(X[:500], y[:500]), 50, shuffle=True, seed=0)
+    test_it = fs.DataLoader(fs.ArrayDataset(X[500:], y[500:]), 50)
+    net = fs.nn.Dense(N_CLASSES)
+    seen = []
+    hist = fs.train(net, train_it, test_it, fs.losses.SoftmaxCrossEntropyLoss(), 3,
+                    fs.optim.SGD(net.parameters(), lr=0.5), progress=False,
+                    callback=lambda e, h: seen.append((e, len(h))))
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 3 and out[0].startswith("epoch 1, loss ")
+    assert "train acc" in out[0] and "test acc" in out[0]
+    assert seen == [(1, 1), (2, 2), (3, 3)]
+    assert len(hist) == 3 and all(s > 0 for s in hist.seconds)
+    # test accuracy is what evaluate_accuracy says, through both of its paths
+    fast = fs.evaluate_accuracy(net, test_it)
+    slow = sum(fs.accuracy(net(Xb), yb) for Xb, yb in test_it) / 100
+    assert hist.test_acc[-1] == fast == pytest.approx(slow)
+
+
+def test_train_epoch_returns_loss_and_accuracy(rng):
+    X, y = blobs(rng)
+    it = fs.DataLoader(fs.ArrayDataset(X, y), 64, shuffle=True, seed=0)
+    net = fs.nn.Dense(N_CLASSES)
+    opt = fs.optim.SGD(net.parameters(), lr=0.5)
+    l1, a1 = fs.train_epoch(net, it, fs.losses.SoftmaxCrossEntropyLoss(), opt)
+    l2, a2 = fs.train_epoch(net, it, fs.losses.SoftmaxCrossEntropyLoss(), opt)
+    assert l2 < l1 and 0 <= a1 <= 1 and a2 > a1
+    assert opt.num_steps == 2 * len(it)
