@@ -18,13 +18,17 @@ from ._ext import kernels as _load_kernels
 
 _load_kernels()  # fail at import, with instructions, if the compiled core is missing
 
-from . import init, kernels, losses, metrics, nn, optim, random  # noqa: E402
+from . import datasets, init, kernels, losses, metrics, nn, optim, plotting, random  # noqa: E402
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
 from .autograd import Parameter, Tensor  # noqa: E402
 from .closed_form import least_squares  # noqa: E402
 from .data import ArrayDataset, DataLoader, load_array, synthetic_data  # noqa: E402
+from .datasets import get_fashion_mnist_labels, load_data_fashion_mnist  # noqa: E402
 from .evaluation import evaluate_accuracy, evaluate_loss, predict  # noqa: E402
+from .kernels import log_softmax  # noqa: E402
 from .metrics import accuracy, cross_entropy_between, entropy, kl_divergence  # noqa: E402
+from .plotting import (Animator, plot, set_axes, set_figsize, show_images,  # noqa: E402
+                       use_svg_display)
 from .random import seed  # noqa: E402
 from .scratch import cross_entropy, linreg, sgd, softmax, squared_loss  # noqa: E402
 from .training import History, TrainingDiverged, train, train_epoch  # noqa: E402
@@ -32,12 +36,14 @@ from .utils import Accumulator, Timer  # noqa: E402
 
 __all__ = [
     "__version__", "show_config", "get_num_threads", "set_num_threads", "seed",
-    "init", "kernels", "losses", "metrics", "nn", "optim", "random",
+    "datasets", "init", "kernels", "losses", "metrics", "nn", "optim", "plotting", "random",
     "Parameter", "Tensor",
     "synthetic_data", "ArrayDataset", "DataLoader", "load_array",
-    "linreg", "squared_loss", "sgd", "softmax", "cross_entropy", "least_squares",
+    "load_data_fashion_mnist", "get_fashion_mnist_labels",
+    "linreg", "squared_loss", "sgd", "softmax", "log_softmax", "cross_entropy", "least_squares",
     "accuracy", "entropy", "cross_entropy_between", "kl_divergence",
     "evaluate_accuracy", "evaluate_loss", "predict",
     "train", "train_epoch", "History", "TrainingDiverged",
     "Timer", "Accumulator",
+    "Animator", "plot", "show_images", "use_svg_display", "set_figsize", "set_axes",
 ]

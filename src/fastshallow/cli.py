@@ -88,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--save", metavar="PATH", default=None, help="save the model (.npz)")
     tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    bn = sub.add_parser("bench", help="time fastshallow against NumPy and PyTorch on this machine")
+    bn.add_argument("--epochs", type=_positive_int, default=10)
+    bn.add_argument("--repeats", type=_positive_int, default=3)
+    bn.add_argument("--threads", type=_positive_int, default=None)
+    bn.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    bn.add_argument("--no-dataloader", action="store_true",
+                    help="leave out PyTorch's DataLoader loop (the slowest contender)")
+    bn.add_argument("--no-linreg", action="store_true", help="leave out linear regression")
+
     sub.add_parser("config", help="print the build configuration")
     return p
 
@@ -157,7 +166,8 @@ def _train(args) -> int:
     if args.plot:
         print(f"training curve: {args.plot}")
     if args.predictions:
-        fs.predict(net, test_iter, n=8, path=args.predictions)
+        axes = fs.predict(net, test_iter, n=8, path=args.predictions)
+        fs.plotting._pyplot().close(axes.flat[0].figure)
         print(f"predictions: {args.predictions}")
     if args.save:
         net.save(args.save)
@@ -172,6 +182,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _linreg(args)
         if args.command == "train":
             return _train(args)
+        if args.command == "bench":
+            from .bench import run
+
+            run(args.epochs, args.repeats, args.threads, torch=not args.no_torch,
+                dataloader=not args.no_dataloader, linreg=not args.no_linreg)
+            return 0
         import fastshallow as fs
 
         fs.show_config()

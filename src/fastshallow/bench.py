@@ -1,0 +1,239 @@
+"""Side-by-side timings on this machine: fastshallow against the same algorithms written with
+NumPy and (when installed) PyTorch.  ``fastshallow bench`` prints the table; the pytest-benchmark
+files in ``benches/`` time the same functions.
+
+Every contender trains the book's softmax regression on Fashion-MNIST (batch 256, lr 0.1,
+weights ~ N(0, 0.01), reshuffled every epoch) and measures, as ``fs.train`` does, the training
+loss and accuracy on the fly and the test accuracy after each epoch.  NumPy and PyTorch get the
+images preloaded as a float32 array in [0, 1] (not timed); fastshallow reads the uint8 images.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+BATCH, LR = 256, 0.1
+
+
+def fashion_arrays():
+    """(Xtr uint8 (60000, 784), ytr, Xte uint8 (10000, 784), yte) of the real data."""
+    from .datasets import FashionMNIST
+
+    tr, te = FashionMNIST(train=True), FashionMNIST(train=False)
+    return (tr.data.reshape(len(tr), -1), np.asarray(tr.targets, np.int64),
+            te.data.reshape(len(te), -1), np.asarray(te.targets, np.int64))
+
+
+def fashion_loaders(seed: int = 0):
+    """The library's own Fashion-MNIST loaders (uint8 images, scaled inside the kernels)."""
+    from .datasets import load_data_fashion_mnist
+
+    return load_data_fashion_mnist(BATCH, seed=seed)
+
+
+# ---- contenders ------------------------------------------------------------------------------
+
+def fastshallow_softmax(loaders, epochs: int, seed: int = 0, num_threads=None) -> float:
+    """fs.train (on the fused kernels) over `fashion_loaders()`; returns the test accuracy."""
+    import fastshallow as fs
+
+    train_iter, test_iter = loaders
+    net = fs.nn.Dense(10, rng=seed)
+    trainer = fs.optim.SGD(net.parameters(), lr=LR)
+    hist = fs.train(net, train_iter, test_iter, fs.losses.SoftmaxCrossEntropyLoss(), epochs,
+                    trainer, verbose=False, progress=False, num_threads=num_threads)
+    return hist.test_acc[-1]
+
+
+def numpy_softmax(data_f32, epochs: int, seed: int = 0) -> float:
+    """The chapter's algorithm in NumPy (stable softmax, summed loss, SGD by lr / batch)."""
+    Xtr, ytr, Xte, yte = data_f32
+    rng = np.random.default_rng(seed)
+    W = rng.normal(0, 0.01, (Xtr.shape[1], 10)).astype(np.float32)
+    b = np.zeros(10, np.float32)
+    n = len(Xtr)
+    acc = 0.0
+    for _ in range(epochs):
+        loss_sum = hits = 0.0
+        perm = rng.permutation(n)
+        for s in range(0, n, BATCH):
+            idx = perm[s:s + BATCH]
+            X, y = Xtr[idx], ytr[idx]
+            Z = X @ W + b
+            Z -= Z.max(axis=1, keepdims=True)
+            E = np.exp(Z)
+            P = E / E.sum(axis=1, keepdims=True)
+            rows = np.arange(len(idx))
+            loss_sum += float(-np.log(P[rows, y]).sum())
+            hits += float((Z.argmax(axis=1) == y).sum())
+            P[rows, y] -= 1
+            W -= (LR / len(idx)) * (X.T @ P)
+            b -= (LR / len(idx)) * P.sum(axis=0)
+        acc = float(((Xte @ W + b).argmax(axis=1) == yte).mean())
+    return acc
+
+
+def _torch_model(torch, seed):
+    torch.manual_seed(seed)
+    net = torch.nn.Linear(784, 10)
+    torch.nn.init.normal_(net.weight, std=0.01)
+    torch.nn.init.zeros_(net.bias)
+    return net, torch.nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=LR)
+
+
+def _torch_epoch(torch, net, loss, opt, batches):
+    loss_sum = hits = 0.0
+    for X, y in batches:
+        out = net(X)
+        l = loss(out, y)
+        opt.zero_grad()
+        l.backward()
+        opt.step()
+        loss_sum += l.item() * len(y)
+        hits += (out.argmax(dim=1) == y).sum().item()
+    return loss_sum, hits
+
+
+def torch_preloaded_softmax(data_f32, epochs: int, seed: int = 0, num_threads=None) -> float:
+    """PyTorch on preloaded tensors: randperm index slicing, nn.Linear, CrossEntropyLoss, SGD."""
+    import torch
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    Xtr, ytr, Xte, yte = (torch.from_numpy(a) for a in data_f32)
+    net, loss, opt = _torch_model(torch, seed)
+    n = len(Xtr)
+    acc = 0.0
+    for _ in range(epochs):
+        perm = torch.randperm(n)
+        batches = ((Xtr[perm[s:s + BATCH]], ytr[perm[s:s + BATCH]]) for s in range(0, n, BATCH))
+        _torch_epoch(torch, net, loss, opt, batches)
+        with torch.no_grad():
+            acc = float((net(Xte).argmax(dim=1) == yte).float().mean())
+    return acc
+
+
+def torch_dataloader_softmax(data_f32, epochs: int, seed: int = 0, num_threads=None) -> float:
+    """PyTorch's idiomatic loop: TensorDataset + DataLoader(shuffle=True)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    Xtr, ytr, Xte, yte = (torch.from_numpy(a) for a in data_f32)
+    net, loss, opt = _torch_model(torch, seed)
+    loader = DataLoader(TensorDataset(Xtr, ytr), batch_size=BATCH, shuffle=True)
+    acc = 0.0
+    for _ in range(epochs):
+        _torch_epoch(torch, net, loss, opt, loader)
+        with torch.no_grad():
+            acc = float((net(Xte).argmax(dim=1) == yte).float().mean())
+    return acc
+
+
+def linreg_data(n: int = 1_000_000, k: int = 100, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, k), dtype=np.float32)
+    w = rng.standard_normal(k).astype(np.float32)
+    y = (X @ w + 0.5 + rng.normal(0, 0.01, n)).astype(np.float32)
+    return X, y
+
+
+def fastshallow_linreg_epoch(X, y, seed: int = 0, num_threads=None, lr=0.01) -> float:
+    """One fused epoch of minibatch SGD for linear regression; returns the epoch's mean loss."""
+    import fastshallow as fs
+
+    it = fs.DataLoader(fs.ArrayDataset(X, y, check_finite=False), BATCH, shuffle=True, seed=seed)
+    net = fs.nn.Dense(1, in_units=X.shape[1], rng=seed)
+    trainer = fs.optim.SGD(net.parameters(), lr=lr)
+    return fs.train_epoch(net, it, fs.losses.L2Loss(), trainer, num_threads=num_threads)[0]
+
+
+def numpy_linreg_epoch(X, y, seed: int = 0, lr=0.01) -> float:
+    """The same epoch in NumPy: fancy indexing, X @ w + b, X.T @ residual, update."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 0.01, X.shape[1]).astype(np.float32)
+    b = np.float32(0)
+    perm = rng.permutation(len(X))
+    total = 0.0
+    for s in range(0, len(X), BATCH):
+        idx = perm[s:s + BATCH]
+        Xb, yb = X[idx], y[idx]
+        r = Xb @ w + b - yb
+        total += float(0.5 * (r * r).sum())
+        w -= (lr / len(idx)) * (Xb.T @ r)
+        b -= np.float32(lr / len(idx) * r.sum())
+    return total / len(X)
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+def _median_time(fn: Callable[[], object], repeats: int) -> Tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+def run(epochs: int = 10, repeats: int = 3, num_threads: Optional[int] = None,
+        torch: bool = True, dataloader: bool = True, linreg: bool = True,
+        out=print) -> List[Dict]:
+    """Time every contender and print a table of medians and ratios to fastshallow."""
+    import fastshallow as fs
+
+    data = fashion_arrays()
+    loaders = fashion_loaders()
+    data_f32 = (data[0].astype(np.float32) / 255, data[1], data[2].astype(np.float32) / 255,
+                data[3])
+    try:
+        import torch as _torch  # noqa: F401
+        have_torch = torch
+    except ImportError:
+        have_torch = False
+    threads = num_threads or fs.get_num_threads()
+    rows: List[Dict] = []
+
+    def add(task, name, fn, reps):
+        secs, result = _median_time(fn, reps)
+        rows.append({"task": task, "contender": name, "seconds": secs, "result": result})
+
+    task = f"softmax regression, Fashion-MNIST, {epochs} epochs"
+    add(task, "fastshallow", lambda: fastshallow_softmax(loaders, epochs, num_threads=threads),
+        repeats)
+    add(task, "numpy", lambda: numpy_softmax(data_f32, epochs), repeats)
+    if have_torch:
+        add(task, "pytorch (preloaded tensors)",
+            lambda: torch_preloaded_softmax(data_f32, epochs, num_threads=threads), repeats)
+        if dataloader:
+            add(task, "pytorch (DataLoader)",
+                lambda: torch_dataloader_softmax(data_f32, epochs, num_threads=threads), 1)
+    task1 = "softmax regression, Fashion-MNIST, one epoch"
+    for t in sorted({1, threads}):
+        add(task1, f"fastshallow, {t} thread{'s' if t > 1 else ''}",
+            lambda t=t: fastshallow_softmax(loaders, 1, num_threads=t), max(repeats, 5))
+    if linreg:
+        X, y = linreg_data()
+        task2 = "linear regression 1,000,000 x 100, one epoch"
+        add(task2, "fastshallow", lambda: fastshallow_linreg_epoch(X, y, num_threads=threads),
+            repeats)
+        add(task2, "numpy", lambda: numpy_linreg_epoch(X, y), repeats)
+
+    from ._ext import kernels
+
+    out(f"fastshallow {fs.__version__}, {threads} threads, {kernels().isa()}")
+    for task_name in dict.fromkeys(r["task"] for r in rows):
+        group = [r for r in rows if r["task"] == task_name]
+        base = group[0]["seconds"]
+        out(f"\n{task_name}")
+        out(f"  {'contender':34s} {'median s':>10s} {'vs fastshallow':>15s}  result")
+        for r in group:
+            res = r["result"]
+            res_s = f"test acc {res:.4f}" if "softmax" in task_name else f"loss {res:.4g}"
+            out(f"  {r['contender']:34s} {r['seconds']:10.4f} {r['seconds'] / base:14.1f}x  "
+                f"{res_s}")
+    return rows

@@ -1,0 +1,624 @@
+"""Plotting helpers for the "Linear Neural Networks" workflow: line plots, a live training plot
+(:class:`Animator`), image grids and a prediction grid.
+
+matplotlib is an optional dependency (``pip install "fastshallow[plot]"``); it is imported only
+when one of these functions is called. IPython is never required: inside a running Jupyter kernel
+:class:`Animator` redraws its figure in place, anywhere else it can rewrite an image file after
+every point instead. On a machine without a display, pyplot is put on the off-screen Agg backend
+unless a backend was already chosen (``MPLBACKEND``, ``matplotlib.use``, Jupyter's inline backend).
+
+Differences from the textbook's helpers, all deliberate:
+
+* :func:`plot` without ``axes`` draws on a new figure of size ``figsize`` instead of on pyplot's
+  current axes, and it does not change the global default figure size; consecutive calls in a
+  script therefore never draw over each other.
+* Line formats cycle when there are more lines than ``fmts`` (the book silently dropped them).
+* Mismatched inputs (x and y of different lengths, a legend with the wrong number of entries,
+  titles that do not match the images) raise ``ValueError`` instead of being truncated.
+* Figures made here use matplotlib's constrained layout, so axis labels and two-line titles stay
+  inside saved images even at the book's small figure sizes.
+* :class:`Animator` draws on a figure that pyplot does not track, so a notebook shows it once (not
+  a second time at the end of the cell) and long scripts do not accumulate open figures.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import math
+import numbers
+import os
+import sys
+import uuid
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._checks import positive_int
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "use_svg_display",
+    "set_figsize",
+    "set_axes",
+    "plot",
+    "Animator",
+    "show_images",
+    "prediction_grid",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+DEFAULT_FMTS: Tuple[str, ...] = ("-", "m--", "g-.", "r:")
+_INSTALL_HINT = 'pip install "fastshallow[plot]"'
+
+
+# --------------------------------------------------------------------------------------------
+# matplotlib / IPython plumbing
+# --------------------------------------------------------------------------------------------
+
+def _import_matplotlib():
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError(
+            f"fastshallow's plotting functions need matplotlib, which is not installed; "
+            f"install it with: {_INSTALL_HINT}") from exc
+    return matplotlib
+
+
+def _backend_chosen(mpl) -> bool:
+    """True when the user (or Jupyter, via MPLBACKEND) already picked a backend, or pyplot
+    already resolved one; False while matplotlib would still auto-select."""
+    getter = getattr(mpl.rcParams, "_get_backend_or_none", None)
+    if getter is not None:
+        return getter() is not None
+    sentinel = getattr(getattr(mpl, "rcsetup", None), "_auto_backend_sentinel", None)
+    return dict.__getitem__(mpl.rcParams, "backend") is not sentinel
+
+
+def _has_display() -> bool:
+    if sys.platform.startswith(("win", "cygwin", "darwin")):
+        return True  # these have a native GUI whenever a user session runs
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _pyplot():
+    """matplotlib.pyplot, switched to Agg first when nothing chose a backend and no display
+    exists (a backend someone chose is never overridden)."""
+    mpl = _import_matplotlib()
+    if not _backend_chosen(mpl) and not _in_notebook() and not _has_display():
+        mpl.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _in_notebook() -> bool:
+    """True only inside a running IPython kernel (Jupyter, Colab, VS Code notebooks).
+
+    IPython is never imported here: a kernel has always imported it already, so its absence from
+    ``sys.modules`` answers the question. A terminal IPython shell has no kernel and counts as
+    "not a notebook"."""
+    if sys.modules.get("IPython") is None:
+        return False
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+    except Exception:
+        return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def use_svg_display() -> None:
+    """Ask Jupyter's inline backend to show figures as SVG (sharper than PNG).
+
+    Outside a notebook, or without ``matplotlib-inline``, it does nothing (and never raises for
+    lack of IPython). :class:`Animator` shows SVG in notebooks either way."""
+    if not _in_notebook():
+        return
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:
+        return
+    try:
+        set_matplotlib_formats("svg")
+    except Exception:  # an unusual frontend; plain PNG output still works
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------
+
+def _check_figsize(name: str, figsize) -> Tuple[float, float]:
+    try:
+        w, h = figsize
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a (width, height) pair in inches, got {figsize!r}") from None
+    out = []
+    for v in (w, h):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{name} must hold two real numbers, got {figsize!r}")
+        if not (math.isfinite(float(v)) and float(v) > 0):
+            raise ValueError(f"{name} must hold two positive finite numbers, got {figsize!r}")
+        out.append(float(v))
+    return out[0], out[1]
+
+
+def _check_legend(legend, n_lines: Optional[int] = None) -> Optional[List[str]]:
+    if legend is None:
+        return None
+    if isinstance(legend, str):  # a bare string would otherwise label one line per character
+        legend = [legend]
+    try:
+        labels = [str(s) for s in legend]
+    except TypeError:
+        raise TypeError(f"legend must be a sequence of strings, got {legend!r}") from None
+    if n_lines is not None and labels and len(labels) != n_lines:
+        raise ValueError(f"legend has {len(labels)} entries but there are {n_lines} lines")
+    return labels
+
+
+def _check_fmts(fmts) -> Tuple[str, ...]:
+    if fmts is None:
+        return ("-",)
+    if isinstance(fmts, str):
+        fmts = (fmts,)
+    fmts = tuple(fmts)
+    if not fmts or not all(isinstance(f, str) for f in fmts):
+        raise TypeError(f"fmts must be a non-empty sequence of format strings, got {fmts!r}")
+    return fmts
+
+
+def _check_save_path(name: str, path) -> Tuple[str, str]:
+    """(path as str, image format taken from the extension); the folder must exist."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    # The format registry, not fig.canvas: savefig switches canvases per format, so a figure on
+    # e.g. the svg backend still writes PNG.
+    _import_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if ext not in supported:
+        raise ValueError(f"{name} must end in an image extension such as .png or .svg "
+                         f"(supported: {', '.join(sorted(supported))}), got {path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{name}: folder {folder!r} does not exist")
+    return path, ext
+
+
+def _save_figure(fig: "Figure", path, dpi=None) -> str:
+    """Write `fig` to `path` atomically: a temporary file in the same folder, then os.replace,
+    so a reader never sees a half-written image."""
+    path, fmt = _check_save_path("path", path)
+    folder, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{base}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    # os.open with 0o666 lets the umask decide the final permissions, like a plain open() would.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=fmt, dpi=dpi if dpi is not None else "figure")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _as_series(name: str, a) -> List[np.ndarray]:
+    """One or several 1-D numeric series from a 1-D array, a 2-D array (one series per row), a
+    list of numbers, or a list of 1-D array-likes."""
+    if isinstance(a, (str, bytes)):
+        raise TypeError(f"{name} must be numeric data, got {type(a).__name__}")
+    if hasattr(a, "ndim") and hasattr(a, "shape"):  # ndarray, torch/mxnet tensors, ...
+        arr = np.asarray(a)
+        if arr.ndim == 1:
+            return [_numeric_1d(name, arr)]
+        if arr.ndim == 2:
+            return [_numeric_1d(f"{name}[{i}]", row) for i, row in enumerate(arr)]
+        raise ValueError(f"{name} must be 1-D or 2-D (one series per row), got shape {arr.shape}")
+    try:
+        items = list(a)
+    except TypeError:
+        raise TypeError(f"{name} must be an array or a sequence, got {type(a).__name__}") from None
+    if not items:
+        raise ValueError(f"{name} must not be empty")
+    if all(np.ndim(v) == 0 for v in items):
+        return [_numeric_1d(name, items)]
+    return [_numeric_1d(f"{name}[{i}]", v) for i, v in enumerate(items)]
+
+
+def _numeric_1d(name: str, v) -> np.ndarray:
+    try:
+        arr = np.asarray(v)
+    except Exception as exc:
+        raise TypeError(f"{name} must be array-like, got {type(v).__name__} ({exc})") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# the textbook's helpers
+# --------------------------------------------------------------------------------------------
+
+def set_figsize(figsize: Tuple[float, float] = (3.5, 2.5)) -> None:
+    """Set matplotlib's default figure size (inches) for figures created afterwards."""
+    w, h = _check_figsize("figsize", figsize)
+    _import_matplotlib().rcParams["figure.figsize"] = (w, h)
+
+
+def set_axes(axes: "Axes", xlabel: Optional[str], ylabel: Optional[str],
+             xlim: Optional[Tuple[float, float]], ylim: Optional[Tuple[float, float]],
+             xscale: str, yscale: str, legend: Optional[Sequence[str]]) -> None:
+    """Configure one matplotlib Axes: labels, scales, limits, legend, and a grid.
+
+    ``None`` leaves the corresponding property alone (limits stay automatic)."""
+    _import_matplotlib()
+    if xlabel is not None:
+        axes.set_xlabel(xlabel)
+    if ylabel is not None:
+        axes.set_ylabel(ylabel)
+    axes.set_xscale(xscale)
+    axes.set_yscale(yscale)
+    if xlim is not None:
+        axes.set_xlim(xlim)
+    if ylim is not None:
+        axes.set_ylim(ylim)
+    labels = _check_legend(legend)
+    if labels:
+        axes.legend(labels)
+    axes.grid(True)
+
+
+def plot(X, Y=None, xlabel: Optional[str] = None, ylabel: Optional[str] = None,
+         legend: Optional[Sequence[str]] = None, xlim: Optional[Tuple[float, float]] = None,
+         ylim: Optional[Tuple[float, float]] = None, xscale: str = "linear",
+         yscale: str = "linear", fmts: Sequence[str] = DEFAULT_FMTS,
+         figsize: Tuple[float, float] = (3.5, 2.5), axes: Optional["Axes"] = None,
+         path: Optional[PathLike] = None) -> "Axes":
+    """Plot one or several lines and return the Axes.
+
+    ``X`` and ``Y`` may each be a 1-D array, a list of numbers, a 2-D array (one line per row) or
+    a list of 1-D arrays. With ``Y=None`` each series in ``X`` is drawn against its index. A single
+    x series is shared by every y series; otherwise there must be as many x series as y series.
+    Line formats come from ``fmts`` in turn (cycling when there are more lines).
+
+    Without ``axes`` a new figure of size ``figsize`` is created; given ``axes`` are cleared first.
+    ``path`` additionally saves the whole figure there (format from the extension), atomically.
+    """
+    if Y is None:
+        ys = _as_series("X", X)
+        xs = [np.arange(len(y)) for y in ys]
+    else:
+        xs = _as_series("X", X)
+        ys = _as_series("Y", Y)
+        if len(xs) == 1:
+            xs = xs * len(ys)
+        elif len(xs) != len(ys):
+            raise ValueError(f"X holds {len(xs)} series but Y holds {len(ys)}; give one x series "
+                             f"for all lines or one per line")
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if len(x) != len(y):
+            raise ValueError(f"line {i}: x has {len(x)} points but y has {len(y)}")
+    labels = _check_legend(legend, len(ys))
+    fmts = _check_fmts(fmts)
+    if path is not None:
+        _check_save_path("path", path)
+    if axes is None:
+        w, h = _check_figsize("figsize", figsize)
+        plt = _pyplot()
+        # constrained layout keeps axis labels inside the saved image at small figure sizes
+        _, axes = plt.subplots(figsize=(w, h), layout="constrained")
+    else:
+        _import_matplotlib()
+    axes.cla()
+    for x, y, fmt in zip(xs, ys, itertools.cycle(fmts)):
+        axes.plot(x, y, fmt)
+    set_axes(axes, xlabel, ylabel, xlim, ylim, xscale, yscale, labels)
+    if path is not None:
+        _save_figure(axes.figure, path)
+    return axes
+
+
+class Animator:
+    """A line plot that grows one point per line at a time, e.g. loss and accuracy per epoch.
+
+    Where the figure goes after each :meth:`add`:
+
+    * inside a running Jupyter kernel it is redrawn in place in the cell's output (as SVG);
+    * when ``path`` is given (``.png``, ``.svg``, or another extension matplotlib can write),
+      that file is rewritten atomically, so an image viewer or a browser tab can follow training;
+    * otherwise nothing is shown; the data stays in :attr:`X` / :attr:`Y` and the figure in
+      :attr:`fig`, and :meth:`save` writes it whenever wanted.
+
+    Only the first of ``nrows * ncols`` subplots is drawn on; the others are left for the caller.
+    The number of lines is fixed by ``legend`` when given, else by the first :meth:`add`.
+    """
+
+    def __init__(self, xlabel: Optional[str] = None, ylabel: Optional[str] = None,
+                 legend: Optional[Sequence[str]] = None,
+                 xlim: Optional[Tuple[float, float]] = None,
+                 ylim: Optional[Tuple[float, float]] = None, xscale: str = "linear",
+                 yscale: str = "linear", fmts: Sequence[str] = DEFAULT_FMTS, nrows: int = 1,
+                 ncols: int = 1, figsize: Tuple[float, float] = (3.5, 2.5),
+                 path: Optional[PathLike] = None) -> None:
+        nrows = positive_int("nrows", nrows)
+        ncols = positive_int("ncols", ncols)
+        figsize = _check_figsize("figsize", figsize)
+        self.legend: Optional[List[str]] = _check_legend(legend) or None
+        self.fmts: Tuple[str, ...] = _check_fmts(fmts)
+        self.path: Optional[str] = None
+        if path is not None:
+            self.path, _ = _check_save_path("path", path)
+        _import_matplotlib()
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        # A Figure that pyplot does not track: no GUI window, no duplicate notebook output, no
+        # "too many open figures" warning, and it renders the same with or without a display.
+        self.fig: Figure = Figure(figsize=figsize, layout="constrained")
+        FigureCanvasAgg(self.fig)
+        self.axes: List[Axes] = list(np.asarray(self.fig.subplots(nrows, ncols, squeeze=False)).flat)
+        self._axes_config = (xlabel, ylabel, xlim, ylim, xscale, yscale)
+        n = len(self.legend) if self.legend else None
+        self.X: List[List[Any]] = [[] for _ in range(n)] if n else []
+        self.Y: List[List[Any]] = [[] for _ in range(n)] if n else []
+        self._n_lines: Optional[int] = n
+        self._handle = None
+        self._closed = False
+        self._draw()  # labels, limits and grid show even before the first point
+
+    @property
+    def n_lines(self) -> Optional[int]:
+        """How many lines the plot has (None until the first add when no legend was given)."""
+        return self._n_lines
+
+    def add(self, x, y) -> None:
+        """Append one point to each line and redraw.
+
+        ``y`` is a number (one line) or a sequence with one value per line; a ``None`` value
+        leaves that line without a point this time. ``x`` is one number shared by every line, or
+        a sequence with one x per line."""
+        if self._closed:
+            raise RuntimeError("this Animator was closed")
+        ys = list(y) if _is_sequence(y) else [y]
+        if not ys:
+            raise ValueError("y must hold at least one value")
+        if self._n_lines is None:
+            self._n_lines = len(ys)
+            self.X = [[] for _ in ys]
+            self.Y = [[] for _ in ys]
+        if len(ys) != self._n_lines:
+            raise ValueError(f"y has {len(ys)} values but the plot has {self._n_lines} lines"
+                             + (" (one per legend entry)" if self.legend else ""))
+        if _is_sequence(x):
+            xs = list(x)
+            if len(xs) != len(ys):
+                raise ValueError(f"x has {len(xs)} values but y has {len(ys)}")
+        else:
+            xs = [x] * len(ys)
+        points = []  # check every value before touching the data, so a bad call changes nothing
+        for i, (a, b) in enumerate(zip(xs, ys)):
+            if a is None or b is None:
+                continue
+            for what, v in (("x", a), ("y", b)):
+                if not _is_real_scalar(v):
+                    raise TypeError(f"{what} values must be real numbers or None, "
+                                    f"got {type(v).__name__} {v!r} for line {i}")
+            points.append((i, float(a), float(b)))
+        for i, a, b in points:
+            self.X[i].append(a)
+            self.Y[i].append(b)
+        self._draw()
+        self._publish()
+
+    def _draw(self) -> None:
+        ax = self.axes[0]
+        ax.cla()
+        for xs, ys, fmt in zip(self.X, self.Y, itertools.cycle(self.fmts)):
+            ax.plot(xs, ys, fmt)
+        xlabel, ylabel, xlim, ylim, xscale, yscale = self._axes_config
+        # A legend before any line exists would warn; it appears with the first add.
+        set_axes(ax, xlabel, ylabel, xlim, ylim, xscale, yscale,
+                 self.legend if self.X else None)
+
+    def _publish(self) -> None:
+        if self.path is not None:
+            _save_figure(self.fig, self.path)
+        if _in_notebook():
+            self._show_in_notebook()
+
+    def _show_in_notebook(self) -> None:
+        from IPython import display as ipd
+
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="svg")
+        bundle = {"image/svg+xml": buf.getvalue().decode("utf-8")}
+        if self._handle is None:  # first picture: create the output area
+            handle = ipd.display(bundle, raw=True, display_id=True)
+            self._handle = handle if handle is not None else False
+        elif self._handle is False:  # very old IPython without display handles
+            ipd.clear_output(wait=True)
+            ipd.display(bundle, raw=True)
+        else:
+            self._handle.update(bundle, raw=True)
+
+    def save(self, path: PathLike, dpi: Optional[float] = None) -> str:
+        """Write the current figure to ``path`` (format from the extension), atomically.
+        Returns the path written."""
+        return _save_figure(self.fig, path, dpi=dpi)
+
+    def close(self) -> None:
+        """Release the figure. Further :meth:`add` calls raise; closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            self.fig.clear()
+
+    def __enter__(self) -> "Animator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        points = sum(len(x) for x in self.X)
+        return (f"Animator(lines={self._n_lines}, points={points}, path={self.path!r}"
+                f"{', closed' if self._closed else ''})")
+
+
+def _is_real_scalar(v) -> bool:
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, numbers.Real):
+        return True
+    return isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iuf"
+
+
+def _is_sequence(v) -> bool:
+    if isinstance(v, (str, bytes)):
+        return False
+    if isinstance(v, np.ndarray):
+        return v.ndim > 0
+    return hasattr(v, "__len__") and hasattr(v, "__iter__")
+
+
+# --------------------------------------------------------------------------------------------
+# image grids
+# --------------------------------------------------------------------------------------------
+
+def _as_images(imgs) -> np.ndarray:
+    """(N, H, W) grayscale images from (N, H, W), (N, 1, H, W) or (N, H, W, 1)."""
+    try:
+        arr = np.asarray(imgs)
+    except Exception as exc:
+        raise TypeError(f"imgs must be array-like, got {type(imgs).__name__} ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"imgs must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim == 4:
+        if arr.shape[1] == 1:
+            arr = arr[:, 0]
+        elif arr.shape[3] == 1:
+            arr = arr[..., 0]
+        else:
+            raise ValueError(f"imgs must be grayscale: (N, H, W), (N, 1, H, W) or (N, H, W, 1), "
+                             f"got shape {arr.shape}")
+    elif arr.ndim != 3:
+        hint = " (for one image pass img[None])" if arr.ndim == 2 else ""
+        raise ValueError(f"imgs must be (N, H, W), (N, 1, H, W) or (N, H, W, 1), "
+                         f"got shape {arr.shape}{hint}")
+    if arr.shape[0] == 0:
+        raise ValueError("imgs must hold at least one image")
+    if arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ValueError(f"images must have a positive height and width, got shape {arr.shape}")
+    return arr
+
+
+def _color_range(img: np.ndarray) -> Tuple[Optional[float], Optional[float]]:
+    if img.dtype == np.uint8:
+        return 0.0, 255.0
+    if img.dtype.kind == "b":
+        return 0.0, 1.0
+    finite = img[np.isfinite(img)] if img.dtype.kind == "f" else img
+    if finite.size and finite.min() >= 0 and finite.max() <= 1:
+        return 0.0, 1.0  # pixel intensities already scaled to [0, 1]
+    return None, None  # anything else: stretch each image over the gray ramp
+
+
+def show_images(imgs, num_rows: int, num_cols: int, titles: Optional[Sequence[Any]] = None,
+                scale: float = 1.5, path: Optional[PathLike] = None) -> np.ndarray:
+    """Draw grayscale images in a ``num_rows`` x ``num_cols`` grid and return the flat array of
+    its ``num_rows * num_cols`` Axes.
+
+    ``imgs`` is (N, H, W), (N, 1, H, W) or (N, H, W, 1), float or uint8. uint8 maps 0..255 and
+    floats within [0, 1] map 0..1 onto black..white; other floats are stretched per image. Images
+    beyond the grid's cells are ignored; cells beyond the images are left blank. ``titles`` gives
+    one title per image (or per cell shown). Each cell is ``scale`` inches square. ``path``
+    additionally saves the figure there (format from the extension), atomically.
+    """
+    num_rows = positive_int("num_rows", num_rows)
+    num_cols = positive_int("num_cols", num_cols)
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number, got {scale!r}")
+    if not (math.isfinite(float(scale)) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    images = _as_images(imgs)
+    shown = min(len(images), num_rows * num_cols)
+    title_list: Optional[List[str]] = None
+    if titles is not None:
+        if isinstance(titles, str):
+            raise TypeError("titles must be a sequence of strings (one per image), not a string")
+        try:
+            title_list = [str(t) for t in titles]
+        except TypeError:
+            raise TypeError(f"titles must be a sequence, got {type(titles).__name__}") from None
+        if len(title_list) not in (len(images), shown):
+            raise ValueError(f"titles has {len(title_list)} entries but there are "
+                             f"{len(images)} images ({shown} shown)")
+    if path is not None:
+        _check_save_path("path", path)
+    plt = _pyplot()
+    figsize = (num_cols * float(scale), num_rows * float(scale))
+    _, axes = plt.subplots(num_rows, num_cols, figsize=figsize, squeeze=False,
+                           layout="constrained")  # room for (two-line) titles
+    axes = axes.flatten()
+    for i, ax in enumerate(axes):
+        if i >= shown:
+            ax.set_axis_off()
+            continue
+        img = images[i]
+        vmin, vmax = _color_range(img)
+        ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax)
+        ax.get_xaxis().set_visible(False)
+        ax.get_yaxis().set_visible(False)
+        if title_list is not None:
+            ax.set_title(title_list[i])
+    if path is not None:
+        _save_figure(axes[0].figure, path)
+    return axes
+
+
+def prediction_grid(images, true_labels: Sequence[Any], pred_labels: Sequence[Any], n: int = 6,
+                    path: Optional[PathLike] = None) -> np.ndarray:
+    """Show the first ``n`` images in one row, each titled with its true label over the
+    predicted one (``"true\\npred"``), and return the Axes (see :func:`show_images`).
+
+    Labels are shown as given (pass text names, e.g. Fashion-MNIST class names). ``images`` may
+    also be flat (N, D) rows when D is a perfect square; they are reshaped to sqrt(D) x sqrt(D).
+    """
+    n = positive_int("n", n)
+    arr = np.asarray(images)
+    if arr.ndim == 2:
+        side = math.isqrt(arr.shape[1])
+        if side == 0 or side * side != arr.shape[1]:
+            raise ValueError(f"images given as flat rows must have a square number of pixels "
+                             f"per row, got shape {arr.shape}")
+        arr = arr.reshape(arr.shape[0], side, side)
+    arr = _as_images(arr)
+    trues, preds = _label_texts("true_labels", true_labels), _label_texts("pred_labels", pred_labels)
+    for name, labels in (("true_labels", trues), ("pred_labels", preds)):
+        if len(labels) != len(arr):
+            raise ValueError(f"{name} has {len(labels)} entries but there are {len(arr)} images")
+    k = min(n, len(arr))
+    titles = [f"{t}\n{p}" for t, p in zip(trues[:k], preds[:k])]
+    return show_images(arr[:k], 1, k, titles=titles, path=path)
+
+
+def _label_texts(name: str, labels) -> List[str]:
+    if isinstance(labels, str):
+        raise TypeError(f"{name} must be a sequence of labels, not a string")
+    try:
+        return [str(v) for v in labels]
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of labels, got {type(labels).__name__}") from None
