@@ -16,6 +16,15 @@ pytestmark = pytest.mark.fashion
 SEEDS = (0, 1, 2)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """Keep the decoded-data cache these tests create out of the user's home."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 def book_setup(seed):
     fs.seed(seed)
     train_iter, test_iter = fs.load_data_fashion_mnist(256, seed=seed)

@@ -126,6 +126,8 @@ def as_indices(name: str, idx, n: int) -> np.ndarray:
         arr = np.asarray(idx)
     except Exception as exc:
         raise TypeError(f"{name} must be array-like, got {_describe(idx)} ({exc})") from None
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.int64)  # an empty list arrives as float64
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
     if arr.ndim != 1:

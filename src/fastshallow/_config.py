@@ -8,6 +8,9 @@ import sys
 from . import _ext
 
 _num_threads: int | None = None
+_default: int | None = None  # OMP_NUM_THREADS / affinity, read once (OpenMP reads it once too)
+
+_OPENMP = _ext.kernels().openmp_enabled()
 
 # Below this many multiply-adds (or element operations) a kernel runs on the calling thread:
 # starting an OpenMP team costs a few microseconds, more than such a kernel takes.
@@ -15,19 +18,23 @@ SERIAL_WORK = 1 << 16
 
 
 def _default_threads() -> int:
-    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    global _default
+    if _default is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        if env.isdigit() and int(env) > 0:
+            _default = int(env)
+        else:
+            try:
+                _default = max(1, len(os.sched_getaffinity(0)))
+            except (AttributeError, OSError):  # pragma: no cover - non-Linux
+                _default = max(1, os.cpu_count() or 1)
+    return _default
 
 
 def get_num_threads() -> int:
     """The number of threads kernels use when `num_threads` is not given: the value of
     `set_num_threads`, else ``OMP_NUM_THREADS``, else the cores this process may run on."""
-    if not _ext.kernels().openmp_enabled():
+    if not _OPENMP:
         return 1
     return _num_threads if _num_threads is not None else _default_threads()
 
@@ -48,7 +55,7 @@ def resolve_threads(num_threads: int | None, work: int = SERIAL_WORK) -> int:
     else:
         if isinstance(num_threads, bool) or not isinstance(num_threads, (int,)) or num_threads < 1:
             raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
-        n = num_threads if _ext.kernels().openmp_enabled() else 1
+        n = num_threads if _OPENMP else 1
     return 1 if work < SERIAL_WORK else n
 
 

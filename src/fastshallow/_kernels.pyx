@@ -56,6 +56,7 @@ cdef enum:
     ROW_CHUNK = 32      # rows of X per task in row-wise kernels
     COL_CHUNK = 16      # rows of dW (columns of X) per task in the panel weight gradient
     VEC_CHUNK = 8192    # elements per task in element-wise kernels
+    PREFETCH_ROWS = 4   # how far ahead the gather requests rows
 
 ctypedef fused src_t:
     uint8_t
@@ -210,17 +211,22 @@ def gather_rows(const src_t[:, ::1] src, const int64_t[::1] idx, floating[:, ::1
                 double scale, bint has_scale, int nt):
     """out[i, :] = src[idx[i], :] (times `scale` when `has_scale`), converted to out's type."""
     cdef fs_i64 n = idx.shape[0], k = src.shape[1]
-    cdef fs_i64 c, i, j, r0, r1, nch = _nchunks(n, ROW_CHUNK)
+    cdef fs_i64 c, i, j, r0, r1, off, nch = _nchunks(n, ROW_CHUNK)
+    cdef fs_i64 row_bytes = k * sizeof(src_t)
     cdef floating s = <floating>scale
     cdef const src_t *row
+    cdef const char *ahead
     cdef floating *dst
     for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
         r0 = c * ROW_CHUNK
         r1 = min(r0 + ROW_CHUNK, n)
         for i in range(r0, r1):
-            # Random rows are latency bound: ask for the row after next while converting this one.
-            if i + 2 < n:
-                FS_PREFETCH(&src[idx[i + 2], 0])
+            # Random rows are latency bound: request every cache line of the row PREFETCH_ROWS
+            # ahead while this one is converted (a 784-byte image spans 13 lines).
+            if i + PREFETCH_ROWS < n:
+                ahead = <const char *>&src[idx[i + PREFETCH_ROWS], 0]
+                for off in range(0, row_bytes, 64):
+                    FS_PREFETCH(ahead + off)
             row = &src[idx[i], 0]
             dst = &out[i, 0]
             if has_scale:

@@ -1,0 +1,320 @@
+"""Fashion-MNIST on the real files (marked `fashion`: they fail, not skip, when the data is
+missing), the image transforms against independent references, and argument checking."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fastshallow.datasets as fsd
+from fastshallow.datasets import (
+    Compose,
+    FashionMNIST,
+    Resize,
+    ToTensor,
+    get_fashion_mnist_labels,
+    load_data_fashion_mnist,
+)
+from fastshallow.datasets.transforms import resize_bilinear
+
+SCALE = np.float32(1 / 255)
+
+
+# ---- real data ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fashion_cache(tmp_path_factory):
+    """A private HOME / XDG cache, so the tests never write to the real user cache, and no
+    mirrors, so they never reach the network.  The files come from $FASTSHALLOW_DATA when it is
+    set (it is only read) or from Debian's dataset-fashion-mnist folder."""
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("fashion")
+    mp.setenv("HOME", str(tmp / "home"))
+    mp.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
+    mp.setenv("FASTSHALLOW_MIRRORS", "")
+    yield tmp
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def train(fashion_cache):
+    return FashionMNIST(train=True)
+
+
+@pytest.fixture(scope="module")
+def test(fashion_cache):
+    return FashionMNIST(train=False)
+
+
+@pytest.mark.fashion
+def test_sizes_and_class_balance(train, test):
+    assert len(train) == 60000 and len(test) == 10000
+    assert train.data.shape == (60000, 28, 28) and train.data.dtype == np.uint8
+    assert test.data.shape == (10000, 28, 28)
+    assert train.targets.dtype == np.int64 and train.targets.shape == (60000,)
+    np.testing.assert_array_equal(np.bincount(train.targets, minlength=10), [6000] * 10)
+    np.testing.assert_array_equal(np.bincount(test.targets, minlength=10), [1000] * 10)
+    assert train.classes == ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal",
+                             "shirt", "sneaker", "bag", "ankle boot"]
+
+
+@pytest.mark.fashion
+def test_first_examples(train):
+    np.testing.assert_array_equal(train.targets[:10], [9, 0, 0, 3, 0, 2, 7, 2, 5, 5])
+    X, y = train[:18]
+    assert X.shape == (18, 28, 28) and X.dtype == np.uint8
+    assert y.shape == (18,) and y.dtype == np.int64
+    img, label = train[0]
+    assert img.shape == (28, 28) and label == 9 and type(label) is int
+    assert get_fashion_mnist_labels(y[:3]) == ["ankle boot", "t-shirt", "t-shirt"]
+
+
+@pytest.mark.fashion
+def test_decoded_cache_serves_later_loads(train, fashion_cache):
+    assert str(fashion_cache) in FashionMNIST(train=True).files["train-images-idx3-ubyte"]
+    again = FashionMNIST(train=True)
+    assert all(src.endswith("(decoded cache)") for src in again.files.values())
+    np.testing.assert_array_equal(again.data[::997], train.data[::997])
+
+
+@pytest.mark.fashion
+def test_loaders_shapes_and_lengths(fashion_cache):
+    train_iter, test_iter = load_data_fashion_mnist(256)
+    assert len(train_iter) == 235 and len(test_iter) == 40
+    X, y = next(iter(test_iter))
+    assert X.shape == (256, 1, 28, 28) and X.dtype == np.float32 and y.dtype == np.int64
+    train_iter, test_iter = load_data_fashion_mnist(32, resize=64)
+    for it in (train_iter, test_iter):
+        X, y = next(iter(it))
+        assert X.shape == (32, 1, 64, 64) and X.dtype == np.float32
+        assert y.shape == (32,) and y.dtype == np.int64
+        assert 0 <= X.min() and X.max() <= 1
+
+
+@pytest.mark.fashion
+def test_batches_equal_the_books_per_example_transform(train):
+    fast = train.transform_first(ToTensor())
+    slow = train.transform_first(lambda img: ToTensor()(img))  # not recognised: per example
+    idx = np.array([0, 59999, 123, 123, 40000], np.int64)
+    Xf, yf = fast.get_batch(idx)
+    Xs, ys = slow.get_batch(idx)
+    np.testing.assert_array_equal(Xf, Xs)
+    np.testing.assert_array_equal(yf, ys)
+    np.testing.assert_array_equal(Xf[1, 0], train.data[59999] * SCALE)
+
+
+@pytest.mark.fashion
+def test_shuffling_values_and_order(test, fashion_cache):
+    train_iter, test_iter = load_data_fashion_mnist(1000, seed=7)
+
+    def epoch(it, check_values=False):
+        ys = []
+        for X, y in it:
+            ys.append(y)
+            if check_values:
+                assert X.shape == (len(y), 1, 28, 28) and X.dtype == np.float32
+                assert X.min() >= 0.0 and X.max() <= 1.0
+        return np.concatenate(ys)
+
+    order1 = epoch(train_iter, check_values=True)
+    order2 = epoch(train_iter)
+    assert len(order1) == 60000 and not np.array_equal(order1, order2)
+    np.testing.assert_array_equal(np.bincount(order1), [6000] * 10)
+    again, _ = load_data_fashion_mnist(1000, seed=7)
+    np.testing.assert_array_equal(epoch(again), order1)
+    np.testing.assert_array_equal(epoch(again), order2)
+    t1, t2 = epoch(test_iter), epoch(test_iter)
+    np.testing.assert_array_equal(t1, test.targets)
+    np.testing.assert_array_equal(t2, test.targets)
+
+
+# ---- transforms -----------------------------------------------------------------------------
+
+def test_to_tensor_layouts_dtype_and_range():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    img[0, 0], img[0, 1] = 0, 255
+    out = ToTensor()(img)
+    assert out.shape == (1, 28, 28) and out.dtype == np.float32
+    assert out[0, 0, 0] == 0 and out[0, 0, 1] == np.float32(255) * SCALE
+    assert 0 <= out.min() and out.max() <= 1
+    # Exactly the constant the compiled gather uses.
+    np.testing.assert_array_equal(out[0], img.astype(np.float32) * SCALE)
+    hwc = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(ToTensor()(hwc), np.transpose(hwc, (2, 0, 1)) * SCALE)
+    nhw = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    assert ToTensor()(nhw).shape == (4, 1, 28, 28)
+    nhwc = rng.integers(0, 256, (4, 5, 7, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(ToTensor()(nhwc)[:, 0], nhwc[..., 0] * SCALE)
+    f = rng.random((28, 28)).astype(np.float64)
+    np.testing.assert_array_equal(ToTensor()(f)[0], f.astype(np.float32))  # not rescaled
+    with pytest.raises(TypeError, match="uint8"):
+        ToTensor()(img.astype(np.int16))
+    with pytest.raises(TypeError):
+        ToTensor()(np.array([["a"]]))
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        ToTensor()(np.zeros(5, np.uint8))
+
+
+def pil_resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    mode = "F" if img.dtype == np.float32 else "L"
+    return np.asarray(Image.fromarray(img, mode=mode).resize((w, h), Image.BILINEAR))
+
+
+def loop_upsample(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Textbook bilinear interpolation, one output pixel at a time: pixel centres at i + 0.5
+    (align_corners=False), source coordinates clamped to the image.  For enlargements this is
+    what PIL's BILINEAR computes."""
+    H, W = img.shape
+    out = np.empty((h, w))
+    for i in range(h):
+        sy = min(max((i + 0.5) * H / h - 0.5, 0.0), H - 1)
+        y0 = int(math.floor(sy))
+        y1, fy = min(y0 + 1, H - 1), sy - y0
+        for j in range(w):
+            sx = min(max((j + 0.5) * W / w - 0.5, 0.0), W - 1)
+            x0 = int(math.floor(sx))
+            x1, fx = min(x0 + 1, W - 1), sx - x0
+            top = (1 - fx) * img[y0, x0] + fx * img[y0, x1]
+            bottom = (1 - fx) * img[y1, x0] + fx * img[y1, x1]
+            out[i, j] = (1 - fy) * top + fy * bottom
+    return out
+
+
+def direct_triangle(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Each output pixel as a normalised 2-D sum over all input pixels, with the triangle
+    filter widened by the shrink factor (PIL's antialiasing), in float64."""
+    H, W = img.shape
+    sy, sx = H / h, W / w
+    ry, rx = max(sy, 1.0), max(sx, 1.0)
+    out = np.empty((h, w))
+    p, q = np.arange(H)[:, None] + 0.5, np.arange(W)[None, :] + 0.5
+    for i in range(h):
+        for j in range(w):
+            k = (np.clip(1 - np.abs(p - (i + 0.5) * sy) / ry, 0, None)
+                 * np.clip(1 - np.abs(q - (j + 0.5) * sx) / rx, 0, None))
+            out[i, j] = (k * img).sum() / k.sum()
+    return out
+
+
+SHAPES = [((28, 28), (64, 64)), ((28, 28), (13, 13)), ((28, 28), (40, 17)), ((7, 9), (3, 20)),
+          ((5, 6), (1, 1)), ((30, 30), (7, 11)), ((28, 28), (28, 28)), ((3, 4), (8, 9))]
+
+
+@pytest.mark.parametrize("src, dst", SHAPES)
+def test_resize_matches_pil_and_direct_reference(src, dst):
+    rng = np.random.default_rng(hash((src, dst)) % 2**32)
+    h, w = dst
+    x = rng.random(src).astype(np.float32)
+    out = Resize(dst)(x)
+    assert out.shape == dst and out.dtype == np.float32
+    np.testing.assert_allclose(out, pil_resize(x, h, w), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out, direct_triangle(x.astype(np.float64), h, w), rtol=0,
+                               atol=1e-6)
+    u = rng.integers(0, 256, src, dtype=np.uint8)
+    out8 = Resize(dst)(u)
+    assert out8.dtype == np.uint8 and out8.shape == dst
+    # PIL rounds its intermediate pass to uint8 in fixed point: at most 1 apart.
+    assert np.abs(out8.astype(int) - pil_resize(u, h, w).astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("src, dst", [s for s in SHAPES if s[1][0] >= s[0][0]
+                                      and s[1][1] >= s[0][1]])
+def test_resize_enlarging_matches_textbook_bilinear(src, dst):
+    x = np.random.default_rng(1).random(src)
+    np.testing.assert_allclose(resize_bilinear(x, dst), loop_upsample(x, *dst), rtol=0,
+                               atol=1e-12)
+
+
+def test_resize_layouts_batches_and_arguments():
+    rng = np.random.default_rng(2)
+    batch = rng.random((5, 28, 28)).astype(np.float32)
+    out = resize_bilinear(batch, 64)
+    assert out.shape == (5, 64, 64)
+    for i in range(5):
+        np.testing.assert_allclose(out[i], resize_bilinear(batch[i], 64), rtol=0, atol=1e-7)
+    hwc = rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    out = Resize((40, 30))(hwc)
+    assert out.shape == (40, 30, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., 1], Resize((40, 30))(hwc[..., 1]))
+    chw = ToTensor()(hwc)
+    assert Resize(64)(chw).shape == (3, 64, 64)
+    nhwc = rng.integers(0, 256, (2, 28, 28, 1), dtype=np.uint8)
+    assert Resize(14)(nhwc).shape == (2, 14, 14, 1)
+    const = np.full((28, 28), 0.25, np.float32)
+    np.testing.assert_allclose(Resize((50, 9))(const), 0.25, rtol=1e-6)
+    for bad in (0, -3, (4, 0)):
+        with pytest.raises(ValueError, match="size"):
+            Resize(bad)
+    for bad in ("64", 2.5, (1, 2, 3), True, None):
+        with pytest.raises(TypeError, match="size"):
+            Resize(bad)
+    with pytest.raises(TypeError, match="uint8 or float"):
+        Resize(4)(np.zeros((8, 8), np.int32))
+
+
+def test_compose():
+    img = np.random.default_rng(3).integers(0, 256, (28, 28), dtype=np.uint8)
+    out = Compose([Resize(64), ToTensor()])(img)
+    assert out.shape == (1, 64, 64) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, ToTensor()(Resize(64)(img)))
+    other = Compose([ToTensor(), Resize(64)])(img)
+    assert other.shape == (1, 64, 64)
+    np.testing.assert_allclose(other, out, atol=0.5 / 255 + 1e-6)  # uint8 rounding in between
+    calls = []
+    Compose([lambda x: calls.append(1) or x + 1, lambda x: calls.append(2) or x * 10])(1)
+    assert calls == [1, 2]
+    assert Compose([lambda x: x + 1, lambda x: x * 10])(1) == 20
+    with pytest.raises(TypeError, match=r"transforms\[1\]"):
+        Compose([ToTensor(), 3])
+    with pytest.raises(TypeError):
+        Compose(ToTensor())
+
+
+# ---- labels and arguments -------------------------------------------------------------------
+
+def test_text_labels():
+    assert get_fashion_mnist_labels([0, 9, 3]) == ["t-shirt", "ankle boot", "dress"]
+    assert get_fashion_mnist_labels(np.array([[1], [2]])) == ["trouser", "pullover"]
+    assert get_fashion_mnist_labels(np.int64(8)) == ["bag"]
+    assert get_fashion_mnist_labels(np.arange(10)) == list(fsd.TEXT_LABELS)
+    with pytest.raises(ValueError, match="labels"):
+        get_fashion_mnist_labels([10])
+    with pytest.raises(ValueError, match="labels"):
+        get_fashion_mnist_labels([-1])
+    with pytest.raises(ValueError, match="labels"):
+        get_fashion_mnist_labels([1.5])
+    with pytest.raises(TypeError, match="labels"):
+        get_fashion_mnist_labels(["a"])
+
+
+@pytest.mark.parametrize("kwargs, exc, name", [
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"batch_size": 2.5}, TypeError, "batch_size"),
+    ({"batch_size": "256"}, TypeError, "batch_size"),
+    ({"batch_size": 8, "resize": 0}, ValueError, "resize"),
+    ({"batch_size": 8, "resize": "64"}, TypeError, "resize"),
+    ({"batch_size": 8, "seed": -1}, TypeError, "seed"),
+    ({"batch_size": 8, "num_workers": -1}, ValueError, "num_workers"),
+    ({"batch_size": 8, "root": 5}, TypeError, "root"),
+    ({"batch_size": 8, "root": ""}, ValueError, "root"),
+    ({"batch_size": 8, "download": "yes"}, TypeError, "download"),
+])
+def test_load_data_checks_arguments_before_reading(kwargs, exc, name, monkeypatch, tmp_path):
+    # Were a file read, it would fail differently: there is nothing to find here.
+    monkeypatch.setattr(fsd._download, "SYSTEM_DIRS", [])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("FASTSHALLOW_MIRRORS", "")
+    with pytest.raises(exc, match=name):
+        load_data_fashion_mnist(**kwargs)
+
+
+def test_dataset_checks_arguments():
+    with pytest.raises(TypeError, match="root"):
+        FashionMNIST(root=3)
+    with pytest.raises(TypeError, match="train"):
+        FashionMNIST(train="yes")
+    with pytest.raises(TypeError, match="download"):
+        FashionMNIST(download=None)

@@ -1,0 +1,932 @@
+"""The compiled kernels, through their validated wrappers (fastshallow.kernels), against NumPy.
+
+References are computed in float64 from the same inputs; tolerances are explained in conftest.py.
+Shapes cover the kernels' code paths: m < 4 (dot-product kernels) and m >= 4 (packed panels of
+16 floats / 8 doubles; register blocks of 4 rows, or 8 rows on the AVX-512 path, and their
+tails), sizes that are not multiples of 4, 8 or 16, chunks of 32 rows, and the Fashion-MNIST
+step (256, 784) -> 10.  The AVX-512 path is chosen at run time; test_matmul_without_avx512 runs
+the other one in a subprocess.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastshallow.kernels as K
+from fastshallow import _config
+
+from conftest import FLOAT_DTYPES, assert_bits_equal, assert_close, rtol_for
+
+# Outputs: 1-3 take the dot-product path, 4+ the panel path (one, two, three panels, with tails).
+MS = (1, 2, 3, 4, 5, 8, 10, 16, 17, 33)
+# (rows, features): single row / column / feature, sizes off every multiple of 4, 8, 16 and 32.
+NKS = ((1, 1), (1, 7), (2, 3), (3, 1), (5, 13), (7, 2), (13, 17), (17, 5), (31, 33), (33, 31),
+       (37, 1), (100, 100), (1, 784), (33, 64), (65, 37))
+FASHION = (256, 784, 10)
+
+
+def f64(a):
+    """A float64 copy (never a view: kernels update some arrays in place)."""
+    return np.array(a, dtype=np.float64)
+
+
+def ref_matmul_bias(X, W, b=None):
+    """(X @ W + b in float64, |X| @ |W| + |b|: the magnitude of what was summed)."""
+    ref = f64(X) @ f64(W)
+    scale = np.abs(f64(X)) @ np.abs(f64(W))
+    if b is not None:
+        ref = ref + f64(b)
+        scale = scale + np.abs(f64(b))
+    return ref, scale
+
+
+def ref_xent(Z, y, eps=0.0):
+    """Per-row smoothed cross-entropy and its gradient softmax(Z) - q, in float64."""
+    Z = f64(Z)
+    n, m = Z.shape
+    shifted = Z - Z.max(axis=1, keepdims=True)  # kept apart: max + log(s) would lose log(s)
+    e = np.exp(shifted)
+    s = e.sum(axis=1, keepdims=True)
+    q = np.full((n, m), eps / m)
+    q[np.arange(n), y] += 1.0 - eps
+    return (q * (np.log(s) - shifted)).sum(axis=1), e / s - q
+
+
+def ref_log_softmax(Z):
+    Z = f64(Z)
+    mx = Z.max(axis=-1, keepdims=True)
+    return Z - mx - np.log(np.exp(Z - mx).sum(axis=-1, keepdims=True))
+
+
+def naive_softmax(Z):
+    """The textbook exp / sum, without the max shift (overflows for large logits)."""
+    e = np.exp(Z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def central_diff(f, x, h):
+    """Central finite differences of the scalar function f at every entry of x (float64)."""
+    g = np.empty_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        fp = f()
+        x[i] = old - h
+        fm = f()
+        x[i] = old
+        g[i] = (fp - fm) / (2 * h)
+    return g
+
+
+# ---- matmul_bias --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m", MS)
+def test_matmul_bias_matches_numpy(rng, float_dtype, m):
+    for n, k in NKS:
+        X = rng.standard_normal((n, k)).astype(float_dtype)
+        W = rng.standard_normal((k, m)).astype(float_dtype)
+        b = rng.standard_normal(m).astype(float_dtype)
+        ref, scale = ref_matmul_bias(X, W, b)
+        assert_close(K.matmul_bias(X, W, b), ref, scale=scale, dtype=float_dtype,
+                     err_msg=f"n={n} k={k} m={m}")
+        ref0, scale0 = ref_matmul_bias(X, W)
+        assert_close(K.matmul_bias(X, W), ref0, scale=scale0, dtype=float_dtype,
+                     err_msg=f"b=None n={n} k={k} m={m}")
+
+
+def test_matmul_bias_fashion_mnist_shape(rng, float_dtype):
+    n, k, m = FASHION
+    X = (rng.integers(0, 256, (n, k)) / 255).astype(float_dtype)
+    W = (0.01 * rng.standard_normal((k, m))).astype(float_dtype)
+    b = rng.standard_normal(m).astype(float_dtype)
+    ref, scale = ref_matmul_bias(X, W, b)
+    assert_close(K.matmul_bias(X, W, b), ref, scale=scale, dtype=float_dtype)
+
+
+@pytest.mark.parametrize("m", (2, 10))
+def test_matmul_bias_into_out(rng, float_dtype, m):
+    X = rng.standard_normal((37, 13)).astype(float_dtype)
+    W = rng.standard_normal((13, m)).astype(float_dtype)
+    b = rng.standard_normal(m).astype(float_dtype)
+    out = np.full((37, m), np.nan, float_dtype)
+    got = K.matmul_bias(X, W, b, out=out)
+    assert got is out
+    ref, scale = ref_matmul_bias(X, W, b)
+    assert_close(out, ref, scale=scale)
+    out2 = np.full((37, m), np.nan, float_dtype)
+    assert K.matmul_bias(X, W, out=out2) is out2
+    ref, scale = ref_matmul_bias(X, W)
+    assert_close(out2, ref, scale=scale)
+
+
+@pytest.mark.parametrize("m", (3, 10))
+def test_matmul_bias_non_contiguous_inputs(rng, float_dtype, m):
+    big_X = rng.standard_normal((60, 40)).astype(float_dtype)
+    big_W = rng.standard_normal((40, 2 * m)).astype(float_dtype)
+    big_b = rng.standard_normal(2 * m).astype(float_dtype)
+    X_before, W_before = big_X.copy(), big_W.copy()
+    cases = {
+        "sliced": (big_X[::2, 1:18], big_W[3:20, ::2], big_b[::2]),
+        "fortran": (np.asfortranarray(big_X[:, :17]), np.asfortranarray(big_W[:17, :m]),
+                    big_b[:m]),
+        "transposed": (big_X[:17, :20].T, big_W[:17, :m], big_b[m:]),
+        "negative strides": (big_X[::-3, ::-2][:, :17], big_W[17:0:-1, :m], big_b[m - 1::-1]),
+    }
+    for name, (X, W, b) in cases.items():
+        assert not X.flags.c_contiguous
+        ref, scale = ref_matmul_bias(X, W, b)
+        assert_close(K.matmul_bias(X, W, b), ref, scale=scale, err_msg=name)
+    np.testing.assert_array_equal(big_X, X_before)  # inputs are read, never written
+    np.testing.assert_array_equal(big_W, W_before)
+
+
+def test_matmul_bias_empty_dims(float_dtype):
+    X = np.ones((4, 0), float_dtype)
+    W = np.ones((0, 3), float_dtype)
+    b = np.array([1.0, -2.0, 3.0], float_dtype)
+    np.testing.assert_array_equal(K.matmul_bias(X, W, b), np.tile(b, (4, 1)))
+    np.testing.assert_array_equal(K.matmul_bias(X, W), np.zeros((4, 3)))
+    assert K.matmul_bias(np.ones((0, 5), float_dtype), np.ones((5, 3), float_dtype)).shape == (0, 3)
+    assert K.matmul_bias(np.ones((2, 5), float_dtype), np.ones((5, 0), float_dtype)).shape == (2, 0)
+
+
+@pytest.mark.parametrize("m", (2, 10))
+def test_kernels_on_arrays_not_aligned_to_vectors(rng, float_dtype, m):
+    """C-contiguous arrays that start one element past a 32-byte boundary (views into a larger
+    buffer, as np.frombuffer or a memory map gives) are used as they are: the vector loads
+    must not assume alignment."""
+    n, k = 37, 13
+    item = np.dtype(float_dtype).itemsize
+
+    def unaligned(shape):
+        size = int(np.prod(shape))
+        raw = np.zeros(size * item + 64, np.uint8)
+        start = (-raw.ctypes.data) % 32 + item  # one element past a 32-byte boundary
+        return raw[start:start + size * item].view(float_dtype).reshape(shape)
+
+    X, W, b, out = unaligned((n, k)), unaligned((k, m)), unaligned((m,)), unaligned((n, m))
+    X[...] = rng.standard_normal((n, k))
+    W[...] = rng.standard_normal((k, m))
+    b[...] = rng.standard_normal(m)
+    assert X.ctypes.data % 32 == item and X.flags.c_contiguous
+    ref, scale = ref_matmul_bias(X, W, b)
+    assert K.matmul_bias(X, W, b, out=out) is out
+    assert_close(out, ref, scale=scale)
+    dW, db = K.matmul_bias_backward(X, out)
+    assert_close(dW, f64(X).T @ f64(out), scale=np.abs(f64(X)).T @ np.abs(f64(out)))
+    p = unaligned((k, m))
+    p[...] = W
+    K.sgd_update(p, dW, 0.1, n)
+    assert_close(p, f64(W) - 0.1 * f64(dW) / n, scale=np.abs(f64(W)) + 0.1 * np.abs(f64(dW)) / n)
+
+
+_OTHER_ISA_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import fastshallow.kernels as K
+    from fastshallow._ext import kernels
+    print(kernels().isa())
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for dtype, rtol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+        for n, k in ((1, 1), (3, 7), (7, 13), (9, 17), (33, 31), (100, 100), (17, 784)):
+            for m in (1, 3, 4, 5, 10, 16, 17, 33):
+                X = rng.standard_normal((n, k)).astype(dtype)
+                W = rng.standard_normal((k, m)).astype(dtype)
+                b = rng.standard_normal(m).astype(dtype)
+                Xd, Wd = X.astype(float), W.astype(float)
+                Y = K.matmul_bias(X, W, b)
+                worst = max(worst, (np.abs(Y - (Xd @ Wd + b)) /
+                                    (np.abs(Xd) @ np.abs(Wd) + np.abs(b))).max() / rtol)
+                dW, db = K.matmul_bias_backward(X, Y)
+                Yd = Y.astype(float)
+                worst = max(worst, (np.abs(dW - Xd.T @ Yd) /
+                                    (np.abs(Xd).T @ np.abs(Yd) + 1e-300)).max() / rtol)
+                one = K.matmul_bias(X, W, b, num_threads=1)
+                assert np.array_equal(Y.view(np.uint8), one.view(np.uint8)), (n, k, m)
+    print(worst)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="x86-64 ISA switch")
+def test_matmul_without_avx512():
+    """The matrix products pick AVX-512 at run time where the CPU has it; most machines run the
+    AVX2 / baseline code instead.  FASTSHALLOW_NO_AVX512=1 forces that path (read once per
+    process, hence the subprocess): it must be just as right."""
+    env = dict(os.environ, FASTSHALLOW_NO_AVX512="1")
+    res = subprocess.run([sys.executable, "-c", _OTHER_ISA_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    isa, worst = res.stdout.split("\n")[:2]
+    assert "AVX-512" not in isa
+    assert float(worst) <= 1.0, f"error {worst} x the tolerance on {isa}"
+
+
+def test_matmul_bias_accepts_lists():
+    got = K.matmul_bias([[1.0, 2.0]], [[3.0], [4.0]], [0.5])
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, [[11.5]])
+
+
+# ---- matmul_bias_backward -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("m", MS)
+def test_matmul_bias_backward_matches_numpy(rng, float_dtype, m):
+    for n, k in NKS:
+        X = rng.standard_normal((n, k)).astype(float_dtype)
+        G = rng.standard_normal((n, m)).astype(float_dtype)
+        dW, db = K.matmul_bias_backward(X, G)
+        assert_close(dW, f64(X).T @ f64(G), scale=np.abs(f64(X)).T @ np.abs(f64(G)),
+                     dtype=float_dtype, err_msg=f"dW n={n} k={k} m={m}")
+        assert_close(db, f64(G).sum(axis=0), scale=np.abs(f64(G)).sum(axis=0),
+                     dtype=float_dtype, err_msg=f"db n={n} k={k} m={m}")
+
+
+def test_matmul_bias_backward_fashion_mnist_shape(rng, float_dtype):
+    n, k, m = FASHION
+    X = (rng.integers(0, 256, (n, k)) / 255).astype(float_dtype)
+    G = (rng.standard_normal((n, m)) / n).astype(float_dtype)
+    dW, db = K.matmul_bias_backward(X, G)
+    assert_close(dW, f64(X).T @ f64(G), scale=np.abs(f64(X)).T @ np.abs(f64(G)))
+    assert_close(db, f64(G).sum(axis=0), scale=np.abs(f64(G)).sum(axis=0))
+
+
+def test_matmul_bias_backward_non_contiguous(rng):
+    X = np.asfortranarray(rng.standard_normal((29, 11)))
+    G = rng.standard_normal((29, 12))[:, ::2]
+    dW, db = K.matmul_bias_backward(X, G)
+    assert_close(dW, X.T @ G, scale=np.abs(X).T @ np.abs(G))
+    assert_close(db, G.sum(axis=0), scale=np.abs(G).sum(axis=0))
+
+
+def test_matmul_bias_backward_empty(float_dtype):
+    dW, db = K.matmul_bias_backward(np.ones((0, 3), float_dtype), np.ones((0, 5), float_dtype))
+    np.testing.assert_array_equal(dW, np.zeros((3, 5)))
+    np.testing.assert_array_equal(db, np.zeros(5))
+    assert dW.dtype == db.dtype == float_dtype
+
+
+@pytest.mark.parametrize("m", (1, 3, 5, 9))
+def test_matmul_bias_gradients_vs_finite_differences(rng, m):
+    """L(W, b) = 0.5 * |X @ W + b - T|^2, so dL/dY = Y - T; the backward must give dL/dW, dL/db."""
+    n, k = 7, 6
+    X = rng.standard_normal((n, k))
+    T = rng.standard_normal((n, m))
+    W = rng.standard_normal((k, m))
+    b = rng.standard_normal(m)
+
+    def loss():
+        return 0.5 * float(np.sum((K.matmul_bias(X, W, b) - T) ** 2))
+
+    dW, db = K.matmul_bias_backward(X, K.matmul_bias(X, W, b) - T)
+    np.testing.assert_allclose(dW, central_diff(loss, W, 1e-5), rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(db, central_diff(loss, b, 1e-5), rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("m", (3, 10))
+def test_softmax_regression_gradient_vs_finite_differences(rng, m):
+    """The whole softmax-regression chain: matmul_bias -> softmax_cross_entropy -> backward."""
+    n, k = 9, 5
+    X = rng.standard_normal((n, k))
+    y = rng.integers(0, m, n)
+    W = rng.standard_normal((k, m))
+    b = rng.standard_normal(m)
+
+    def loss():
+        return float(K.softmax_cross_entropy(K.matmul_bias(X, W, b), y,
+                                             label_smoothing=0.1)[0].sum())
+
+    _, G = K.softmax_cross_entropy(K.matmul_bias(X, W, b), y, label_smoothing=0.1)
+    dW, db = K.matmul_bias_backward(X, G)
+    np.testing.assert_allclose(dW, central_diff(loss, W, 1e-6), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(db, central_diff(loss, b, 1e-6), rtol=1e-6, atol=1e-8)
+
+
+# ---- softmax cross-entropy, softmax, log-softmax ------------------------------------------------
+
+@pytest.mark.parametrize("eps", (0.0, 0.1, 1.0))
+@pytest.mark.parametrize("m", MS)
+def test_softmax_cross_entropy_matches_numpy(rng, float_dtype, m, eps):
+    for n in (1, 2, 3, 5, 17, 33, 100):
+        Z = (4 * rng.standard_normal((n, m))).astype(float_dtype)
+        y = rng.integers(0, m, n)
+        loss, grad = K.softmax_cross_entropy(Z, y, label_smoothing=eps)
+        ref_loss, ref_grad = ref_xent(Z, y, eps)
+        # The loss is a difference of terms of size |z| and log(m): rounding scales with those.
+        row_scale = np.abs(f64(Z)).max(axis=1) + np.log(m) + 1
+        assert_close(loss, ref_loss, scale=row_scale, dtype=float_dtype, err_msg=f"loss n={n}")
+        # Gradient entries are probabilities minus targets, all within [-1, 1].
+        assert_close(grad, ref_grad, scale=1.0, dtype=float_dtype, err_msg=f"grad n={n}")
+        assert_close(grad.sum(axis=1), np.zeros(n), scale=m, err_msg="grad rows sum to 0")
+
+
+def test_softmax_cross_entropy_fashion_mnist_shape(rng, float_dtype):
+    n, _, m = FASHION
+    Z = (3 * rng.standard_normal((n, m))).astype(float_dtype)
+    y = rng.integers(0, m, n)
+    loss, grad = K.softmax_cross_entropy(Z, y)
+    ref_loss, ref_grad = ref_xent(Z, y)
+    assert_close(loss, ref_loss, scale=np.abs(f64(Z)).max(axis=1) + np.log(m) + 1)
+    assert_close(grad, ref_grad, scale=1.0)
+
+
+@pytest.mark.parametrize("eps", (0.0, 0.25))
+@pytest.mark.parametrize("m", (2, 3, 10, 17))
+def test_softmax_cross_entropy_gradient_vs_finite_differences(rng, m, eps):
+    Z = 2 * rng.standard_normal((4, m))
+    y = rng.integers(0, m, 4)
+
+    def total():
+        return float(K.softmax_cross_entropy(Z, y, label_smoothing=eps)[0].sum())
+
+    _, grad = K.softmax_cross_entropy(Z, y, label_smoothing=eps)
+    np.testing.assert_allclose(grad, central_diff(total, Z, 1e-6), rtol=1e-6, atol=1e-8)
+
+
+def test_softmax_cross_entropy_label_forms_agree(rng):
+    Z = rng.standard_normal((6, 4))
+    y = np.array([0, 3, 1, 2, 3, 0])
+    ref = K.softmax_cross_entropy(Z, y)
+    for labels in (y.astype(np.int32), y.astype(np.uint8), y.astype(np.float64), y.tolist(),
+                   y.reshape(-1, 1), y[::-1][::-1]):
+        got = K.softmax_cross_entropy(Z, labels)
+        assert_bits_equal(got[0], ref[0])
+        assert_bits_equal(got[1], ref[1])
+
+
+def test_softmax_cross_entropy_single_class_and_empty(float_dtype):
+    loss, grad = K.softmax_cross_entropy(np.array([[3.0], [-7.0]], float_dtype), [0, 0])
+    np.testing.assert_array_equal(loss, [0.0, 0.0])
+    np.testing.assert_array_equal(grad, [[0.0], [0.0]])
+    loss, grad = K.softmax_cross_entropy(np.empty((0, 10), float_dtype), [])
+    assert loss.shape == (0,) and grad.shape == (0, 10)
+    assert loss.dtype == grad.dtype == float_dtype
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e4), (np.float32, 1e30),
+                                        (np.float64, 1e4), (np.float64, 1e30),
+                                        (np.float64, 1e300)])
+def test_softmax_large_logits_are_stable(dtype, big):
+    Z = np.array([[big, -big, 0.5 * big, 0.0],
+                  [0.0, big, big, -big],
+                  [big, big - 1 if big < 1e6 else big, 0.0, 0.0],
+                  [-big, -big, -big, -big]], dtype)
+    y = np.array([1, 2, 0, 3])
+    # The naive exp-normalize overflows (inf / inf = nan) on the very same logits ...
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert not np.isfinite(naive_softmax(Z)).all()
+    # ... while the kernels stay finite and right.  References in float64 from the same values.
+    ref_loss, ref_grad = ref_xent(Z, y)
+    loss, grad = K.softmax_cross_entropy(Z, y)
+    assert np.isfinite(loss).all() and np.isfinite(grad).all()
+    assert_close(loss, ref_loss, scale=np.abs(f64(Z)).max(axis=1) + 1)
+    assert_close(grad, ref_grad, scale=1.0)
+    # Row 0, label 1: the loss is max - z_1 = 2 * big exactly (every other exp underflows).
+    assert loss[0] == dtype(2 * big)
+    p = K.softmax(Z)
+    assert np.isfinite(p).all()
+    assert_close(p, np.exp(ref_log_softmax(Z)), scale=1.0)
+    assert_close(p.sum(axis=1), np.ones(4), scale=1.0)
+    lp = K.log_softmax(Z)
+    assert np.isfinite(lp).all()
+    assert_close(lp, ref_log_softmax(Z), scale=np.abs(f64(Z)).max(axis=1, keepdims=True) + 1)
+
+
+@pytest.mark.parametrize("m", MS)
+def test_softmax_and_log_softmax_match_numpy(rng, float_dtype, m):
+    for n in (1, 2, 3, 7, 33, 100):
+        Z = (5 * rng.standard_normal((n, m))).astype(float_dtype)
+        ref_lp = ref_log_softmax(Z)
+        p = K.softmax(Z)
+        assert_close(p, np.exp(ref_lp), scale=1.0, dtype=float_dtype, err_msg=f"n={n}")
+        assert_close(p.sum(axis=1), np.ones(n), scale=m, err_msg=f"row sums n={n}")
+        assert (p >= 0).all()
+        lp = K.log_softmax(Z)
+        assert_close(lp, ref_lp, scale=np.abs(f64(Z)).max(axis=1, keepdims=True) + np.log(m),
+                     dtype=float_dtype, err_msg=f"n={n}")
+
+
+def test_softmax_one_dimensional_and_non_contiguous(rng, float_dtype):
+    z = rng.standard_normal(13).astype(float_dtype)
+    p = K.softmax(z)
+    assert p.shape == (13,)
+    assert_close(p, np.exp(ref_log_softmax(z)), scale=1.0)
+    assert_close(K.log_softmax(z), ref_log_softmax(z), scale=np.abs(f64(z)).max() + 3)
+    Z = np.asfortranarray(rng.standard_normal((9, 20)).astype(float_dtype))[:, ::3]
+    assert_close(K.softmax(Z), np.exp(ref_log_softmax(Z)), scale=1.0)
+    assert K.softmax(np.empty((0, 4), float_dtype)).shape == (0, 4)
+
+
+# ---- sgd_update ---------------------------------------------------------------------------------
+
+def ref_sgd(p, g, lr, bs, momentum=0.0, wd=0.0, v=None):
+    """One step in float64; returns (param, velocity)."""
+    d = g / bs + wd * p
+    if v is None:
+        return p - lr * d, None
+    v = momentum * v + d
+    return p - lr * v, v
+
+
+def sgd_magnitude(p, g, lr, bs, momentum, wd, v):
+    """The same recurrence on absolute values: a bound on the size of every intermediate."""
+    d = np.abs(g) / bs + wd * np.abs(p)
+    v = d if v is None else momentum * v + d
+    return np.abs(p) + lr * v, v
+
+
+@pytest.mark.parametrize("size", (1, 7, 100, 8193))
+@pytest.mark.parametrize("wd", (0.0, 0.01))
+def test_sgd_update_matches_numpy(rng, float_dtype, size, wd):
+    p = rng.standard_normal(size).astype(float_dtype)
+    g = rng.standard_normal(size).astype(float_dtype)
+    ref, _ = ref_sgd(f64(p), f64(g), 0.1, 32, wd=wd)
+    scale, _ = sgd_magnitude(f64(p), f64(g), 0.1, 32, 0.0, wd, None)
+    got = K.sgd_update(p, g, lr=0.1, batch_size=32, weight_decay=wd)
+    assert got is p  # in place, returns the very object
+    assert_close(p, ref, scale=scale, dtype=float_dtype)
+
+
+@pytest.mark.parametrize("wd", (0.0, 1e-3))
+@pytest.mark.parametrize("shape", ((1,), (5, 3), (784, 10), (3, 7, 11)))
+def test_sgd_update_momentum_several_steps(rng, float_dtype, shape, wd):
+    lr, bs, mom = 0.05, 16, 0.9
+    p = rng.standard_normal(shape).astype(float_dtype)
+    v = np.zeros(shape, float_dtype)
+    rp, rv = f64(p), f64(v)
+    sp, sv = np.abs(rp), None
+    for step in range(6):
+        g = (4 * rng.standard_normal(shape)).astype(float_dtype)
+        assert K.sgd_update(p, g, lr, bs, momentum=mom, weight_decay=wd, velocity=v) is p
+        rp, rv = ref_sgd(rp, f64(g), lr, bs, mom, wd, rv)
+        sp, sv = sgd_magnitude(sp, f64(g), lr, bs, mom, wd, sv)
+        assert_close(v, rv, scale=sv, dtype=float_dtype, err_msg=f"velocity step {step}")
+        assert_close(p, rp, scale=sp, dtype=float_dtype, err_msg=f"param step {step}")
+
+
+def test_sgd_update_velocity_without_momentum_and_numpy_scalars(rng):
+    p = rng.standard_normal(10)
+    g = rng.standard_normal(10)
+    v = rng.standard_normal(10)
+    rp, rv = ref_sgd(p.copy(), g, 0.25, 4, 0.0, 0.0, v.copy())
+    K.sgd_update(p, g, np.float32(0.25), np.int64(4), velocity=v)
+    assert_close(v, rv, scale=np.abs(rv) + np.abs(g))
+    assert_close(p, rp, scale=np.abs(rp) + 1)
+
+
+def test_sgd_update_zero_dimensional_param():
+    """A scalar parameter (shape ()) is updated like any other."""
+    p, g = np.array(1.0), np.array(2.0)
+    assert K.sgd_update(p, g, 0.5, 4) is p
+    assert p.shape == () and p == 1.0 - 0.5 * 2.0 / 4
+
+
+def test_sgd_update_non_contiguous_grad(rng):
+    p = rng.standard_normal((6, 4))
+    g = np.asfortranarray(rng.standard_normal((6, 4)))
+    ref, _ = ref_sgd(p.copy(), g, 0.5, 3)
+    K.sgd_update(p, g, 0.5, 3)
+    assert_close(p, ref, scale=np.abs(ref) + np.abs(g))
+
+
+# ---- gather_rows --------------------------------------------------------------------------------
+
+def test_gather_rows_uint8_scaled(rng):
+    src = rng.integers(0, 256, (500, 784), dtype=np.uint8)
+    idx = rng.permutation(500)[:256]
+    got = K.gather_rows(src, idx, scale=1 / 255)
+    ref = src[idx].astype(np.float32) * np.float32(1 / 255)
+    assert got.dtype == np.float32
+    # A conversion and one rounded multiply: exactly NumPy's float32 result.
+    assert_bits_equal(got, ref)
+    assert got.min() >= 0 and got.max() <= 1
+
+
+@pytest.mark.parametrize("src_dtype", (np.uint8, np.float32, np.float64))
+@pytest.mark.parametrize("out_dtype", (None, np.float32, np.float64))
+@pytest.mark.parametrize("scale", (None, 0.5, 1 / 255))
+def test_gather_rows_dtypes(rng, src_dtype, out_dtype, scale):
+    src = (rng.integers(0, 256, (41, 17)) if src_dtype == np.uint8
+           else rng.standard_normal((41, 17))).astype(src_dtype)
+    idx = rng.integers(0, 41, 50)  # repeated indices, more picks than rows
+    got = K.gather_rows(src, idx, scale=scale, dtype=out_dtype)
+    want = np.dtype(out_dtype or (np.float32 if src_dtype == np.uint8 else src_dtype))
+    assert got.dtype == want
+    ref = src[idx].astype(want)
+    if scale is not None:
+        ref = ref * want.type(scale)
+        assert_close(got, ref, rtol=np.finfo(want).eps, scale=0.0)  # one rounding at most
+    else:
+        assert_bits_equal(got, ref)  # a plain copy / conversion is exact
+
+
+def test_gather_rows_three_dimensional_source(rng):
+    src = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    idx = np.array([59, 0, 7, 7, 31])
+    got = K.gather_rows(src, idx, scale=1 / 255)
+    assert got.shape == (5, 28, 28)
+    assert_bits_equal(got, src[idx].astype(np.float32) * np.float32(1 / 255))
+    srcf = rng.standard_normal((60, 4, 3, 2))
+    assert_bits_equal(K.gather_rows(srcf, idx), srcf[idx])
+
+
+def test_gather_rows_one_dimensional_source(rng):
+    src = rng.standard_normal(9).astype(np.float32)
+    idx = [8, 0, 3]
+    assert_bits_equal(K.gather_rows(src, idx), src[idx])
+
+
+def test_gather_rows_into_out(rng):
+    src = rng.integers(0, 256, (100, 28, 28), dtype=np.uint8)
+    idx = rng.integers(0, 100, 32).astype(np.int32)
+    out = np.full((32, 28, 28), np.nan, np.float64)
+    got = K.gather_rows(src, idx, out=out, scale=1 / 255)
+    assert got is out
+    assert_bits_equal(out, src[idx].astype(np.float64) * (1 / 255))
+
+
+def test_gather_rows_repeated_and_empty(rng):
+    src = rng.standard_normal((10, 6))
+    idx = np.array([3, 3, 3, 9, 3])
+    assert_bits_equal(K.gather_rows(src, idx), src[idx])
+    for empty in (np.array([], np.int64), np.array([], np.int32), np.array([], np.uint32)):
+        got = K.gather_rows(src, empty)
+        assert got.shape == (0, 6) and got.dtype == src.dtype
+    u8 = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    got = K.gather_rows(u8, np.array([], np.int64), scale=1 / 255)
+    assert got.shape == (0, 28, 28) and got.dtype == np.float32
+    out = np.empty((0, 28, 28), np.float32)
+    assert K.gather_rows(u8, np.array([], np.int64), out=out) is out
+
+
+def test_gather_rows_accepts_empty_list(rng):
+    """An empty Python list is an empty index array (np.asarray([]) is float64, but holds no
+    fractional index), as an empty list of labels is accepted by softmax_cross_entropy."""
+    src = rng.standard_normal((10, 6))
+    got = K.gather_rows(src, [])
+    assert got.shape == (0, 6) and got.dtype == src.dtype
+
+
+def test_gather_rows_non_contiguous_source(rng):
+    base = rng.standard_normal((30, 16))
+    src = base[::3, ::2]
+    idx = np.array([9, 0, 4])
+    assert_bits_equal(K.gather_rows(src, idx), src[idx])
+    idx_strided = np.arange(10)[::-2]
+    assert_bits_equal(K.gather_rows(src, idx_strided), src[idx_strided])
+
+
+# ---- property-based: random shapes and values ---------------------------------------------------
+
+try:
+    from hypothesis import given, settings, strategies as st
+    from hypothesis.extra import numpy as hnp
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    given = None
+
+if given is not None:
+    # Hypothesis picks the shape, dtype, magnitude and a seed; NumPy draws the values (drawing
+    # thousands of floats one by one through hypothesis would take far longer than the kernels).
+
+    @settings(max_examples=60, deadline=None)
+    @given(dtype=st.sampled_from(FLOAT_DTYPES), n=st.integers(1, 70), k=st.integers(1, 70),
+           m=st.integers(1, 40), mag=st.sampled_from([1e-3, 1.0, 100.0]), bias=st.booleans(),
+           seed=st.integers(0, 2**32 - 1))
+    def test_matmul_bias_and_backward_property(dtype, n, k, m, mag, bias, seed):
+        r = np.random.default_rng(seed)
+        X = (mag * r.standard_normal((n, k))).astype(dtype)
+        W = r.standard_normal((k, m)).astype(dtype)
+        b = r.standard_normal(m).astype(dtype) if bias else None
+        G = r.standard_normal((n, m)).astype(dtype)
+        ref, scale = ref_matmul_bias(X, W, b)
+        assert_close(K.matmul_bias(X, W, b), ref, scale=scale)
+        dW, db = K.matmul_bias_backward(X, G)
+        assert_close(dW, f64(X).T @ f64(G), scale=np.abs(f64(X)).T @ np.abs(f64(G)))
+        assert_close(db, f64(G).sum(axis=0), scale=np.abs(f64(G)).sum(axis=0))
+
+    @settings(max_examples=80, deadline=None)
+    @given(dtype=st.sampled_from(FLOAT_DTYPES), n=st.integers(1, 70), m=st.integers(1, 40),
+           mag=st.sampled_from([1e-3, 1.0, 30.0, 1e4]), eps=st.sampled_from([0.0, 0.1]),
+           seed=st.integers(0, 2**32 - 1))
+    def test_softmax_cross_entropy_property(dtype, n, m, mag, eps, seed):
+        r = np.random.default_rng(seed)
+        Z = (mag * r.standard_normal((n, m))).astype(dtype)
+        y = r.integers(0, m, n)
+        loss, grad = K.softmax_cross_entropy(Z, y, label_smoothing=eps)
+        ref_loss, ref_grad = ref_xent(Z, y, eps)
+        row_scale = np.abs(f64(Z)).max(axis=1) + np.log(m) + 1
+        assert_close(loss, ref_loss, scale=row_scale)
+        assert_close(grad, ref_grad, scale=1.0)
+        assert (loss >= -rtol_for(dtype) * row_scale).all()  # a cross-entropy is never negative
+        p = K.softmax(Z)
+        assert_close(p, np.exp(ref_log_softmax(Z)), scale=1.0)
+        assert_close(p.sum(axis=1), np.ones(n), scale=m)
+
+
+# ---- thread determinism -------------------------------------------------------------------------
+
+THREAD_COUNTS = (2, 3, 4)
+
+
+def _assert_threads_identical(run, work, what):
+    """run(num_threads) -> tuple of arrays; 1 thread and several must agree to the bit."""
+    # Above SERIAL_WORK the wrapper hands the requested team size to OpenMP; below it one
+    # thread would run whatever we ask, and the test would prove nothing.
+    assert work >= 4 * _config.SERIAL_WORK, f"{what}: shape too small to run threads"
+    one = run(1)
+    for nt in THREAD_COUNTS:
+        for a, b in zip(one, run(nt)):
+            assert_bits_equal(a, b, f"{what}: num_threads=1 vs {nt}")
+
+
+@pytest.mark.parametrize("m", (1, 3, 10, 17))
+def test_matmul_bias_threads_identical(rng, float_dtype, m):
+    n, k = 1000, 300
+    X = rng.standard_normal((n, k)).astype(float_dtype)
+    W = rng.standard_normal((k, m)).astype(float_dtype)
+    b = rng.standard_normal(m).astype(float_dtype)
+    _assert_threads_identical(lambda nt: (K.matmul_bias(X, W, b, num_threads=nt),),
+                              n * k * m, f"matmul_bias m={m}")
+
+
+@pytest.mark.parametrize("m", (1, 3, 10, 17))
+def test_matmul_bias_backward_threads_identical(rng, float_dtype, m):
+    n, k = 1000, 300
+    X = rng.standard_normal((n, k)).astype(float_dtype)
+    G = rng.standard_normal((n, m)).astype(float_dtype)
+    _assert_threads_identical(lambda nt: K.matmul_bias_backward(X, G, num_threads=nt),
+                              n * k * m, f"matmul_bias_backward m={m}")
+
+
+def test_softmax_kernels_threads_identical(rng, float_dtype):
+    n, m = 5000, 10
+    Z = (5 * rng.standard_normal((n, m))).astype(float_dtype)
+    y = rng.integers(0, m, n)
+    _assert_threads_identical(
+        lambda nt: K.softmax_cross_entropy(Z, y, label_smoothing=0.1, num_threads=nt),
+        n * m * 8, "softmax_cross_entropy")
+    _assert_threads_identical(lambda nt: (K.softmax(Z, num_threads=nt),), n * m * 8, "softmax")
+    _assert_threads_identical(lambda nt: (K.log_softmax(Z, num_threads=nt),), n * m * 8,
+                              "log_softmax")
+
+
+def test_sgd_update_threads_identical(rng, float_dtype):
+    size = 300_001  # 37 chunks of 8192 and a tail
+    p0 = rng.standard_normal(size).astype(float_dtype)
+    g = rng.standard_normal(size).astype(float_dtype)
+
+    def run(nt):
+        p, v = p0.copy(), np.zeros_like(p0)
+        for _ in range(3):
+            K.sgd_update(p, g, 0.1, 7, momentum=0.9, weight_decay=1e-3, velocity=v,
+                         num_threads=nt)
+        return p, v
+
+    _assert_threads_identical(run, size * 4, "sgd_update")
+
+
+@pytest.mark.parametrize("src_dtype", (np.uint8, np.float32))
+def test_gather_rows_threads_identical(rng, src_dtype):
+    src = rng.integers(0, 256, (3000, 784)).astype(src_dtype)
+    idx = rng.integers(0, 3000, 1000)
+    _assert_threads_identical(lambda nt: (K.gather_rows(src, idx, scale=1 / 255,
+                                                        num_threads=nt),),
+                              1000 * 784, "gather_rows")
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+def _x(*shape, dtype=np.float64):
+    return np.ones(shape, dtype)
+
+
+def _readonly(a):
+    a.flags.writeable = False
+    return a
+
+
+_X = _x(4, 5)
+BAD_CALLS = [
+    # matmul_bias
+    ("mm X 1-D", lambda: K.matmul_bias(_x(5), _x(5, 3)), ValueError, r"X must be 2-D"),
+    ("mm X 3-D", lambda: K.matmul_bias(_x(2, 4, 5), _x(5, 3)), ValueError, r"X must be 2-D"),
+    ("mm W 1-D", lambda: K.matmul_bias(_X, _x(5)), ValueError, r"W must be 2-D"),
+    ("mm W rows", lambda: K.matmul_bias(_X, _x(4, 3)), ValueError, r"W must have 5 rows"),
+    ("mm b length", lambda: K.matmul_bias(_X, _x(5, 3), _x(4)), ValueError, r"b must have 3"),
+    ("mm b 2-D", lambda: K.matmul_bias(_X, _x(5, 3), _x(1, 3)), ValueError, r"b must be 1-D"),
+    ("mm W dtype", lambda: K.matmul_bias(_X, _x(5, 3, dtype=np.float32)), TypeError,
+     r"W must have the dtype of X"),
+    ("mm b dtype", lambda: K.matmul_bias(_X, _x(5, 3), _x(3, dtype=np.float32)), TypeError,
+     r"b must have the dtype of X"),
+    ("mm X int", lambda: K.matmul_bias(_x(4, 5, dtype=np.int64), _x(5, 3)), TypeError,
+     r"X must have dtype float32 or float64, got int64"),
+    ("mm X float16", lambda: K.matmul_bias(_x(4, 5, dtype=np.float16), _x(5, 3)), TypeError,
+     r"X must have dtype"),
+    ("mm X object", lambda: K.matmul_bias(_X.astype(object), _x(5, 3)), TypeError,
+     r"X must hold real numbers, got a object array"),
+    ("mm W complex", lambda: K.matmul_bias(_X, _x(5, 3, dtype=np.complex128)), TypeError,
+     r"W must hold real numbers, got a complex"),
+    ("mm X str", lambda: K.matmul_bias(np.full((4, 5), "a"), _x(5, 3)), TypeError,
+     r"X must hold real numbers, got a string"),
+    ("mm X bool", lambda: K.matmul_bias(_x(4, 5, dtype=bool), _x(5, 3)), TypeError,
+     r"X must hold real numbers, got a bool"),
+    ("mm X ragged", lambda: K.matmul_bias([[1.0], [1.0, 2.0]], _x(1, 3)), TypeError,
+     r"X must be array-like"),
+    ("mm out shape", lambda: K.matmul_bias(_X, _x(5, 3), out=_x(4, 4)), ValueError,
+     r"out must have shape \(4, 3\)"),
+    ("mm out dtype", lambda: K.matmul_bias(_X, _x(5, 3), out=_x(4, 3, dtype=np.float32)),
+     TypeError, r"out must have dtype float64"),
+    ("mm out read-only", lambda: K.matmul_bias(_X, _x(5, 3), out=_readonly(_x(4, 3))),
+     ValueError, r"out is read-only"),
+    ("mm out strided", lambda: K.matmul_bias(_X, _x(5, 3), out=_x(4, 6)[:, ::2]), ValueError,
+     r"out must be C-contiguous"),
+    ("mm out list", lambda: K.matmul_bias(_X, _x(5, 3), out=[[0.0] * 3] * 4), TypeError,
+     r"out must be a numpy array"),
+    ("mm out overlaps X", lambda: (lambda X: K.matmul_bias(X, _x(5, 5), out=X))(_x(4, 5)),
+     ValueError, r"out must not overlap X"),
+    ("mm out overlaps W", lambda: (lambda W: K.matmul_bias(_x(5, 5), W, out=W))(_x(5, 5)),
+     ValueError, r"out must not overlap W"),
+    ("mm num_threads 0", lambda: K.matmul_bias(_X, _x(5, 3), num_threads=0), ValueError,
+     r"num_threads must be a positive int"),
+    ("mm num_threads float", lambda: K.matmul_bias(_X, _x(5, 3), num_threads=2.0), ValueError,
+     r"num_threads must be a positive int"),
+    # matmul_bias_backward
+    ("bw G rows", lambda: K.matmul_bias_backward(_X, _x(3, 2)), ValueError,
+     r"G must have 4 rows"),
+    ("bw G 1-D", lambda: K.matmul_bias_backward(_X, _x(4)), ValueError, r"G must be 2-D"),
+    ("bw X 1-D", lambda: K.matmul_bias_backward(_x(4), _x(4, 2)), ValueError, r"X must be 2-D"),
+    ("bw G dtype", lambda: K.matmul_bias_backward(_X, _x(4, 2, dtype=np.float32)), TypeError,
+     r"G must have the dtype of X"),
+    ("bw X complex", lambda: K.matmul_bias_backward(_X.astype(complex), _x(4, 2)), TypeError,
+     r"X must hold real numbers"),
+    ("bw G object", lambda: K.matmul_bias_backward(_X, _x(4, 2).astype(object)), TypeError,
+     r"G must hold real numbers"),
+    # softmax_cross_entropy
+    ("xent labels too big", lambda: K.softmax_cross_entropy(_x(3, 4), [0, 4, 1]), ValueError,
+     r"labels must be < 4"),
+    ("xent labels negative", lambda: K.softmax_cross_entropy(_x(3, 4), [0, -1, 1]), ValueError,
+     r"labels must be >= 0"),
+    ("xent labels fractional", lambda: K.softmax_cross_entropy(_x(3, 4), [0.0, 1.5, 1.0]),
+     ValueError, r"labels must be whole-number"),
+    ("xent labels nan", lambda: K.softmax_cross_entropy(_x(3, 4), [0.0, np.nan, 1.0]),
+     ValueError, r"labels must be finite"),
+    ("xent labels length", lambda: K.softmax_cross_entropy(_x(3, 4), [0, 1]), ValueError,
+     r"labels must have 3 entries"),
+    ("xent labels 2-D", lambda: K.softmax_cross_entropy(_x(3, 4), np.zeros((3, 2), int)),
+     ValueError, r"labels must be 1-D"),
+    ("xent labels str", lambda: K.softmax_cross_entropy(_x(3, 4), ["0", "1", "2"]), TypeError,
+     r"labels must be integer class indices"),
+    ("xent labels bool", lambda: K.softmax_cross_entropy(_x(3, 4), [True, False, True]),
+     TypeError, r"labels must be integer class indices"),
+    ("xent logits 1-D", lambda: K.softmax_cross_entropy(_x(4), [0]), ValueError,
+     r"logits must be 2-D"),
+    ("xent logits int", lambda: K.softmax_cross_entropy(_x(3, 4, dtype=np.int32), [0, 1, 2]),
+     TypeError, r"logits must have dtype"),
+    ("xent logits complex", lambda: K.softmax_cross_entropy(_x(3, 4, dtype=complex), [0, 1, 2]),
+     TypeError, r"logits must hold real numbers"),
+    ("xent no classes", lambda: K.softmax_cross_entropy(_x(3, 0), [0, 0, 0]), ValueError,
+     r"logits must have at least one column"),
+    ("xent smoothing > 1", lambda: K.softmax_cross_entropy(_x(3, 4), [0, 1, 2],
+                                                           label_smoothing=1.5),
+     ValueError, r"label_smoothing must be <= 1"),
+    ("xent smoothing < 0", lambda: K.softmax_cross_entropy(_x(3, 4), [0, 1, 2],
+                                                           label_smoothing=-0.1),
+     ValueError, r"label_smoothing must be >= 0"),
+    ("xent smoothing nan", lambda: K.softmax_cross_entropy(_x(3, 4), [0, 1, 2],
+                                                           label_smoothing=float("nan")),
+     ValueError, r"label_smoothing must be finite"),
+    # softmax / log_softmax
+    ("softmax 3-D", lambda: K.softmax(_x(2, 3, 4)), ValueError, r"X must be 1-D or 2-D"),
+    ("softmax object", lambda: K.softmax(np.array([[1.0, "a"]], dtype=object)), TypeError,
+     r"X must hold real numbers"),
+    ("log_softmax int", lambda: K.log_softmax(np.arange(4)), TypeError, r"X must have dtype"),
+    ("log_softmax 0-D", lambda: K.log_softmax(np.float64(1.0)), ValueError,
+     r"X must be 1-D or 2-D"),
+    # sgd_update
+    ("sgd lr 0", lambda: K.sgd_update(_x(3), _x(3), 0.0, 1), ValueError, r"lr must be > 0"),
+    ("sgd lr negative", lambda: K.sgd_update(_x(3), _x(3), -0.1, 1), ValueError,
+     r"lr must be > 0"),
+    ("sgd lr nan", lambda: K.sgd_update(_x(3), _x(3), float("nan"), 1), ValueError,
+     r"lr must be finite"),
+    ("sgd lr inf", lambda: K.sgd_update(_x(3), _x(3), float("inf"), 1), ValueError,
+     r"lr must be finite"),
+    ("sgd lr str", lambda: K.sgd_update(_x(3), _x(3), "0.1", 1), TypeError,
+     r"lr must be a real number"),
+    ("sgd batch 0", lambda: K.sgd_update(_x(3), _x(3), 0.1, 0), ValueError,
+     r"batch_size must be > 0"),
+    ("sgd batch negative", lambda: K.sgd_update(_x(3), _x(3), 0.1, -2), ValueError,
+     r"batch_size must be > 0"),
+    ("sgd batch float", lambda: K.sgd_update(_x(3), _x(3), 0.1, 2.5), TypeError,
+     r"batch_size must be an int"),
+    ("sgd batch bool", lambda: K.sgd_update(_x(3), _x(3), 0.1, True), TypeError,
+     r"batch_size must be an int"),
+    ("sgd momentum no velocity", lambda: K.sgd_update(_x(3), _x(3), 0.1, 1, momentum=0.9),
+     ValueError, r"velocity"),
+    ("sgd momentum 1", lambda: K.sgd_update(_x(3), _x(3), 0.1, 1, momentum=1.0,
+                                            velocity=_x(3)), ValueError,
+     r"momentum must be < 1"),
+    ("sgd momentum negative", lambda: K.sgd_update(_x(3), _x(3), 0.1, 1, momentum=-0.5,
+                                                   velocity=_x(3)), ValueError,
+     r"momentum must be >= 0"),
+    ("sgd weight_decay negative", lambda: K.sgd_update(_x(3), _x(3), 0.1, 1, weight_decay=-1),
+     ValueError, r"weight_decay must be >= 0"),
+    ("sgd grad shape", lambda: K.sgd_update(_x(3), _x(4), 0.1, 1), ValueError,
+     r"grad must have the shape of param"),
+    ("sgd grad dtype", lambda: K.sgd_update(_x(3), _x(3, dtype=np.float32), 0.1, 1), TypeError,
+     r"grad must have the dtype of param"),
+    ("sgd grad object", lambda: K.sgd_update(_x(3), _x(3).astype(object), 0.1, 1), TypeError,
+     r"grad must hold real numbers"),
+    ("sgd param list", lambda: K.sgd_update([1.0, 2.0], _x(2), 0.1, 1), TypeError,
+     r"param must be a numpy array"),
+    ("sgd param int", lambda: K.sgd_update(_x(3, dtype=np.int64), _x(3), 0.1, 1), TypeError,
+     r"param must have dtype float32 or float64"),
+    ("sgd param read-only", lambda: K.sgd_update(_readonly(_x(3)), _x(3), 0.1, 1), ValueError,
+     r"param is read-only"),
+    ("sgd param strided", lambda: K.sgd_update(_x(6)[::2], _x(3), 0.1, 1), ValueError,
+     r"param must be C-contiguous"),
+    ("sgd velocity shape", lambda: K.sgd_update(_x(3), _x(3), 0.1, 1, 0.9, velocity=_x(4)),
+     ValueError, r"velocity must have the shape of param"),
+    ("sgd velocity dtype", lambda: K.sgd_update(_x(3), _x(3), 0.1, 1, 0.9,
+                                                velocity=_x(3, dtype=np.float32)),
+     TypeError, r"velocity must have the dtype of param"),
+    ("sgd velocity read-only", lambda: K.sgd_update(_x(3), _x(3), 0.1, 1, 0.9,
+                                                    velocity=_readonly(_x(3))),
+     ValueError, r"velocity is read-only"),
+    ("sgd velocity is param", lambda: (lambda p: K.sgd_update(p, _x(3), 0.1, 1, 0.9,
+                                                              velocity=p))(_x(3)),
+     ValueError, r"velocity must not overlap"),
+    ("sgd grad is param", lambda: (lambda p: K.sgd_update(p, p, 0.1, 1))(_x(3)), ValueError,
+     r"grad must not overlap param"),
+    # gather_rows
+    ("gather index too big", lambda: K.gather_rows(_x(10, 3), [0, 10]), ValueError,
+     r"indices must be in \[0, 10\)"),
+    ("gather index negative", lambda: K.gather_rows(_x(10, 3), [0, -1]), ValueError,
+     r"indices must be in \[0, 10\)"),
+    ("gather index float", lambda: K.gather_rows(_x(10, 3), [0.0, 1.0]), TypeError,
+     r"indices must be an integer array"),
+    ("gather index bool", lambda: K.gather_rows(_x(10, 3), np.ones(10, bool)), TypeError,
+     r"indices must be an integer array"),
+    ("gather index 2-D", lambda: K.gather_rows(_x(10, 3), np.zeros((2, 2), int)), ValueError,
+     r"indices must be 1-D"),
+    ("gather index uint64 huge", lambda: K.gather_rows(_x(10, 3), np.array([2**63], np.uint64)),
+     ValueError, r"indices"),
+    ("gather src int32", lambda: K.gather_rows(_x(10, 3, dtype=np.int32), [0]), TypeError,
+     r"src must have dtype uint8 or float32 or float64"),
+    ("gather src object", lambda: K.gather_rows(_x(10, 3).astype(object), [0]), TypeError,
+     r"src must hold real numbers"),
+    ("gather src 0-D", lambda: K.gather_rows(np.float32(1.0), [0]), ValueError,
+     r"src must have at least one dimension"),
+    ("gather out shape", lambda: K.gather_rows(_x(10, 3), [0, 1], out=_x(2, 4)), ValueError,
+     r"out must have shape \(2, 3\)"),
+    ("gather out read-only", lambda: K.gather_rows(_x(10, 3), [0, 1], out=_readonly(_x(2, 3))),
+     ValueError, r"out is read-only"),
+    ("gather out int", lambda: K.gather_rows(_x(10, 3), [0, 1], out=_x(2, 3, dtype=np.int32)),
+     TypeError, r"dtype must be float32 or float64"),
+    ("gather out overlaps src", lambda: (lambda s: K.gather_rows(s, [0, 1], out=s[5:7]))(
+        _x(10, 3)), ValueError, r"out must not overlap src"),
+    ("gather out list", lambda: K.gather_rows(_x(10, 3), [0, 1], out=[[0.0] * 3] * 2),
+     TypeError, r"out must be a numpy array"),
+    ("gather dtype int", lambda: K.gather_rows(_x(10, 3), [0], dtype=np.int16), TypeError,
+     r"dtype must be float32 or float64"),
+    ("gather scale nan", lambda: K.gather_rows(_x(10, 3), [0], scale=float("nan")), ValueError,
+     r"scale must be finite"),
+    ("gather scale str", lambda: K.gather_rows(_x(10, 3), [0], scale="1/255"), TypeError,
+     r"scale must be a real number"),
+]
+
+
+@pytest.mark.parametrize("call, exc, match", [pytest.param(*c[1:], id=c[0]) for c in BAD_CALLS])
+def test_bad_input_raises_clearly(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_rejected_calls_leave_buffers_untouched(rng):
+    """Validation happens before any compiled code writes: failed calls change nothing."""
+    p = rng.standard_normal(8)
+    v = rng.standard_normal(8)
+    g = rng.standard_normal(8)
+    p0, v0 = p.copy(), v.copy()
+    bad_args = [
+        dict(lr=float("nan"), batch_size=4, momentum=0.5),
+        dict(lr=0.1, batch_size=0, momentum=0.5),
+        dict(lr=0.1, batch_size=4, momentum=1.5),
+        dict(lr=0.1, batch_size=4, momentum=0.5, weight_decay=-1.0),
+    ]
+    for kwargs in bad_args:
+        with pytest.raises(ValueError):
+            K.sgd_update(p, g, velocity=v, **kwargs)
+    with pytest.raises(TypeError):
+        K.sgd_update(p, g.astype(np.float32), 0.1, 4, 0.5, velocity=v)
+    assert_bits_equal(p, p0)
+    assert_bits_equal(v, v0)
+    out = np.full((3, 2), 7.0)
+    with pytest.raises(ValueError):
+        K.matmul_bias(np.ones((3, 4)), np.ones((4, 2)), np.ones(3), out=out)
+    with pytest.raises(ValueError):
+        K.gather_rows(np.ones((5, 2)), [0, 1, 5], out=out)
+    assert (out == 7.0).all()
