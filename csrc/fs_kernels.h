@@ -89,6 +89,9 @@ typedef int64_t fs_i64;
 
 /* Rows per register block in the matrix-product micro-kernel. */
 #define FS_MR 4
+/* Up to this many outputs, products run along the contraction (transposed weights) rather than
+ * over padded panels of outputs. */
+#define FS_DOT_MAX 16
 
 /* Fused training: the losses it knows, and its fixed task sizes. */
 enum { FS_LOSS_SOFTMAX_XENT = 0, FS_LOSS_L2 = 1, FS_LOSS_HUBER = 2 };

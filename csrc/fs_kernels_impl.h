@@ -137,42 +137,110 @@ FS_CLONES static void FS_S(fs_gemm_rows)(const FS_T *A, fs_i64 a_rs, fs_i64 a_ts
     }
 }
 
-/* Few outputs (m < 4): one dot product per output, vectorized along the contraction, with the
- * weights given transposed (Wt is m x k, row stride ldwt). */
-FS_CLONES static void FS_S(fs_gemm_dot_rows)(const FS_T *X, fs_i64 ldx, fs_i64 rows, fs_i64 k,
-                                             const FS_T *Wt, fs_i64 ldwt, fs_i64 m,
-                                             const FS_T *bias, FS_T *C, fs_i64 c_rs)
+/* ---- few outputs (m <= FS_DOT_MAX): the contraction runs along the vector lanes ----------
+ * With the weights transposed (Wt is m x k), every lane of every multiply-add is useful, where
+ * the panel layout pads m = 10 outputs to 16 lanes.  Blocks of 2 rows x 4 outputs keep 8 vector
+ * accumulators in registers; each output's lanes are then summed in a fixed order. */
+
+FS_INLINE FS_T FS_S(fs_hsum)(FS_V v)
 {
-    for (fs_i64 i = 0; i < rows; i++) {
-        const FS_T *x = X + i * ldx;
-        for (fs_i64 j = 0; j < m; j++) {
-            const FS_T *w = Wt + j * ldwt;
-            FS_T s = 0;
-#pragma omp simd reduction(+ : s)
-            for (fs_i64 t = 0; t < k; t++) s += x[t] * w[t];
-            C[i * c_rs + j] = (bias ? bias[j] : 0) + s;
+    FS_T lanes[FS_VL], s = 0;
+    memcpy(lanes, &v, sizeof lanes);
+    for (int l = 0; l < FS_VL; l++) s += lanes[l];
+    return s;
+}
+
+/* C[i, j] = bias[j] + X[i, :] . Wt[j, :] for `rows` rows and all m outputs. */
+FS_CLONES static void FS_S(fs_dot_fwd)(const FS_T *X, fs_i64 ldx, fs_i64 rows, fs_i64 k,
+                                       const FS_T *Wt, fs_i64 m, const FS_T *bias, FS_T *C,
+                                       fs_i64 c_rs)
+{
+    const fs_i64 kv = k - k % FS_VL;
+    for (fs_i64 i = 0; i < rows; i += 2) {
+        const int R = rows - i < 2 ? 1 : 2;
+        const FS_T *x0 = X + i * ldx, *x1 = R > 1 ? x0 + ldx : x0;
+        for (fs_i64 j0 = 0; j0 < m; j0 += 4) {
+            const int J = m - j0 < 4 ? (int)(m - j0) : 4;
+            /* Outputs past J repeat output j0 and are thrown away. */
+            const FS_T *w0 = Wt + j0 * k, *w1 = J > 1 ? w0 + k : w0;
+            const FS_T *w2 = J > 2 ? w0 + 2 * k : w0, *w3 = J > 3 ? w0 + 3 * k : w0;
+            FS_V a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0};
+            FS_V a10 = {0}, a11 = {0}, a12 = {0}, a13 = {0};
+            if (J == 1) {
+                for (fs_i64 t = 0; t < kv; t += FS_VL) {
+                    const FS_V v0 = *(const FS_VU *)(w0 + t);
+                    a00 += *(const FS_VU *)(x0 + t) * v0;
+                    a10 += *(const FS_VU *)(x1 + t) * v0;
+                }
+            } else {
+                for (fs_i64 t = 0; t < kv; t += FS_VL) {
+                    const FS_V xa = *(const FS_VU *)(x0 + t), xb = *(const FS_VU *)(x1 + t);
+                    const FS_V v0 = *(const FS_VU *)(w0 + t), v1 = *(const FS_VU *)(w1 + t);
+                    const FS_V v2 = *(const FS_VU *)(w2 + t), v3 = *(const FS_VU *)(w3 + t);
+                    a00 += xa * v0; a01 += xa * v1; a02 += xa * v2; a03 += xa * v3;
+                    a10 += xb * v0; a11 += xb * v1; a12 += xb * v2; a13 += xb * v3;
+                }
+            }
+            const FS_V acc[2][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}};
+            const FS_T *w[4] = {w0, w1, w2, w3};
+            for (int r = 0; r < R; r++) {
+                const FS_T *x = r ? x1 : x0;
+                for (int jj = 0; jj < J; jj++) {
+                    FS_T s = FS_S(fs_hsum)(acc[r][jj]);
+                    for (fs_i64 t = kv; t < k; t++) s += x[t] * w[jj][t];
+                    C[(i + r) * c_rs + j0 + jj] = (bias ? bias[j0 + jj] : 0) + s;
+                }
+            }
         }
     }
 }
 
-/* Few outputs (m < 4) weight gradient: dW[k0 + c, j] = sum_i X[i, k0 + c] * G[i, j] for
- * c < kw <= FS_KB, summed over i in order, vectorized along the columns of X. */
-#ifndef FS_KB
-#define FS_KB 64
-#endif
-FS_CLONES static void FS_S(fs_xtg_axpy)(const FS_T *X, fs_i64 ldx, fs_i64 n, fs_i64 k0, fs_i64 kw,
-                                        const FS_T *G, fs_i64 ldg, fs_i64 m, FS_T *dW, fs_i64 ldw)
+/* dWt[j, c] = sum_i G[i, j] * X[i, c] for c in [k0, k0 + kw) and all m outputs, summed over i in
+ * order: blocks of 2 vectors of columns x 4 outputs. */
+FS_CLONES static void FS_S(fs_dot_bwd)(const FS_T *X, fs_i64 ldx, fs_i64 n, fs_i64 k0, fs_i64 kw,
+                                       const FS_T *G, fs_i64 ldg, fs_i64 m, FS_T *dWt,
+                                       fs_i64 ldw)
 {
-    FS_T acc[FS_KB];
-    for (fs_i64 j = 0; j < m; j++) {
-        for (int c = 0; c < FS_KB; c++) acc[c] = 0;
-        for (fs_i64 i = 0; i < n; i++) {
-            const FS_T g = G[i * ldg + j];
-            const FS_T *x = X + i * ldx + k0;
-#pragma omp simd
-            for (fs_i64 c = 0; c < kw; c++) acc[c] += g * x[c];
+    for (fs_i64 c = k0; c < k0 + kw; c += 2 * FS_VL) {
+        const fs_i64 cw = k0 + kw - c < 2 * FS_VL ? k0 + kw - c : 2 * FS_VL;
+        for (fs_i64 j0 = 0; j0 < m; j0 += 4) {
+            const int J = m - j0 < 4 ? (int)(m - j0) : 4;
+            if (cw < 2 * FS_VL) {
+                for (int jj = 0; jj < J; jj++)
+                    for (fs_i64 cc = c; cc < c + cw; cc++) {
+                        FS_T s = 0;
+                        for (fs_i64 i = 0; i < n; i++) s += G[i * ldg + j0 + jj] * X[i * ldx + cc];
+                        dWt[(j0 + jj) * ldw + cc] = s;
+                    }
+                continue;
+            }
+            const fs_i64 g1 = J > 1 ? 1 : 0, g2 = J > 2 ? 2 : 0, g3 = J > 3 ? 3 : 0;
+            FS_V a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0};
+            FS_V a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};
+            if (J == 1) {
+                for (fs_i64 i = 0; i < n; i++) {
+                    const FS_T *x = X + i * ldx + c;
+                    const FS_T g = G[i * ldg + j0];
+                    a00 += g * *(const FS_VU *)x;
+                    a01 += g * *(const FS_VU *)(x + FS_VL);
+                }
+            } else {
+                for (fs_i64 i = 0; i < n; i++) {
+                    const FS_T *x = X + i * ldx + c, *g = G + i * ldg + j0;
+                    const FS_V xa = *(const FS_VU *)x, xb = *(const FS_VU *)(x + FS_VL);
+                    a00 += g[0] * xa; a01 += g[0] * xb;
+                    a10 += g[g1] * xa; a11 += g[g1] * xb;
+                    a20 += g[g2] * xa; a21 += g[g2] * xb;
+                    a30 += g[g3] * xa; a31 += g[g3] * xb;
+                }
+            }
+            const FS_V acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+            for (int jj = 0; jj < J; jj++) {
+                FS_T *out = dWt + (j0 + jj) * ldw + c;
+                memcpy(out, &acc[jj][0], sizeof(FS_V));
+                memcpy(out + FS_VL, &acc[jj][1], sizeof(FS_V));
+            }
         }
-        for (fs_i64 c = 0; c < kw; c++) dW[(k0 + c) * ldw + j] = acc[c];
     }
 }
 
@@ -314,8 +382,8 @@ FS_INLINE void FS_S(fs_gather)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS
 }
 
 /* Everything one fused epoch segment needs.  The weights live in a working layout for the
- * whole segment: packed panels Wp (m >= 4; see fs_pack_panels) or transposed Wt (m < 4, an
- * m x k matrix), with the momentum buffer V in the same layout. */
+ * whole segment: transposed Wt (m <= FS_DOT_MAX, an m x k matrix) or packed panels (larger m;
+ * see fs_pack_panels), with the momentum buffer V in the same layout. */
 typedef struct {
     const void *X;        /* n_total x k examples, uint8 (x_u8) or FS_T, row stride ldx */
     int x_u8;
@@ -329,7 +397,7 @@ typedef struct {
     int loss;
     FS_T smooth, delta;   /* label smoothing; Huber threshold */
     fs_i64 m;             /* outputs */
-    int panel;            /* weight layout: 1 panels, 0 transposed */
+    int panel;            /* weight layout: 1 panels, 0 transposed (m <= FS_DOT_MAX) */
     FS_T *Wp;             /* working weights */
     FS_T *b, *V, *vb;     /* bias; momentum buffers (NULL without momentum) */
     const FS_T *lrs;      /* learning rate of every batch of the epoch */
@@ -339,7 +407,7 @@ typedef struct {
     FS_T *Z;              /* batch x m outputs */
     FS_T *G;              /* batch x m loss gradient */
     FS_T *Gp;             /* panels of G, batch rows each (panel layout only) */
-    FS_T *dW;             /* k x m weight gradient */
+    FS_T *dW;             /* weight gradient, in the working layout's orientation */
     FS_T *db;             /* m bias gradient */
     FS_T *rowloss;        /* batch */
     fs_i64 *rowhit;       /* batch */
@@ -398,7 +466,7 @@ FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, const fs
     if (a->panel)
         FS_S(fs_gemm_rows)(xb, k, 1, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m);
     else
-        FS_S(fs_gemm_dot_rows)(xb, k, rows, k, a->Wp, k, m, a->b, a->Z + r0 * m, m);
+        FS_S(fs_dot_fwd)(xb, k, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m);
     FS_S(fs_fused_loss_rows)(a, r0, rows, pos + r0);
     if (a->panel)
         for (fs_i64 r = r0; r < r0 + rows; r++)
@@ -421,13 +489,11 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 b
                                  a->V ? a->V + at : NULL);
             }
     } else {
-        FS_S(fs_xtg_axpy)(a->Xb, k, bn, k0, kw, a->G, m, m, a->dW, m);
+        /* dW is kept transposed like the weights (m x k): the update runs along rows. */
+        FS_S(fs_dot_bwd)(a->Xb, k, bn, k0, kw, a->G, m, m, a->dW, k);
         for (fs_i64 j = 0; j < m; j++)
-            for (fs_i64 kk = k0; kk < k0 + kw; kk++) {
-                fs_i64 at = j * k + kk;
-                FS_S(fs_sgd_one)(a->Wp + at, a->dW[kk * m + j], lr, fbn, a->momentum, a->wd,
-                                 a->V ? a->V + at : NULL);
-            }
+            FS_S(fs_sgd)(a->Wp + j * k + k0, a->dW + j * k + k0, kw, lr, fbn, a->momentum,
+                         a->wd, a->V ? a->V + j * k + k0 : NULL);
     }
 }
 
@@ -500,6 +566,6 @@ static void FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k
         if (panel)
             FS_S(fs_gemm_rows)(xb, k, 1, e - s, k, Wp, m, b, Z + s * m, m);
         else
-            FS_S(fs_gemm_dot_rows)(xb, k, e - s, k, Wp, k, m, b, Z + s * m, m);
+            FS_S(fs_dot_fwd)(xb, k, e - s, k, Wp, m, b, Z + s * m, m);
     }
 }

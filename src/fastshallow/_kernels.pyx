@@ -15,7 +15,7 @@ import numpy as np
 cdef extern from "fs_kernels.h" nogil:
     ctypedef int64_t fs_i64
     int FS_OPENMP
-    int FS_KB
+    int FS_DOT_MAX
     void FS_PREFETCH(const void *p)
     const char *fs_compiler()
     const char *fs_isa()
@@ -27,14 +27,14 @@ cdef extern from "fs_kernels.h" nogil:
                           const float *P, fs_i64 m, const float *init, float *C, fs_i64 c_rs)
     void fs_gemm_rows_f64(const double *A, fs_i64 a_rs, fs_i64 a_ts, fs_i64 rows, fs_i64 tlen,
                           const double *P, fs_i64 m, const double *init, double *C, fs_i64 c_rs)
-    void fs_gemm_dot_rows_f32(const float *X, fs_i64 ldx, fs_i64 rows, fs_i64 k, const float *Wt,
-                              fs_i64 ldwt, fs_i64 m, const float *bias, float *C, fs_i64 c_rs)
-    void fs_gemm_dot_rows_f64(const double *X, fs_i64 ldx, fs_i64 rows, fs_i64 k, const double *Wt,
-                              fs_i64 ldwt, fs_i64 m, const double *bias, double *C, fs_i64 c_rs)
-    void fs_xtg_axpy_f32(const float *X, fs_i64 ldx, fs_i64 n, fs_i64 k0, fs_i64 kw,
-                         const float *G, fs_i64 ldg, fs_i64 m, float *dW, fs_i64 ldw)
-    void fs_xtg_axpy_f64(const double *X, fs_i64 ldx, fs_i64 n, fs_i64 k0, fs_i64 kw,
-                         const double *G, fs_i64 ldg, fs_i64 m, double *dW, fs_i64 ldw)
+    void fs_dot_fwd_f32(const float *X, fs_i64 ldx, fs_i64 rows, fs_i64 k, const float *Wt,
+                        fs_i64 m, const float *bias, float *C, fs_i64 c_rs)
+    void fs_dot_fwd_f64(const double *X, fs_i64 ldx, fs_i64 rows, fs_i64 k, const double *Wt,
+                        fs_i64 m, const double *bias, double *C, fs_i64 c_rs)
+    void fs_dot_bwd_f32(const float *X, fs_i64 ldx, fs_i64 n, fs_i64 k0, fs_i64 kw,
+                        const float *G, fs_i64 ldg, fs_i64 m, float *dWt, fs_i64 ldw)
+    void fs_dot_bwd_f64(const double *X, fs_i64 ldx, fs_i64 n, fs_i64 k0, fs_i64 kw,
+                        const double *G, fs_i64 ldg, fs_i64 m, double *dWt, fs_i64 ldw)
     void fs_colsum_f32(const float *G, fs_i64 ldg, fs_i64 n, fs_i64 m, float *out)
     void fs_colsum_f64(const double *G, fs_i64 ldg, fs_i64 n, fs_i64 m, double *out)
     void fs_softmax_xent_rows_f32(const float *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m,
@@ -97,7 +97,7 @@ def matmul_bias(const floating[:, ::1] X, const floating[:, ::1] W, const floati
     cdef floating[:, ::1] P
     cdef const floating[:, ::1] Wt
     dtype = np.float32 if floating is float else np.float64
-    if m >= 4:
+    if m > FS_DOT_MAX:
         P = np.empty((_nchunks(m, 16 if floating is float else 8) * k, 16 if floating is float else 8), dtype)
         if floating is float:
             fs_pack_panels_f32(&W[0, 0], m, k, m, &P[0, 0])
@@ -116,26 +116,26 @@ def matmul_bias(const floating[:, ::1] X, const floating[:, ::1] W, const floati
             r0 = c * ROW_CHUNK
             rows = min(ROW_CHUNK, n - r0)
             if floating is float:
-                fs_gemm_dot_rows_f32(&X[r0, 0], k, rows, k, &Wt[0, 0], k, m, bias, &out[r0, 0], m)
+                fs_dot_fwd_f32(&X[r0, 0], k, rows, k, &Wt[0, 0], m, bias, &out[r0, 0], m)
             else:
-                fs_gemm_dot_rows_f64(&X[r0, 0], k, rows, k, &Wt[0, 0], k, m, bias, &out[r0, 0], m)
+                fs_dot_fwd_f64(&X[r0, 0], k, rows, k, &Wt[0, 0], m, bias, &out[r0, 0], m)
 
 
 def matmul_bias_backward(const floating[:, ::1] X, const floating[:, ::1] G,
                          floating[:, ::1] dW, floating[::1] db, int nt):
     """dW = X.T @ G and db = G.sum(axis=0) (db may be None).  All sizes > 0."""
     cdef fs_i64 n = X.shape[0], k = X.shape[1], m = G.shape[1]
-    cdef fs_i64 c, k0, kw, nch
+    cdef fs_i64 c, k0, kw, nch = _nchunks(k, COL_CHUNK)
     cdef floating[:, ::1] P
+    cdef floating[:, ::1] dWt
     dtype = np.float32 if floating is float else np.float64
-    if m >= 4:
+    if m > FS_DOT_MAX:
         # dW rows are X columns: the micro-kernel walks X^T (row step 1, contraction step k).
         P = np.empty((_nchunks(m, 16 if floating is float else 8) * n, 16 if floating is float else 8), dtype)
         if floating is float:
             fs_pack_panels_f32(&G[0, 0], m, n, m, &P[0, 0])
         else:
             fs_pack_panels_f64(&G[0, 0], m, n, m, &P[0, 0])
-        nch = _nchunks(k, COL_CHUNK)
         for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
             k0 = c * COL_CHUNK
             kw = min(COL_CHUNK, k - k0)
@@ -144,14 +144,15 @@ def matmul_bias_backward(const floating[:, ::1] X, const floating[:, ::1] G,
             else:
                 fs_gemm_rows_f64(&X[0, k0], 1, k, kw, n, &P[0, 0], m, NULL, &dW[k0, 0], m)
     else:
-        nch = _nchunks(k, FS_KB)
+        dWt = np.empty((m, k), dtype)
         for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
-            k0 = c * FS_KB
-            kw = min(<fs_i64>FS_KB, k - k0)
+            k0 = c * COL_CHUNK
+            kw = min(COL_CHUNK, k - k0)
             if floating is float:
-                fs_xtg_axpy_f32(&X[0, 0], k, n, k0, kw, &G[0, 0], m, m, &dW[0, 0], m)
+                fs_dot_bwd_f32(&X[0, 0], k, n, k0, kw, &G[0, 0], m, m, &dWt[0, 0], k)
             else:
-                fs_xtg_axpy_f64(&X[0, 0], k, n, k0, kw, &G[0, 0], m, m, &dW[0, 0], m)
+                fs_dot_bwd_f64(&X[0, 0], k, n, k0, kw, &G[0, 0], m, m, &dWt[0, 0], k)
+        np.asarray(dW)[...] = np.asarray(dWt).T
     if db is not None:
         with nogil:
             if floating is float:
@@ -319,10 +320,10 @@ def panel_width(dtype):
 
 
 def to_working_layout(W):
-    """W (k x m) -> the layout the fused kernels update: panels when m >= 4, else W.T."""
+    """W (k x m) -> the layout the fused kernels update: W.T when m <= FS_DOT_MAX, else panels."""
     W = np.ascontiguousarray(W)
     k, m = W.shape
-    if m < 4:
+    if m <= FS_DOT_MAX:
         return np.ascontiguousarray(W.T)
     pw = panel_width(W.dtype)
     npan = (m + pw - 1) // pw
@@ -335,7 +336,7 @@ def to_working_layout(W):
 
 def from_working_layout(P, k, m, out):
     """Inverse of to_working_layout, written into `out` (k x m)."""
-    if m < 4:
+    if m <= FS_DOT_MAX:
         out[...] = P.T
         return out
     pw = P.shape[1]
@@ -360,7 +361,7 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
     X is C-contiguous 2-D uint8 or of the weights' dtype, every perm entry indexes a row of X,
     labels (int64) or targets (weights' dtype, n x m) match, and all buffers have their sizes."""
     cdef fs_i64 k = X.shape[1], m = b.shape[0], bad
-    cdef bint panel = m >= 4
+    cdef bint panel = m > FS_DOT_MAX
     dtype = np.float32 if floating is float else np.float64
     pw = FS_PW_F32 if floating is float else FS_PW_F64
     npan = (m + pw - 1) // pw
@@ -440,7 +441,7 @@ def fused_forward(X, const int64_t[::1] idx, const floating[:, ::1] Wp, const fl
     cdef fs_i64 k = X.shape[1], m = b.shape[0]
     cdef fs_i64 n = idx.shape[0] if idx is not None else X.shape[0]
     cdef fs_i64 c, r0, r1, nch = _nchunks(n, FS_FUSED_CHUNK)
-    cdef int panel = m >= 4, x_u8 = X.dtype == np.uint8
+    cdef int panel = m > FS_DOT_MAX, x_u8 = X.dtype == np.uint8
     cdef const void *xp = _data_ptr(X)
     cdef const fs_i64 *ip = <const fs_i64 *>&idx[0] if idx is not None else NULL
     dtype = np.float32 if floating is float else np.float64

@@ -1,0 +1,116 @@
+"""Whole training runs on the real Fashion-MNIST: fastshallow's fs.train (fused kernels) beside
+the same algorithm in NumPy and PyTorch (preloaded tensors; DataLoader), in one run.
+
+    python -m pytest benches/bench_training.py --benchmark-only -q \\
+        --benchmark-columns=median,iqr,rounds --benchmark-group-by=group
+
+Groups: ``softmax-10-epochs`` (the book's recipe, 10 epochs with per-epoch train and test
+accuracy), ``softmax-1-epoch`` (fastshallow on 1 and 2 threads, NumPy, PyTorch), and
+``linreg-1e6x100-epoch`` (one epoch of minibatch SGD for linear regression).  Each benchmark
+records its final test accuracy (or loss) in ``extra_info``; the accuracy of every contender is
+checked to be within 0.01 of fastshallow's.  The implementations live in ``fastshallow.bench``
+(``fastshallow bench`` prints the same comparison as a table).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastshallow import bench as B
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - depends on the environment
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return B.fashion_arrays()
+
+
+@pytest.fixture(scope="module")
+def data_f32(data):
+    Xtr, ytr, Xte, yte = data
+    return Xtr.astype(np.float32) / 255, ytr, Xte.astype(np.float32) / 255, yte
+
+
+@pytest.fixture(scope="module")
+def loaders():
+    return B.fashion_loaders()
+
+
+@pytest.fixture(scope="module")
+def reference_accuracy(loaders):
+    return B.fastshallow_softmax(loaders, 10)
+
+
+def _record(benchmark, acc, reference=None):
+    benchmark.extra_info["test_accuracy"] = acc
+    if reference is not None:
+        assert abs(acc - reference) <= 0.01, (acc, reference)
+
+
+@pytest.mark.benchmark(group="softmax-10-epochs")
+def test_fastshallow_10_epochs(benchmark, loaders):
+    acc = benchmark.pedantic(B.fastshallow_softmax, (loaders, 10), rounds=5)
+    _record(benchmark, acc)
+    assert acc >= 0.815
+
+
+@pytest.mark.benchmark(group="softmax-10-epochs")
+def test_numpy_10_epochs(benchmark, data_f32, reference_accuracy):
+    acc = benchmark.pedantic(B.numpy_softmax, (data_f32, 10), rounds=3)
+    _record(benchmark, acc, reference_accuracy)
+
+
+@needs_torch
+@pytest.mark.benchmark(group="softmax-10-epochs")
+def test_torch_preloaded_10_epochs(benchmark, data_f32, reference_accuracy):
+    acc = benchmark.pedantic(B.torch_preloaded_softmax, (data_f32, 10), rounds=3)
+    _record(benchmark, acc, reference_accuracy)
+
+
+@needs_torch
+@pytest.mark.benchmark(group="softmax-1-epoch")
+def test_torch_dataloader_1_epoch(benchmark, data_f32):
+    acc = benchmark.pedantic(B.torch_dataloader_softmax, (data_f32, 1), rounds=2)
+    _record(benchmark, acc)
+
+
+@needs_torch
+@pytest.mark.benchmark(group="softmax-1-epoch")
+def test_torch_preloaded_1_epoch(benchmark, data_f32):
+    _record(benchmark, benchmark.pedantic(B.torch_preloaded_softmax, (data_f32, 1), rounds=5))
+
+
+@pytest.mark.benchmark(group="softmax-1-epoch")
+def test_numpy_1_epoch(benchmark, data_f32):
+    _record(benchmark, benchmark.pedantic(B.numpy_softmax, (data_f32, 1), rounds=5))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.benchmark(group="softmax-1-epoch")
+def test_fastshallow_1_epoch(benchmark, loaders, threads):
+    acc = benchmark.pedantic(B.fastshallow_softmax, (loaders, 1),
+                             {"num_threads": threads}, rounds=15, warmup_rounds=1)
+    _record(benchmark, acc)
+
+
+@pytest.fixture(scope="module")
+def regression():
+    return B.linreg_data()
+
+
+@pytest.mark.benchmark(group="linreg-1e6x100-epoch")
+def test_fastshallow_linreg_epoch(benchmark, regression):
+    loss = benchmark.pedantic(B.fastshallow_linreg_epoch, regression, rounds=7, warmup_rounds=1)
+    benchmark.extra_info["loss"] = loss
+
+
+@pytest.mark.benchmark(group="linreg-1e6x100-epoch")
+def test_numpy_linreg_epoch(benchmark, regression):
+    loss = benchmark.pedantic(B.numpy_linreg_epoch, regression, rounds=5)
+    benchmark.extra_info["loss"] = loss
