@@ -71,6 +71,25 @@ if sanitize:
 print(f"fastshallow build: compiler={cc} openmp={use_openmp} boundscheck={boundscheck} "
       f"sanitize={sanitize or 'off'}", file=sys.stderr)
 
+
+def _switches_changed(config):
+    """True when the build switches differ from the previous build in this tree.  Then the C is
+    regenerated (so it is newer than any extension built before), and build_ext recompiles:
+    neither Cython nor build_ext sees a change of directives or flags by itself, and a tree built
+    once would keep handing out that build (`--no-build-isolation`, `build_ext --inplace`)."""
+    stamp = os.path.join("build", "fastshallow-switches.txt")
+    try:
+        with open(stamp) as f:
+            if f.read() == config:
+                return False
+    except OSError:
+        pass
+    os.makedirs("build", exist_ok=True)
+    with open(stamp, "w") as f:
+        f.write(config)
+    return True
+
+
 directives = {
     "language_level": 3,
     "boundscheck": boundscheck,
@@ -92,5 +111,6 @@ extensions = [
     ),
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives,
-                            compile_time_env={"FS_OPENMP": use_openmp}))
+setup(ext_modules=cythonize(
+    extensions, compiler_directives=directives,
+    force=_switches_changed(f"{cc} openmp={use_openmp} sanitize={sanitize} {sorted(directives.items())}")))

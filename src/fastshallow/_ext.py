@@ -1,6 +1,8 @@
 """Import of the compiled kernels with an error that says how to get them."""
 from __future__ import annotations
 
+import importlib
+
 _mod = None
 
 
@@ -9,7 +11,9 @@ def kernels():
     global _mod
     if _mod is None:
         try:
-            from . import _kernels
+            # import_module, not "from . import": a missing module then says so plainly instead
+            # of blaming a circular import.
+            _kernels = importlib.import_module("fastshallow._kernels")
         except ImportError as exc:  # pragma: no cover - exercised only on broken installs
             raise ImportError(
                 "fastshallow's compiled kernels (fastshallow._kernels) are missing or failed to "

@@ -1,0 +1,83 @@
+"""Type stubs for the compiled kernels (``_kernels.pyx``).
+
+These functions trust their caller and check nothing: call them through
+:mod:`fastshallow.kernels`, which validates.  Array arguments are C-contiguous; every float array
+of one call has the same dtype (float32 or float64, the kernel's fused type); integer index and
+label arrays are int64.  ``nt`` is the OpenMP thread count (1 runs on the calling thread).
+"""
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+_Floats = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+_Int64s = npt.NDArray[np.int64]
+_Rows = npt.NDArray[np.uint8] | npt.NDArray[np.float32] | npt.NDArray[np.float64]
+
+__test__: dict[str, str]  # Cython's doctest table (empty); declared so that stubtest is clean
+
+# ---- build information ------------------------------------------------------------------------
+
+def openmp_enabled() -> bool:
+    """True when the kernels were compiled with OpenMP."""
+
+def compiler() -> str:
+    """The compiler that built the kernels, with its version."""
+
+def isa() -> str:
+    """The instruction set the matrix products use on this CPU (chosen at run time)."""
+
+def max_threads() -> int:
+    """OpenMP's default team size (follows OMP_NUM_THREADS); 1 in a serial build."""
+
+# ---- layer kernels (outputs are written in place) ---------------------------------------------
+
+def matmul_bias(X: _Floats, W: _Floats, b: _Floats | None, out: _Floats, nt: int) -> None:
+    """out = X @ W + b (b may be None); X (n, k), W (k, m), out (n, m); all sizes > 0."""
+
+def matmul_bias_backward(X: _Floats, G: _Floats, dW: _Floats, db: _Floats | None,
+                         nt: int) -> None:
+    """dW = X.T @ G and db = G.sum(axis=0) (db may be None); all sizes > 0."""
+
+def softmax_cross_entropy(Z: _Floats, y: _Int64s, smooth: float, loss: _Floats, G: _Floats,
+                          nt: int) -> None:
+    """Per-row loss (n,) and dL/dZ (n, m) of softmax cross-entropy, labels in [0, m),
+    label smoothing `smooth`."""
+
+def softmax(Z: _Floats, out: _Floats, log: bool, nt: int) -> None:
+    """Row-wise softmax of Z into out, or log-softmax when `log`."""
+
+def sgd_update(param: _Floats, grad: _Floats, lr: float, batch_size: float, momentum: float,
+               weight_decay: float, velocity: _Floats | None, nt: int) -> None:
+    """In place on 1-D `param` (and `velocity`, when given):
+    param -= lr * (grad / batch_size + weight_decay * param), through the velocity buffer."""
+
+def gather_rows(src: _Rows, idx: _Int64s, out: _Floats, scale: float, has_scale: bool,
+                nt: int) -> None:
+    """out[i, :] = src[idx[i], :] (times `scale` when `has_scale`), converted to out's dtype;
+    src is 2-D uint8, float32 or float64."""
+
+# ---- fused training ---------------------------------------------------------------------------
+
+def panel_width(dtype: npt.DTypeLike) -> int:
+    """Output columns per packed weight panel: 16 for float32, 8 for float64."""
+
+def to_working_layout(W: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """W (k, m) -> the layout the fused kernels update: packed panels when m >= 4, else W.T."""
+
+def from_working_layout(P: npt.NDArray[Any], k: int, m: int,
+                        out: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Inverse of to_working_layout, written into `out` (k, m), which is returned."""
+
+def fused_sgd(X: _Rows, labels: _Int64s | None, targets: _Floats | None, perm: _Int64s,
+              batch: int, loss: int, smooth: float, delta: float, Wp: _Floats, b: _Floats,
+              V: _Floats | None, vb: _Floats | None, lrs: _Floats, momentum: float,
+              weight_decay: float, scale: float, batch_loss: npt.NDArray[np.float64],
+              batch_hits: _Int64s, t0: int, t1: int, nt: int) -> int:
+    """Run minibatches [t0, t1) of an epoch (gather, forward, loss, gradient, SGD update) in one
+    call, updating Wp, b (and V, vb) in place and filling batch_loss / batch_hits.  Returns the
+    index of the first batch whose loss was not finite, or -1."""
+
+def fused_forward(X: _Rows, idx: _Int64s | None, Wp: _Floats, b: _Floats, scale: float,
+                  out: _Floats, nt: int) -> None:
+    """out = (scale * X[idx]) @ W + b with W in the working layout (idx None: all rows)."""
