@@ -244,6 +244,13 @@ FS_CLONES static void FS_S(fs_dot_bwd)(const FS_T *X, fs_i64 ldx, fs_i64 n, fs_i
     }
 }
 
+/* out (cols x rows) = A^T for a rows x cols matrix A. */
+static void FS_S(fs_transpose)(const FS_T *A, fs_i64 rows, fs_i64 cols, FS_T *out)
+{
+    for (fs_i64 i = 0; i < rows; i++)
+        for (fs_i64 j = 0; j < cols; j++) out[j * rows + i] = A[i * cols + j];
+}
+
 /* out[j] = sum_i G[i, j], summed over i in order. */
 static void FS_S(fs_colsum)(const FS_T *G, fs_i64 ldg, fs_i64 n, fs_i64 m, FS_T *out)
 {

@@ -12,6 +12,7 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INT64_MAX = np.iinfo(np.int64).max
+_FAST_DTYPES = frozenset(FLOAT_DTYPES)
 
 
 def _describe(a) -> str:
@@ -26,6 +27,12 @@ def as_array(name: str, a, *, ndim: int | tuple | None = None, dtypes=FLOAT_DTYP
 
     Arrays of another numeric kind are converted only when `dtype` is given; object, string,
     complex and bool arrays are always refused."""
+    # The common case -- already a C-contiguous float array -- costs well under a microsecond,
+    # which matters when a kernel call on a minibatch takes a few.
+    if (type(a) is np.ndarray and dtype is None and not finite and allow_empty
+            and a.dtype in _FAST_DTYPES and a.flags.c_contiguous
+            and (ndim is None or a.ndim == ndim) and dtypes is FLOAT_DTYPES and a.ndim):
+        return a
     try:
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
@@ -92,7 +99,9 @@ def as_writeable(name: str, a, dtypes=FLOAT_DTYPES) -> np.ndarray:
 def as_labels(name: str, y, n_classes: int | None = None, length: int | None = None) -> np.ndarray:
     """Integer class labels as a C-contiguous int64 vector, each in [0, n_classes).
 
-    Float labels are accepted when every value is a whole number (as data loaders often give)."""
+    Float labels are accepted when every value is a whole number (as data loaders often give).
+    The range is checked on the values as given, before any conversion, so an out-of-range
+    uint64 or float label is reported as itself rather than as what int64 would wrap it to."""
     try:
         arr = np.asarray(y)
     except Exception as exc:
@@ -102,11 +111,10 @@ def as_labels(name: str, y, n_classes: int | None = None, length: int | None = N
             raise ValueError(f"{name} must be finite class indices, found NaN/inf")
         if arr.size and not (arr == np.round(arr)).all():
             raise ValueError(f"{name} must be whole-number class indices, found fractional values")
-        arr = arr.astype(np.int64)
     elif arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be integer class indices, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr.reshape(-1) if arr.ndim == 2 and arr.shape[1] == 1 else arr,
-                               dtype=np.int64)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr.reshape(-1)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if length is not None and arr.shape[0] != length:
@@ -115,9 +123,12 @@ def as_labels(name: str, y, n_classes: int | None = None, length: int | None = N
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0:
             raise ValueError(f"{name} must be >= 0, found {lo}")
-        if n_classes is not None and hi >= n_classes:
-            raise ValueError(f"{name} must be < {n_classes} (the number of classes), found {hi}")
-    return arr
+        limit = INT64_MAX + 1 if n_classes is None else n_classes
+        if hi >= limit:
+            raise ValueError(f"{name} must be < {limit}"
+                             + (" (the number of classes)" if n_classes is not None else "")
+                             + f", found {hi}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def as_indices(name: str, idx, n: int) -> np.ndarray:
@@ -150,6 +161,19 @@ def positive_int(name: str, v, *, allow_zero: bool = False) -> int:
     if v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v}")
     return v
+
+
+def float_dtype(name: str, dtype) -> np.dtype:
+    """A dtype argument that must name float32 or float64."""
+    try:
+        if dtype is None:  # np.dtype(None) would quietly be float64
+            raise TypeError
+        dt = np.dtype(dtype)
+    except Exception:
+        raise TypeError(f"{name} must be float32 or float64, got {_describe(dtype)}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
 
 
 def real(name: str, v, *, low: float | None = None, high: float | None = None,

@@ -9,8 +9,13 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t
+from libc.stdlib cimport free, malloc
 
 import numpy as np
+
+cimport numpy as cnp
+
+cnp.import_array()
 
 cdef extern from "fs_kernels.h" nogil:
     ctypedef int64_t fs_i64
@@ -35,6 +40,8 @@ cdef extern from "fs_kernels.h" nogil:
                         const float *G, fs_i64 ldg, fs_i64 m, float *dWt, fs_i64 ldw)
     void fs_dot_bwd_f64(const double *X, fs_i64 ldx, fs_i64 n, fs_i64 k0, fs_i64 kw,
                         const double *G, fs_i64 ldg, fs_i64 m, double *dWt, fs_i64 ldw)
+    void fs_transpose_f32(const float *A, fs_i64 rows, fs_i64 cols, float *out)
+    void fs_transpose_f64(const double *A, fs_i64 rows, fs_i64 cols, double *out)
     void fs_colsum_f32(const float *G, fs_i64 ldg, fs_i64 n, fs_i64 m, float *out)
     void fs_colsum_f64(const double *G, fs_i64 ldg, fs_i64 n, fs_i64 m, double *out)
     void fs_softmax_xent_rows_f32(const float *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m,
@@ -88,124 +95,272 @@ cdef inline fs_i64 _nchunks(fs_i64 n, fs_i64 chunk) noexcept nogil:
     return (n + chunk - 1) // chunk
 
 
-def matmul_bias(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
-                floating[:, ::1] out, int nt):
-    """out = X @ W + b (b may be None).  Shapes are checked by the caller; all sizes > 0."""
-    cdef fs_i64 n = X.shape[0], k = X.shape[1], m = W.shape[1]
-    cdef fs_i64 c, r0, rows, nch = _nchunks(n, ROW_CHUNK)
-    cdef const floating *bias = &b[0] if b is not None else NULL
-    cdef floating[:, ::1] P
-    cdef const floating[:, ::1] Wt
-    dtype = np.float32 if floating is float else np.float64
-    if m > FS_DOT_MAX:
-        P = np.empty((_nchunks(m, 16 if floating is float else 8) * k, 16 if floating is float else 8), dtype)
-        if floating is float:
-            fs_pack_panels_f32(&W[0, 0], m, k, m, &P[0, 0])
+# The def functions below take ndarrays and read their data pointers: acquiring typed
+# memoryviews costs about 0.3 us per argument, and entering an OpenMP region (even one that
+# runs on one thread) about 1 us -- more than a minibatch-sized kernel takes.  So one thread
+# runs a plain loop, and the per-chunk work sits in an inline function both loops call.
+
+cdef inline bint _f32(cnp.ndarray a) noexcept:
+    return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
+
+
+cdef inline void *_data(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline fs_i64 _panel_width(floating *unused) noexcept nogil:
+    return 16 if floating is float else 8
+
+
+cdef floating *_scratch(fs_i64 count, floating *unused) except NULL:
+    """Scratch memory for `count` values (malloc: far cheaper than an ndarray per call)."""
+    cdef floating *p = <floating *>malloc(max(count, 1) * sizeof(floating))
+    if p == NULL:
+        raise MemoryError(f"cannot allocate {count * sizeof(floating)} bytes of scratch memory")
+    return p
+
+
+# ---- X @ W + b ---------------------------------------------------------------------------------
+
+cdef inline void _fwd_chunk(fs_i64 c, const floating *X, fs_i64 n, fs_i64 k, const floating *Wop,
+                            fs_i64 m, bint panel, const floating *bias,
+                            floating *out) noexcept nogil:
+    cdef fs_i64 r0 = c * ROW_CHUNK
+    cdef fs_i64 rows = min(<fs_i64>ROW_CHUNK, n - r0)
+    if floating is float:
+        if panel:
+            fs_gemm_rows_f32(X + r0 * k, k, 1, rows, k, Wop, m, bias, out + r0 * m, m)
         else:
-            fs_pack_panels_f64(&W[0, 0], m, k, m, &P[0, 0])
-        for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
-            r0 = c * ROW_CHUNK
-            rows = min(ROW_CHUNK, n - r0)
-            if floating is float:
-                fs_gemm_rows_f32(&X[r0, 0], k, 1, rows, k, &P[0, 0], m, bias, &out[r0, 0], m)
-            else:
-                fs_gemm_rows_f64(&X[r0, 0], k, 1, rows, k, &P[0, 0], m, bias, &out[r0, 0], m)
+            fs_dot_fwd_f32(X + r0 * k, k, rows, k, Wop, m, bias, out + r0 * m, m)
     else:
-        Wt = np.ascontiguousarray(np.asarray(W).T)
-        for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
-            r0 = c * ROW_CHUNK
-            rows = min(ROW_CHUNK, n - r0)
+        if panel:
+            fs_gemm_rows_f64(X + r0 * k, k, 1, rows, k, Wop, m, bias, out + r0 * m, m)
+        else:
+            fs_dot_fwd_f64(X + r0 * k, k, rows, k, Wop, m, bias, out + r0 * m, m)
+
+
+cdef int _matmul_bias(const floating *X, const floating *W, const floating *bias, floating *out,
+                      fs_i64 n, fs_i64 k, fs_i64 m, int nt) except -1:
+    cdef fs_i64 c, nch = _nchunks(n, ROW_CHUNK), pw = _panel_width(out)
+    cdef floating *tmp = NULL
+    cdef const floating *Wop = W  # one output: W (k x 1) is its own transpose
+    cdef bint panel = m > FS_DOT_MAX
+    try:
+        if panel:
+            tmp = _scratch(_nchunks(m, pw) * pw * k, out)
             if floating is float:
-                fs_dot_fwd_f32(&X[r0, 0], k, rows, k, &Wt[0, 0], m, bias, &out[r0, 0], m)
+                fs_pack_panels_f32(W, m, k, m, tmp)
             else:
-                fs_dot_fwd_f64(&X[r0, 0], k, rows, k, &Wt[0, 0], m, bias, &out[r0, 0], m)
+                fs_pack_panels_f64(W, m, k, m, tmp)
+            Wop = tmp
+        elif m > 1:
+            tmp = _scratch(k * m, out)
+            if floating is float:
+                fs_transpose_f32(W, k, m, tmp)
+            else:
+                fs_transpose_f64(W, k, m, tmp)
+            Wop = tmp
+        with nogil:
+            if nt > 1:
+                for c in prange(nch, num_threads=nt, schedule='static'):
+                    _fwd_chunk(c, X, n, k, Wop, m, panel, bias, out)
+            else:
+                for c in range(nch):
+                    _fwd_chunk(c, X, n, k, Wop, m, panel, bias, out)
+    finally:
+        free(tmp)
+    return 0
 
 
-def matmul_bias_backward(const floating[:, ::1] X, const floating[:, ::1] G,
-                         floating[:, ::1] dW, floating[::1] db, int nt):
+def matmul_bias(cnp.ndarray X, cnp.ndarray W, object b, cnp.ndarray out, int nt):
+    """out = X @ W + b (b may be None): C-contiguous float32/float64 arrays of one dtype with
+    matching shapes and all sizes > 0, as checked by the caller."""
+    cdef fs_i64 n = X.shape[0], k = X.shape[1], m = W.shape[1]
+    if _f32(X):
+        _matmul_bias(<const float *>_data(X), <const float *>_data(W), <const float *>_data(b),
+                     <float *>_data(out), n, k, m, nt)
+    else:
+        _matmul_bias(<const double *>_data(X), <const double *>_data(W),
+                     <const double *>_data(b), <double *>_data(out), n, k, m, nt)
+
+
+# ---- its gradient: X^T G and the column sums of G ------------------------------------------------
+
+cdef inline void _bwd_chunk(fs_i64 c, const floating *X, fs_i64 n, fs_i64 k, const floating *G,
+                            const floating *Gp, fs_i64 m, floating *dW,
+                            floating *dWt) noexcept nogil:
+    cdef fs_i64 k0 = c * COL_CHUNK
+    cdef fs_i64 kw = min(<fs_i64>COL_CHUNK, k - k0)
+    if Gp != NULL:
+        # dW rows are X columns: the micro-kernel walks X^T (row step 1, contraction step k).
+        if floating is float:
+            fs_gemm_rows_f32(X + k0, 1, k, kw, n, Gp, m, NULL, dW + k0 * m, m)
+        else:
+            fs_gemm_rows_f64(X + k0, 1, k, kw, n, Gp, m, NULL, dW + k0 * m, m)
+    else:
+        if floating is float:
+            fs_dot_bwd_f32(X, k, n, k0, kw, G, m, m, dWt, k)
+        else:
+            fs_dot_bwd_f64(X, k, n, k0, kw, G, m, m, dWt, k)
+
+
+cdef int _matmul_bias_backward(const floating *X, const floating *G, floating *dW, floating *db,
+                               fs_i64 n, fs_i64 k, fs_i64 m, int nt) except -1:
+    cdef fs_i64 c, nch = _nchunks(k, COL_CHUNK), pw = _panel_width(dW)
+    cdef floating *tmp = NULL
+    cdef floating *dWt = dW  # one output: dW (k x 1) is its own transpose
+    cdef const floating *Gp = NULL
+    try:
+        if m > FS_DOT_MAX:
+            tmp = _scratch(_nchunks(m, pw) * pw * n, dW)
+            if floating is float:
+                fs_pack_panels_f32(G, m, n, m, tmp)
+            else:
+                fs_pack_panels_f64(G, m, n, m, tmp)
+            Gp = tmp
+        elif m > 1:
+            tmp = _scratch(k * m, dW)
+            dWt = tmp
+        with nogil:
+            if nt > 1:
+                for c in prange(nch, num_threads=nt, schedule='static'):
+                    _bwd_chunk(c, X, n, k, G, Gp, m, dW, dWt)
+            else:
+                for c in range(nch):
+                    _bwd_chunk(c, X, n, k, G, Gp, m, dW, dWt)
+            if Gp == NULL and m > 1:
+                if floating is float:
+                    fs_transpose_f32(dWt, m, k, dW)
+                else:
+                    fs_transpose_f64(dWt, m, k, dW)
+            if db != NULL:
+                if floating is float:
+                    fs_colsum_f32(G, m, n, m, db)
+                else:
+                    fs_colsum_f64(G, m, n, m, db)
+    finally:
+        free(tmp)
+    return 0
+
+
+def matmul_bias_backward(cnp.ndarray X, cnp.ndarray G, cnp.ndarray dW, object db, int nt):
     """dW = X.T @ G and db = G.sum(axis=0) (db may be None).  All sizes > 0."""
     cdef fs_i64 n = X.shape[0], k = X.shape[1], m = G.shape[1]
-    cdef fs_i64 c, k0, kw, nch = _nchunks(k, COL_CHUNK)
-    cdef floating[:, ::1] P
-    cdef floating[:, ::1] dWt
-    dtype = np.float32 if floating is float else np.float64
-    if m > FS_DOT_MAX:
-        # dW rows are X columns: the micro-kernel walks X^T (row step 1, contraction step k).
-        P = np.empty((_nchunks(m, 16 if floating is float else 8) * n, 16 if floating is float else 8), dtype)
-        if floating is float:
-            fs_pack_panels_f32(&G[0, 0], m, n, m, &P[0, 0])
-        else:
-            fs_pack_panels_f64(&G[0, 0], m, n, m, &P[0, 0])
-        for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
-            k0 = c * COL_CHUNK
-            kw = min(COL_CHUNK, k - k0)
-            if floating is float:
-                fs_gemm_rows_f32(&X[0, k0], 1, k, kw, n, &P[0, 0], m, NULL, &dW[k0, 0], m)
-            else:
-                fs_gemm_rows_f64(&X[0, k0], 1, k, kw, n, &P[0, 0], m, NULL, &dW[k0, 0], m)
+    if _f32(X):
+        _matmul_bias_backward(<const float *>_data(X), <const float *>_data(G),
+                              <float *>_data(dW), <float *>_data(db), n, k, m, nt)
     else:
-        dWt = np.empty((m, k), dtype)
-        for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
-            k0 = c * COL_CHUNK
-            kw = min(COL_CHUNK, k - k0)
-            if floating is float:
-                fs_dot_bwd_f32(&X[0, 0], k, n, k0, kw, &G[0, 0], m, m, &dWt[0, 0], k)
-            else:
-                fs_dot_bwd_f64(&X[0, 0], k, n, k0, kw, &G[0, 0], m, m, &dWt[0, 0], k)
-        np.asarray(dW)[...] = np.asarray(dWt).T
-    if db is not None:
-        with nogil:
-            if floating is float:
-                fs_colsum_f32(&G[0, 0], m, n, m, &db[0])
-            else:
-                fs_colsum_f64(&G[0, 0], m, n, m, &db[0])
+        _matmul_bias_backward(<const double *>_data(X), <const double *>_data(G),
+                              <double *>_data(dW), <double *>_data(db), n, k, m, nt)
 
 
-def softmax_cross_entropy(const floating[:, ::1] Z, const int64_t[::1] y, double smooth,
-                          floating[::1] loss, floating[:, ::1] G, int nt):
-    """Per-row loss and dL/dZ of softmax cross-entropy with integer labels in [0, m)."""
-    cdef fs_i64 n = Z.shape[0], m = Z.shape[1]
-    cdef fs_i64 c, r0, rows, nch = _nchunks(n, ROW_CHUNK)
-    for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
-        r0 = c * ROW_CHUNK
-        rows = min(ROW_CHUNK, n - r0)
-        if floating is float:
-            fs_softmax_xent_rows_f32(&Z[r0, 0], m, rows, m, &y[r0], <float>smooth, &loss[r0],
-                                     &G[r0, 0], m)
+# ---- softmax and cross-entropy -------------------------------------------------------------------
+
+cdef inline void _xent_chunk(fs_i64 c, const floating *Z, fs_i64 n, fs_i64 m, const fs_i64 *y,
+                             double smooth, floating *loss, floating *G) noexcept nogil:
+    cdef fs_i64 r0 = c * ROW_CHUNK
+    cdef fs_i64 rows = min(<fs_i64>ROW_CHUNK, n - r0)
+    if floating is float:
+        fs_softmax_xent_rows_f32(Z + r0 * m, m, rows, m, y + r0, <float>smooth, loss + r0,
+                                 G + r0 * m, m)
+    else:
+        fs_softmax_xent_rows_f64(Z + r0 * m, m, rows, m, y + r0, smooth, loss + r0,
+                                 G + r0 * m, m)
+
+
+cdef void _softmax_cross_entropy(const floating *Z, const fs_i64 *y, double smooth,
+                                 floating *loss, floating *G, fs_i64 n, fs_i64 m,
+                                 int nt) noexcept:
+    cdef fs_i64 c, nch = _nchunks(n, ROW_CHUNK)
+    with nogil:
+        if nt > 1:
+            for c in prange(nch, num_threads=nt, schedule='static'):
+                _xent_chunk(c, Z, n, m, y, smooth, loss, G)
         else:
-            fs_softmax_xent_rows_f64(&Z[r0, 0], m, rows, m, &y[r0], smooth, &loss[r0],
-                                     &G[r0, 0], m)
+            for c in range(nch):
+                _xent_chunk(c, Z, n, m, y, smooth, loss, G)
 
 
-def softmax(const floating[:, ::1] Z, floating[:, ::1] out, bint log, int nt):
+def softmax_cross_entropy(cnp.ndarray Z, cnp.ndarray y, double smooth, cnp.ndarray loss,
+                          cnp.ndarray G, int nt):
+    """Per-row loss and dL/dZ of softmax cross-entropy with int64 labels in [0, m)."""
+    cdef fs_i64 n = Z.shape[0], m = Z.shape[1]
+    cdef const fs_i64 *yp = <const fs_i64 *>_data(y)
+    if _f32(Z):
+        _softmax_cross_entropy(<const float *>_data(Z), yp, smooth, <float *>_data(loss),
+                               <float *>_data(G), n, m, nt)
+    else:
+        _softmax_cross_entropy(<const double *>_data(Z), yp, smooth, <double *>_data(loss),
+                               <double *>_data(G), n, m, nt)
+
+
+cdef inline void _softmax_chunk(fs_i64 c, const floating *Z, fs_i64 n, fs_i64 m, int log,
+                                floating *out) noexcept nogil:
+    cdef fs_i64 r0 = c * ROW_CHUNK
+    cdef fs_i64 rows = min(<fs_i64>ROW_CHUNK, n - r0)
+    if floating is float:
+        fs_softmax_rows_f32(Z + r0 * m, m, rows, m, log, out + r0 * m, m)
+    else:
+        fs_softmax_rows_f64(Z + r0 * m, m, rows, m, log, out + r0 * m, m)
+
+
+cdef void _softmax(const floating *Z, floating *out, fs_i64 n, fs_i64 m, int log,
+                   int nt) noexcept:
+    cdef fs_i64 c, nch = _nchunks(n, ROW_CHUNK)
+    with nogil:
+        if nt > 1:
+            for c in prange(nch, num_threads=nt, schedule='static'):
+                _softmax_chunk(c, Z, n, m, log, out)
+        else:
+            for c in range(nch):
+                _softmax_chunk(c, Z, n, m, log, out)
+
+
+def softmax(cnp.ndarray Z, cnp.ndarray out, bint log, int nt):
     """Row-wise softmax, or log-softmax when `log`."""
     cdef fs_i64 n = Z.shape[0], m = Z.shape[1]
-    cdef fs_i64 c, r0, rows, nch = _nchunks(n, ROW_CHUNK)
-    for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
-        r0 = c * ROW_CHUNK
-        rows = min(ROW_CHUNK, n - r0)
-        if floating is float:
-            fs_softmax_rows_f32(&Z[r0, 0], m, rows, m, log, &out[r0, 0], m)
+    if _f32(Z):
+        _softmax(<const float *>_data(Z), <float *>_data(out), n, m, log, nt)
+    else:
+        _softmax(<const double *>_data(Z), <double *>_data(out), n, m, log, nt)
+
+
+# ---- the SGD update ----------------------------------------------------------------------------
+
+cdef inline void _sgd_chunk(fs_i64 c, floating *p, const floating *g, fs_i64 n, double lr,
+                            double bs, double mom, double wd, floating *v) noexcept nogil:
+    cdef fs_i64 i0 = c * VEC_CHUNK
+    cdef fs_i64 cnt = min(<fs_i64>VEC_CHUNK, n - i0)
+    if floating is float:
+        fs_sgd_f32(p + i0, g + i0, cnt, <float>lr, <float>bs, <float>mom, <float>wd,
+                   v + i0 if v != NULL else NULL)
+    else:
+        fs_sgd_f64(p + i0, g + i0, cnt, lr, bs, mom, wd, v + i0 if v != NULL else NULL)
+
+
+cdef void _sgd(floating *p, const floating *g, fs_i64 n, double lr, double bs, double mom,
+               double wd, floating *v, int nt) noexcept:
+    cdef fs_i64 c, nch = _nchunks(n, VEC_CHUNK)
+    with nogil:
+        if nt > 1:
+            for c in prange(nch, num_threads=nt, schedule='static'):
+                _sgd_chunk(c, p, g, n, lr, bs, mom, wd, v)
         else:
-            fs_softmax_rows_f64(&Z[r0, 0], m, rows, m, log, &out[r0, 0], m)
+            for c in range(nch):
+                _sgd_chunk(c, p, g, n, lr, bs, mom, wd, v)
 
 
-def sgd_update(floating[::1] param, const floating[::1] grad, double lr, double batch_size,
-               double momentum, double weight_decay, floating[::1] velocity, int nt):
+def sgd_update(cnp.ndarray param, cnp.ndarray grad, double lr, double batch_size,
+               double momentum, double weight_decay, object velocity, int nt):
     """In place: param -= lr * (grad / batch_size + weight_decay * param), through the velocity
-    buffer when one is given."""
-    cdef fs_i64 n = param.shape[0]
-    cdef fs_i64 c, i0, cnt, nch = _nchunks(n, VEC_CHUNK)
-    cdef floating *v = &velocity[0] if velocity is not None else NULL
-    for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
-        i0 = c * VEC_CHUNK
-        cnt = min(VEC_CHUNK, n - i0)
-        if floating is float:
-            fs_sgd_f32(&param[i0], &grad[i0], cnt, <float>lr, <float>batch_size, <float>momentum,
-                       <float>weight_decay, v + i0 if v != NULL else NULL)
-        else:
-            fs_sgd_f64(&param[i0], &grad[i0], cnt, lr, batch_size, momentum, weight_decay,
-                       v + i0 if v != NULL else NULL)
+    buffer when one is given.  Contiguous arrays of one dtype and size, validated by the caller."""
+    cdef fs_i64 n = cnp.PyArray_SIZE(param)
+    if _f32(param):
+        _sgd(<float *>_data(param), <const float *>_data(grad), n, lr, batch_size, momentum,
+             weight_decay, <float *>_data(velocity), nt)
+    else:
+        _sgd(<double *>_data(param), <const double *>_data(grad), n, lr, batch_size,
+             momentum, weight_decay, <double *>_data(velocity), nt)
 
 
 def gather_rows(const src_t[:, ::1] src, const int64_t[::1] idx, floating[:, ::1] out,
