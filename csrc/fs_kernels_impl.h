@@ -150,47 +150,50 @@ FS_INLINE FS_T FS_S(fs_hsum)(FS_V v)
     return s;
 }
 
-/* C[i, j] = bias[j] + X[i, :] . Wt[j, :] for `rows` rows and all m outputs. */
+/* C[i, j] = bias[j] + X[i, :] . Wt[j, :] for `rows` rows and all m outputs, in blocks of 4 rows
+ * x 2 outputs (ten outputs are five blocks: no lane is wasted). */
 FS_CLONES static void FS_S(fs_dot_fwd)(const FS_T *X, fs_i64 ldx, fs_i64 rows, fs_i64 k,
                                        const FS_T *Wt, fs_i64 m, const FS_T *bias, FS_T *C,
                                        fs_i64 c_rs)
 {
     const fs_i64 kv = k - k % FS_VL;
-    for (fs_i64 i = 0; i < rows; i += 2) {
-        const int R = rows - i < 2 ? 1 : 2;
-        const FS_T *x0 = X + i * ldx, *x1 = R > 1 ? x0 + ldx : x0;
-        for (fs_i64 j0 = 0; j0 < m; j0 += 4) {
-            const int J = m - j0 < 4 ? (int)(m - j0) : 4;
-            /* Outputs past J repeat output j0 and are thrown away. */
+    for (fs_i64 i = 0; i < rows; i += 4) {
+        const int R = rows - i < 4 ? (int)(rows - i) : 4;
+        /* Rows past R repeat row i and are thrown away. */
+        const FS_T *x[4];
+        for (int r = 0; r < 4; r++) x[r] = X + (i + (r < R ? r : 0)) * ldx;
+        for (fs_i64 j0 = 0; j0 < m; j0 += 2) {
+            const int J = m - j0 < 2 ? 1 : 2;
             const FS_T *w0 = Wt + j0 * k, *w1 = J > 1 ? w0 + k : w0;
-            const FS_T *w2 = J > 2 ? w0 + 2 * k : w0, *w3 = J > 3 ? w0 + 3 * k : w0;
-            FS_V a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0};
-            FS_V a10 = {0}, a11 = {0}, a12 = {0}, a13 = {0};
+            FS_V a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0};
+            FS_V a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};
             if (J == 1) {
                 for (fs_i64 t = 0; t < kv; t += FS_VL) {
                     const FS_V v0 = *(const FS_VU *)(w0 + t);
-                    a00 += *(const FS_VU *)(x0 + t) * v0;
-                    a10 += *(const FS_VU *)(x1 + t) * v0;
+                    a00 += *(const FS_VU *)(x[0] + t) * v0;
+                    a10 += *(const FS_VU *)(x[1] + t) * v0;
+                    a20 += *(const FS_VU *)(x[2] + t) * v0;
+                    a30 += *(const FS_VU *)(x[3] + t) * v0;
                 }
             } else {
                 for (fs_i64 t = 0; t < kv; t += FS_VL) {
-                    const FS_V xa = *(const FS_VU *)(x0 + t), xb = *(const FS_VU *)(x1 + t);
                     const FS_V v0 = *(const FS_VU *)(w0 + t), v1 = *(const FS_VU *)(w1 + t);
-                    const FS_V v2 = *(const FS_VU *)(w2 + t), v3 = *(const FS_VU *)(w3 + t);
-                    a00 += xa * v0; a01 += xa * v1; a02 += xa * v2; a03 += xa * v3;
-                    a10 += xb * v0; a11 += xb * v1; a12 += xb * v2; a13 += xb * v3;
+                    const FS_V xa = *(const FS_VU *)(x[0] + t), xb = *(const FS_VU *)(x[1] + t);
+                    const FS_V xc = *(const FS_VU *)(x[2] + t), xd = *(const FS_VU *)(x[3] + t);
+                    a00 += xa * v0; a01 += xa * v1;
+                    a10 += xb * v0; a11 += xb * v1;
+                    a20 += xc * v0; a21 += xc * v1;
+                    a30 += xd * v0; a31 += xd * v1;
                 }
             }
-            const FS_V acc[2][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}};
-            const FS_T *w[4] = {w0, w1, w2, w3};
-            for (int r = 0; r < R; r++) {
-                const FS_T *x = r ? x1 : x0;
+            const FS_V acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+            const FS_T *w[2] = {w0, w1};
+            for (int r = 0; r < R; r++)
                 for (int jj = 0; jj < J; jj++) {
                     FS_T s = FS_S(fs_hsum)(acc[r][jj]);
-                    for (fs_i64 t = kv; t < k; t++) s += x[t] * w[jj][t];
+                    for (fs_i64 t = kv; t < k; t++) s += x[r][t] * w[jj][t];
                     C[(i + r) * c_rs + j0 + jj] = (bias ? bias[j0 + jj] : 0) + s;
                 }
-            }
         }
     }
 }
@@ -414,7 +417,8 @@ typedef struct {
     FS_T *Z;              /* batch x m outputs */
     FS_T *G;              /* batch x m loss gradient */
     FS_T *Gp;             /* panels of G, batch rows each (panel layout only) */
-    FS_T *dW;             /* weight gradient, in the working layout's orientation */
+    FS_T *dW;             /* weight gradient: k x m (panels), or one m x k share per phase-1
+                             chunk of the batch (transposed layout) */
     FS_T *db;             /* m bias gradient */
     FS_T *rowloss;        /* batch */
     fs_i64 *rowhit;       /* batch */
@@ -475,10 +479,16 @@ FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, const fs
     else
         FS_S(fs_dot_fwd)(xb, k, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m);
     FS_S(fs_fused_loss_rows)(a, r0, rows, pos + r0);
-    if (a->panel)
+    if (a->panel) {
         for (fs_i64 r = r0; r < r0 + rows; r++)
             for (fs_i64 j = 0; j < m; j++)
                 a->Gp[((j / FS_PW) * bn + r) * FS_PW + j % FS_PW] = a->G[r * m + j];
+    } else {
+        /* This chunk's share of the weight gradient, while its rows are still in this core's
+         * cache: phase 2 then only adds the chunks' shares, in chunk order. */
+        FS_S(fs_dot_bwd)(xb, k, rows, 0, k, a->G + r0 * m, m, m,
+                         a->dW + (r0 / FS_FUSED_CHUNK) * m * k, k);
+    }
 }
 
 /* Phase 2 of a minibatch, weight rows [k0, k0 + kw): their gradient and update. */
@@ -496,11 +506,19 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 b
                                  a->V ? a->V + at : NULL);
             }
     } else {
-        /* dW is kept transposed like the weights (m x k): the update runs along rows. */
-        FS_S(fs_dot_bwd)(a->Xb, k, bn, k0, kw, a->G, m, m, a->dW, k);
-        for (fs_i64 j = 0; j < m; j++)
-            FS_S(fs_sgd)(a->Wp + j * k + k0, a->dW + j * k + k0, kw, lr, fbn, a->momentum,
-                         a->wd, a->V ? a->V + j * k + k0 : NULL);
+        /* dW is kept transposed like the weights (m x k), one share per phase-1 chunk: sum the
+         * shares into the first, in chunk order, then update along the rows. */
+        const fs_i64 nch = (bn + FS_FUSED_CHUNK - 1) / FS_FUSED_CHUNK;
+        for (fs_i64 j = 0; j < m; j++) {
+            FS_T *dw = a->dW + j * k + k0;
+            for (fs_i64 c = 1; c < nch; c++) {
+                const FS_T *share = a->dW + (c * m + j) * k + k0;
+#pragma omp simd
+                for (fs_i64 q = 0; q < kw; q++) dw[q] += share[q];
+            }
+            FS_S(fs_sgd)(a->Wp + j * k + k0, dw, kw, lr, fbn, a->momentum, a->wd,
+                         a->V ? a->V + j * k + k0 : NULL);
+        }
     }
 }
 

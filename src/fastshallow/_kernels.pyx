@@ -524,7 +524,8 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
     cdef floating[:, ::1] Z = np.empty((batch, m), dtype)
     cdef floating[:, ::1] G = np.empty((batch, m), dtype)
     cdef floating[::1] Gp = np.zeros(npan * batch * pw if panel else 1, dtype)
-    cdef floating[:, ::1] dW = np.empty((k, m), dtype)
+    # panels: k x m; transposed layout: one m x k share per chunk of FS_FUSED_CHUNK rows
+    cdef floating[::1] dW = np.empty(k * m * (1 if panel else _nchunks(batch, FS_FUSED_CHUNK)), dtype)
     cdef floating[::1] db = np.empty(m, dtype)
     cdef floating[::1] rowloss = np.empty(batch, dtype)
     cdef int64_t[::1] rowhit = np.empty(batch, np.int64)
@@ -574,7 +575,7 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
     a.Z = &Z[0, 0]
     a.G = &G[0, 0]
     a.Gp = &Gp[0]
-    a.dW = &dW[0, 0]
+    a.dW = &dW[0]
     a.db = &db[0]
     a.rowloss = &rowloss[0]
     a.rowhit = <fs_i64 *>&rowhit[0]
