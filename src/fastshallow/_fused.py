@@ -81,7 +81,8 @@ class FusedTrainer:
         d, opt = self.dense, self.opt
         W, b = d.weight.data, d.bias.data
         k, m = W.shape
-        n, B = len(order), self.batch_size
+        n = len(order)
+        B = max(1, min(self.batch_size, n))  # a batch larger than the data is one short batch
         nb = -(-n // B)
         if nb == 0:
             return float("nan"), float("nan")
@@ -136,6 +137,10 @@ def plan(net, train_iter, loss, updater) -> tuple[Optional[FusedTrainer], str]:
     X, y, scale = arrays
     if X.ndim != 2 or X.dtype not in (np.uint8, dense.dtype) or not X.flags.c_contiguous:
         return None, f"the features ({X.dtype}, {X.shape}) are not uint8 or {dense.dtype} rows"
+    if len(train_iter.dataset) != X.shape[0]:
+        # The epoch's indices come from len(dataset): they must all be rows of X.
+        raise ValueError(f"the training dataset says it has {len(train_iter.dataset)} examples "
+                         f"but its as_arrays() features have {X.shape[0]} rows")
     if not dense.initialized:
         dense._prepare(np.zeros((1, X.shape[1]), dense.dtype))
     if dense.in_units != X.shape[1]:

@@ -15,6 +15,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import _fused
+from ._config import resolve_threads
 from ._fused import TrainingDiverged
 from .evaluation import evaluate_accuracy
 from .metrics import accuracy
@@ -46,6 +47,11 @@ def _loop_epoch(net, train_iter, loss, updater, epoch: int, on_batch=None):
     loss_sum = hits = count = 0.0
     classify = None
     for b, batch in enumerate(train_iter, 1):
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError(f"the training iterator must yield (X, y) pairs, got "
+                            f"{type(batch).__name__}"
+                            + (f" of {len(batch)} items" if isinstance(batch, (tuple, list))
+                               else ""))
         X, y = batch
         y_hat = net(X)
         l = loss(y_hat, y)
@@ -120,6 +126,7 @@ def train(net, train_iter, test_iter, loss, num_epochs: int, updater, *,
     from . import _checks as C
 
     num_epochs = C.positive_int("num_epochs", num_epochs, allow_zero=True)
+    resolve_threads(num_threads)  # refuse a bad num_threads before any work, on either path
     runner = _runner(net, train_iter, loss, updater, fused)
     hist = History(fused=runner is not None)
     if animator is None and plot_path is not None:
