@@ -79,8 +79,13 @@ static const char *fs_isa(void)
     return "baseline";
 }
 
+/* Random row gathers request every line of the row FS_PREFETCH_ROWS ahead, into L2 (locality 1:
+ * more requests can be in flight there than L1's fill buffers allow).  Measured here: 16 rows
+ * ahead into L2 read 1,000,000 random 400-byte rows in about two thirds of the time 4 rows ahead
+ * into L1 took. */
+#define FS_PREFETCH_ROWS 16
 #if defined(__GNUC__)
-#define FS_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 0)
+#define FS_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 1)
 #else
 #define FS_PREFETCH(p) ((void)0)
 #endif

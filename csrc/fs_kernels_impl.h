@@ -357,9 +357,6 @@ FS_INLINE void FS_S(fs_sgd_one)(FS_T *p, FS_T g, FS_T lr, FS_T bs, FS_T mom, FS_
  * multiplied by scale, into dst (row stride k).  Random rows are latency bound: every cache line
  * of the row FS_PREFETCH_ROWS ahead is requested while this one is converted (a row of 784
  * bytes spans 13 lines; the hardware prefetcher alone only catches up within a row). */
-#ifndef FS_PREFETCH_ROWS
-#define FS_PREFETCH_ROWS 4
-#endif
 FS_INLINE void FS_S(fs_prefetch_row)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, fs_i64 row)
 {
     const char *p = x_u8 ? (const char *)((const uint8_t *)X + row * ldx)

@@ -95,7 +95,8 @@ class FusedTrainer:
         lrs = (opt.lr * opt.schedule.factors(opt.num_steps, nb)).astype(W.dtype)
         batch_loss = np.zeros(nb)
         batch_hits = np.zeros(nb, np.int64)
-        nt = resolve_threads(num_threads, B * k * max(m, 4))
+        # Per-minibatch work decides: two barriers per minibatch cost more than a small one takes.
+        nt = resolve_threads(num_threads, B * k * m)
         try:
             for t0 in range(0, nb, SEGMENT):
                 t1 = min(nb, t0 + SEGMENT)

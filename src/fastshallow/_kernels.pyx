@@ -22,6 +22,7 @@ cdef extern from "fs_kernels.h" nogil:
     int FS_OPENMP
     int FS_DOT_MAX
     void FS_PREFETCH(const void *p)
+    int FS_PREFETCH_ROWS
     const char *fs_compiler()
     const char *fs_isa()
     int omp_get_max_threads()
@@ -63,7 +64,6 @@ cdef enum:
     ROW_CHUNK = 32      # rows of X per task in row-wise kernels
     COL_CHUNK = 16      # rows of dW (columns of X) per task in the panel weight gradient
     VEC_CHUNK = 8192    # elements per task in element-wise kernels
-    PREFETCH_ROWS = 4   # how far ahead the gather requests rows
 
 ctypedef fused src_t:
     uint8_t
@@ -377,10 +377,10 @@ def gather_rows(const src_t[:, ::1] src, const int64_t[::1] idx, floating[:, ::1
         r0 = c * ROW_CHUNK
         r1 = min(r0 + ROW_CHUNK, n)
         for i in range(r0, r1):
-            # Random rows are latency bound: request every cache line of the row PREFETCH_ROWS
+            # Random rows are latency bound: request every cache line of the row FS_PREFETCH_ROWS
             # ahead while this one is converted (a 784-byte image spans 13 lines).
-            if i + PREFETCH_ROWS < n:
-                ahead = <const char *>&src[idx[i + PREFETCH_ROWS], 0]
+            if i + FS_PREFETCH_ROWS < n:
+                ahead = <const char *>&src[idx[i + FS_PREFETCH_ROWS], 0]
                 for off in range(0, row_bytes, 64):
                     FS_PREFETCH(ahead + off)
             row = &src[idx[i], 0]
