@@ -8,7 +8,7 @@ Groups: ``softmax-10-epochs`` (the book's recipe, 10 epochs with per-epoch train
 accuracy), ``softmax-1-epoch`` (fastshallow on 1 and 2 threads, NumPy, PyTorch), and
 ``linreg-1e6x100-epoch`` (one epoch of minibatch SGD for linear regression).  Each benchmark
 records its final test accuracy (or loss) in ``extra_info``; the accuracy of every contender is
-checked to be within 0.01 of fastshallow's.  The implementations live in ``fastshallow.bench``
+checked to be within 0.01 of fastshallow's (averaged over three seeds).  The implementations live in ``fastshallow.bench``
 (``fastshallow bench`` prints the same comparison as a table).
 """
 from __future__ import annotations
@@ -43,8 +43,11 @@ def loaders():
 
 
 @pytest.fixture(scope="module")
-def reference_accuracy(loaders):
-    return B.fastshallow_softmax(loaders, 10)
+def reference_accuracy():
+    """fastshallow's test accuracy averaged over three seeds: single runs of the book's recipe
+    spread by about +-0.007 with the seed, in any framework."""
+    return float(np.mean([B.fastshallow_softmax(B.fashion_loaders(s), 10, seed=s)
+                          for s in (0, 1, 2)]))
 
 
 def _record(benchmark, acc, reference=None):
