@@ -53,7 +53,8 @@ def assert_close(got, ref, *, scale=None, rtol: float | None = None, dtype=None,
     got = np.asarray(got)
     ref = np.asarray(ref, dtype=np.float64)
     if dtype is not None:
-        assert got.dtype == np.dtype(dtype), f"dtype {got.dtype}, expected {np.dtype(dtype)}. {err_msg}"
+        assert got.dtype == np.dtype(dtype), \
+            f"dtype {got.dtype}, expected {np.dtype(dtype)}. {err_msg}"
     assert got.shape == ref.shape, f"shape {got.shape}, expected {ref.shape}. {err_msg}"
     if got.size == 0:
         return

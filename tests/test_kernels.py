@@ -1,11 +1,12 @@
 """The compiled kernels, through their validated wrappers (fastshallow.kernels), against NumPy.
 
 References are computed in float64 from the same inputs; tolerances are explained in conftest.py.
-Shapes cover the kernels' code paths: m < 4 (dot-product kernels) and m >= 4 (packed panels of
-16 floats / 8 doubles; register blocks of 4 rows, or 8 rows on the AVX-512 path, and their
-tails), sizes that are not multiples of 4, 8 or 16, chunks of 32 rows, and the Fashion-MNIST
-step (256, 784) -> 10.  The AVX-512 path is chosen at run time; test_matmul_without_avx512 runs
-the other one in a subprocess.
+Shapes cover the kernels' code paths: few outputs (m <= 16: dot products along the contraction,
+2-row x 4-output blocks with their tails, vector lanes of 8 floats / 4 doubles with a scalar
+remainder) and many (m > 16: packed panels of 16 floats / 8 doubles, register blocks of 4 rows,
+or 8 rows on the AVX-512 path, and their tails); sizes that are not multiples of 2, 4, 8 or 16,
+chunks of 32 rows / 16 columns, and the Fashion-MNIST step (256, 784) -> 10.  The AVX-512 path
+is chosen at run time; test_matmul_without_avx512 runs the other one in a subprocess.
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from fastshallow import _config
 
 from conftest import FLOAT_DTYPES, assert_bits_equal, assert_close, rtol_for
 
-# Outputs: 1-3 take the dot-product path, 4+ the panel path (one, two, three panels, with tails).
-MS = (1, 2, 3, 4, 5, 8, 10, 16, 17, 33)
+# Outputs: up to 16 take the dot-product path (groups of 4 and every tail of 1-3), 17 and 33 the
+# panel path (two and three panels with tails).  The switch has moved before (it was m >= 4),
+# so both sides of every plausible boundary are here.
+MS = (1, 2, 3, 4, 5, 7, 8, 10, 13, 16, 17, 33)
 # (rows, features): single row / column / feature, sizes off every multiple of 4, 8, 16 and 32.
 NKS = ((1, 1), (1, 7), (2, 3), (3, 1), (5, 13), (7, 2), (13, 17), (17, 5), (31, 33), (33, 31),
        (37, 1), (100, 100), (1, 784), (33, 64), (65, 37))
@@ -108,7 +111,7 @@ def test_matmul_bias_fashion_mnist_shape(rng, float_dtype):
     assert_close(K.matmul_bias(X, W, b), ref, scale=scale, dtype=float_dtype)
 
 
-@pytest.mark.parametrize("m", (2, 10))
+@pytest.mark.parametrize("m", (2, 10, 20))
 def test_matmul_bias_into_out(rng, float_dtype, m):
     X = rng.standard_normal((37, 13)).astype(float_dtype)
     W = rng.standard_normal((13, m)).astype(float_dtype)
@@ -124,7 +127,7 @@ def test_matmul_bias_into_out(rng, float_dtype, m):
     assert_close(out2, ref, scale=scale)
 
 
-@pytest.mark.parametrize("m", (3, 10))
+@pytest.mark.parametrize("m", (3, 10, 20))
 def test_matmul_bias_non_contiguous_inputs(rng, float_dtype, m):
     big_X = rng.standard_normal((60, 40)).astype(float_dtype)
     big_W = rng.standard_normal((40, 2 * m)).astype(float_dtype)
@@ -155,7 +158,7 @@ def test_matmul_bias_empty_dims(float_dtype):
     assert K.matmul_bias(np.ones((2, 5), float_dtype), np.ones((5, 0), float_dtype)).shape == (2, 0)
 
 
-@pytest.mark.parametrize("m", (2, 10))
+@pytest.mark.parametrize("m", (2, 10, 20))
 def test_kernels_on_arrays_not_aligned_to_vectors(rng, float_dtype, m):
     """C-contiguous arrays that start one element past a 32-byte boundary (views into a larger
     buffer, as np.frombuffer or a memory map gives) are used as they are: the vector loads
@@ -194,7 +197,7 @@ _OTHER_ISA_SCRIPT = textwrap.dedent("""
     worst = 0.0
     for dtype, rtol in ((np.float32, 1e-5), (np.float64, 1e-12)):
         for n, k in ((1, 1), (3, 7), (7, 13), (9, 17), (33, 31), (100, 100), (17, 784)):
-            for m in (1, 3, 4, 5, 10, 16, 17, 33):
+            for m in (1, 3, 4, 5, 7, 10, 16, 17, 33):
                 X = rng.standard_normal((n, k)).astype(dtype)
                 W = rng.standard_normal((k, m)).astype(dtype)
                 b = rng.standard_normal(m).astype(dtype)
@@ -270,7 +273,7 @@ def test_matmul_bias_backward_empty(float_dtype):
     assert dW.dtype == db.dtype == float_dtype
 
 
-@pytest.mark.parametrize("m", (1, 3, 5, 9))
+@pytest.mark.parametrize("m", (1, 3, 5, 9, 18))
 def test_matmul_bias_gradients_vs_finite_differences(rng, m):
     """L(W, b) = 0.5 * |X @ W + b - T|^2, so dL/dY = Y - T; the backward must give dL/dW, dL/db."""
     n, k = 7, 6
@@ -287,7 +290,7 @@ def test_matmul_bias_gradients_vs_finite_differences(rng, m):
     np.testing.assert_allclose(db, central_diff(loss, b, 1e-5), rtol=1e-7, atol=1e-7)
 
 
-@pytest.mark.parametrize("m", (3, 10))
+@pytest.mark.parametrize("m", (3, 10, 20))
 def test_softmax_regression_gradient_vs_finite_differences(rng, m):
     """The whole softmax-regression chain: matmul_bias -> softmax_cross_entropy -> backward."""
     n, k = 9, 5
@@ -584,7 +587,6 @@ def test_gather_rows_non_contiguous_source(rng):
 
 try:
     from hypothesis import given, settings, strategies as st
-    from hypothesis.extra import numpy as hnp
 except ImportError:  # pragma: no cover - hypothesis is in the test extra
     given = None
 
@@ -643,7 +645,7 @@ def _assert_threads_identical(run, work, what):
             assert_bits_equal(a, b, f"{what}: num_threads=1 vs {nt}")
 
 
-@pytest.mark.parametrize("m", (1, 3, 10, 17))
+@pytest.mark.parametrize("m", (1, 3, 10, 16, 17, 33))
 def test_matmul_bias_threads_identical(rng, float_dtype, m):
     n, k = 1000, 300
     X = rng.standard_normal((n, k)).astype(float_dtype)
@@ -653,7 +655,7 @@ def test_matmul_bias_threads_identical(rng, float_dtype, m):
                               n * k * m, f"matmul_bias m={m}")
 
 
-@pytest.mark.parametrize("m", (1, 3, 10, 17))
+@pytest.mark.parametrize("m", (1, 3, 10, 16, 17, 33))
 def test_matmul_bias_backward_threads_identical(rng, float_dtype, m):
     n, k = 1000, 300
     X = rng.standard_normal((n, k)).astype(float_dtype)
