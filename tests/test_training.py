@@ -200,3 +200,26 @@ def test_train_epoch_returns_loss_and_accuracy(rng):
     l2, a2 = fs.train_epoch(net, it, fs.losses.SoftmaxCrossEntropyLoss(), opt)
     assert l2 < l1 and 0 <= a1 <= 1 and a2 > a1
     assert opt.num_steps == 2 * len(it)
+
+
+def test_thread_chooser_keeps_the_faster_team_and_reprobes():
+    from fastshallow._fused import ThreadChooser
+
+    ch = ThreadChooser(2, probe_every=4)
+    picks = []
+    for _ in range(12):
+        t = ch.pick()
+        picks.append(t)
+        ch.record(t, 1.0 if t == 2 else 0.1, 10)  # two threads are slow here: a busy machine
+    assert picks[:2] == [2, 1]                    # both timed first
+    assert picks.count(1) >= 9 and picks.count(2) >= 2  # then mostly one, re-timing two now and then
+    assert ThreadChooser(1).pick() == 1
+
+
+def test_default_thread_choice_gives_the_same_bits_as_fixed_teams(rng):
+    X, y = blobs(rng, n=3000, k=400, uint8=True)
+    ds = ScaledImages(X, y)
+    nets = [run(ds, fs.losses.SoftmaxCrossEntropyLoss(), N_CLASSES, fused=True, threads=t,
+                batch=256)[0] for t in (None, 1)]
+    for a, b in zip(*[n.parameters() for n in nets]):
+        assert_bits_equal(a.data, b.data)

@@ -9,6 +9,7 @@ per-batch loop ``loss(net(X), y).backward(); trainer.step(len(X))`` computes, in
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -24,8 +25,42 @@ from .optim import SGD
 LOSS_SOFTMAX_XENT, LOSS_L2, LOSS_HUBER = 0, 1, 2
 
 # Minibatches per compiled call: enough to make the call overhead vanish, few enough that the
-# progress bar moves and Ctrl-C is honoured within a fraction of a second.
-SEGMENT = 64
+# progress bar moves, Ctrl-C is honoured within a fraction of a second, and the thread count can
+# be chosen again often.
+SEGMENT = 16
+
+
+class ThreadChooser:
+    """Picks, segment by segment, between one thread and the full team, by measured speed.
+
+    Each minibatch ends with two barriers; when another process holds a core, a descheduled
+    team member stalls every barrier by a scheduler time slice and two threads run many times
+    slower than one.  Results are bit-identical for any thread count, so the fused path is free
+    to switch: it times both, keeps the faster, and re-times the other every `probe_every`
+    segments in case the machine has changed."""
+
+    def __init__(self, team: int, probe_every: int = 8):
+        self.team = team
+        self.probe_every = probe_every
+        self.cost: dict = {}  # threads -> seconds per minibatch (moving average)
+        self.segments = 0
+
+    def pick(self) -> int:
+        if self.team <= 1:
+            return 1
+        self.segments += 1
+        for t in (self.team, 1):
+            if t not in self.cost:
+                return t
+        best = min(self.cost, key=self.cost.get)
+        if self.segments % self.probe_every == 0:
+            return 1 if best == self.team else self.team
+        return best
+
+    def record(self, threads: int, seconds: float, batches: int) -> None:
+        per = seconds / max(batches, 1)
+        old = self.cost.get(threads)
+        self.cost[threads] = per if old is None else 0.5 * (old + per)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -74,6 +109,7 @@ class FusedTrainer:
     delta: float
     opt: SGD
     batch_size: int
+    chooser: Optional[ThreadChooser] = None
 
     def run_epoch(self, order: np.ndarray, epoch: int, num_threads=None,
                   on_batches: Optional[Callable[[int], None]] = None):
@@ -97,13 +133,23 @@ class FusedTrainer:
         batch_hits = np.zeros(nb, np.int64)
         # Per-minibatch work decides: two barriers per minibatch cost more than a small one takes.
         nt = resolve_threads(num_threads, B * k * m)
+        if num_threads is None:  # the default: adapt to how busy the machine is
+            if self.chooser is None or self.chooser.team != nt:
+                self.chooser = ThreadChooser(nt)
+            chooser = self.chooser
+        else:  # an explicit request is honoured as given
+            chooser = None
         try:
             for t0 in range(0, nb, SEGMENT):
                 t1 = min(nb, t0 + SEGMENT)
+                threads = chooser.pick() if chooser is not None else nt
+                start = time.perf_counter()
                 bad = _k().fused_sgd(self.X, self.labels, self.targets, order, B, self.loss_kind,
                                      self.smooth, self.delta, Wp, b, V, vb, lrs, opt.momentum,
                                      opt.weight_decay, self.scale, batch_loss, batch_hits,
-                                     t0, t1, nt)
+                                     t0, t1, threads)
+                if chooser is not None:
+                    chooser.record(threads, time.perf_counter() - start, t1 - t0)
                 if bad >= 0:
                     raise diverged(epoch, int(bad) + 1, float(lrs[bad]))
                 if on_batches is not None:
