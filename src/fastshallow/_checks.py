@@ -155,7 +155,10 @@ def as_indices(name: str, idx, n: int) -> np.ndarray:
 
 
 def positive_int(name: str, v, *, allow_zero: bool = False) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+    # type() before the ABC check: isinstance against numbers.Integral is slow, and this runs
+    # on every optimizer step.
+    if type(v) is not int and (isinstance(v, (bool, np.bool_))
+                               or not isinstance(v, numbers.Integral)):
         raise TypeError(f"{name} must be an int, got {_describe(v)}")
     v = int(v)
     if v < 0 or (v == 0 and not allow_zero):
@@ -179,7 +182,8 @@ def float_dtype(name: str, dtype) -> np.dtype:
 def real(name: str, v, *, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False) -> float:
     """A finite real scalar within the given bounds."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+    if type(v) is not float and type(v) is not int and (
+            isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)):
         raise TypeError(f"{name} must be a real number, got {_describe(v)}")
     v = float(v)
     if not math.isfinite(v):

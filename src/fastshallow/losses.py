@@ -69,8 +69,8 @@ class L2Loss(Loss):
         D = P - T
         per_out = max(P[0].size, 1) if P.shape[0] else 1
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported by train()
-            loss = 0.5 * (D * D).reshape(P.shape[0], -1).mean(axis=1) if P.size else \
-                np.zeros(P.shape[0], P.dtype)
+            loss = (D * D).reshape(P.shape[0], -1).sum(axis=1) * P.dtype.type(0.5 / per_out) \
+                if P.size else np.zeros(P.shape[0], P.dtype)
         return _finish(loss.astype(P.dtype), y_hat, lambda: D / P.dtype.type(per_out))
 
 

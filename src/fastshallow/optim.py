@@ -15,8 +15,9 @@ from typing import Iterable, List, Optional
 import numpy as np
 
 from . import _checks as C
+from ._config import resolve_threads
+from ._ext import kernels as _k
 from .autograd import Parameter
-from .kernels import sgd_update
 
 __all__ = ["SGD", "Schedule", "ConstantSchedule", "CosineSchedule", "StepSchedule"]
 
@@ -119,10 +120,17 @@ class SGD:
         minibatch of `batch_size` examples)."""
         batch_size = C.positive_int("batch_size", batch_size)
         lr = self.learning_rate
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"the schedule gave learning rate {lr} at step {self.num_steps}")
         vel = self.velocity
+        # The arrays are the parameters' own (C-contiguous, of one dtype and shape, never
+        # replaced) and the hyper-parameters were checked on construction: the compiled update
+        # runs without the wrapper's per-call checks, which would cost more than it does.
         for i, p in enumerate(self.params):
-            sgd_update(p.data, p.grad, lr, batch_size, self.momentum, self.weight_decay,
-                       None if vel is None else vel[i])
+            data = p.data
+            _k().sgd_update(data, p.grad, lr, float(batch_size), self.momentum,
+                            self.weight_decay, None if vel is None else vel[i],
+                            resolve_threads(None, data.size * 4))
         self.num_steps += 1
 
     def zero_grad(self) -> None:
