@@ -3,7 +3,9 @@
 Environment switches (read at build time):
   FASTSHALLOW_NO_OPENMP=1    build the kernels serially even where OpenMP works
   FASTSHALLOW_BOUNDSCHECK=1  compile Cython bounds/wraparound checks in (debug build for the tests)
-  FASTSHALLOW_SANITIZE=address  build with AddressSanitizer (run with LD_PRELOAD=$(gcc -print-file-name=libasan.so))
+  FASTSHALLOW_SANITIZE=address  build with AddressSanitizer (run Python with
+                             LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
+                             and ASAN_OPTIONS=detect_leaks=0; see README's development section)
 """
 import os
 import shutil

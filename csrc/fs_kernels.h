@@ -29,8 +29,7 @@ static inline int omp_get_num_procs(void) { return 1; }
  * baseline, and the loader picks one (an ifunc) by the CPU's features.  Wheels stay portable
  * without -march=native.  ("arch=haswell" would not do: its resolver asks for that CPU model, so
  * newer CPUs fall back to the baseline.) */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && \
-    !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define FS_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define FS_CLONES
@@ -39,8 +38,7 @@ static inline int omp_get_num_procs(void) { return 1; }
 
 /* AVX-512 (x86-64-v4) matrix-product kernels, chosen at run time when the CPU has them and
  * FASTSHALLOW_NO_AVX512 is not set. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && \
-    !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define FS_HAVE_V4 1
 #define FS_V4_TARGET __attribute__((target("arch=x86-64-v4")))
 #include <stdlib.h>

@@ -2,6 +2,7 @@
 but the compiled module)."""
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 
@@ -16,13 +17,18 @@ _OPENMP = _ext.kernels().openmp_enabled()
 # starting an OpenMP team costs a few microseconds, more than such a kernel takes.
 SERIAL_WORK = 1 << 16
 
+# The most threads a kernel will start.  Results do not depend on the thread count, so more would
+# only cost memory: every OpenMP thread maps a stack, and tens of thousands of them exhaust the
+# process's memory maps, which kills the interpreter instead of raising.
+MAX_THREADS = 1024
+
 
 def _default_threads() -> int:
     global _default
     if _default is None:
         env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
         if env.isdigit() and int(env) > 0:
-            _default = int(env)
+            _default = min(int(env), MAX_THREADS)
         else:
             try:
                 _default = max(1, len(os.sched_getaffinity(0)))
@@ -42,10 +48,14 @@ def get_num_threads() -> int:
 def set_num_threads(n: int | None) -> None:
     """Set the default thread count of every kernel (None: back to ``OMP_NUM_THREADS`` / cores)."""
     global _num_threads
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"num_threads must be a positive int or None, got {n!r}")
-    _num_threads = n
+    _num_threads = None if n is None else _check_threads(n)
+
+
+def _check_threads(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"num_threads must be a positive int (at most {MAX_THREADS}) or None, "
+                         f"got {n!r}")
+    return int(n)
 
 
 def resolve_threads(num_threads: int | None, work: int = SERIAL_WORK) -> int:
@@ -53,9 +63,9 @@ def resolve_threads(num_threads: int | None, work: int = SERIAL_WORK) -> int:
     if num_threads is None:
         n = get_num_threads()
     else:
-        if isinstance(num_threads, bool) or not isinstance(num_threads, (int,)) or num_threads < 1:
-            raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
-        n = num_threads if _OPENMP else 1
+        n = _check_threads(num_threads)
+        if not _OPENMP:
+            n = 1
     return 1 if work < SERIAL_WORK else n
 
 

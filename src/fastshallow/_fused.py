@@ -125,6 +125,11 @@ class FusedTrainer:
         vel = opt.velocity
         iw = next(i for i, p in enumerate(opt.params) if p is d.weight)
         ib = next(i for i, p in enumerate(opt.params) if p is d.bias)
+        # The compiled step trusts every size: check them here, where it is cheap.
+        if (W.shape != (self.X.shape[1], d.units) or b.shape != (d.units,)
+                or (vel is not None and (vel[iw].shape != W.shape or vel[ib].shape != b.shape))):
+            raise RuntimeError(f"the layer's parameters (weight {W.shape}, bias {b.shape}) do "
+                               f"not fit {self.X.shape[1]} features and {d.units} outputs")
         Wp = _k().to_working_layout(W)
         V = _k().to_working_layout(vel[iw]) if vel is not None else None
         vb = vel[ib] if vel is not None else None
@@ -217,6 +222,9 @@ def forward_all(dense: Dense, X: np.ndarray, scale: float, num_threads=None,
                 block: int = 1 << 16):
     """Yield (start, logits) over all rows of X (uint8 or the layer's dtype) in blocks."""
     W, b = dense.weight.data, dense.bias.data
+    if W.shape != (X.shape[1], dense.units) or b.shape != (dense.units,):
+        raise RuntimeError(f"the layer's parameters (weight {W.shape}, bias {b.shape}) do not "
+                           f"fit {X.shape[1]} features and {dense.units} outputs")
     Wp = _k().to_working_layout(W)
     k, m = W.shape
     nt = resolve_threads(num_threads, min(len(X), block) * k * max(m, 4))
@@ -236,6 +244,7 @@ def can_forward(net, data_iter) -> Optional[tuple]:
     if arrays is None:
         return None
     X, y, scale = arrays
-    if X.ndim != 2 or X.dtype not in (np.uint8, dense.dtype) or X.shape[1] != dense.in_units:
+    if (X.ndim != 2 or X.dtype not in (np.uint8, dense.dtype) or not X.flags.c_contiguous
+            or X.shape[1] != dense.in_units):
         return None
     return dense, X, y, scale

@@ -502,9 +502,11 @@ def from_working_layout(P, k, m, out):
     return out
 
 
-cdef inline const void *_data_ptr(object a):
-    cdef const uint8_t[::1] flat = a.reshape(-1).view(np.uint8)
-    return <const void *>&flat[0]
+cdef inline const void *_data_ptr(cnp.ndarray a) except NULL:
+    # Never reshape (a reshape of a strided array is a temporary copy, freed before use).
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_SIZE(a) == 0:
+        raise ValueError("the compiled kernels need a non-empty C-contiguous array")
+    return <const void *>cnp.PyArray_DATA(a)
 
 
 def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int loss,

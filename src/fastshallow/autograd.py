@@ -39,6 +39,12 @@ class Parameter:
         if dtype is None:
             dtype = given.dtype if given.dtype in C.FLOAT_DTYPES else np.dtype(np.float32)
         arr = C.as_array(self.name, given, dtype=dtype)
+        # A parameter keeps its shape for life: its layer, its optimizer's momentum buffer and
+        # the fused trainer all size their buffers from it.
+        if self._data is not None and arr.shape != self._data.shape:
+            raise ValueError(f"{self.name}: new data must have shape {self._data.shape}, got "
+                             f"{arr.shape} (a parameter keeps its shape; create a new one "
+                             "for another shape)")
         self._data = np.array(arr, copy=True, order="C")
         self._grad = np.zeros_like(self._data)
         self._dtype = self._data.dtype
@@ -73,7 +79,7 @@ class Parameter:
 
     def set_data(self, value) -> None:
         """Overwrite the values (same shape; converted to this parameter's dtype)."""
-        value = np.asarray(value)
+        value = C.as_array(self.name, value, dtype=self.dtype)
         if value.shape != self.data.shape:
             raise ValueError(f"{self.name}: new data must have shape {self.data.shape}, "
                              f"got {value.shape}")
@@ -117,9 +123,14 @@ class Tensor(np.ndarray):
             raise RuntimeError("this array was not produced by a fastshallow layer or loss "
                                "(or it was derived from one with NumPy), so it has no gradient "
                                "to send back")
-        g = np.ones(self.shape, self.dtype) if grad is None else np.asarray(grad, self.dtype)
+        g = np.ones(self.shape, self.dtype) if grad is None else \
+            C.as_array("grad", grad, dtype=self.dtype)
         if g.shape != self.shape:
-            g = np.broadcast_to(g, self.shape)
+            try:
+                g = np.broadcast_to(g, self.shape)
+            except ValueError:
+                raise ValueError(f"grad must have shape {self.shape} (or broadcast to it), got "
+                                 f"{g.shape}") from None
         self.grad_fn(np.ascontiguousarray(g))
 
     def sum(self, axis=None, dtype=None, out=None, keepdims=False, **kw):

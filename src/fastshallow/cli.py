@@ -130,6 +130,29 @@ def _linreg(args) -> int:
     return 0
 
 
+def _check_output_paths(args) -> Optional[str]:
+    """What is wrong with --data-dir, --plot, --predictions or --save, or None."""
+    import os
+
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        return f"--data-dir: {args.data_dir!r} is not a folder"
+    for flag, path in (("--plot", args.plot), ("--predictions", args.predictions)):
+        if path:
+            from .plotting import _check_save_path
+
+            try:
+                _check_save_path(flag, path)
+            except (TypeError, ValueError, OSError, ImportError) as exc:
+                return str(exc)
+    if args.save:
+        folder = os.path.dirname(os.path.abspath(args.save))
+        if not os.path.isdir(folder):
+            return f"--save: folder {folder!r} does not exist"
+        if os.path.isdir(args.save):
+            return f"--save: {args.save!r} is a folder, not a file name"
+    return None
+
+
 def _train(args) -> int:
     import fastshallow as fs
     from fastshallow.datasets import load_data_fashion_mnist
@@ -141,6 +164,11 @@ def _train(args) -> int:
     if not (np.isfinite(args.weight_decay) and args.weight_decay >= 0):
         print("fastshallow train: error: --weight-decay must be a finite number >= 0",
               file=sys.stderr)
+        return 2
+    # Paths are checked before the data is loaded and the model trained, not after.
+    problem = _check_output_paths(args)
+    if problem:
+        print(f"fastshallow train: error: {problem}", file=sys.stderr)
         return 2
     fs.seed(args.seed)
     if args.threads:

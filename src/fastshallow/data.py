@@ -23,11 +23,16 @@ def synthetic_data(w, b, num_examples: int, noise: float = 0.01, seed=None, dtyp
     (num_examples, m) for a (k, m) matrix `w`."""
     w = C.as_array("w", w, ndim=(1, 2), dtype=np.float64, allow_empty=False, finite=True)
     b = C.as_array("b", b, ndim=(0, 1), dtype=np.float64, finite=True)
+    if b.size != 1 and (w.ndim == 1 or b.shape != (w.shape[1],)):
+        want = "a scalar" + ("" if w.ndim == 1 else
+                             f" or {w.shape[1]} values (one per column of w)")
+        raise ValueError(f"b must be {want}, got shape {b.shape}")
     num_examples = C.positive_int("num_examples", num_examples, allow_zero=True)
+    dtype = C.float_dtype("dtype", dtype)
     noise = C.real("noise", noise, low=0.0)
     rng = C.seed_or_rng("seed", seed)
     X = rng.standard_normal((num_examples, w.shape[0]))
-    y = X @ w + b
+    y = X @ w + (b.reshape(()) if b.size == 1 else b)
     y += rng.normal(0.0, noise, y.shape) if noise else 0.0
     return X.astype(dtype), y.astype(dtype)
 
@@ -71,7 +76,8 @@ class ArrayDataset:
         X, y = self.arrays
         if X.dtype not in (np.uint8, np.float32, np.float64):
             return None
-        return X.reshape(len(X), -1), y, None, X.shape[1:]
+        # Not reshape(len(X), -1): NumPy cannot infer the -1 of an empty array.
+        return X.reshape(len(X), int(np.prod(X.shape[1:]))), y, None, X.shape[1:]
 
     def get_batch(self, indices: np.ndarray) -> tuple:
         """The rows at `indices` (int64, validated by the caller) of every array."""

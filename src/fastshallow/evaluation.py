@@ -12,6 +12,9 @@ __all__ = ["evaluate_accuracy", "evaluate_loss", "predict"]
 
 
 def _batches(data_iter):
+    if not hasattr(data_iter, "__iter__"):
+        raise TypeError(f"the data iterator must be an iterable of (X, y) pairs (such as a "
+                        f"DataLoader), got {type(data_iter).__name__}")
     for batch in data_iter:
         if not isinstance(batch, tuple) or len(batch) != 2:
             raise TypeError("the data iterator must yield (X, y) pairs")

@@ -75,6 +75,10 @@ def matmul_bias_backward(X, G, *, num_threads: int | None = None):
     db = np.zeros(m, X.dtype)
     if n and k and m:
         _k().matmul_bias_backward(X, G, dW, db, resolve_threads(num_threads, n * k * m))
+    elif n and m:
+        # No features: dW is empty, but the bias still gets its gradient (rows summed in
+        # order, as the kernel does).
+        np.add.reduce(G, axis=0, out=db)
     return dW, db
 
 
@@ -169,13 +173,13 @@ def gather_rows(src, indices, out=None, scale: float | None = None, *, dtype=Non
         raise ValueError(f"src must have at least one dimension, got shape {src.shape}")
     idx = C.as_indices("indices", indices, src.shape[0])
     if out is not None:
-        odt = out.dtype if isinstance(out, np.ndarray) else None
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a numpy array, got {C._describe(out)}")
+        odt = C.float_dtype("out's dtype", out.dtype)
     elif dtype is not None:
-        odt = np.dtype(dtype)
+        odt = C.float_dtype("dtype", dtype)
     else:
         odt = np.dtype(np.float32) if src.dtype == np.uint8 else src.dtype
-    if odt not in C.FLOAT_DTYPES:
-        raise TypeError(f"the output dtype must be float32 or float64, got {odt}")
     shape = (idx.shape[0],) + src.shape[1:]
     if out is None:
         out = np.empty(shape, odt)

@@ -13,16 +13,18 @@ __all__ = ["accuracy", "entropy", "cross_entropy_between", "kl_divergence"]
 def accuracy(y_hat, y) -> float:
     """The number of correct predictions (a count, as in the book): `y_hat` holds class scores
     (n, classes) -- argmax is the prediction -- or predicted labels (n,)."""
-    P = np.asarray(y_hat)
+    P = C.as_array("y_hat", y_hat, dtypes=None)
     if P.ndim == 2 and P.shape[1] > 1:
         pred = P.argmax(axis=1)
     else:
         pred = P.reshape(-1)
-    truth = np.asarray(y).reshape(-1)
+    truth = C.as_array("y", y, dtypes=None).reshape(-1)
     if truth.shape[0] != pred.shape[0]:
         raise ValueError(f"y must have one label per prediction ({pred.shape[0]}), "
                          f"got {truth.shape[0]}")
-    return float((pred.astype(truth.dtype, copy=False) == truth).sum())
+    # Compared as values: casting predictions to the labels' integer dtype would count a
+    # predicted 1.9 as a hit for label 1.
+    return float((pred == truth).sum())
 
 
 def _dist(name: str, p) -> np.ndarray:

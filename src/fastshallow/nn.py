@@ -60,6 +60,8 @@ class Block:
     def save(self, path) -> None:
         """Write the architecture and parameters to an ``.npz`` file (no pickle), atomically:
         an interrupted save leaves any previous file intact."""
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         arrays = {f"p{i}": p.data for i, p in enumerate(self.parameters())}
         meta = json.dumps({"format": _FORMAT, "model": self._config()})
         arrays["__meta__"] = np.frombuffer(meta.encode(), dtype=np.uint8)
@@ -107,13 +109,16 @@ class Dense(Block):
     def __init__(self, units: int, in_units: Optional[int] = None, use_bias: bool = True,
                  flatten: bool = True, dtype=np.float32, weight_initializer=None,
                  bias_initializer=None, rng=None):
-        self.units = C.positive_int("units", units)
-        self.in_units = None if in_units is None else C.positive_int("in_units", in_units)
+        self._units = C.positive_int("units", units)
+        self._in_units = None if in_units is None else C.positive_int("in_units", in_units)
         self.use_bias = bool(use_bias)
         self.flatten = bool(flatten)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in C.FLOAT_DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self._dtype = C.float_dtype("dtype", dtype)
+        for name, fn in (("weight_initializer", weight_initializer),
+                         ("bias_initializer", bias_initializer)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be a fastshallow.init initializer (a callable "
+                                f"taking shape, dtype and rng), got {type(fn).__name__} {fn!r:.60}")
         self.weight_initializer = weight_initializer or _init.Normal(0.01)
         self.bias_initializer = bias_initializer or _init.Zeros()
         self._rng = None if rng is None else C.seed_or_rng("rng", rng)
@@ -121,6 +126,23 @@ class Dense(Block):
         self.bias = Parameter(name="bias", dtype=self.dtype) if self.use_bias else None
         if self.in_units is not None:
             self._create()
+
+    # Read-only: the parameters' shapes and dtype follow these, and the compiled training path
+    # sizes its buffers from them, so they may not drift apart.
+    @property
+    def units(self) -> int:
+        """The number of outputs."""
+        return self._units
+
+    @property
+    def in_units(self) -> Optional[int]:
+        """The number of inputs (None until the first call when it was not given)."""
+        return self._in_units
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The parameters' dtype."""
+        return self._dtype
 
     def _create(self) -> None:
         rng = self._rng or default_rng()
@@ -161,7 +183,7 @@ class Dense(Block):
                                  f"got shape {X.shape}")
             X = X.reshape(X.shape[0], -1)
         if self.in_units is None:
-            self.in_units = C.positive_int("the number of input features", X.shape[1])
+            self._in_units = C.positive_int("the number of input features", X.shape[1])
             self._create()
         elif X.shape[1] != self.in_units:
             raise ValueError(f"X must have {self.in_units} features per example (this layer's "
@@ -193,7 +215,7 @@ class Dense(Block):
 
     def _adopt(self, other: "Dense") -> None:
         if self.in_units is None:
-            self.in_units = other.in_units
+            self._in_units = other.in_units
             self._create()
         for mine, theirs in zip(self.parameters(), other.parameters()):
             mine.set_data(theirs.data)
@@ -276,29 +298,53 @@ class Sequential(Block):
         return f"Sequential({inner})"
 
 
-def _build(cfg: dict) -> Block:
+# A model description nested deeper than this is not one this library wrote.
+_MAX_DEPTH = 64
+
+
+def _build(cfg: dict, dense: list, depth: int = 0) -> Block:
+    """The network `cfg` describes, with every Dense layer still deferred (nothing of the sizes
+    the file claims is allocated yet); each Dense layer and its saved in_units go to `dense`, in
+    parameter order."""
     if not isinstance(cfg, dict):
         raise ValueError(f"a block description must be an object, got {cfg!r:.60}")
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"blocks nested more than {_MAX_DEPTH} deep")
     kind = cfg.get("type")
     if kind == "Dense":
-        in_units = cfg["in_units"]
-        if isinstance(in_units, bool) or not isinstance(in_units, int) or in_units < 1:
-            raise ValueError(f"a saved Dense layer needs a positive in_units, got {in_units!r}")
-        return Dense(int(cfg["units"]), in_units=in_units, use_bias=bool(cfg["use_bias"]),
-                     flatten=bool(cfg["flatten"]), dtype=np.dtype(cfg["dtype"]),
-                     weight_initializer=_init.Zeros())
+        sizes = {k: cfg[k] for k in ("units", "in_units")}
+        for k, v in sizes.items():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"a saved Dense layer needs a positive int {k}, got {v!r:.60}")
+        layer = Dense(sizes["units"], use_bias=bool(cfg["use_bias"]),
+                      flatten=bool(cfg["flatten"]), dtype=cfg["dtype"])
+        dense.append((layer, sizes["in_units"]))
+        return layer
     if kind == "Flatten":
         return Flatten()
     if kind == "Sequential":
-        return Sequential(*[_build(c) for c in cfg["blocks"]])
-    raise ValueError(f"unknown block type {kind!r}")
+        blocks = cfg["blocks"]
+        if not isinstance(blocks, list):
+            raise ValueError(f"a Sequential's blocks must be a list, got {blocks!r:.60}")
+        return Sequential(*[_build(c, dense, depth + 1) for c in blocks])
+    raise ValueError(f"unknown block type {kind!r:.60}")
+
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def load(path) -> Block:
     """A network saved with ``net.save(path)``.  The file is read without pickle; a truncated
-    or altered file gives a ValueError naming it."""
+    or altered file gives a ValueError naming it.  The sizes the file's description claims are
+    checked against the arrays it holds before any parameter is allocated."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = os.fspath(path)
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        if magic not in _ZIP_MAGIC:
+            raise ValueError(f"it does not start like an .npz (zip) archive ({magic!r})")
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
@@ -310,19 +356,27 @@ def load(path) -> Block:
         if not isinstance(meta, dict):
             raise ValueError("its metadata is not a JSON object")
         if meta.get("format") != _FORMAT:
-            raise ValueError(f"unknown format {meta.get('format')!r}")
-        net = _build(meta["model"])
-        params = net.parameters()
-        if len(params) != len(arrays):
-            raise ValueError(f"expected {len(params)} parameter arrays, found {len(arrays)}")
-        for i, p in enumerate(params):
+            raise ValueError(f"unknown format {meta.get('format')!r:.60}")
+        dense: list = []
+        net = _build(meta["model"], dense)
+        expected = []
+        for layer, in_units in dense:
+            expected.append((layer, in_units, layer.weight, (in_units, layer.units)))
+            if layer.bias is not None:
+                expected.append((layer, in_units, layer.bias, (layer.units,)))
+        if len(expected) != len(arrays):
+            raise ValueError(f"expected {len(expected)} parameter arrays, found {len(arrays)}")
+        for i, (_, _, p, shape) in enumerate(expected):
             a = arrays[f"p{i}"]
-            if a.shape != p.shape or a.dtype != p.dtype:
+            if a.shape != shape or a.dtype != p.dtype:
                 raise ValueError(f"parameter {i} has shape {a.shape} and dtype {a.dtype}, "
-                                 f"expected {p.shape} and {p.dtype}")
+                                 f"expected {shape} and {p.dtype}")
             if not np.isfinite(a).all():
                 raise ValueError(f"parameter {i} holds NaN or inf")
-            p.set_data(a)
-    except (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError) as exc:
+        for i, (layer, in_units, p, _) in enumerate(expected):
+            layer._in_units = in_units
+            p.initialize(arrays[f"p{i}"])
+    except (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError,
+            RecursionError) as exc:
         raise ValueError(f"{path} is not a valid fastshallow model file: {exc}") from None
     return net

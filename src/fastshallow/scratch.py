@@ -68,8 +68,11 @@ def squared_loss(y_hat, y) -> Tensor:
 
 def sgd(params, lr: float, batch_size: int) -> None:
     """Minibatch SGD: ``param -= lr * param.grad / batch_size`` for each parameter, in place."""
-    for i, p in enumerate(params):
-        p = _param(f"params[{i}]", p)
+    if isinstance(params, Parameter) or not hasattr(params, "__iter__"):
+        raise TypeError(f"params must be a list of fastshallow Parameters, got "
+                        f"{type(params).__name__}")
+    params = [_param(f"params[{i}]", p) for i, p in enumerate(params)]
+    for p in params:
         sgd_update(p.data, p.grad, lr, batch_size)
 
 
@@ -77,8 +80,9 @@ def softmax(X) -> np.ndarray:
     """The chapter's softmax: ``exp(X) / exp(X).sum(1)`` row by row, computed naively on
     purpose -- it overflows for logits above ~88 (float32); :func:`fastshallow.kernels.softmax`
     is the stable one."""
-    X = C.as_array("X", X, ndim=(1, 2), dtype=None if np.asarray(X).dtype.kind == "f"
-                   else np.float32)
+    X = C.as_array("X", X, ndim=(1, 2), dtypes=None)
+    if X.dtype.kind != "f":
+        X = X.astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         E = np.exp(X)
         return E / E.sum(axis=-1, keepdims=True)

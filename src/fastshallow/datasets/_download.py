@@ -191,6 +191,8 @@ def _save_decoded(cache: Path, spec: FileSpec, arr: np.ndarray) -> None:
         os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())  # else a crash soon after the rename can leave it empty
         os.replace(tmp, _decoded_path(cache, spec))
         tmp = None
     except OSError:
@@ -244,6 +246,8 @@ def _stream_to_temp(url: str, folder: Path, spec: FileSpec) -> str:
                                             f"than {spec.gz_name} can be")
                     out.write(chunk)
                     bar.update(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
             # http.client returns a short body without complaint when the peer closes early.
             if total is not None and got != total:
                 raise DownloadError(f"{url}: the connection closed after {got} of {total} bytes")
