@@ -39,7 +39,7 @@ class ThreadChooser:
     to switch: it times both, keeps the faster, and re-times the other every `probe_every`
     segments in case the machine has changed."""
 
-    def __init__(self, team: int, probe_every: int = 8):
+    def __init__(self, team: int, probe_every: int = 24):
         self.team = team
         self.probe_every = probe_every
         self.cost: dict = {}  # threads -> seconds per minibatch (moving average)
