@@ -366,7 +366,8 @@ FS_INLINE void FS_S(fs_prefetch_row)(const void *X, int x_u8, fs_i64 ldx, fs_i64
 }
 
 FS_INLINE void FS_S(fs_gather)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS_T scale,
-                               const fs_i64 *idx, fs_i64 r0, fs_i64 r1, fs_i64 rmax, FS_T *dst)
+                               const fs_i64 *idx, fs_i64 r0, fs_i64 r1, fs_i64 rmax, FS_T *dst,
+                               const fs_i64 *next, fs_i64 nnext)
 {
     if (idx)
         for (fs_i64 r = r0; r < r0 + FS_PREFETCH_ROWS && r < rmax; r++)
@@ -375,6 +376,10 @@ FS_INLINE void FS_S(fs_gather)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS
         fs_i64 row = idx ? idx[r] : r;
         if (idx && r + FS_PREFETCH_ROWS < rmax)
             FS_S(fs_prefetch_row)(X, x_u8, ldx, k, idx[r + FS_PREFETCH_ROWS]);
+        /* The same rows of the next minibatch, `next`, go to the same task (static schedule):
+         * request them a whole minibatch ahead, so no chunk starts cold. */
+        if (r - r0 < nnext)
+            FS_S(fs_prefetch_row)(X, x_u8, ldx, k, next[r - r0]);
         FS_T *d = dst + (r - r0) * k;
         if (x_u8) {
             const uint8_t *s = (const uint8_t *)X + row * ldx;
@@ -466,11 +471,12 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
 /* Phase 1 of a minibatch, batch rows [r0, r0 + rows): gather, forward, loss and gradient (and
  * the gradient's panel copy for phase 2). */
 FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, const fs_i64 *pos,
-                                          fs_i64 bn, fs_i64 r0, fs_i64 rows)
+                                          fs_i64 bn, fs_i64 r0, fs_i64 rows, const fs_i64 *next,
+                                          fs_i64 nnext)
 {
     const fs_i64 k = a->k, m = a->m;
     FS_T *xb = a->Xb + r0 * k;
-    FS_S(fs_gather)(a->X, a->x_u8, a->ldx, k, a->scale, pos, r0, r0 + rows, bn, xb);
+    FS_S(fs_gather)(a->X, a->x_u8, a->ldx, k, a->scale, pos, r0, r0 + rows, bn, xb, next, nnext);
     if (a->panel)
         FS_S(fs_gemm_rows)(xb, k, 1, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m);
     else
@@ -540,7 +546,11 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
 #pragma omp for schedule(static)
         for (fs_i64 c = 0; c < nch1; c++) {
             const fs_i64 r0 = c * FS_FUSED_CHUNK;
-            FS_S(fs_fused_rows)(a, pos, bn, r0, bn - r0 < FS_FUSED_CHUNK ? bn - r0 : FS_FUSED_CHUNK);
+            const fs_i64 rows = bn - r0 < FS_FUSED_CHUNK ? bn - r0 : FS_FUSED_CHUNK;
+            /* this chunk's rows in the next minibatch, if there is one */
+            const fs_i64 left = a->n - (t + 1) * B - r0;
+            FS_S(fs_fused_rows)(a, pos, bn, r0, rows, left > 0 ? pos + B + r0 : NULL,
+                                left > 0 ? (left < rows ? left : rows) : 0);
         }
 
 #pragma omp for schedule(static)
@@ -577,13 +587,15 @@ static void FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k
     for (fs_i64 s = r0; s < r1; s += FS_FUSED_CHUNK) {
         fs_i64 e = r1 - s < FS_FUSED_CHUNK ? r1 : s + FS_FUSED_CHUNK;
         if (idx) {
-            FS_S(fs_gather)(X, x_u8, ldx, k, scale, idx, s, e, r1, xb);
+            FS_S(fs_gather)(X, x_u8, ldx, k, scale, idx, s, e, r1, xb, NULL, 0);
         } else {
             /* in order: gather from X + s * ldx as rows 0.. */
             if (x_u8)
-                FS_S(fs_gather)((const uint8_t *)X + s * ldx, 1, ldx, k, scale, NULL, 0, e - s, e - s, xb);
+                FS_S(fs_gather)((const uint8_t *)X + s * ldx, 1, ldx, k, scale, NULL, 0, e - s,
+                                e - s, xb, NULL, 0);
             else
-                FS_S(fs_gather)((const FS_T *)X + s * ldx, 0, ldx, k, scale, NULL, 0, e - s, e - s, xb);
+                FS_S(fs_gather)((const FS_T *)X + s * ldx, 0, ldx, k, scale, NULL, 0, e - s, e - s,
+                                xb, NULL, 0);
         }
         if (panel)
             FS_S(fs_gemm_rows)(xb, k, 1, e - s, k, Wp, m, b, Z + s * m, m);

@@ -932,3 +932,37 @@ def test_rejected_calls_leave_buffers_untouched(rng):
     with pytest.raises(ValueError):
         K.gather_rows(np.ones((5, 2)), [0, 1, 5], out=out)
     assert (out == 7.0).all()
+
+
+# ---- permutation ---------------------------------------------------------------------------
+
+def test_permutation_is_a_seeded_permutation():
+    for n in (0, 1, 2, 7, 1000, 65537):
+        p = K.permutation(n, 12345)
+        assert p.dtype == np.int64 and p.shape == (n,)
+        assert np.array_equal(np.sort(p), np.arange(n))
+        assert np.array_equal(p, K.permutation(n, 12345))
+    assert not np.array_equal(K.permutation(1000, 1), K.permutation(1000, 2))
+    assert not np.array_equal(K.permutation(1000, 1), np.arange(1000))
+
+
+def test_permutation_is_uniform():
+    # Where each of 5 items lands, over 20000 seeds: every (item, place) cell is hit about
+    # 4000 times; a chi-square over the 25 cells stays far below its 0.1% quantile (52.6).
+    n, trials = 5, 20000
+    counts = np.zeros((n, n))
+    for s in range(trials):
+        counts[np.arange(n), K.permutation(n, s)] += 1
+    expected = trials / n
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 52.6, (chi2, counts)
+
+
+@pytest.mark.parametrize("n, seed, exc, match", [
+    (-1, 0, ValueError, "n must be"), (2.5, 0, TypeError, "n must be"),
+    (3, -1, ValueError, "seed must be"), (3, 1 << 64, ValueError, "seed must be"),
+    (3, "x", TypeError, "seed must be"),
+])
+def test_permutation_bad_arguments(n, seed, exc, match):
+    with pytest.raises(exc, match=match):
+        K.permutation(n, seed)

@@ -137,7 +137,7 @@ class FusedTrainer:
         batch_loss = np.zeros(nb)
         batch_hits = np.zeros(nb, np.int64)
         # Per-minibatch work decides: two barriers per minibatch cost more than a small one takes.
-        nt = resolve_threads(num_threads, B * k * m)
+        nt = resolve_threads(num_threads, B * k * max(m, 4))
         if num_threads is None:  # the default: adapt to how busy the machine is
             if self.chooser is None or self.chooser.team != nt:
                 self.chooser = ThreadChooser(nt)

@@ -81,3 +81,7 @@ def fused_sgd(X: _Rows, labels: _Int64s | None, targets: _Floats | None, perm: _
 def fused_forward(X: _Rows, idx: _Int64s | None, Wp: _Floats, b: _Floats, scale: float,
                   out: _Floats, nt: int) -> None:
     """out = (scale * X[idx]) @ W + b with W in the working layout (idx None: all rows)."""
+
+def permutation(n: int, seed: int) -> np.ndarray:
+    """A random permutation of range(n) as int64, determined by `seed`."""
+    ...

@@ -8,7 +8,7 @@ threads give identical bits.  `nt` is the number of OpenMP threads; 1 runs witho
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 import numpy as np
@@ -25,6 +25,7 @@ cdef extern from "fs_kernels.h" nogil:
     int FS_PREFETCH_ROWS
     const char *fs_compiler()
     const char *fs_isa()
+    void fs_permutation(int64_t *out, int64_t n, uint64_t seed)
     int omp_get_max_threads()
     int omp_get_num_procs()
     void fs_pack_panels_f32(const float *W, fs_i64 ldw, fs_i64 k, fs_i64 m, float *P)
@@ -118,6 +119,15 @@ cdef floating *_scratch(fs_i64 count, floating *unused) except NULL:
     if p == NULL:
         raise MemoryError(f"cannot allocate {count * sizeof(floating)} bytes of scratch memory")
     return p
+
+
+def permutation(int64_t n, uint64_t seed):
+    """A random permutation of range(n) as int64, determined by `seed` (n >= 0)."""
+    cdef cnp.ndarray out = np.empty(n, np.int64)
+    cdef int64_t *p = <int64_t *>cnp.PyArray_DATA(out)
+    with nogil:
+        fs_permutation(p, n, seed)
+    return out
 
 
 # ---- X @ W + b ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import _checks as C
-from .kernels import gather_rows
+from .kernels import gather_rows, permutation
 
 __all__ = ["synthetic_data", "ArrayDataset", "DataLoader", "load_array"]
 
@@ -119,7 +119,11 @@ class DataLoader:
         """The example order of the next epoch (advances the loader's random stream), cut to
         whole batches when `drop_last`."""
         n = len(self.dataset)
-        order = self._rng.permutation(n) if self.shuffle else np.arange(n, dtype=np.int64)
+        if self.shuffle:
+            # One draw from the loader's generator seeds the compiled Fisher-Yates shuffle.
+            order = permutation(n, int(self._rng.integers(0, 1 << 63)))
+        else:
+            order = np.arange(n, dtype=np.int64)
         if self.drop_last:
             order = order[: (n // self.batch_size) * self.batch_size]
         self.epoch += 1
