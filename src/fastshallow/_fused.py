@@ -36,14 +36,16 @@ class ThreadChooser:
     Each minibatch ends with two barriers; when another process holds a core, a descheduled
     team member stalls every barrier by a scheduler time slice and two threads run many times
     slower than one.  Results are bit-identical for any thread count, so the fused path is free
-    to switch: it times both, keeps the faster, and re-times the other every `probe_every`
-    segments in case the machine has changed."""
+    to switch: it times both, keeps the faster (switching only for a clear, 10% gain, so timing
+    noise does not make it flip), and re-times the other every `probe_every` segments in case the
+    machine has changed."""
 
     def __init__(self, team: int, probe_every: int = 24):
         self.team = team
         self.probe_every = probe_every
         self.cost: dict = {}  # threads -> seconds per minibatch (moving average)
         self.segments = 0
+        self.current = team
 
     def pick(self) -> int:
         if self.team <= 1:
@@ -52,10 +54,10 @@ class ThreadChooser:
         for t in (self.team, 1):
             if t not in self.cost:
                 return t
-        best = min(self.cost, key=self.cost.get)
-        if self.segments % self.probe_every == 0:
-            return 1 if best == self.team else self.team
-        return best
+        other = 1 if self.current == self.team else self.team
+        if self.cost[other] * 1.1 < self.cost[self.current]:
+            self.current, other = other, self.current
+        return other if self.segments % self.probe_every == 0 else self.current
 
     def record(self, threads: int, seconds: float, batches: int) -> None:
         per = seconds / max(batches, 1)

@@ -85,3 +85,7 @@ def fused_forward(X: _Rows, idx: _Int64s | None, Wp: _Floats, b: _Floats, scale:
 def permutation(n: int, seed: int) -> np.ndarray:
     """A random permutation of range(n) as int64, determined by `seed`."""
     ...
+
+def matmul_bias_if_plain(X: Any, W: Any, b: Any, nt: int, serial_work: int) -> np.ndarray | None:
+    """X @ W + b when the arguments are exactly what the kernel takes, else None."""
+    ...

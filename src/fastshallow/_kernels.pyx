@@ -194,6 +194,40 @@ def matmul_bias(cnp.ndarray X, cnp.ndarray W, object b, cnp.ndarray out, int nt)
                      <const double *>_data(b), <double *>_data(out), n, k, m, nt)
 
 
+cdef inline bint _plain(object a, int ndim, int typenum):
+    """An exact ndarray of this rank and type, C-contiguous and non-empty."""
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_NDIM(arr) == ndim and cnp.PyArray_TYPE(arr) == typenum
+            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_SIZE(arr) > 0)
+
+
+def matmul_bias_if_plain(object X, object W, object b, int nt, int64_t serial_work):
+    """X @ W + b when the arguments are exactly what the kernel takes -- 2-D C-contiguous float
+    arrays of one type with matching, non-zero shapes -- else None, and the caller validates.
+    For minibatch-sized products the Python-level checks would cost as much as the product."""
+    if not cnp.PyArray_CheckExact(X):
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not (_plain(X, 2, typenum) and _plain(W, 2, typenum)):
+        return None
+    cdef fs_i64 n = (<cnp.ndarray>X).shape[0], k = (<cnp.ndarray>X).shape[1]
+    if (<cnp.ndarray>W).shape[0] != k:
+        return None
+    cdef fs_i64 m = (<cnp.ndarray>W).shape[1]
+    if b is not None and not (_plain(b, 1, typenum) and (<cnp.ndarray>b).shape[0] == m):
+        return None
+    cdef cnp.npy_intp dims[2]
+    dims[0] = n
+    dims[1] = m
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, dims, typenum, 0)
+    matmul_bias(X, W, b, out, 1 if n * k * m < serial_work else nt)
+    return out
+
+
 # ---- its gradient: X^T G and the column sums of G ------------------------------------------------
 
 cdef inline void _bwd_chunk(fs_i64 c, const floating *X, fs_i64 n, fs_i64 k, const floating *G,

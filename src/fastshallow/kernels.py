@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks as C
-from ._config import resolve_threads
+from ._config import SERIAL_WORK, get_num_threads, resolve_threads
 from ._ext import kernels as _k
 
 __all__ = [
@@ -38,6 +38,12 @@ def matmul_bias(X, W, b=None, out=None, *, num_threads: int | None = None) -> np
 
     `out`, when given, must be a C-contiguous writeable (n, m) array of the same dtype that does
     not overlap the inputs."""
+    if out is None and num_threads is None:
+        # Arguments that are already exactly right are recognized in compiled code; anything
+        # else goes through the checks below, which say what is wrong.
+        Y = _k().matmul_bias_if_plain(X, W, b, get_num_threads(), SERIAL_WORK)
+        if Y is not None:
+            return Y
     X = C.as_array("X", X, ndim=2)
     W = C.as_array("W", W, ndim=2)
     _same_dtype("X", X, "W", W)
