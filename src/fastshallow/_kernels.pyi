@@ -86,6 +86,7 @@ def permutation(n: int, seed: int) -> np.ndarray:
     """A random permutation of range(n) as int64, determined by `seed`."""
     ...
 
-def matmul_bias_if_plain(X: Any, W: Any, b: Any, nt: int, serial_work: int) -> np.ndarray | None:
-    """X @ W + b when the arguments are exactly what the kernel takes, else None."""
+def matmul_bias_if_plain(X: Any, W: Any, b: Any, out: Any, nt: int,
+                         serial_work: int) -> np.ndarray | None:
+    """X @ W + b (into `out`) when the arguments are exactly what the kernel takes, else None."""
     ...

@@ -203,10 +203,21 @@ cdef inline bint _plain(object a, int ndim, int typenum):
             and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_SIZE(arr) > 0)
 
 
-def matmul_bias_if_plain(object X, object W, object b, int nt, int64_t serial_work):
-    """X @ W + b when the arguments are exactly what the kernel takes -- 2-D C-contiguous float
-    arrays of one type with matching, non-zero shapes -- else None, and the caller validates.
-    For minibatch-sized products the Python-level checks would cost as much as the product."""
+cdef inline bint _apart(cnp.ndarray a, object other):
+    """`a` and `other` (a contiguous array or None) occupy disjoint memory."""
+    if other is None:
+        return True
+    cdef char *p = <char *>cnp.PyArray_DATA(a)
+    cdef char *q = <char *>cnp.PyArray_DATA(<cnp.ndarray>other)
+    return (p + cnp.PyArray_NBYTES(a) <= q
+            or q + cnp.PyArray_NBYTES(<cnp.ndarray>other) <= p)
+
+
+def matmul_bias_if_plain(object X, object W, object b, object out, int nt, int64_t serial_work):
+    """X @ W + b (into `out` when given) when the arguments are exactly what the kernel takes --
+    2-D C-contiguous float arrays of one type with matching, non-zero shapes, and an `out` that
+    is writeable and shares no memory with them -- else None, and the caller validates.  For
+    minibatch-sized products the Python-level checks would cost as much as the product."""
     if not cnp.PyArray_CheckExact(X):
         return None
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
@@ -221,11 +232,21 @@ def matmul_bias_if_plain(object X, object W, object b, int nt, int64_t serial_wo
     if b is not None and not (_plain(b, 1, typenum) and (<cnp.ndarray>b).shape[0] == m):
         return None
     cdef cnp.npy_intp dims[2]
-    dims[0] = n
-    dims[1] = m
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, dims, typenum, 0)
-    matmul_bias(X, W, b, out, 1 if n * k * m < serial_work else nt)
-    return out
+    cdef cnp.ndarray res
+    if out is None:
+        dims[0] = n
+        dims[1] = m
+        res = cnp.PyArray_EMPTY(2, dims, typenum, 0)
+    else:
+        if not (_plain(out, 2, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
+            return None
+        res = <cnp.ndarray>out
+        if res.shape[0] != n or res.shape[1] != m:
+            return None
+        if not (_apart(res, X) and _apart(res, W) and _apart(res, b)):
+            return None
+    matmul_bias(X, W, b, res, 1 if n * k * m < serial_work else nt)
+    return res
 
 
 # ---- its gradient: X^T G and the column sums of G ------------------------------------------------

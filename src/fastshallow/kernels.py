@@ -38,10 +38,10 @@ def matmul_bias(X, W, b=None, out=None, *, num_threads: int | None = None) -> np
 
     `out`, when given, must be a C-contiguous writeable (n, m) array of the same dtype that does
     not overlap the inputs."""
-    if out is None and num_threads is None:
+    if num_threads is None:
         # Arguments that are already exactly right are recognized in compiled code; anything
         # else goes through the checks below, which say what is wrong.
-        Y = _k().matmul_bias_if_plain(X, W, b, get_num_threads(), SERIAL_WORK)
+        Y = _k().matmul_bias_if_plain(X, W, b, out, get_num_threads(), SERIAL_WORK)
         if Y is not None:
             return Y
     X = C.as_array("X", X, ndim=2)
