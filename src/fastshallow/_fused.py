@@ -138,6 +138,7 @@ class FusedTrainer:
         lrs = (opt.lr * opt.schedule.factors(opt.num_steps, nb)).astype(W.dtype)
         batch_loss = np.zeros(nb)
         batch_hits = np.zeros(nb, np.int64)
+        scratch = _k().fused_scratch(B, k, m, W.dtype)
         # Per-minibatch work decides: two barriers per minibatch cost more than a small one takes.
         nt = resolve_threads(num_threads, B * k * max(m, 4))
         if num_threads is None:  # the default: adapt to how busy the machine is
@@ -154,7 +155,7 @@ class FusedTrainer:
                 bad = _k().fused_sgd(self.X, self.labels, self.targets, order, B, self.loss_kind,
                                      self.smooth, self.delta, Wp, b, V, vb, lrs, opt.momentum,
                                      opt.weight_decay, self.scale, batch_loss, batch_hits,
-                                     t0, t1, threads)
+                                     t0, t1, threads, scratch)
                 if chooser is not None:
                     chooser.record(threads, time.perf_counter() - start, t1 - t0)
                 if bad >= 0:

@@ -73,10 +73,14 @@ def fused_sgd(X: _Rows, labels: _Int64s | None, targets: _Floats | None, perm: _
               batch: int, loss: int, smooth: float, delta: float, Wp: _Floats, b: _Floats,
               V: _Floats | None, vb: _Floats | None, lrs: _Floats, momentum: float,
               weight_decay: float, scale: float, batch_loss: npt.NDArray[np.float64],
-              batch_hits: _Int64s, t0: int, t1: int, nt: int) -> int:
+              batch_hits: _Int64s, t0: int, t1: int, nt: int,
+              scratch: tuple[np.ndarray, ...]) -> int:
     """Run minibatches [t0, t1) of an epoch (gather, forward, loss, gradient, SGD update) in one
     call, updating Wp, b (and V, vb) in place and filling batch_loss / batch_hits.  Returns the
     index of the first batch whose loss was not finite, or -1."""
+
+def fused_scratch(batch: int, k: int, m: int, dtype: Any) -> tuple[np.ndarray, ...]:
+    """Work buffers for fused_sgd, sized for one full minibatch."""
 
 def fused_forward(X: _Rows, idx: _Int64s | None, Wp: _Floats, b: _Floats, scale: float,
                   out: _Floats, nt: int) -> None:

@@ -574,28 +574,42 @@ cdef inline const void *_data_ptr(cnp.ndarray a) except NULL:
     return <const void *>cnp.PyArray_DATA(a)
 
 
+def fused_scratch(fs_i64 batch, fs_i64 k, fs_i64 m, dtype):
+    """Work buffers for fused_sgd, sized for one full minibatch; allocate once, reuse."""
+    pw = FS_PW_F32 if np.dtype(dtype) == np.float32 else FS_PW_F64
+    panel = m > FS_DOT_MAX
+    npan = (m + pw - 1) // pw
+    return (np.empty((batch, k), dtype),                      # Xb: the gathered rows
+            np.empty((batch, m), dtype),                      # Z: outputs
+            np.empty((batch, m), dtype),                      # G: loss gradient
+            np.zeros(npan * batch * pw if panel else 1, dtype),  # Gp: G in panels
+            # the weight gradient: k x m (panels), or one m x k share per chunk of rows
+            np.empty(k * m * (1 if panel else _nchunks(batch, FS_FUSED_CHUNK)), dtype),
+            np.empty(m, dtype),                               # db
+            np.empty(batch, dtype),                           # per-row loss
+            np.empty(batch, np.int64))                        # per-row hit
+
+
 def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int loss,
               double smooth, double delta, floating[:, ::1] Wp, floating[::1] b, V, vb,
               const floating[::1] lrs, double momentum, double weight_decay, double scale,
-              double[::1] batch_loss, int64_t[::1] batch_hits, fs_i64 t0, fs_i64 t1, int nt):
+              double[::1] batch_loss, int64_t[::1] batch_hits, fs_i64 t0, fs_i64 t1, int nt,
+              tuple scratch):
     """Minibatches [t0, t1) of an epoch in one call; see fs_fused_sgd in csrc.  Returns the index
     of the first batch whose loss was not finite, or -1.  The caller has validated everything:
     X is C-contiguous 2-D uint8 or of the weights' dtype, every perm entry indexes a row of X,
-    labels (int64) or targets (weights' dtype, n x m) match, and all buffers have their sizes."""
+    labels (int64) or targets (weights' dtype, n x m) match, all buffers have their sizes, and
+    `scratch` comes from fused_scratch(batch, k, m, dtype)."""
     cdef fs_i64 k = X.shape[1], m = b.shape[0], bad
     cdef bint panel = m > FS_DOT_MAX
-    dtype = np.float32 if floating is float else np.float64
-    pw = FS_PW_F32 if floating is float else FS_PW_F64
-    npan = (m + pw - 1) // pw
-    cdef floating[:, ::1] Xb = np.empty((batch, k), dtype)
-    cdef floating[:, ::1] Z = np.empty((batch, m), dtype)
-    cdef floating[:, ::1] G = np.empty((batch, m), dtype)
-    cdef floating[::1] Gp = np.zeros(npan * batch * pw if panel else 1, dtype)
-    # panels: k x m; transposed layout: one m x k share per chunk of FS_FUSED_CHUNK rows
-    cdef floating[::1] dW = np.empty(k * m * (1 if panel else _nchunks(batch, FS_FUSED_CHUNK)), dtype)
-    cdef floating[::1] db = np.empty(m, dtype)
-    cdef floating[::1] rowloss = np.empty(batch, dtype)
-    cdef int64_t[::1] rowhit = np.empty(batch, np.int64)
+    cdef floating[:, ::1] Xb = scratch[0]
+    cdef floating[:, ::1] Z = scratch[1]
+    cdef floating[:, ::1] G = scratch[2]
+    cdef floating[::1] Gp = scratch[3]
+    cdef floating[::1] dW = scratch[4]
+    cdef floating[::1] db = scratch[5]
+    cdef floating[::1] rowloss = scratch[6]
+    cdef int64_t[::1] rowhit = scratch[7]
     cdef const int64_t[::1] lab
     cdef const floating[:, ::1] tgt
     cdef floating[::1] Vv, vbv
