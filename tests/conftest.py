@@ -16,7 +16,12 @@ zero from failing spuriously.
 """
 from __future__ import annotations
 
+import os
 import zlib
+
+# scikit-learn's estimator checks include array-API ones that SciPy only enables with this set
+# before it is imported; without it they are skipped, not run.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import numpy as np
 import pytest

@@ -33,6 +33,17 @@ from .random import seed  # noqa: E402
 from .scratch import cross_entropy, linreg, sgd, softmax, squared_loss  # noqa: E402
 from .training import History, TrainingDiverged, train, train_epoch  # noqa: E402
 from .utils import Accumulator, Timer  # noqa: E402
+from .outofcore import fit_out_of_core, iter_chunks, open_idx  # noqa: E402
+from .distributed import fit_dask  # noqa: E402
+
+
+def __getattr__(name):
+    # The estimators need scikit-learn (the "sklearn" extra): imported on first use.
+    if name in ("SoftmaxRegression", "LinearRegression"):
+        from . import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastshallow' has no attribute {name!r}")
 
 __all__ = [
     "__version__", "show_config", "get_num_threads", "set_num_threads", "seed",
@@ -46,4 +57,5 @@ __all__ = [
     "train", "train_epoch", "History", "TrainingDiverged",
     "Timer", "Accumulator",
     "Animator", "plot", "show_images", "use_svg_display", "set_figsize", "set_axes",
+    "fit_out_of_core", "iter_chunks", "open_idx", "fit_dask",
 ]

@@ -1,0 +1,310 @@
+"""Training on data larger than memory: shuffled chunks streamed from a ``numpy.memmap`` (or an
+uncompressed IDX file, or any array supporting row slices).
+
+An epoch visits the rows in a random order that a disk can serve quickly: the rows are cut into
+*blocks* of consecutive rows (about 1 MB of the file each, read sequentially), the block order is
+shuffled every epoch, and consecutive blocks of that order are gathered into a *chunk* (about
+64 MB of training-dtype features) whose rows are shuffled again; each chunk is trained with one
+``partial_fit`` -- for this library's estimators, one fused compiled pass of minibatch SGD.
+Rows of different parts of the file thus meet in every chunk, which matters when the file is
+sorted (by class, by time).
+
+Memory stays bounded by a few chunks whatever the size of the file: each block is copied out of
+the mapping (converted to the training dtype, optionally scaled, e.g. uint8 pixels by 1/255) and
+its pages are then handed back to the kernel with ``madvise(MADV_DONTNEED)``.  Without that,
+every page read through a mapping would stay counted in the process's resident memory until the
+kernel needed it elsewhere: a 2 GB file read once would show 2 GB resident.  (The pages stay in
+the page cache, so a second epoch still reads from RAM when RAM allows; it just is not this
+process's memory.)  Only mappings shared with the file are released (``np.memmap`` modes 'r',
+'r+', 'w+'); a copy-on-write mapping (mode 'c') keeps its pages, whose private changes would
+otherwise be lost.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+
+from . import _checks as C
+
+__all__ = ["open_idx", "iter_chunks", "fit_out_of_core"]
+
+BLOCK_BYTES = 1 << 20     # contiguous bytes read per block
+CHUNK_BYTES = 64 << 20    # training-dtype bytes of features per chunk
+
+
+def open_idx(path) -> np.memmap:
+    """Memory-map an uncompressed IDX file (the format of MNIST / Fashion-MNIST) read-only,
+    without reading it: a uint8 ``np.memmap`` of the header's shape.
+
+    The header is checked against the file size first.  A gzip-compressed file cannot be
+    mapped: decompress it (``gunzip -k``) or, for Fashion-MNIST, use
+    :class:`fastshallow.datasets.FashionMNIST`, whose decoded cache is memory-mapped too."""
+    from .datasets._idx import DataFileError, parse_idx_header
+
+    path = os.fspath(path)
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise DataFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+    with fh:
+        head = fh.read(4)
+        if head[:2] == b"\x1f\x8b":
+            raise DataFileError(path, "is gzip-compressed and cannot be memory-mapped; "
+                                      "decompress it first (gunzip -k)")
+        ndim = parse_idx_header(path, head)
+        dims = parse_idx_header(path, head, fh.read(4 * ndim))
+        size = os.fstat(fh.fileno()).st_size
+    offset = 4 + 4 * ndim
+    want = offset + int(np.prod(dims, dtype=np.int64))
+    if size != want:
+        raise DataFileError(path, f"the IDX header says dimensions {dims}, i.e. {want} bytes, "
+                                  f"but the file has {size} bytes")
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=dims)
+
+
+class _PageReleaser:
+    """Hands the pages of rows already copied back to the kernel (see the module notes)."""
+
+    def __init__(self, a: np.ndarray):
+        self._mm = None
+        m, obj = None, a
+        while obj is not None and m is None:  # np.asarray(memmap) keeps the memmap as .base
+            if isinstance(obj, np.memmap) and isinstance(getattr(obj, "_mmap", None), mmap.mmap):
+                m = obj
+            obj = getattr(obj, "base", None)
+        if m is None or m.mode == "c" or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        if not (a.flags.c_contiguous and a.ndim >= 1):
+            return
+        mm = m._mmap
+        try:
+            base = np.frombuffer(mm, dtype=np.uint8, count=1).ctypes.data
+        except (ValueError, TypeError):  # closed or empty mapping
+            return
+        self._mm = mm
+        self._start = a.ctypes.data - base          # byte offset of row 0 within the mapping
+        self._row_bytes = a.strides[0] if a.ndim else a.itemsize
+        self._len = len(mm)
+
+    def release(self, r0: int, r1: int) -> None:
+        if self._mm is None or r1 <= r0:
+            return
+        page = mmap.PAGESIZE
+        lo = self._start + r0 * self._row_bytes
+        hi = min(self._start + r1 * self._row_bytes, self._len)
+        lo -= lo % page  # whole pages, rounded outward: a page shared with the next block is
+        hi = min(-(-hi // page) * page, self._len)  # simply faulted in again when needed
+        if hi > lo:
+            try:
+                self._mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError):  # pragma: no cover - unusual mappings
+                self._mm = None
+
+
+def _rows_of(a, name: str) -> int:
+    if not hasattr(a, "shape") or not hasattr(a, "__getitem__") or len(a.shape) < 1:
+        raise TypeError(f"{name} must be an array with rows (e.g. a numpy.memmap), got "
+                        f"{type(a).__name__}")
+    return int(a.shape[0])
+
+
+def _plan(n: int, row_bytes_src: int, row_bytes_out: int, block_rows, chunk_rows):
+    if block_rows is None:
+        block_rows = max(1, BLOCK_BYTES // max(row_bytes_src, 1))
+    block_rows = C.positive_int("block_rows", block_rows)
+    if chunk_rows is None:
+        chunk_rows = max(block_rows, CHUNK_BYTES // max(row_bytes_out, 1))
+    chunk_rows = C.positive_int("chunk_rows", chunk_rows)
+    blocks_per_chunk = max(1, chunk_rows // block_rows)
+    return block_rows, blocks_per_chunk
+
+
+def iter_chunks(X, *others, chunk_rows: Optional[int] = None, block_rows: Optional[int] = None,
+                shuffle: bool = True, shuffle_rows: Optional[bool] = None, random_state=None,
+                dtype=None, scale: Optional[float] = None,
+                release_pages: bool = True) -> Iterator[Tuple[np.ndarray, ...]]:
+    """One epoch over the rows of X (and of each array in `others`, e.g. y and weights) as
+    in-memory chunks ``(X_chunk, *other_chunks)``.
+
+    X (n, ...) is read block by block (`block_rows` consecutive rows, default about 1 MB) and
+    returned flattened to (rows, features) in `dtype` (default: X's float dtype, float32 for
+    anything else), multiplied by `scale` when given.  With `shuffle`, the block order is a
+    fresh permutation of `random_state` (an int, a numpy Generator, or None) and, with
+    `shuffle_rows` (default: `shuffle`), the rows inside each chunk are permuted too.
+    `chunk_rows` (default: about 64 MB of output) is rounded down to whole blocks.  The
+    chunks are new arrays, not views of X; pages of a memory-mapped X are released once copied
+    (`release_pages`)."""
+    n = _rows_of(X, "X")
+    for i, o in enumerate(others):
+        if _rows_of(o, f"others[{i}]") != n:
+            raise ValueError(f"every array must have {n} rows (those of X), others[{i}] has "
+                             f"{o.shape[0]}")
+    src_dtype = np.dtype(X.dtype)
+    if dtype is None:
+        dtype = src_dtype if src_dtype in C.FLOAT_DTYPES else np.dtype(np.float32)
+    dtype = np.dtype(dtype)
+    if dtype not in C.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    if src_dtype.kind not in "uif":
+        raise TypeError(f"X must hold real numbers, got dtype {src_dtype}")
+    if scale is not None:
+        scale = C.real("scale", scale)
+    shuffle = bool(shuffle)
+    shuffle_rows = shuffle if shuffle_rows is None else bool(shuffle_rows)
+    rng = C.seed_or_rng("random_state", random_state)
+    k = int(np.prod(X.shape[1:], dtype=np.int64))
+    block_rows, per_chunk = _plan(n, k * src_dtype.itemsize, k * dtype.itemsize,
+                                  block_rows, chunk_rows)
+    nblocks = -(-n // block_rows)
+    order = rng.permutation(nblocks) if shuffle else np.arange(nblocks)
+    releasers = [_PageReleaser(a) if release_pages else None for a in (X,) + others]
+    sdt = None if scale is None else dtype.type(scale)
+    for c0 in range(0, nblocks, per_chunk):
+        blocks = order[c0:c0 + per_chunk]
+        spans = [(int(b) * block_rows, min(n, (int(b) + 1) * block_rows)) for b in blocks]
+        rows = sum(r1 - r0 for r0, r1 in spans)
+        Xc = np.empty((rows, k), dtype)
+        Oc = [np.empty((rows,) + tuple(o.shape[1:]), o.dtype) for o in others]
+        at = 0
+        for r0, r1 in spans:
+            part = np.asarray(X[r0:r1]).reshape(r1 - r0, k)
+            dst = Xc[at:at + r1 - r0]
+            if sdt is None:
+                dst[...] = part
+            else:
+                np.multiply(part, sdt, out=dst, casting="unsafe")
+            for o, oc in zip(others, Oc):
+                oc[at:at + r1 - r0] = o[r0:r1]
+            for rel in releasers:
+                if rel is not None:
+                    rel.release(r0, r1)
+            at += r1 - r0
+        if shuffle_rows and rows > 1:
+            perm = rng.permutation(rows)
+            Xc = Xc[perm]
+            Oc = [oc[perm] for oc in Oc]
+        yield (Xc, *Oc)
+
+
+def _unique_labels(y, block: int = 1 << 20) -> np.ndarray:
+    """np.unique of y, reading it in blocks (y may be memory-mapped too)."""
+    n = _rows_of(y, "y")
+    rel = _PageReleaser(y)
+    parts = []
+    for s in range(0, n, block):
+        parts.append(np.unique(np.asarray(y[s:s + block])))
+        rel.release(s, min(n, s + block))
+    if not parts:
+        raise ValueError("y must not be empty")
+    return np.unique(np.concatenate(parts))
+
+
+def _streamed_mean(w, block: int = 1 << 20) -> float:
+    n = _rows_of(w, "sample_weight")
+    rel = _PageReleaser(w)
+    total = 0.0
+    for s in range(0, n, block):
+        total += float(np.sum(np.asarray(w[s:s + block], dtype=np.float64)))
+        rel.release(s, min(n, s + block))
+    return total / max(n, 1)
+
+
+def fit_out_of_core(estimator, X, y, *, classes=None, epochs: Optional[int] = None,
+                    sample_weight=None, chunk_rows: Optional[int] = None,
+                    block_rows: Optional[int] = None, dtype=None, scale: Optional[float] = None,
+                    random_state=None, release_pages: bool = True):
+    """Fit `estimator` on X, y without loading X into memory; returns the estimator.
+
+    X: a ``numpy.memmap`` (or :func:`open_idx`, or any row-sliceable array) of shape (n, ...),
+    y: (n,) or (n, targets) (may be memory-mapped too), `sample_weight`: optional (n,).  Each
+    of `epochs` epochs (default: the estimator's `epochs`, else 1) streams shuffled chunks
+    (see :func:`iter_chunks`; `dtype` and `scale` convert X, e.g. ``scale=1/255`` for uint8
+    pixels; `release_pages` as there) and trains each with ``partial_fit``.
+
+    For :class:`~fastshallow.estimators.SoftmaxRegression` and
+    :class:`~fastshallow.estimators.LinearRegression` this starts from a fresh model (unless
+    ``warm_start=True``), uses the estimator's `random_state` for the chunk order when
+    `random_state` is None, and knows the total number of steps, so ``schedule='cosine'``
+    spans the whole run; afterwards ``n_iter_`` is `epochs` and ``loss_curve_`` holds the
+    mean training loss of each epoch.  Any other estimator with ``partial_fit`` (e.g. scikit-learn's
+    SGDClassifier) is trained from whatever state it is in.  A classifier's `classes`
+    default to the labels found in y (one streamed pass)."""
+    from sklearn.base import is_classifier
+
+    from .estimators import LinearRegression, SoftmaxRegression
+
+    if not hasattr(estimator, "partial_fit"):
+        raise TypeError(f"{type(estimator).__name__} has no partial_fit")
+    ours = isinstance(estimator, (SoftmaxRegression, LinearRegression))
+    if epochs is None:
+        epochs = getattr(estimator, "epochs", 1) if ours else 1
+    epochs = C.positive_int("epochs", epochs)
+    n = _rows_of(X, "X")
+    if _rows_of(y, "y") != n:
+        raise ValueError(f"y must have {n} rows (those of X), got {y.shape[0]}")
+    if n == 0:
+        raise ValueError("X must have at least one row")
+    others = (y,) if sample_weight is None else (y, sample_weight)
+    kw = {}
+    if is_classifier(estimator):
+        kw["classes"] = _unique_labels(y) if classes is None else np.asarray(classes)
+    if random_state is None and ours:
+        rs = estimator.random_state
+        if isinstance(rs, int) and not isinstance(rs, bool):
+            random_state = np.random.default_rng([rs, 1])  # not the stream of the weights
+        elif isinstance(rs, np.random.Generator):
+            random_state = rs
+    rng = C.seed_or_rng("random_state", random_state)
+    total_steps = weight_scale = None
+    if ours:
+        estimator._check_params()
+        warm = estimator.warm_start and hasattr(estimator, "_net")
+        if not warm:
+            estimator._forget()
+        src = np.dtype(X.dtype)
+        k = int(np.prod(X.shape[1:], dtype=np.int64))
+        out = np.dtype(dtype) if dtype is not None else (
+            src if src in C.FLOAT_DTYPES else np.dtype(np.float32))
+        block, per_chunk = _plan(n, k * src.itemsize, k * out.itemsize, block_rows, chunk_rows)
+        # Minibatches per epoch when the chunks are the unshuffled groups of blocks (the
+        # shuffled groups differ by at most one minibatch per chunk): what a cosine schedule
+        # is stretched over.
+        rows = block * per_chunk
+        full, rest = divmod(n, rows)
+        B = estimator.batch_size
+        total_steps = epochs * (full * -(-rows // B) + -(-rest // B))
+        if sample_weight is not None:
+            # Weights relative to the mean over the whole set, not per chunk.
+            mean_w = _streamed_mean(sample_weight)
+            if not mean_w > 0:
+                raise ValueError("sample_weight must have a positive sum")
+            weight_scale = 1.0 / mean_w
+        if warm:
+            estimator._new_optimizer(total_steps)
+    curve = []
+    for _ in range(epochs):
+        loss_sum = 0.0
+        for parts in iter_chunks(X, *others, chunk_rows=chunk_rows, block_rows=block_rows,
+                                 shuffle=True, shuffle_rows=not ours, random_state=rng,
+                                 dtype=dtype, scale=scale, release_pages=release_pages):
+            Xc, yc = parts[0], parts[1]
+            if sample_weight is not None:
+                kw["sample_weight"] = parts[2]
+            if ours:
+                estimator._partial_fit(Xc, yc, total_steps=total_steps,
+                                       weight_scale=weight_scale, **kw)
+                loss_sum += estimator.loss_curve_[-1] * (
+                    len(Xc) if sample_weight is None else float(np.sum(parts[2])))
+            else:
+                estimator.partial_fit(Xc, yc, **kw)
+            del parts, Xc, yc
+        if ours:
+            total = n if weight_scale is None else n / weight_scale
+            curve.append(loss_sum / total)
+    if ours:
+        estimator.n_iter_ = epochs
+        estimator.loss_curve_ = curve
+    return estimator

@@ -1,0 +1,193 @@
+"""Scale-out on Dask: ``dask_ml.wrappers.Incremental`` around the estimators and the
+data-parallel ``fit_dask`` (local SGD + model averaging), on a LocalCluster of two workers on
+127.0.0.1 started once for the module."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+dask_ml_wrappers = pytest.importorskip("dask_ml.wrappers")
+
+import dask  # noqa: E402
+
+import fastshallow as fs  # noqa: E402
+from fastshallow.distributed import _fit_averaged, fit_dask  # noqa: E402
+from fastshallow.estimators import LinearRegression, SoftmaxRegression  # noqa: E402
+
+Incremental = dask_ml_wrappers.Incremental
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                       protocol="tcp://", host="127.0.0.1",
+                                       dashboard_address=None)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def partitioned(client, arrays, parts: int):
+    """Dask arrays whose row blocks are `parts` equal pieces already living on the workers
+    (scattered, so the graphs never carry the data)."""
+    out = []
+    for a in arrays:
+        pieces = np.array_split(a, parts)
+        futures = client.scatter(pieces)
+        blocks = [da.from_delayed(dask.delayed(f), shape=p.shape, dtype=p.dtype)
+                  for f, p in zip(futures, pieces)]
+        out.append(da.concatenate(blocks, axis=0))
+    return out
+
+
+def teacher_data(rng, n, k=20, c=4):
+    W = rng.standard_normal((k, c))
+    X = rng.standard_normal((n, k)).astype(np.float32)
+    y = np.argmax(X @ W + 0.5 * rng.standard_normal((n, c)), axis=1)
+    return X, y
+
+
+def test_cluster_listens_on_loopback(client):
+    addrs = [client.scheduler.address] + list(client.scheduler_info()["workers"])
+    assert all(a.startswith("tcp://127.0.0.1:") for a in addrs), addrs
+    assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_incremental_is_sequential_sgd_over_the_blocks(client, rng):
+    X, y = teacher_data(rng, 8000)
+    labels = np.array(["a", "b", "c", "d"])[y]
+    dX, dy = partitioned(client, [X, labels], 4)
+    inc = Incremental(SoftmaxRegression(random_state=0), random_state=0)
+    for _ in range(5):
+        inc.partial_fit(dX, dy, classes=np.unique(labels))
+    est = inc.estimator_
+    assert est.n_iter_ == 20  # one partial_fit per block and pass
+    ref = SoftmaxRegression(epochs=5, random_state=0).fit(X, labels)
+    assert abs(inc.score(X, labels) - ref.score(X, labels)) < 0.01
+    assert inc.predict(X[:5]).dtype == labels.dtype
+    # the same blocks in the same order, by hand: the same model
+    order = np.random.RandomState(0).permutation(4)  # dask_ml's block shuffle, first pass
+    one = Incremental(SoftmaxRegression(random_state=0), random_state=0).fit(
+        dX, dy, classes=np.unique(labels)).estimator_
+    manual = SoftmaxRegression(random_state=0)
+    for b in order:
+        s = slice(2000 * b, 2000 * (b + 1))
+        manual.partial_fit(X[s], labels[s], classes=np.unique(labels))
+    np.testing.assert_array_equal(one.coef_, manual.coef_)
+
+
+def test_incremental_regression(client, rng):
+    X = rng.standard_normal((6000, 6)).astype(np.float32)
+    w = rng.standard_normal(6)
+    y = (X @ w - 2.0).astype(np.float32)
+    dX, dy = partitioned(client, [X, y], 3)
+    inc = Incremental(LinearRegression(random_state=0))
+    for _ in range(3):
+        inc.partial_fit(dX, dy)
+    np.testing.assert_allclose(inc.estimator_.coef_, w, atol=1e-3)
+
+
+def test_fit_dask_matches_the_single_machine_fit(client, rng):
+    X, y = teacher_data(rng, 20_000)
+    dX, dy = partitioned(client, [X, y], 4)
+    kw = dict(lr=0.05, momentum=0.9, schedule="cosine", epochs=5, random_state=0)
+    single = SoftmaxRegression(**kw).fit(X, y).score(X, y)
+    avg = fit_dask(SoftmaxRegression(**kw), dX, dy, lr_scale=4)
+    assert avg.n_iter_ == 5 and len(avg.loss_curve_) == 5
+    assert avg.coef_.dtype == np.float32 and avg.n_features_in_ == 20
+    assert abs(avg.score(X, y) - single) < 0.01
+    again = fit_dask(SoftmaxRegression(**kw), dX, dy, lr_scale=4, client=client)
+    np.testing.assert_array_equal(avg.coef_, again.coef_)  # seeded: reproducible
+    one_shot = fit_dask(SoftmaxRegression(**kw), dX, dy, rounds=1, local_epochs=5)
+    assert abs(one_shot.score(X, y) - single) < 0.02
+
+
+def test_fit_dask_regression_weights_and_rechunking(client, rng):
+    X = rng.standard_normal((4000, 5))
+    W = rng.standard_normal((5, 2))
+    Y = X @ W + 1.0
+    dX = da.from_array(X, chunks=(1000, 2))  # column blocks are joined to whole rows
+    dY = da.from_array(Y, chunks=(500, 2))  # and y's row blocks matched to X's
+    reg = fit_dask(LinearRegression(batch_size=32, epochs=20, random_state=0), dX, dY)
+    np.testing.assert_allclose(reg.coef_, W.T, atol=1e-3)
+    assert reg.intercept_.shape == (2,) and reg.predict(X).shape == (4000, 2)
+    y1 = Y[:, 0]
+    r1 = fit_dask(LinearRegression(batch_size=32, epochs=20, random_state=0), dX,
+                  da.from_array(y1, 1000),
+                  sample_weight=da.from_array(np.full(4000, 3.0), 1000))
+    assert r1.coef_.shape == (5,) and np.ndim(r1.intercept_) == 0
+    np.testing.assert_allclose(r1.coef_, W[:, 0], atol=1e-3)
+
+
+def test_averaging_weights_partitions_by_rows(rng):
+    """The average is weighted by rows: a partition twice as large counts twice."""
+    X, y = teacher_data(rng, 3000, c=3)
+    blocks = [(X[:2000], y[:2000], None), (X[2000:], y[2000:], None)]
+    seen = []
+
+    def run(calls):
+        out = [fn(*args) for fn, args in calls]
+        seen.append(out)
+        return out
+
+    est = _fit_averaged(SoftmaxRegression(epochs=1, random_state=0), blocks, [2000, 1000], 20,
+                        np.float32, run, classes=np.arange(3), rounds=1, local_epochs=1,
+                        local_threads=None, weight_scale=None, random_state=0)
+    (a, b), = seen
+    np.testing.assert_allclose(est.coef_, (2 * a[0].astype(np.float64) + b[0]) / 3,
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_fit_dask_refuses_what_it_cannot_do(client, rng):
+    X, y = teacher_data(rng, 100)
+    with pytest.raises(TypeError, match="dask array"):
+        fit_dask(SoftmaxRegression(), X, y)
+    from sklearn.linear_model import SGDClassifier
+
+    with pytest.raises(TypeError, match="Incremental"):
+        fit_dask(SGDClassifier(), da.from_array(X, 50), da.from_array(y, 50))
+    with pytest.raises(ValueError, match="y must have shape"):
+        fit_dask(SoftmaxRegression(), da.from_array(X, 50), da.from_array(y[:-1], 50))
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    """Fashion-MNIST as float32 rows; fails (never skips) without the files."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    try:
+        from fastshallow.datasets import FashionMNIST
+
+        tr = FashionMNIST(train=True, download=False)
+        te = FashionMNIST(train=False, download=False)
+    finally:
+        mp.undo()
+    s = np.float32(1 / 255)
+    return (tr.data.reshape(len(tr), -1).astype(np.float32) * s, tr.targets,
+            te.data.reshape(len(te), -1).astype(np.float32) * s, te.targets)
+
+
+@pytest.mark.fashion
+def test_fashion_mnist_in_four_partitions(client, fashion):
+    """Both Dask paths within 0.01 test accuracy of the single-machine fit (the recommended
+    recipe, 10 epochs, 4 partitions of 15000 rows)."""
+    Xtr, ytr, Xte, yte = fashion
+    dX, dy = partitioned(client, [Xtr, ytr], 4)
+    kw = dict(lr=0.05, momentum=0.9, random_state=0)
+    single = SoftmaxRegression(schedule="cosine", **kw).fit(Xtr, ytr).score(Xte, yte)
+    avg = fit_dask(SoftmaxRegression(schedule="cosine", **kw), dX, dy, lr_scale=4)
+    avg_acc = avg.score(Xte, yte)
+    steps = 10 * 4 * -(-15_000 // 256)  # a cosine over the passes of partial_fit
+    inc = Incremental(SoftmaxRegression(schedule=fs.optim.CosineSchedule(steps), **kw),
+                      random_state=0)
+    for _ in range(10):
+        inc.partial_fit(dX, dy, classes=np.arange(10))
+    inc_acc = inc.score(Xte, yte)
+    print(f"\nsingle {single:.4f}, fit_dask {avg_acc:.4f}, Incremental {inc_acc:.4f}")
+    assert single >= 0.83
+    assert abs(avg_acc - single) <= 0.01, (avg_acc, single)
+    assert abs(inc_acc - single) <= 0.01, (inc_acc, single)

@@ -1,0 +1,415 @@
+"""The scikit-learn estimators: scikit-learn's own estimator checks, labels, dtypes, sample
+weights, partial_fit, warm starts, determinism, the closed form, and (marked ``fashion``) the
+accuracy on Fashion-MNIST against ``fs.train`` with the same settings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+import fastshallow as fs  # noqa: E402
+from fastshallow.estimators import LinearRegression, SoftmaxRegression  # noqa: E402
+
+# No check of scikit-learn's suite is expected to fail for these estimators; a check that ever
+# must be would be listed here (and in the estimator's docstring) with the reason.
+EXPECTED_FAILED_CHECKS: dict = {}
+
+
+@parametrize_with_checks(
+    [SoftmaxRegression(), LinearRegression(), LinearRegression(solver="closed_form")],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS.get(type(est).__name__, {}))
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def blobs(rng, n=600, k=8, c=3, dtype=np.float64, spread=3.0):
+    centers = rng.normal(0, spread, (c, k))
+    y = rng.integers(0, c, n)
+    X = centers[y] + rng.normal(0, 1, (n, k))
+    return X.astype(dtype), y
+
+
+def regression(rng, n=400, k=5, m=None, dtype=np.float64, noise=0.01):
+    X = rng.standard_normal((n, k))
+    W = rng.standard_normal((k,) if m is None else (k, m))
+    y = X @ W + 0.5 + noise * rng.standard_normal((n,) if m is None else (n, m))
+    return X.astype(dtype), y.astype(dtype), W
+
+
+# ---- labels and dtypes -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("labels", [np.array(["cat", "dog", "emu"]), np.array([-7, 3, 100]),
+                                    np.array([2.0, 10.0, 11.0])], ids=["str", "int", "float"])
+def test_arbitrary_labels_are_mapped_to_indices(rng, labels):
+    X, t = blobs(rng)
+    y = labels[t]
+    clf = SoftmaxRegression(random_state=0).fit(X, y)
+    np.testing.assert_array_equal(clf.classes_, np.sort(labels))
+    pred = clf.predict(X)
+    assert pred.dtype == y.dtype
+    assert set(pred) <= set(labels)
+    assert clf.score(X, y) > 0.95
+    P = clf.predict_proba(X)
+    np.testing.assert_array_equal(clf.classes_[P.argmax(1)], pred)
+    np.testing.assert_allclose(P.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(P), atol=1e-10)
+    # the same model as one trained on the indices 0..2 directly
+    ref = SoftmaxRegression(random_state=0).fit(X, np.searchsorted(np.sort(labels), y))
+    np.testing.assert_array_equal(clf.coef_, ref.coef_)
+
+
+def test_binary_decision_function_is_the_score_difference(rng):
+    X, t = blobs(rng, c=2)
+    y = np.array(["no", "yes"])[t]
+    clf = SoftmaxRegression(random_state=0).fit(X, y)
+    assert clf.coef_.shape == (2, X.shape[1])
+    d = clf.decision_function(X)
+    Z = X @ clf.coef_.T + clf.intercept_
+    np.testing.assert_allclose(d, Z[:, 1] - Z[:, 0], rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(clf.classes_[(d > 0).astype(int)], clf.predict(X))
+
+
+@pytest.mark.parametrize("est", [SoftmaxRegression(random_state=0),
+                                 LinearRegression(random_state=0),
+                                 LinearRegression(solver="closed_form")], ids=repr)
+def test_float32_is_trained_in_float32_and_float64_in_float64(rng, est):
+    X, y = blobs(rng) if isinstance(est, SoftmaxRegression) else regression(rng)[:2]
+    for dtype in (np.float32, np.float64):
+        m = clone(est).fit(X.astype(dtype), y)
+        assert m.coef_.dtype == dtype
+        out = m.predict_proba(X.astype(dtype)) if isinstance(m, SoftmaxRegression) \
+            else m.predict(X.astype(dtype))
+        assert out.dtype == dtype
+    m = clone(est).fit(X.astype(np.int64), y)  # other numbers: float64
+    assert m.coef_.dtype == np.float64
+
+
+def test_float32_and_float64_fits_agree(rng):
+    X, y = blobs(rng)
+    a = SoftmaxRegression(random_state=0).fit(X.astype(np.float32), y)
+    b = SoftmaxRegression(random_state=0).fit(X, y)
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-3, atol=1e-4)
+
+
+# ---- what fit computes -----------------------------------------------------------------------
+
+def test_fit_is_the_fused_training_loop(rng):
+    """fit == ArrayDataset + DataLoader + Dense + loss + SGD through fs.train_epoch(fused=True),
+    bit for bit, with the generator seeded by random_state drawing the weights then the
+    permutations."""
+    X, y = blobs(rng, n=1000, dtype=np.float32)
+    est = SoftmaxRegression(lr=0.2, batch_size=64, epochs=3, momentum=0.5, weight_decay=1e-3,
+                            random_state=7).fit(X, y)
+    g = np.random.default_rng(7)
+    net = fs.nn.Dense(3, in_units=X.shape[1], dtype=np.float32, rng=g)
+    loader = fs.DataLoader(fs.ArrayDataset(X, y), 64, shuffle=True, seed=g)
+    opt = fs.optim.SGD(net.parameters(), lr=0.2, momentum=0.5, weight_decay=1e-3)
+    losses = [fs.train_epoch(net, loader, fs.losses.SoftmaxCrossEntropyLoss(), opt,
+                             fused=True)[0] for _ in range(3)]
+    np.testing.assert_array_equal(est.coef_, net.weight.data.T)
+    np.testing.assert_array_equal(est.intercept_, net.bias.data)
+    np.testing.assert_allclose(est.loss_curve_, losses, rtol=1e-12)
+    assert est.n_iter_ == 3
+
+
+def test_same_seed_same_bits_for_any_thread_count(rng):
+    X, y = blobs(rng, n=3000, k=40, dtype=np.float32)
+    a = SoftmaxRegression(random_state=3, num_threads=1).fit(X, y)
+    b = SoftmaxRegression(random_state=3, num_threads=2).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    np.testing.assert_array_equal(a.intercept_, b.intercept_)
+    c = SoftmaxRegression(random_state=4).fit(X, y)
+    assert not np.array_equal(a.coef_, c.coef_)
+
+
+def test_linear_regression_sgd_recovers_the_weights(rng):
+    X, y, W = regression(rng, n=2000)
+    reg = LinearRegression(lr=0.05, batch_size=16, epochs=5, random_state=0).fit(X, y)
+    np.testing.assert_allclose(reg.coef_, W, atol=2e-3)
+    assert abs(reg.intercept_ - 0.5) < 2e-3
+    assert reg.coef_.shape == (5,) and np.ndim(reg.intercept_) == 0
+    assert reg.score(X, y) > 0.9999
+
+
+def test_multi_output_regression(rng):
+    X, Y, W = regression(rng, n=2000, m=3)
+    cf = LinearRegression(solver="closed_form").fit(X, Y)
+    w, b = fs.least_squares(X, Y)
+    np.testing.assert_allclose(cf.coef_, w.T, rtol=1e-10)
+    np.testing.assert_allclose(cf.intercept_, b, rtol=1e-10)
+    sgd = LinearRegression(lr=0.1, batch_size=16, epochs=8, random_state=0).fit(X, Y)
+    assert sgd.coef_.shape == (3, 5) and sgd.intercept_.shape == (3,)
+    assert sgd.predict(X).shape == (2000, 3)
+    np.testing.assert_allclose(sgd.coef_, W.T, atol=5e-3)
+
+
+def test_closed_form_ridge_is_the_minimum_sgd_converges_to(rng):
+    """With weight decay, the closed form solves the SGD objective (intercept penalized too):
+    full-batch gradient descent run long enough lands on it."""
+    X, y, _ = regression(rng, n=200, k=4, noise=0.3)
+    cf = LinearRegression(solver="closed_form", weight_decay=0.05).fit(X, y)
+    gd = LinearRegression(lr=0.3, batch_size=200, epochs=600, weight_decay=0.05,
+                          random_state=0).fit(X, y)
+    np.testing.assert_allclose(gd.coef_, cf.coef_, atol=1e-9)
+    assert abs(gd.intercept_ - cf.intercept_) < 1e-9
+    assert np.linalg.norm(cf.coef_) < np.linalg.norm(fs.least_squares(X, y)[0])
+
+
+def test_divergence_is_reported(rng):
+    X, y, _ = regression(rng)
+    with pytest.raises(fs.TrainingDiverged, match="learning rate"):
+        LinearRegression(lr=1e4, random_state=0).fit(X * 100, y)
+    with pytest.raises(fs.TrainingDiverged):
+        LinearRegression(lr=1e4, random_state=0).fit(X * 100, y, sample_weight=np.ones(len(y)))
+
+
+# ---- sample_weight ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda: SoftmaxRegression(batch_size=10_000, epochs=20, momentum=0.5, weight_decay=1e-3,
+                              random_state=0),
+    lambda: LinearRegression(batch_size=10_000, epochs=20, momentum=0.5, weight_decay=1e-3,
+                             random_state=0),
+    lambda: LinearRegression(solver="closed_form"),
+    lambda: LinearRegression(solver="closed_form", weight_decay=0.1),
+], ids=["softmax-sgd", "linear-sgd", "closed-form", "closed-form-ridge"])
+@pytest.mark.parametrize("n,k", [(60, 5), (12, 30)], ids=["tall", "wide"])
+def test_integer_weights_equal_repeated_rows(rng, make, n, k):
+    """Weights 0..3 give the model of the data with each row repeated that many times (for
+    SGD on full batches, where the update does not depend on how rows fall into batches)."""
+    X = rng.standard_normal((n, k))
+    if isinstance(make(), SoftmaxRegression):
+        y = rng.integers(0, 3, n)
+        y[:3] = [0, 1, 2]
+    else:
+        y = X @ rng.standard_normal(k) + rng.normal(0, 0.1, n)
+    w = rng.integers(0, 4, n)
+    w[:3] = 1
+    weighted = make().fit(X, y, sample_weight=w)
+    repeated = make().fit(np.repeat(X, w, axis=0), np.repeat(y, w))
+    np.testing.assert_allclose(weighted.coef_, repeated.coef_, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(weighted.intercept_, repeated.intercept_, rtol=1e-9,
+                               atol=1e-11)
+    assert weighted.score(X, y, sample_weight=w) == pytest.approx(
+        repeated.score(np.repeat(X, w, axis=0), np.repeat(y, w)))
+
+
+@pytest.mark.parametrize("cls", [SoftmaxRegression, LinearRegression])
+def test_weighted_minibatch_loop_matches_the_fused_path(rng, cls, float_dtype):
+    """Unit weights through the per-minibatch kernel loop give what the fused kernels give."""
+    X, y = blobs(rng, n=700, dtype=float_dtype) if cls is SoftmaxRegression else \
+        regression(rng, n=700, dtype=float_dtype)[:2]
+    kw = dict(batch_size=32, epochs=3, momentum=0.9, lr=0.05, weight_decay=1e-4,
+              schedule="cosine", random_state=1)
+    fused = cls(**kw).fit(X, y)
+    loop = cls(**kw).fit(X, y, sample_weight=np.full(len(y), 2.5))
+    tol = dict(rtol=1e-5, atol=1e-6) if float_dtype == np.float32 else dict(rtol=1e-12,
+                                                                            atol=1e-13)
+    np.testing.assert_allclose(loop.coef_, fused.coef_, **tol)
+    np.testing.assert_allclose(loop.intercept_, fused.intercept_, **tol)
+    np.testing.assert_allclose(loop.loss_curve_, fused.loss_curve_, rtol=1e-5)
+
+
+def test_weights_shift_the_minibatch_fit(rng):
+    """On overlapping classes, up-weighting one class makes the minibatch SGD fit predict it
+    more often -- about as often as repeating its rows does."""
+    X, y = blobs(rng, n=3000, c=2, spread=0.5)
+    w = np.where(y == 1, 4.0, 1.0)
+    kw = dict(batch_size=64, epochs=10, random_state=0)
+    plain = SoftmaxRegression(**kw).fit(X, y).predict(X).mean()
+    weighted = SoftmaxRegression(**kw).fit(X, y, sample_weight=w).predict(X).mean()
+    reps = np.repeat(np.arange(len(y)), w.astype(int))
+    repeated = SoftmaxRegression(**kw).fit(X[reps], y[reps]).predict(X).mean()
+    assert weighted > plain + 0.05
+    assert abs(weighted - repeated) < 0.03
+
+
+def test_bad_sample_weight(rng):
+    X, y = blobs(rng, n=50)
+    est = SoftmaxRegression()
+    with pytest.raises(ValueError, match="sample_weight must be >= 0"):
+        est.fit(X, y, sample_weight=-np.ones(50))
+    with pytest.raises(ValueError, match="positive sum"):
+        est.fit(X, y, sample_weight=np.zeros(50))
+    with pytest.raises(ValueError, match="50 weights"):
+        est.fit(X, y, sample_weight=np.ones(49))
+    with pytest.raises(ValueError, match="finite"):
+        est.fit(X, y, sample_weight=np.full(50, np.nan))
+    with pytest.raises(TypeError):
+        est.fit(X, y, sample_weight=np.array(["a"] * 50))
+
+
+# ---- partial_fit, warm_start, hyper-parameters -----------------------------------------------
+
+def test_partial_fit_needs_classes_first_and_keeps_them(rng):
+    X, y = blobs(rng)
+    clf = SoftmaxRegression(random_state=0)
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X[:100], y[:100], classes=[0, 1, 2, 3])  # a class not seen yet is fine
+    assert clf.classes_.tolist() == [0, 1, 2, 3] and clf.n_iter_ == 1
+    for _ in range(5):
+        clf.partial_fit(X, y)
+    assert clf.n_iter_ == 6 and clf.score(X, y) > 0.95
+    assert clf.loss_curve_[-1] < clf.loss_curve_[1]
+    with pytest.raises(ValueError, match="not the same as on the first call"):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="not in classes_"):
+        clf.partial_fit(X, np.full(len(y), 9))
+    with pytest.raises(ValueError, match="features"):
+        clf.partial_fit(X[:, :3], y)
+
+
+def test_partial_fit_epochs_equal_fit(rng):
+    """fit(X, y) with epochs=E is E calls of partial_fit on the same data (same seed)."""
+    X, y = blobs(rng, dtype=np.float32)
+    a = SoftmaxRegression(epochs=4, momentum=0.9, random_state=5).fit(X, y)
+    b = SoftmaxRegression(momentum=0.9, random_state=5)
+    for _ in range(4):
+        b.partial_fit(X, y, classes=np.unique(y))
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    r = LinearRegression(epochs=3, random_state=5)
+    Xr, yr, _ = regression(rng)
+    a = clone(r).fit(Xr, yr)
+    for _ in range(3):
+        r.partial_fit(Xr, yr)
+    np.testing.assert_array_equal(a.coef_, r.coef_)
+
+
+def test_partial_fit_only_for_sgd():
+    assert hasattr(LinearRegression(), "partial_fit")
+    assert not hasattr(LinearRegression(solver="closed_form"), "partial_fit")
+
+
+def test_partial_fit_converts_to_the_model_dtype(rng):
+    X, y = blobs(rng)
+    clf = SoftmaxRegression(random_state=0).partial_fit(X.astype(np.float32), y,
+                                                        classes=[0, 1, 2])
+    clf.partial_fit(X, y)
+    assert clf.coef_.dtype == np.float32
+
+
+def test_warm_start_continues_from_the_current_solution(rng):
+    X, y = blobs(rng, n=2000, c=4, spread=0.7)
+    cold = SoftmaxRegression(epochs=2, random_state=0).fit(X, y)
+    warm = SoftmaxRegression(epochs=2, random_state=0, warm_start=True).fit(X, y)
+    np.testing.assert_array_equal(cold.coef_, warm.coef_)  # the first fit is the same
+    first_loss = warm.loss_curve_[0]
+    warm.fit(X, y)
+    assert warm.loss_curve_[0] < first_loss  # started where it stopped, not from scratch
+    cold.fit(X, y)
+    assert cold.loss_curve_[0] == pytest.approx(first_loss)
+    with pytest.raises(ValueError, match="classes"):
+        warm.fit(X, np.where(y == 3, 2, y))
+    # coef_ is the truth: a hand-set coef_ is where a warm start continues from
+    warm.coef_ = np.zeros_like(warm.coef_)
+    warm.intercept_ = np.zeros_like(warm.intercept_)
+    warm.set_params(epochs=1).fit(X, y)
+    assert warm.loss_curve_[0] > cold.loss_curve_[-1]
+
+
+@pytest.mark.parametrize("params,match", [
+    (dict(lr=0), "lr"), (dict(lr=float("nan")), "lr"), (dict(batch_size=0), "batch_size"),
+    (dict(epochs=0), "epochs"), (dict(momentum=1.0), "momentum"),
+    (dict(weight_decay=-1), "weight_decay"), (dict(schedule="linear"), "schedule"),
+    (dict(num_threads=0), "num_threads"), (dict(random_state=-1), "random_state"),
+])
+def test_bad_hyper_parameters_are_refused_at_fit(rng, params, match):
+    X, y = blobs(rng, n=30)
+    est = SoftmaxRegression(**params)  # accepted by __init__, as scikit-learn requires
+    with pytest.raises((ValueError, TypeError), match=match):
+        est.fit(X, y)
+
+
+def test_bad_solver(rng):
+    X, y, _ = regression(rng, n=30)
+    with pytest.raises(ValueError, match="solver"):
+        LinearRegression(solver="normal").fit(X, y)
+
+
+def test_schedules(rng):
+    X, y = blobs(rng)
+    SoftmaxRegression(schedule="cosine", lr=0.5, random_state=0).fit(X, y)
+    est = SoftmaxRegression(schedule=fs.optim.StepSchedule(5, 0.5), random_state=0)
+    est.partial_fit(X, y, classes=[0, 1, 2])
+    assert est._opt.schedule is not est.schedule  # the estimator's parameter is not mutated
+    with pytest.raises(ValueError, match="cosine"):
+        SoftmaxRegression(schedule="cosine").partial_fit(X, y, classes=[0, 1, 2])
+
+
+def test_random_state_kinds(rng):
+    X, y = blobs(rng, n=200)
+    a = SoftmaxRegression(random_state=np.random.RandomState(0)).fit(X, y)
+    b = SoftmaxRegression(random_state=np.random.default_rng(0)).fit(X, y)
+    c = SoftmaxRegression(random_state=0).fit(X, y)
+    np.testing.assert_array_equal(b.coef_, c.coef_)
+    assert a.score(X, y) > 0.9
+    with pytest.raises(TypeError, match="random_state"):
+        SoftmaxRegression(random_state="zero").fit(X, y)
+
+
+def test_verbose_prints_epochs(rng, capsys):
+    X, y = blobs(rng, n=100)
+    SoftmaxRegression(epochs=2, verbose=1, random_state=0).fit(X, y)
+    out = capsys.readouterr().out
+    assert out.count("epoch ") == 2 and "loss" in out
+
+
+# ---- Fashion-MNIST ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    """Fashion-MNIST as float32 rows in [0, 1]; a private cache keeps the decoded copy out
+    of the user's home.  Fails (never skips) when the files are missing."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    try:
+        from fastshallow.datasets import FashionMNIST
+
+        tr, te = FashionMNIST(train=True, download=False), FashionMNIST(train=False,
+                                                                          download=False)
+        scale = np.float32(1 / 255)
+        yield (tr.data.reshape(len(tr), -1).astype(np.float32) * scale, tr.targets,
+               te.data.reshape(len(te), -1).astype(np.float32) * scale, te.targets)
+    finally:
+        mp.undo()
+
+
+def fs_train_accuracy(seed, lr, momentum=0.0, cosine=False):
+    """fs.train with the book's pipeline (uint8 loader, Flatten + Dense(10))."""
+    fs.seed(seed)
+    train_iter, test_iter = fs.load_data_fashion_mnist(256, seed=seed, download=False)
+    net = fs.nn.Sequential(fs.nn.Flatten(), fs.nn.Dense(10))
+    sched = fs.optim.CosineSchedule(10 * len(train_iter)) if cosine else None
+    trainer = fs.optim.SGD(net.parameters(), lr=lr, momentum=momentum, schedule=sched)
+    hist = fs.train(net, train_iter, test_iter, fs.losses.SoftmaxCrossEntropyLoss(), 10,
+                    trainer, verbose=False)
+    assert hist.fused
+    return hist.test_acc[-1]
+
+
+@pytest.mark.fashion
+def test_fashion_mnist_recommended_recipe_matches_fs_train(fashion):
+    Xtr, ytr, Xte, yte = fashion
+    clf = SoftmaxRegression(lr=0.05, momentum=0.9, schedule="cosine", random_state=0)
+    acc = clf.fit(Xtr, ytr).score(Xte, yte)
+    ref = fs_train_accuracy(0, 0.05, 0.9, cosine=True)
+    assert acc >= 0.83 and ref >= 0.83, (acc, ref)
+    assert abs(acc - ref) <= 0.01, (acc, ref)
+    assert clf.coef_.dtype == np.float32 and clf.n_iter_ == 10
+
+
+@pytest.mark.fashion
+def test_fashion_mnist_book_settings_match_fs_train(fashion):
+    """The defaults are the book's (batch 256, lr 0.1, 10 epochs, constant rate), whose last
+    iterate is noisy (+-0.005 from seed to seed): compared as means over three seeds."""
+    Xtr, ytr, Xte, yte = fashion
+    accs = [SoftmaxRegression(random_state=s).fit(Xtr, ytr).score(Xte, yte) for s in (0, 1, 2)]
+    refs = [fs_train_accuracy(s, 0.1) for s in (0, 1, 2)]
+    assert np.mean(accs) >= 0.825 and abs(np.mean(accs) - np.mean(refs)) <= 0.01, (accs, refs)
