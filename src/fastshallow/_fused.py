@@ -40,7 +40,7 @@ class ThreadChooser:
     noise does not make it flip), and re-times the other every `probe_every` segments in case the
     machine has changed."""
 
-    def __init__(self, team: int, probe_every: int = 24):
+    def __init__(self, team: int, probe_every: int = 64):
         self.team = team
         self.probe_every = probe_every
         self.cost: dict = {}  # threads -> seconds per minibatch (moving average)
