@@ -154,7 +154,7 @@ class Dense(Block):
     def initialize(self, init=None, force_reinit=False, rng=None):
         if init is not None:
             if not isinstance(init, _init.Initializer):
-                raise TypeError(f"init must be an fastshallow.init initializer, got {init!r}")
+                raise TypeError(f"init must be a fastshallow.init initializer, got {init!r}")
             self.weight_initializer = init
         if rng is not None:
             self._rng = C.seed_or_rng("rng", rng)
