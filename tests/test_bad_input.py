@@ -629,7 +629,7 @@ BAD = [
      r"bias_initializer must be"),
     ("Dense rng", lambda c: nn.Dense(3, rng="x"), TypeError, r"rng must be None, a non-negative"),
     ("Dense initialize init", lambda c: dense().initialize("normal"), TypeError,
-     r"init must be an fastshallow.init initializer"),
+     r"init must be a fastshallow.init initializer"),
     ("Dense initialize rng", lambda c: dense().initialize(rng=-1), TypeError, r"rng must be"),
     ("Dense X features", lambda c: dense()(f64(4, 3)), ValueError,
      r"X must have 2 features per example \(this layer's in_units\), got shape \(4, 3\)"),
