@@ -42,14 +42,10 @@ def open_idx(path) -> np.memmap:
     The header is checked against the file size first.  A gzip-compressed file cannot be
     mapped: decompress it (``gunzip -k``) or, for Fashion-MNIST, use
     :class:`fastshallow.datasets.FashionMNIST`, whose decoded cache is memory-mapped too."""
-    from .datasets._idx import DataFileError, parse_idx_header
+    from .datasets._idx import DataFileError, open_for_reading, parse_idx_header
 
     path = os.fspath(path)
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise DataFileError(path, f"cannot be read ({exc.strerror or exc})") from None
-    with fh:
+    with open_for_reading(path) as fh:
         head = fh.read(4)
         if head[:2] == b"\x1f\x8b":
             raise DataFileError(path, "is gzip-compressed and cannot be memory-mapped; "

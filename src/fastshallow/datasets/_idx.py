@@ -157,6 +157,14 @@ class _Plain:
         return not self._fh.read(1)
 
 
+def open_for_reading(path: str):
+    """`path` opened in binary mode, or a DataFileError naming it."""
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise DataFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+
+
 def read_idx(path, expected_ndim: int | None = None) -> IDXArray:
     """Decode the IDX file at `path` (gzip-compressed or plain, recognised by content).
 
@@ -166,11 +174,7 @@ def read_idx(path, expected_ndim: int | None = None) -> IDXArray:
     `expected_ndim`, an absurd header, a file shorter or longer than its header says, and a
     truncated or corrupt gzip stream (gzip's own CRC is checked too)."""
     path = os.fspath(path)
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise DataFileError(path, f"cannot be read ({exc.strerror or exc})") from None
-    with fh:
+    with open_for_reading(path) as fh:
         compressed = fh.read(2) == _GZIP_MAGIC
         fh.seek(0)
         src = _Inflater(fh, path) if compressed else _Plain(fh, path)
