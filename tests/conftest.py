@@ -91,3 +91,32 @@ def assert_bits_equal(a, b, err_msg: str = "") -> None:
         raise AssertionError(f"{diff.size} of {a.size} elements differ in their bits (first at "
                              f"flat index {diff[0]}: {a.reshape(-1)[diff[0]]!r} vs "
                              f"{b.reshape(-1)[diff[0]]!r}). {err_msg}")
+
+
+# ---- the real Fashion-MNIST ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def fashion_cache(tmp_path_factory):
+    """A private HOME and XDG cache, so the tests never write to the user's cache, and no
+    mirrors, so they never reach the network.  The files come from $FASTSHALLOW_DATA when it is
+    set (it is only read) or from Debian's dataset-fashion-mnist folder."""
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("fashion")
+    mp.setenv("HOME", str(tmp / "home"))
+    mp.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
+    mp.setenv("FASTSHALLOW_MIRRORS", "")
+    yield tmp
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def fashion_rows(fashion_cache):
+    """Fashion-MNIST as float32 rows in [0, 1]: (X_train, y_train, X_test, y_test).  Fails
+    (never skips) when the files are missing."""
+    from fastshallow.datasets import FashionMNIST
+
+    tr, te = FashionMNIST(train=True, download=False), FashionMNIST(train=False, download=False)
+    scale = np.float32(1 / 255)
+    return (tr.data.reshape(len(tr), -1).astype(np.float32) * scale, tr.targets,
+            te.data.reshape(len(te), -1).astype(np.float32) * scale, te.targets)
+

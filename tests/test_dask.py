@@ -154,28 +154,11 @@ def test_fit_dask_refuses_what_it_cannot_do(client, rng):
         fit_dask(SoftmaxRegression(), da.from_array(X, 50), da.from_array(y[:-1], 50))
 
 
-@pytest.fixture(scope="module")
-def fashion(tmp_path_factory):
-    """Fashion-MNIST as float32 rows; fails (never skips) without the files."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
-    try:
-        from fastshallow.datasets import FashionMNIST
-
-        tr = FashionMNIST(train=True, download=False)
-        te = FashionMNIST(train=False, download=False)
-    finally:
-        mp.undo()
-    s = np.float32(1 / 255)
-    return (tr.data.reshape(len(tr), -1).astype(np.float32) * s, tr.targets,
-            te.data.reshape(len(te), -1).astype(np.float32) * s, te.targets)
-
-
 @pytest.mark.fashion
-def test_fashion_mnist_in_four_partitions(client, fashion):
+def test_fashion_mnist_in_four_partitions(client, fashion_rows):
     """Both Dask paths within 0.01 test accuracy of the single-machine fit (the recommended
     recipe, 10 epochs, 4 partitions of 15000 rows)."""
-    Xtr, ytr, Xte, yte = fashion
+    Xtr, ytr, Xte, yte = fashion_rows
     dX, dy = partitioned(client, [Xtr, ytr], 4)
     kw = dict(lr=0.05, momentum=0.9, random_state=0)
     single = SoftmaxRegression(schedule="cosine", **kw).fit(Xtr, ytr).score(Xte, yte)

@@ -25,20 +25,6 @@ SCALE = np.float32(1 / 255)
 # ---- real data ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def fashion_cache(tmp_path_factory):
-    """A private HOME / XDG cache, so the tests never write to the real user cache, and no
-    mirrors, so they never reach the network.  The files come from $FASTSHALLOW_DATA when it is
-    set (it is only read) or from Debian's dataset-fashion-mnist folder."""
-    mp = pytest.MonkeyPatch()
-    tmp = tmp_path_factory.mktemp("fashion")
-    mp.setenv("HOME", str(tmp / "home"))
-    mp.setenv("XDG_CACHE_HOME", str(tmp / "cache"))
-    mp.setenv("FASTSHALLOW_MIRRORS", "")
-    yield tmp
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def train(fashion_cache):
     return FashionMNIST(train=True)
 

@@ -363,24 +363,6 @@ def test_verbose_prints_epochs(rng, capsys):
 
 # ---- Fashion-MNIST ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def fashion(tmp_path_factory):
-    """Fashion-MNIST as float32 rows in [0, 1]; a private cache keeps the decoded copy out
-    of the user's home.  Fails (never skips) when the files are missing."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
-    try:
-        from fastshallow.datasets import FashionMNIST
-
-        tr, te = FashionMNIST(train=True, download=False), FashionMNIST(train=False,
-                                                                          download=False)
-        scale = np.float32(1 / 255)
-        yield (tr.data.reshape(len(tr), -1).astype(np.float32) * scale, tr.targets,
-               te.data.reshape(len(te), -1).astype(np.float32) * scale, te.targets)
-    finally:
-        mp.undo()
-
-
 def fs_train_accuracy(seed, lr, momentum=0.0, cosine=False):
     """fs.train with the book's pipeline (uint8 loader, Flatten + Dense(10))."""
     fs.seed(seed)
@@ -395,8 +377,8 @@ def fs_train_accuracy(seed, lr, momentum=0.0, cosine=False):
 
 
 @pytest.mark.fashion
-def test_fashion_mnist_recommended_recipe_matches_fs_train(fashion):
-    Xtr, ytr, Xte, yte = fashion
+def test_fashion_mnist_recommended_recipe_matches_fs_train(fashion_rows):
+    Xtr, ytr, Xte, yte = fashion_rows
     clf = SoftmaxRegression(lr=0.05, momentum=0.9, schedule="cosine", random_state=0)
     acc = clf.fit(Xtr, ytr).score(Xte, yte)
     ref = fs_train_accuracy(0, 0.05, 0.9, cosine=True)
@@ -406,10 +388,10 @@ def test_fashion_mnist_recommended_recipe_matches_fs_train(fashion):
 
 
 @pytest.mark.fashion
-def test_fashion_mnist_book_settings_match_fs_train(fashion):
+def test_fashion_mnist_book_settings_match_fs_train(fashion_rows):
     """The defaults are the book's (batch 256, lr 0.1, 10 epochs, constant rate), whose last
     iterate is noisy (+-0.005 from seed to seed): compared as means over three seeds."""
-    Xtr, ytr, Xte, yte = fashion
+    Xtr, ytr, Xte, yte = fashion_rows
     accs = [SoftmaxRegression(random_state=s).fit(Xtr, ytr).score(Xte, yte) for s in (0, 1, 2)]
     refs = [fs_train_accuracy(s, 0.1) for s in (0, 1, 2)]
     assert np.mean(accs) >= 0.825 and abs(np.mean(accs) - np.mean(refs)) <= 0.01, (accs, refs)

@@ -302,18 +302,13 @@ def test_peak_resident_memory_stays_bounded(tmp_path):
 
 
 @pytest.mark.fashion
-def test_fashion_mnist_from_an_idx_file(tmp_path):
+def test_fashion_mnist_from_an_idx_file(tmp_path, fashion_cache):
     """Train straight from the raw (decompressed) IDX image file, memory-mapped, with the
     uint8 -> [0, 1] scaling done per chunk: the accuracy of the in-memory fit."""
     from fastshallow.datasets import FashionMNIST
 
-    mp = pytest.MonkeyPatch()
-    mp.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    try:
-        tr = FashionMNIST(train=True, download=False)
-        te = FashionMNIST(train=False, download=False)
-    finally:
-        mp.undo()
+    tr = FashionMNIST(train=True, download=False)
+    te = FashionMNIST(train=False, download=False)
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(idx_bytes(np.asarray(tr.data)))
     images = open_idx(path)

@@ -12,17 +12,9 @@ from PIL import Image
 
 import fastshallow as fs
 
-pytestmark = pytest.mark.fashion
+# fashion_cache (conftest) keeps the decoded-data cache these tests create out of the user's home
+pytestmark = [pytest.mark.fashion, pytest.mark.usefixtures("fashion_cache")]
 SEEDS = (0, 1, 2)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    """Keep the decoded-data cache these tests create out of the user's home."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
-    yield
-    mp.undo()
 
 
 def book_setup(seed):
