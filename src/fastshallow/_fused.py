@@ -88,6 +88,11 @@ def find_dense(net) -> Optional[Dense]:
     return None
 
 
+def _kernel_rows(X: np.ndarray, dense: Dense) -> bool:
+    """X is what the fused kernels read: C-contiguous 2-D rows of uint8 or the layer's dtype."""
+    return X.ndim == 2 and X.dtype in (np.uint8, dense.dtype) and X.flags.c_contiguous
+
+
 def dataset_arrays(data_iter):
     """(X2d, y, scale) of a DataLoader's dataset when it exposes them, else None."""
     ds = getattr(data_iter, "dataset", None)
@@ -190,7 +195,7 @@ def plan(net, train_iter, loss, updater) -> tuple[Optional[FusedTrainer], str]:
     if arrays is None:
         return None, "the training dataset does not expose its arrays (as_arrays())"
     X, y, scale = arrays
-    if X.ndim != 2 or X.dtype not in (np.uint8, dense.dtype) or not X.flags.c_contiguous:
+    if not _kernel_rows(X, dense):
         return None, f"the features ({X.dtype}, {X.shape}) are not uint8 or {dense.dtype} rows"
     if len(train_iter.dataset) != X.shape[0]:
         # The epoch's indices come from len(dataset): they must all be rows of X.
@@ -247,7 +252,6 @@ def can_forward(net, data_iter) -> Optional[tuple]:
     if arrays is None:
         return None
     X, y, scale = arrays
-    if (X.ndim != 2 or X.dtype not in (np.uint8, dense.dtype) or not X.flags.c_contiguous
-            or X.shape[1] != dense.in_units):
+    if not _kernel_rows(X, dense) or X.shape[1] != dense.in_units:
         return None
     return dense, X, y, scale

@@ -60,7 +60,8 @@ def _loop_epoch(net, train_iter, loss, updater, epoch: int, on_batch=None):
             l.backward()
             updater.step(n)
         elif callable(updater):
-            l.sum().backward() if hasattr(l, "grad_fn") else None
+            if hasattr(l, "grad_fn"):  # a loss of the user's own may return plain arrays
+                l.backward()
             updater(n)
         else:
             raise TypeError("updater must be fastshallow.optim.SGD or a callable taking the "
