@@ -11,6 +11,9 @@ Groups:
   batch), ``numpy-fancy-index`` (``data[idx] / 255`` per batch), ``book-per-sample`` (a dataset
   whose ``__getitem__`` converts one image, and a loader that stacks 256 of them, as the book's
   Gluon pipeline does).
+  ``torch-dataloader-per-sample`` is the same per-example dataset batched by PyTorch's
+  ``DataLoader`` (its default collate), the book's pipeline in its PyTorch edition; it runs
+  only when PyTorch is installed.
 - ``fashion-epoch-resize64``: the same epoch resized to 64x64 (``resize=64``), for reference.
 - ``fashion-load``: building the train and test datasets from the gzip files (the first load:
   decompress, verify the sha256, write the decoded cache) and from the decoded cache.
@@ -22,6 +25,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+try:  # PyTorch is optional: without it only its case is skipped.
+    import torch
+except ImportError:
+    torch = None
 
 from fastshallow.datasets import FashionMNIST, ToTensor, load_data_fashion_mnist
 from fastshallow.datasets import _download
@@ -99,6 +107,23 @@ def test_epoch_book_per_sample(benchmark, train):
     X, y = ds[3]
     np.testing.assert_array_equal(X, train.transform_first(ToTensor())[3][0])
     assert benchmark.pedantic(book_epoch, args=(ds, rng), rounds=5, warmup_rounds=1) == 60000
+
+
+def torch_epoch(loader):
+    n = 0
+    for X, y in loader:
+        n += len(y)
+    return n
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+@pytest.mark.benchmark(group="fashion-epoch-batch256")
+def test_epoch_torch_dataloader_per_sample(benchmark, train):
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(BookDataset(train), batch_size=BATCH, shuffle=True)
+    X, y = next(iter(loader))
+    assert X.shape == (BATCH, 1, 28, 28) and X.dtype == torch.float32 and y.dtype == torch.int64
+    assert benchmark.pedantic(torch_epoch, args=(loader,), rounds=5, warmup_rounds=1) == 60000
 
 
 def numpy_epoch(data, targets, rng):

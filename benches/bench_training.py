@@ -5,8 +5,10 @@ the same algorithm in NumPy and PyTorch (preloaded tensors; DataLoader), in one 
         --benchmark-columns=median,iqr,rounds --benchmark-group-by=group
 
 Groups: ``softmax-10-epochs`` (the book's recipe, 10 epochs with per-epoch train and test
-accuracy), ``softmax-1-epoch`` (fastshallow on 1 and 2 threads, NumPy, PyTorch), and
-``linreg-1e6x100-epoch`` (one epoch of minibatch SGD for linear regression).  Each benchmark
+accuracy), ``softmax-1-epoch`` (fastshallow on 1 and 2 threads, NumPy, PyTorch),
+``linreg-1e6x100-epoch`` (one epoch of minibatch SGD for linear regression), and
+``book-linreg-1000x2`` (the book's first training run, 3 epochs of batch 10: the per-batch
+Python loop and fs.train_epoch beside the same loop in NumPy and PyTorch).  Each benchmark
 records its final test accuracy (or loss) in ``extra_info``; the accuracy of every contender is
 checked to be within 0.01 of fastshallow's (averaged over three seeds).  The implementations live in ``fastshallow.bench``
 (``fastshallow bench`` prints the same comparison as a table).
@@ -117,3 +119,36 @@ def test_fastshallow_linreg_epoch(benchmark, regression):
 def test_numpy_linreg_epoch(benchmark, regression):
     loss = benchmark.pedantic(B.numpy_linreg_epoch, regression, rounds=5)
     benchmark.extra_info["loss"] = loss
+
+
+@pytest.fixture(scope="module")
+def book_data():
+    return B.book_linreg_data()
+
+
+def _book(benchmark, fn, book_data, rounds=41, **kw):
+    # Fixed rounds: each run takes milliseconds, and the machine's noise comes in bursts.
+    loss = benchmark.pedantic(fn, book_data, kw, rounds=rounds, warmup_rounds=3)
+    benchmark.extra_info["loss"] = loss
+    assert loss < 1e-4  # the noise floor is 0.5 * 0.01**2 = 5e-5
+
+
+@pytest.mark.benchmark(group="book-linreg-1000x2")
+def test_fastshallow_book_loop(benchmark, book_data):
+    _book(benchmark, B.fastshallow_book_loop, book_data)
+
+
+@pytest.mark.benchmark(group="book-linreg-1000x2")
+def test_fastshallow_book_fused(benchmark, book_data):
+    _book(benchmark, B.fastshallow_book_fused, book_data)
+
+
+@pytest.mark.benchmark(group="book-linreg-1000x2")
+def test_numpy_book_loop(benchmark, book_data):
+    _book(benchmark, B.numpy_book_loop, book_data)
+
+
+@needs_torch
+@pytest.mark.benchmark(group="book-linreg-1000x2")
+def test_torch_book_loop(benchmark, book_data):
+    _book(benchmark, B.torch_book_loop, book_data, rounds=11)

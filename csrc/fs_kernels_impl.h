@@ -393,6 +393,16 @@ FS_INLINE void FS_S(fs_gather)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS
     }
 }
 
+/* The public gather: rows [r0, r1) of one task, written to out + r0 * k.  Compiled once per
+ * instruction set like the other kernels; the uint8 -> float conversion is the whole cost
+ * when the rows are in cache, and the baseline build converts a quarter as wide. */
+FS_CLONES static void FS_S(fs_gather_rows)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k,
+                                           FS_T scale, const fs_i64 *idx, fs_i64 r0, fs_i64 r1,
+                                           fs_i64 n, FS_T *out)
+{
+    FS_S(fs_gather)(X, x_u8, ldx, k, scale, idx, r0, r1, n, out + r0 * k, NULL, 0);
+}
+
 /* Everything one fused epoch segment needs.  The weights live in a working layout for the
  * whole segment: transposed Wt (m <= FS_DOT_MAX, an m x k matrix) or packed panels (larger m;
  * see fs_pack_panels), with the momentum buffer V in the same layout. */
@@ -430,6 +440,38 @@ typedef struct {
     int nt;
 } FS_S(fs_fused_args);
 
+/* One example of a regression loss, averaged over its m > 0 outputs: 0.5 d^2 (L2) or, with
+ * `huber`, 0.5 d^2 where |d| <= delta and delta (|d| - delta / 2) beyond, for d = z - t; g gets
+ * the gradient with respect to z.  The per-batch losses and the fused step share this, so both
+ * round alike. */
+FS_INLINE FS_T FS_S(fs_regression_row)(const FS_T *z, const FS_T *t, fs_i64 m, int huber,
+                                       FS_T delta, FS_T *g)
+{
+    FS_T s = 0;
+    for (fs_i64 j = 0; j < m; j++) {
+        const FS_T d = z[j] - t[j];
+        FS_T l, gj;
+        if (!huber || fabs(d) <= delta) {
+            l = (FS_T)0.5 * d * d;
+            gj = d;
+        } else {
+            l = delta * (fabs(d) - (FS_T)0.5 * delta);
+            gj = d > 0 ? delta : -delta;
+        }
+        s += l;
+        g[j] = gj / (FS_T)m;
+    }
+    return s / (FS_T)m;
+}
+
+/* The public regression loss: rows [r0, r1) of P and T (both rows x m, contiguous). */
+static void FS_S(fs_regression_rows)(const FS_T *P, const FS_T *T, fs_i64 r0, fs_i64 r1,
+                                     fs_i64 m, int huber, FS_T delta, FS_T *loss, FS_T *G)
+{
+    for (fs_i64 r = r0; r < r1; r++)
+        loss[r] = FS_S(fs_regression_row)(P + r * m, T + r * m, m, huber, delta, G + r * m);
+}
+
 /* Loss, gradient and hit of `rows` rows of Z (labels / targets at positions pos[0..rows)). */
 FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0, fs_i64 rows,
                                         const fs_i64 *pos)
@@ -448,21 +490,9 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
         FS_S(fs_softmax_xent_rows)(Z, m, rows, m, y, a->smooth, a->rowloss + r0, G, m);
     } else {
         for (fs_i64 r = 0; r < rows; r++) {
-            const FS_T *t = a->targets + pos[r] * m;
-            FS_T s = 0;
-            for (fs_i64 j = 0; j < m; j++) {
-                FS_T d = Z[r * m + j] - t[j], g, l;
-                if (a->loss == FS_LOSS_L2 || fabs(d) <= a->delta) {
-                    l = (FS_T)0.5 * d * d;
-                    g = d;
-                } else {
-                    l = a->delta * (fabs(d) - (FS_T)0.5 * a->delta);
-                    g = d > 0 ? a->delta : -a->delta;
-                }
-                s += l;
-                G[r * m + j] = g / (FS_T)m;
-            }
-            a->rowloss[r0 + r] = s / (FS_T)m;
+            a->rowloss[r0 + r] = FS_S(fs_regression_row)(Z + r * m, a->targets + pos[r] * m, m,
+                                                         a->loss == FS_LOSS_HUBER, a->delta,
+                                                         G + r * m);
             a->rowhit[r0 + r] = 0;
         }
     }

@@ -496,6 +496,56 @@ def test_sgd_update_non_contiguous_grad(rng):
     assert_close(p, ref, scale=np.abs(ref) + np.abs(g))
 
 
+# ---- regression_loss ----------------------------------------------------------------------------
+
+def ref_regression(P, T, delta=None):
+    """Per-row mean over outputs of 0.5 d^2 (or Huber) and its gradient, in float64."""
+    D = f64(P) - f64(T).reshape(np.shape(P))
+    D2 = D.reshape(len(D), -1)
+    m = max(D2.shape[1], 1)
+    if delta is None:
+        per, g = 0.5 * D2 * D2, D2
+    else:
+        A = np.abs(D2)
+        per = np.where(A <= delta, 0.5 * D2 * D2, delta * (A - 0.5 * delta))
+        g = np.clip(D2, -delta, delta)
+    return per.sum(axis=1) / m, (g / m).reshape(D.shape)
+
+
+@pytest.mark.parametrize("delta", (None, 0.5, 2.0))
+@pytest.mark.parametrize("shape", ((1, 1), (7, 1), (33, 3), (65, 10), (31, 17), (5, 2, 3)))
+def test_regression_loss_matches_numpy(rng, float_dtype, shape, delta):
+    P = (2 * rng.standard_normal(shape)).astype(float_dtype)
+    T = rng.standard_normal(shape).astype(float_dtype)
+    loss, grad = K.regression_loss(P, T, delta=delta)
+    ref_loss, ref_grad = ref_regression(P, T, delta)
+    assert_close(loss, ref_loss, dtype=float_dtype)
+    assert_close(grad, ref_grad, dtype=float_dtype)
+
+
+def test_regression_loss_targets_in_any_shape_and_dtype(rng):
+    P = rng.standard_normal((9, 1)).astype(np.float32)
+    T = rng.standard_normal(9)  # (n,) float64 targets for (n, 1) float32 predictions
+    loss, grad = K.regression_loss(P, T.tolist())
+    ref_loss, ref_grad = ref_regression(P, T.astype(np.float32))
+    assert_close(loss, ref_loss, dtype=np.float32)
+    assert_close(grad, ref_grad, dtype=np.float32)
+
+
+def test_regression_loss_huber_is_l2_inside_delta(rng, float_dtype):
+    P = (0.1 * rng.standard_normal((40, 3))).astype(float_dtype)
+    T = np.zeros_like(P)
+    for a, b in zip(K.regression_loss(P, T), K.regression_loss(P, T, delta=1.0)):
+        assert_bits_equal(a, b)
+
+
+def test_regression_loss_empty(float_dtype):
+    loss, grad = K.regression_loss(np.zeros((0, 2), float_dtype), np.zeros(0))
+    assert loss.shape == (0,) and grad.shape == (0, 2) and loss.dtype == float_dtype
+    loss, grad = K.regression_loss(np.zeros((3, 0), float_dtype), np.zeros(0))
+    assert_bits_equal(loss, np.zeros(3, float_dtype))
+
+
 # ---- gather_rows --------------------------------------------------------------------------------
 
 def test_gather_rows_uint8_scaled(rng):
@@ -691,6 +741,14 @@ def test_sgd_update_threads_identical(rng, float_dtype):
     _assert_threads_identical(run, size * 4, "sgd_update")
 
 
+@pytest.mark.parametrize("delta", (None, 0.7))
+def test_regression_loss_threads_identical(rng, float_dtype, delta):
+    P = rng.standard_normal((30_001, 3)).astype(float_dtype)  # 938 chunks of 32 rows and a tail
+    T = rng.standard_normal((30_001, 3)).astype(float_dtype)
+    _assert_threads_identical(lambda nt: K.regression_loss(P, T, delta=delta, num_threads=nt),
+                              P.size * 4, "regression_loss")
+
+
 @pytest.mark.parametrize("src_dtype", (np.uint8, np.float32))
 def test_gather_rows_threads_identical(rng, src_dtype):
     src = rng.integers(0, 256, (3000, 784)).astype(src_dtype)
@@ -864,6 +922,19 @@ BAD_CALLS = [
     ("sgd grad is param", lambda: (lambda p: K.sgd_update(p, p, 0.1, 1))(_x(3)), ValueError,
      r"grad must not overlap param"),
     # gather_rows
+    # regression_loss
+    ("reg sizes", lambda: K.regression_loss(_x(5, 1), _x(4)), ValueError,
+     r"y must have one target per prediction"),
+    ("reg scalar", lambda: K.regression_loss(np.float64(1.0), _x(1)), ValueError,
+     r"y_hat must have a batch dimension"),
+    ("reg y_hat int", lambda: K.regression_loss(_x(3, 1, dtype=np.int64), _x(3)), TypeError,
+     r"y_hat must have dtype float32 or float64"),
+    ("reg y str", lambda: K.regression_loss(_x(2, 1), ["a", "b"]), TypeError,
+     r"y must hold real numbers"),
+    ("reg delta 0", lambda: K.regression_loss(_x(2, 1), _x(2), delta=0.0), ValueError,
+     r"delta must be > 0"),
+    ("reg delta nan", lambda: K.regression_loss(_x(2, 1), _x(2), delta=float("nan")),
+     ValueError, r"delta must be"),
     ("gather index too big", lambda: K.gather_rows(_x(10, 3), [0, 10]), ValueError,
      r"indices must be in \[0, 10\)"),
     ("gather index negative", lambda: K.gather_rows(_x(10, 3), [0, -1]), ValueError,

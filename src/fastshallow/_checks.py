@@ -146,11 +146,12 @@ def as_indices(name: str, idx, n: int) -> np.ndarray:
     if arr.dtype.kind == "u" and arr.size and int(arr.max()) > INT64_MAX:
         raise ValueError(f"{name} holds values past int64")
     arr = np.ascontiguousarray(arr, dtype=np.int64)
-    if arr.size:
+    # One reduction instead of min and max: read as unsigned, a negative index is larger than
+    # any valid one.  This runs on every minibatch.
+    if arr.size and int(arr.view(np.uint64).max()) >= n:
         lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi >= n:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{name} must be in [0, {n}) (the rows of the source), found {bad}")
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{name} must be in [0, {n}) (the rows of the source), found {bad}")
     return arr
 
 

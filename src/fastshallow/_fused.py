@@ -26,8 +26,10 @@ LOSS_SOFTMAX_XENT, LOSS_L2, LOSS_HUBER = 0, 1, 2
 
 # Minibatches per compiled call: enough to make the call overhead vanish, few enough that the
 # progress bar moves, Ctrl-C is honoured within a fraction of a second, and the thread count can
-# be chosen again often.
+# be chosen again often.  Minibatches with less than SEGMENT_WORK / SEGMENT multiply-adds go
+# SEGMENT_WORK worth per call: a call costs about 15 us, more than 16 tiny minibatches do.
 SEGMENT = 16
+SEGMENT_WORK = 1 << 20
 
 
 class ThreadChooser:
@@ -152,9 +154,10 @@ class FusedTrainer:
             chooser = self.chooser
         else:  # an explicit request is honoured as given
             chooser = None
+        segment = max(SEGMENT, SEGMENT_WORK // max(B * k * max(m, 4), 1))
         try:
-            for t0 in range(0, nb, SEGMENT):
-                t1 = min(nb, t0 + SEGMENT)
+            for t0 in range(0, nb, segment):
+                t1 = min(nb, t0 + segment)
                 threads = chooser.pick() if chooser is not None else nt
                 start = time.perf_counter()
                 bad = _k().fused_sgd(self.X, self.labels, self.targets, order, B, self.loss_kind,

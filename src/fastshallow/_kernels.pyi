@@ -52,10 +52,19 @@ def sgd_update(param: _Floats, grad: _Floats, lr: float, batch_size: float, mome
     """In place on 1-D `param` (and `velocity`, when given):
     param -= lr * (grad / batch_size + weight_decay * param), through the velocity buffer."""
 
-def gather_rows(src: _Rows, idx: _Int64s, out: _Floats, scale: float, has_scale: bool,
-                nt: int) -> None:
-    """out[i, :] = src[idx[i], :] (times `scale` when `has_scale`), converted to out's dtype;
-    src is 2-D uint8, float32 or float64."""
+def gather_rows(src: _Rows, idx: _Int64s, out: _Floats, scale: float, nt: int) -> None:
+    """out[i, :] = src[idx[i], :] * scale, converted to out's dtype; src is 2-D uint8 or out's
+    float dtype."""
+
+def regression_loss(P: _Floats, T: _Floats, huber: bool, delta: float, loss: _Floats,
+                    G: _Floats, nt: int) -> None:
+    """Per-row L2 (or Huber) loss of P against T (n x m, m > 0), averaged over the outputs, and
+    its gradient with respect to P."""
+
+def regression_loss_if_plain(P: object, T: object, huber: bool, delta: float, nt: int,
+                             serial_work: int) -> tuple[_Floats, _Floats] | None:
+    """(loss, grad) when P is a 1-D or 2-D C-contiguous non-empty float array and T a
+    C-contiguous array of its type and size, else None."""
 
 # ---- fused training ---------------------------------------------------------------------------
 

@@ -59,17 +59,20 @@ cdef extern from "fs_kernels.h" nogil:
                     float momentum, float wd, float *v)
     void fs_sgd_f64(double *p, const double *g, fs_i64 n, double lr, double batch_size,
                     double momentum, double wd, double *v)
+    void fs_regression_rows_f32(const float *P, const float *T, fs_i64 r0, fs_i64 r1, fs_i64 m,
+                                int huber, float delta, float *loss, float *G)
+    void fs_regression_rows_f64(const double *P, const double *T, fs_i64 r0, fs_i64 r1,
+                                fs_i64 m, int huber, double delta, double *loss, double *G)
+    void fs_gather_rows_f32(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, float scale,
+                            const fs_i64 *idx, fs_i64 r0, fs_i64 r1, fs_i64 n, float *out)
+    void fs_gather_rows_f64(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, double scale,
+                            const fs_i64 *idx, fs_i64 r0, fs_i64 r1, fs_i64 n, double *out)
 
 # Chunk sizes: fixed, so that results never depend on the number of threads.
 cdef enum:
     ROW_CHUNK = 32      # rows of X per task in row-wise kernels
     COL_CHUNK = 16      # rows of dW (columns of X) per task in the panel weight gradient
     VEC_CHUNK = 8192    # elements per task in element-wise kernels
-
-ctypedef fused src_t:
-    uint8_t
-    float
-    double
 
 
 def openmp_enabled():
@@ -195,8 +198,9 @@ def matmul_bias(cnp.ndarray X, cnp.ndarray W, object b, cnp.ndarray out, int nt)
 
 
 cdef inline bint _plain(object a, int ndim, int typenum):
-    """An exact ndarray of this rank and type, C-contiguous and non-empty."""
-    if not cnp.PyArray_CheckExact(a):
+    """An ndarray of this rank and type, C-contiguous and non-empty.  Subclasses (such as the
+    library's Tensor) count: only their memory is read, as np.asarray would."""
+    if not cnp.PyArray_Check(a):
         return False
     cdef cnp.ndarray arr = <cnp.ndarray>a
     return (cnp.PyArray_NDIM(arr) == ndim and cnp.PyArray_TYPE(arr) == typenum
@@ -218,7 +222,7 @@ def matmul_bias_if_plain(object X, object W, object b, object out, int nt, int64
     2-D C-contiguous float arrays of one type with matching, non-zero shapes, and an `out` that
     is writeable and shares no memory with them -- else None, and the caller validates.  For
     minibatch-sized products the Python-level checks would cost as much as the product."""
-    if not cnp.PyArray_CheckExact(X):
+    if not cnp.PyArray_Check(X):
         return None
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
@@ -428,34 +432,91 @@ def sgd_update(cnp.ndarray param, cnp.ndarray grad, double lr, double batch_size
              momentum, weight_decay, <double *>_data(velocity), nt)
 
 
-def gather_rows(const src_t[:, ::1] src, const int64_t[::1] idx, floating[:, ::1] out,
-                double scale, bint has_scale, int nt):
-    """out[i, :] = src[idx[i], :] (times `scale` when `has_scale`), converted to out's type."""
-    cdef fs_i64 n = idx.shape[0], k = src.shape[1]
-    cdef fs_i64 c, i, j, r0, r1, off, nch = _nchunks(n, ROW_CHUNK)
-    cdef fs_i64 row_bytes = k * sizeof(src_t)
-    cdef floating s = <floating>scale
-    cdef const src_t *row
-    cdef const char *ahead
-    cdef floating *dst
-    for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
-        r0 = c * ROW_CHUNK
-        r1 = min(r0 + ROW_CHUNK, n)
-        for i in range(r0, r1):
-            # Random rows are latency bound: request every cache line of the row FS_PREFETCH_ROWS
-            # ahead while this one is converted (a 784-byte image spans 13 lines).
-            if i + FS_PREFETCH_ROWS < n:
-                ahead = <const char *>&src[idx[i + FS_PREFETCH_ROWS], 0]
-                for off in range(0, row_bytes, 64):
-                    FS_PREFETCH(ahead + off)
-            row = &src[idx[i], 0]
-            dst = &out[i, 0]
-            if has_scale:
-                for j in range(k):
-                    dst[j] = <floating>row[j] * s
-            else:
-                for j in range(k):
-                    dst[j] = <floating>row[j]
+cdef inline void _gather_chunk(fs_i64 c, const void *X, bint u8, fs_i64 k, const fs_i64 *idx,
+                               fs_i64 n, void *out, bint f32, double scale) noexcept nogil:
+    cdef fs_i64 r0 = c * ROW_CHUNK
+    cdef fs_i64 r1 = min(r0 + ROW_CHUNK, n)
+    if f32:
+        fs_gather_rows_f32(X, u8, k, k, <float>scale, idx, r0, r1, n, <float *>out)
+    else:
+        fs_gather_rows_f64(X, u8, k, k, scale, idx, r0, r1, n, <double *>out)
+
+
+def gather_rows(cnp.ndarray src, cnp.ndarray idx, cnp.ndarray out, double scale, int nt):
+    """out[i, :] = src[idx[i], :] * scale, converted to out's type; src is uint8 or out's type.
+    (Multiplying by exactly 1 changes no bit.)"""
+    cdef fs_i64 n = idx.shape[0], k = src.shape[1], c, nch = _nchunks(n, ROW_CHUNK)
+    cdef const void *X = _data(src)
+    cdef bint u8 = cnp.PyArray_TYPE(src) == cnp.NPY_UINT8, f32 = _f32(out)
+    cdef const fs_i64 *ip = <const fs_i64 *>_data(idx)
+    cdef void *o = _data(out)
+    with nogil:
+        if nt > 1:
+            for c in prange(nch, num_threads=nt, schedule='static'):
+                _gather_chunk(c, X, u8, k, ip, n, o, f32, scale)
+        else:
+            for c in range(nch):
+                _gather_chunk(c, X, u8, k, ip, n, o, f32, scale)
+
+
+# ---- regression losses ---------------------------------------------------------------------------
+
+cdef inline void _regression_chunk(fs_i64 c, const void *P, const void *T, fs_i64 n, fs_i64 m,
+                                   bint huber, double delta, void *loss, void *G,
+                                   bint f32) noexcept nogil:
+    cdef fs_i64 r0 = c * ROW_CHUNK
+    cdef fs_i64 r1 = min(r0 + ROW_CHUNK, n)
+    if f32:
+        fs_regression_rows_f32(<const float *>P, <const float *>T, r0, r1, m, huber,
+                               <float>delta, <float *>loss, <float *>G)
+    else:
+        fs_regression_rows_f64(<const double *>P, <const double *>T, r0, r1, m, huber, delta,
+                               <double *>loss, <double *>G)
+
+
+cdef void _regression(const void *p, const void *t, fs_i64 n, fs_i64 m, bint huber, double delta,
+                      void *l, void *g, bint f32, int nt) noexcept:
+    cdef fs_i64 c, nch = _nchunks(n, ROW_CHUNK)
+    with nogil:
+        if nt > 1:
+            for c in prange(nch, num_threads=nt, schedule='static'):
+                _regression_chunk(c, p, t, n, m, huber, delta, l, g, f32)
+        else:
+            for c in range(nch):
+                _regression_chunk(c, p, t, n, m, huber, delta, l, g, f32)
+
+
+def regression_loss(cnp.ndarray P, cnp.ndarray T, bint huber, double delta, cnp.ndarray loss,
+                    cnp.ndarray G, int nt):
+    """Per-row L2 (or Huber) loss of P against T (both n x m, m > 0), averaged over the m
+    outputs, and its gradient with respect to P."""
+    _regression(_data(P), _data(T), P.shape[0], P.shape[1], huber, delta, _data(loss), _data(G),
+                _f32(P), nt)
+
+
+def regression_loss_if_plain(object P, object T, bint huber, double delta, int nt,
+                             int64_t serial_work):
+    """(loss, grad) as regression_loss computes them when P is a 1-D or 2-D C-contiguous
+    non-empty float array and T a C-contiguous array of its type and size (any shape), else
+    None, and the caller validates (as matmul_bias_if_plain, for the same reason)."""
+    if not cnp.PyArray_Check(P) or not cnp.PyArray_Check(T):
+        return None
+    cdef cnp.ndarray p = <cnp.ndarray>P, t = <cnp.ndarray>T
+    cdef int typenum = cnp.PyArray_TYPE(p), nd = cnp.PyArray_NDIM(p)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not ((nd == 1 or nd == 2) and _plain(p, nd, typenum)):
+        return None
+    if not (cnp.PyArray_TYPE(t) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(t)
+            and cnp.PyArray_SIZE(t) == cnp.PyArray_SIZE(p)):
+        return None
+    cdef cnp.npy_intp n = cnp.PyArray_DIM(p, 0)
+    cdef fs_i64 m = cnp.PyArray_SIZE(p) // n
+    cdef cnp.ndarray loss = cnp.PyArray_EMPTY(1, &n, typenum, 0)
+    cdef cnp.ndarray G = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(p), typenum, 0)
+    _regression(_data(p), _data(t), n, m, huber, delta, _data(loss), _data(G),
+                typenum == cnp.NPY_FLOAT32, 1 if n * m * 4 < serial_work else nt)
+    return loss, G
 
 
 # ---- fused training ---------------------------------------------------------------------------

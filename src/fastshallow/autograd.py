@@ -103,10 +103,12 @@ class Parameter:
 class Tensor(np.ndarray):
     """A NumPy array produced by a layer or a loss, with ``.backward()``.
 
-    ``grad_fn(G)`` receives the gradient of the (summed) objective with respect to this array.
-    Ufunc results and reductions other than :meth:`sum` / :meth:`mean` are plain arrays."""
+    ``grad_fn(G)`` receives the gradient of the (summed) objective with respect to this array;
+    ``G = None`` stands for all ones (the gradient of ``self.sum()``), which saves building and
+    multiplying by an array of ones on every minibatch.  Ufunc results and reductions other
+    than :meth:`sum` / :meth:`mean` are plain arrays."""
 
-    grad_fn: Optional[Callable[[np.ndarray], None]] = None
+    grad_fn: Optional[Callable[[Optional[np.ndarray]], None]] = None
 
     def __array_wrap__(self, arr, context=None, return_scalar=False):
         # Results of arithmetic are new values with no way back: return plain arrays.
@@ -123,8 +125,10 @@ class Tensor(np.ndarray):
             raise RuntimeError("this array was not produced by a fastshallow layer or loss "
                                "(or it was derived from one with NumPy), so it has no gradient "
                                "to send back")
-        g = np.ones(self.shape, self.dtype) if grad is None else \
-            C.as_array("grad", grad, dtype=self.dtype)
+        if grad is None:
+            self.grad_fn(None)
+            return
+        g = C.as_array("grad", grad, dtype=self.dtype)
         if g.shape != self.shape:
             try:
                 g = np.broadcast_to(g, self.shape)
@@ -137,7 +141,8 @@ class Tensor(np.ndarray):
         s = np.asarray(self).sum(axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kw)
         if axis is not None or out is not None or keepdims or self.grad_fn is None:
             return s
-        return tensor(np.asarray(s), lambda g: self.backward(np.full(self.shape, g, self.dtype)))
+        return tensor(np.asarray(s), lambda g: self.backward(
+            None if g is None else np.full(self.shape, g, self.dtype)))
 
     def mean(self, axis=None, dtype=None, out=None, keepdims=False, **kw):
         s = np.asarray(self).mean(axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kw)
@@ -145,14 +150,15 @@ class Tensor(np.ndarray):
             return s
         n = max(self.size, 1)
         return tensor(np.asarray(s),
-                      lambda g: self.backward(np.full(self.shape, g / n, self.dtype)))
+                      lambda g: self.backward(np.full(self.shape, (1 if g is None else g) / n,
+                                                      self.dtype)))
 
     def detach(self) -> np.ndarray:
         """The values as a plain array."""
         return np.asarray(self)
 
 
-def tensor(values: np.ndarray, grad_fn: Callable[[np.ndarray], None]) -> Tensor:
+def tensor(values: np.ndarray, grad_fn: Callable[[Optional[np.ndarray]], None]) -> Tensor:
     t = np.asarray(values).view(Tensor)
     t.grad_fn = grad_fn
     return t

@@ -169,6 +169,98 @@ def numpy_linreg_epoch(X, y, seed: int = 0, lr=0.01) -> float:
     return total / len(X)
 
 
+# The book's first training run (section 3.3): 1000 synthetic examples with 2 features, batch 10,
+# lr 0.03, 3 epochs, the mean loss over all examples printed after each epoch.
+BOOK_W, BOOK_B, BOOK_BATCH, BOOK_LR, BOOK_EPOCHS = (2.0, -3.4), 4.2, 10, 0.03, 3
+
+
+def book_linreg_data(seed: int = 0):
+    from .data import synthetic_data
+
+    X, y = synthetic_data(np.array(BOOK_W), BOOK_B, 1000, seed=seed)
+    return X, y.reshape(-1)
+
+
+def fastshallow_book_loop(X, y, seed: int = 0) -> float:
+    """The book's per-batch loop on the library's pieces: ``l = loss(net(X), y);
+    l.backward(); trainer.step(batch_size)``; returns the last epoch's mean loss."""
+    import fastshallow as fs
+
+    data_iter = fs.load_array((X, y), BOOK_BATCH, seed=seed)
+    net = fs.nn.Sequential(fs.nn.Dense(1, rng=seed))
+    loss = fs.losses.L2Loss()
+    trainer = fs.optim.SGD(net.parameters(), lr=BOOK_LR)
+    for _ in range(BOOK_EPOCHS):
+        for Xb, yb in data_iter:
+            l = loss(net(Xb), yb)
+            l.backward()
+            trainer.step(BOOK_BATCH)
+        last = float(loss(net(X), y).mean())
+    return last
+
+
+def fastshallow_book_fused(X, y, seed: int = 0) -> float:
+    """The same training through ``fs.train_epoch`` (one compiled call per 16 minibatches)."""
+    import fastshallow as fs
+
+    data_iter = fs.load_array((X, y), BOOK_BATCH, seed=seed)
+    net = fs.nn.Sequential(fs.nn.Dense(1, rng=seed))
+    loss = fs.losses.L2Loss()
+    trainer = fs.optim.SGD(net.parameters(), lr=BOOK_LR)
+    for _ in range(BOOK_EPOCHS):
+        fs.train_epoch(net, data_iter, loss, trainer)
+        last = float(loss(net(X), y).mean())
+    return last
+
+
+def numpy_book_loop(X, y, seed: int = 0) -> float:
+    """The same per-batch loop in plain NumPy (float32, as the library trains)."""
+    rng = np.random.default_rng(seed)
+    X, y = X.astype(np.float32), y.astype(np.float32).reshape(-1, 1)
+    w = rng.normal(0, 0.01, (X.shape[1], 1)).astype(np.float32)
+    b = np.zeros(1, np.float32)
+    step = np.float32(BOOK_LR / BOOK_BATCH)
+    for _ in range(BOOK_EPOCHS):
+        perm = rng.permutation(len(X))
+        for s in range(0, len(X), BOOK_BATCH):
+            idx = perm[s:s + BOOK_BATCH]
+            Xb, yb = X[idx], y[idx]
+            d = Xb @ w + b - yb
+            l = 0.5 * d * d  # noqa: F841 -- the loss values the loop computes, as the book's does
+            w -= step * (Xb.T @ d)
+            b -= step * d.sum(axis=0)
+        d = X @ w + b - y
+        last = float((0.5 * d * d).mean())
+    return last
+
+
+def torch_book_loop(X, y, seed: int = 0, num_threads=None) -> float:
+    """The book's PyTorch loop: TensorDataset + DataLoader, nn.Linear, MSELoss, SGD."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    torch.manual_seed(seed)
+    Xt = torch.from_numpy(X.astype(np.float32))
+    yt = torch.from_numpy(y.astype(np.float32).reshape(-1, 1))
+    data_iter = DataLoader(TensorDataset(Xt, yt), batch_size=BOOK_BATCH, shuffle=True)
+    net = torch.nn.Linear(X.shape[1], 1)
+    torch.nn.init.normal_(net.weight, std=0.01)
+    torch.nn.init.zeros_(net.bias)
+    loss = torch.nn.MSELoss()
+    trainer = torch.optim.SGD(net.parameters(), lr=BOOK_LR)
+    for _ in range(BOOK_EPOCHS):
+        for Xb, yb in data_iter:
+            l = loss(net(Xb), yb)
+            trainer.zero_grad()
+            l.backward()
+            trainer.step()
+        with torch.no_grad():
+            last = float(loss(net(Xt), yt)) / 2
+    return last
+
+
 # ---- the table -------------------------------------------------------------------------------
 
 def _median_time(fn: Callable[[], object], repeats: int) -> Tuple[float, object]:
@@ -222,6 +314,16 @@ def run(epochs: int = 10, repeats: int = 3, num_threads: Optional[int] = None,
         add(task2, "fastshallow", lambda: fastshallow_linreg_epoch(X, y, num_threads=threads),
             repeats)
         add(task2, "numpy", lambda: numpy_linreg_epoch(X, y), repeats)
+    Xs, ys = book_linreg_data()
+    task3 = "the book's linear regression (1000 x 2, batch 10, 3 epochs)"
+    add(task3, "fastshallow, per-batch loop", lambda: fastshallow_book_loop(Xs, ys),
+        max(repeats, 15))
+    add(task3, "fastshallow, fs.train_epoch", lambda: fastshallow_book_fused(Xs, ys),
+        max(repeats, 15))
+    add(task3, "numpy, per-batch loop", lambda: numpy_book_loop(Xs, ys), max(repeats, 15))
+    if have_torch:
+        add(task3, "pytorch, DataLoader loop", lambda: torch_book_loop(Xs, ys, num_threads=threads),
+            repeats)
 
     from ._ext import kernels
 

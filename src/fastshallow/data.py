@@ -12,7 +12,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import _checks as C
-from .kernels import gather_rows, permutation
+from ._config import resolve_threads
+from ._ext import kernels as _k
+from .kernels import permutation
 
 __all__ = ["synthetic_data", "ArrayDataset", "DataLoader", "load_array"]
 
@@ -54,6 +56,9 @@ class ArrayDataset:
             if arr.ndim == 0:
                 raise ValueError(f"arrays[{i}] must have at least one dimension, got a scalar")
             self.arrays.append(arr)
+        # Float feature arrays as 2-D rows, for the compiled gather (None: taken by NumPy).
+        self._rows = [a.reshape(len(a), int(np.prod(a.shape[1:])))
+                      if a.dtype.kind == "f" and a.ndim >= 2 else None for a in self.arrays]
         n = len(self.arrays[0])
         for i, a in enumerate(self.arrays[1:], 1):
             if len(a) != n:
@@ -79,14 +84,24 @@ class ArrayDataset:
         # Not reshape(len(X), -1): NumPy cannot infer the -1 of an empty array.
         return X.reshape(len(X), int(np.prod(X.shape[1:]))), y, None, X.shape[1:]
 
-    def get_batch(self, indices: np.ndarray) -> tuple:
-        """The rows at `indices` (int64, validated by the caller) of every array."""
+    def get_batch(self, indices) -> tuple:
+        """The rows at `indices` of every array."""
+        return self._take(C.as_indices("indices", indices, self._n))
+
+    def _take(self, idx: np.ndarray) -> tuple:
+        # idx is int64, C-contiguous and in range (checked by get_batch, or made so by the
+        # DataLoader): the compiled gather runs without the wrapper's checks, which cost more
+        # than gathering a small minibatch does.
         out = []
-        for a in self.arrays:
-            if a.dtype.kind == "f" and a.ndim >= 2:
-                out.append(gather_rows(a, indices))
-            else:
-                out.append(a[indices])
+        for a, rows in zip(self.arrays, self._rows):
+            if rows is None:
+                out.append(a[idx])
+                continue
+            b = np.empty((len(idx),) + a.shape[1:], a.dtype)
+            if b.size:
+                _k().gather_rows(rows, idx, b.reshape(len(idx), rows.shape[1]), 1.0,
+                                 resolve_threads(None, b.size))
+            out.append(b)
         return tuple(out)
 
 
@@ -131,7 +146,9 @@ class DataLoader:
 
     def __iter__(self) -> Iterator:
         order = self.epoch_order()
-        get_batch = getattr(self.dataset, "get_batch", None)
+        # The epoch's indices are valid by construction: an ArrayDataset takes them unchecked.
+        get_batch = self.dataset._take if type(self.dataset) is ArrayDataset else \
+            getattr(self.dataset, "get_batch", None)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             if get_batch is not None:

@@ -24,6 +24,7 @@ __all__ = [
     "log_softmax",
     "sgd_update",
     "gather_rows",
+    "regression_loss",
     "permutation",
 ]
 
@@ -196,11 +197,50 @@ def gather_rows(src, indices, out=None, scale: float | None = None, *, dtype=Non
         scale = C.real("scale", scale)
     if out.size == 0:
         return out
-    src2 = src.reshape(src.shape[0], -1)
-    _k().gather_rows(src2, idx, out.reshape(idx.shape[0], -1),
-                     1.0 if scale is None else scale, scale is not None,
-                     resolve_threads(num_threads, out.size))
+    if src.dtype != np.uint8 and src.dtype != odt:
+        # Between float types NumPy converts; then scaled in the output type, as the kernel does.
+        np.copyto(out, src[idx], casting="unsafe")
+        if scale is not None:
+            out *= odt.type(scale)
+        return out
+    _k().gather_rows(src.reshape(src.shape[0], -1), idx, out.reshape(idx.shape[0], -1),
+                     1.0 if scale is None else scale, resolve_threads(num_threads, out.size))
     return out
+
+
+def regression_loss(y_hat, y, *, delta: float | None = None,
+                    num_threads: int | None = None):
+    """Per-example squared error ``0.5 * (y_hat - y)**2`` -- or, with `delta`, the Huber loss
+    (``0.5 * d**2`` where ``|d| <= delta``, ``delta * (|d| - delta / 2)`` beyond) -- averaged
+    over each example's outputs, and its gradient with respect to `y_hat`.
+
+    `y_hat` is (n, ...) float32 or float64; `y` holds one target per prediction and is read in
+    `y_hat`'s shape and dtype.  Returns ``(loss (n,), grad)`` with grad shaped like `y_hat`."""
+    if delta is not None:
+        delta = C.real("delta", delta, low=0.0, low_open=True)
+    if num_threads is None:  # recognized in compiled code when already exactly right
+        res = _k().regression_loss_if_plain(y_hat, y, delta is not None,
+                                            0.0 if delta is None else delta, get_num_threads(),
+                                            SERIAL_WORK)
+        if res is not None:
+            return res
+    P = C.as_array("y_hat", y_hat)
+    if P.ndim == 0:
+        raise ValueError("y_hat must have a batch dimension, got a scalar")
+    T = y if (type(y) is np.ndarray and y.dtype == P.dtype and y.flags.c_contiguous) else \
+        C.as_array("y", y, dtype=P.dtype)
+    if T.size != P.size:
+        raise ValueError(f"y must have one target per prediction: y_hat has shape {P.shape} "
+                         f"({P.size} values), y has shape {T.shape} ({T.size} values)")
+    n = P.shape[0]
+    loss = np.zeros(n, P.dtype)
+    grad = np.empty(P.shape, P.dtype)
+    if P.size:
+        P2 = P.reshape(n, -1)
+        _k().regression_loss(P2, T.reshape(P2.shape), delta is not None,
+                             0.0 if delta is None else delta, loss, grad.reshape(P2.shape),
+                             resolve_threads(num_threads, P.size * 4))
+    return loss, grad
 
 
 def permutation(n: int, seed: int) -> np.ndarray:

@@ -8,11 +8,13 @@ sends the gradient of their sum to the network that produced the predictions.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from . import _checks as C
 from .autograd import Tensor, tensor
-from .kernels import softmax_cross_entropy
+from .kernels import regression_loss, softmax_cross_entropy
 
 __all__ = ["Loss", "L2Loss", "HuberLoss", "SoftmaxCrossEntropyLoss"]
 
@@ -25,12 +27,14 @@ def _finish(loss: np.ndarray, y_hat, grad_of_sum) -> Tensor:
     """Wrap per-example `loss` so that backward(g) sends g[i] * d loss_i / d y_hat upstream."""
     upstream = _upstream(y_hat)
 
-    def backward(g: np.ndarray) -> None:
+    def backward(g: Optional[np.ndarray]) -> None:
         if upstream is None:
             raise RuntimeError("the predictions were not produced by a fastshallow layer, so "
                                "there are no parameters to send a gradient to")
         G = grad_of_sum()
-        upstream(G * g.reshape((-1,) + (1,) * (G.ndim - 1)).astype(G.dtype, copy=False))
+        if g is not None:  # None: the plain sum, whose gradient is G itself
+            G = G * g.reshape((-1,) + (1,) * (G.ndim - 1)).astype(G.dtype, copy=False)
+        upstream(G)
 
     return tensor(loss, backward)
 
@@ -49,29 +53,13 @@ class Loss:
         return f"{type(self).__name__}({args})"
 
 
-def _regression_pair(y_hat, y):
-    P = C.as_array("y_hat", y_hat)
-    if P.ndim == 0:
-        raise ValueError("y_hat must have a batch dimension, got a scalar")
-    T = C.as_array("y", y, dtype=P.dtype)
-    if T.size != P.size:
-        raise ValueError(f"y must have one target per prediction: y_hat has shape {P.shape} "
-                         f"({P.size} values), y has shape {T.shape} ({T.size} values)")
-    return P, T.reshape(P.shape)
-
-
 class L2Loss(Loss):
     """Squared error ``0.5 * (y_hat - y)**2`` per example; `y` is reshaped to `y_hat`'s shape
     (so (n,) targets match (n, 1) predictions) and several outputs are averaged."""
 
     def forward(self, y_hat, y) -> Tensor:
-        P, T = _regression_pair(y_hat, y)
-        D = P - T
-        per_out = max(P[0].size, 1) if P.shape[0] else 1
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported by train()
-            loss = (D * D).reshape(P.shape[0], -1).sum(axis=1) * P.dtype.type(0.5 / per_out) \
-                if P.size else np.zeros(P.shape[0], P.dtype)
-        return _finish(loss.astype(P.dtype), y_hat, lambda: D / P.dtype.type(per_out))
+        loss, grad = regression_loss(y_hat, y)
+        return _finish(loss, y_hat, lambda: grad)
 
 
 class HuberLoss(Loss):
@@ -84,16 +72,8 @@ class HuberLoss(Loss):
         self.delta = C.real("delta", delta, low=0.0, low_open=True)
 
     def forward(self, y_hat, y) -> Tensor:
-        P, T = _regression_pair(y_hat, y)
-        D = P - T
-        A = np.abs(D)
-        d = P.dtype.type(self.delta)
-        with np.errstate(over="ignore", invalid="ignore"):
-            per = np.where(A <= d, 0.5 * D * D, d * (A - 0.5 * d))
-        per_out = max(P[0].size, 1) if P.shape[0] else 1
-        loss = per.reshape(P.shape[0], -1).mean(axis=1) if P.size else np.zeros(P.shape[0])
-        return _finish(loss.astype(P.dtype), y_hat,
-                       lambda: np.clip(D, -d, d) / P.dtype.type(per_out))
+        loss, grad = regression_loss(y_hat, y, delta=self.delta)
+        return _finish(loss, y_hat, lambda: grad)
 
 
 class SoftmaxCrossEntropyLoss(Loss):

@@ -16,6 +16,8 @@ import numpy as np
 
 from . import _checks as C
 from . import init as _init
+from ._config import SERIAL_WORK, get_num_threads, resolve_threads
+from ._ext import kernels as _k
 from ._io import atomic_write
 from .autograd import Parameter, Tensor, tensor
 from .kernels import matmul_bias, matmul_bias_backward
@@ -192,18 +194,34 @@ class Dense(Block):
 
     def forward(self, X) -> Tensor:
         src = X
-        X = self._prepare(X)
         W = self.weight
         b = self.bias
-        Y = matmul_bias(X, W.data, None if b is None else b.data)
+        Y = None
+        if W.initialized:
+            # Rows already of this layer's dtype and width are recognized in compiled code,
+            # without the Python-level preparation (it costs as much as a small batch's product).
+            Y = _k().matmul_bias_if_plain(X, W.data, None if b is None else b.data, None,
+                                          get_num_threads(), SERIAL_WORK)
+        if Y is None:
+            X = self._prepare(X)
+            Y = matmul_bias(X, W.data, None if b is None else b.data)
         upstream = src.grad_fn if isinstance(src, Tensor) else None
 
-        def backward(G: np.ndarray) -> None:
-            G = np.ascontiguousarray(G.reshape(Y.shape), dtype=self.dtype)
-            dW, db = matmul_bias_backward(X, G)
-            W.grad[...] = dW
-            if b is not None:
-                b.grad[...] = db
+        def backward(G: Optional[np.ndarray]) -> None:
+            G = np.ones(Y.shape, self.dtype) if G is None else \
+                np.ascontiguousarray(G.reshape(Y.shape), dtype=self.dtype)
+            if G.size and X.shape[1]:
+                # X passed _prepare, G has Y's shape and dtype, and the outputs are the
+                # parameters' own gradient buffers: the compiled backward writes them directly,
+                # without the wrapper's checks and copies, which cost more than a small
+                # minibatch's gradient does.
+                _k().matmul_bias_backward(X, G, W.grad, None if b is None else b.grad,
+                                          resolve_threads(None, G.size * X.shape[1]))
+            else:
+                dW, db = matmul_bias_backward(X, G)
+                W.grad[...] = dW
+                if b is not None:
+                    b.grad[...] = db
             if upstream is not None:
                 upstream((G @ W.data.T).reshape(np.shape(src)))
 
@@ -236,7 +254,7 @@ class Flatten(Block):
         upstream = X.grad_fn if isinstance(X, Tensor) else None
         if upstream is None:
             return out
-        return tensor(out, lambda G: upstream(G.reshape(arr.shape)))
+        return tensor(out, lambda G: upstream(None if G is None else G.reshape(arr.shape)))
 
     def _config(self):
         return {"type": "Flatten"}
