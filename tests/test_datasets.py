@@ -92,6 +92,16 @@ def test_batches_equal_the_books_per_example_transform(train):
 
 
 @pytest.mark.fashion
+def test_loader_batches_kept_by_the_caller_stay_intact(test, fashion_cache):
+    _, test_iter = load_data_fashion_mnist(1000)
+    kept = list(test_iter)
+    flat = test.data.reshape(len(test), 1, 28, 28).astype(np.float32) * SCALE
+    for i, (X, y) in enumerate(kept):
+        np.testing.assert_array_equal(X, flat[1000 * i:1000 * (i + 1)])
+        np.testing.assert_array_equal(y, test.targets[1000 * i:1000 * (i + 1)])
+
+
+@pytest.mark.fashion
 def test_shuffling_values_and_order(test, fashion_cache):
     train_iter, test_iter = load_data_fashion_mnist(1000, seed=7)
 

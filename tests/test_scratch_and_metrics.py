@@ -420,6 +420,40 @@ def test_dataloader_keeps_features_and_labels_together(rng):
     assert sorted(seen) == list(range(0, 10 * n, 10))
 
 
+def _address(a):
+    return a.__array_interface__["data"][0]
+
+
+def test_dataloader_reuses_a_batch_only_once_it_is_dropped(rng):
+    X = rng.normal(size=(64, 5)).astype(np.float32)
+    y = np.arange(64)
+    loader = fs.load_array((X, y), 8, seed=0)
+    kept = list(loader)  # every batch is still referenced: none may be overwritten
+    assert len({_address(Xb) for Xb, _ in kept}) == len(kept)
+    for Xb, yb in kept:
+        np.testing.assert_array_equal(Xb, X[yb])
+    # Batches dropped as the loop moves on are written again: a few buffers serve the epoch.
+    seen = set()
+    for Xb, yb in loader:
+        np.testing.assert_array_equal(Xb, X[yb])
+        seen.add(_address(Xb))
+    assert len(seen) <= 3
+    view = None
+    for i, (Xb, yb) in enumerate(loader):  # a view of a batch keeps it too
+        if i == 0:
+            view, first = Xb[2:], yb.copy()
+    np.testing.assert_array_equal(view, X[first][2:])
+
+
+def test_dataloader_two_interleaved_passes(rng):
+    X = rng.normal(size=(40, 3))
+    loader = fs.load_array((X, np.arange(40)), 5, seed=1)
+    for (Xa, ya), (Xb, yb) in zip(loader, loader):
+        np.testing.assert_array_equal(Xa, X[ya])
+        np.testing.assert_array_equal(Xb, X[yb])
+        assert _address(Xa) != _address(Xb)
+
+
 def test_load_array_is_train_false_keeps_order():
     X = np.arange(12, dtype=np.float64).reshape(6, 2)
     y = np.arange(6)

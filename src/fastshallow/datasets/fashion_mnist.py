@@ -16,7 +16,9 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from .. import _checks as C
-from ..data import DataLoader
+from .._config import resolve_threads
+from .._ext import kernels as _k
+from ..data import BatchBuffers, BatchDataset, DataLoader
 from ..kernels import gather_rows
 from . import _download
 from ._idx import DataFileError
@@ -176,7 +178,7 @@ def _fast_plan(fn) -> Optional[_Plan]:
     return _Plan(resizes[0].size if resizes else None)
 
 
-class TransformedDataset:
+class TransformedDataset(BatchDataset):
     """A dataset whose examples are ``(fn(image), label)`` for the examples of another.
 
     When the base dataset holds uint8 pixel arrays (FashionMNIST) and `fn` is ``ToTensor()``,
@@ -217,20 +219,30 @@ class TransformedDataset:
         idx = range(n)[k] if isinstance(k, slice) else k.tolist()
         return self._stack([self[int(i)] for i in idx])
 
-    def get_batch(self, indices) -> Tuple[np.ndarray, np.ndarray]:
-        """The transformed images (B, ...) and labels (B,) int64 at `indices`.
+    def _take(self, idx: np.ndarray,
+              buffers: Optional[BatchBuffers] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """``get_batch``: the transformed images (B, ...) and labels (B,) int64 at `idx`.
 
         With the fast plan: images (B, 1, H, W) float32 in [0, 1], made by one compiled gather
         (uint8 -> float32 times ``np.float32(1/255)``) plus a batched resize when asked."""
         if self._plan is None:
-            idx = C.as_indices("indices", indices, len(self))
             return self._stack([self[int(i)] for i in idx])
         data, targets = self.dataset._pixel_arrays()
-        X = gather_rows(data, indices, scale=PIXEL_SCALE)  # validates indices
+        if data.dtype == np.uint8 and data.ndim >= 2 and data.flags.c_contiguous and len(idx):
+            # idx is checked (see BatchDataset) and the pixels are what the compiled gather
+            # reads: skip the wrapper's checks, a tenth of the time of a 256-image batch.
+            shape = (len(idx),) + data.shape[1:]
+            # With a resize the gathered images are an intermediate: a fresh array is fine.
+            X = np.empty(shape, np.float32) if buffers is None or self._plan.resize else \
+                buffers.empty(shape, np.float32)
+            _k().gather_rows(data.reshape(len(data), -1), idx, X.reshape(len(idx), -1),
+                             PIXEL_SCALE, resolve_threads(None, X.size))
+        else:
+            X = gather_rows(data, idx, scale=PIXEL_SCALE)
         if self._plan.resize is not None:
             X = resize_bilinear(X, self._plan.resize)
         B = X.shape[0]
-        return X.reshape((B, 1) + X.shape[1:]), targets[np.asarray(indices, dtype=np.int64)]
+        return X.reshape((B, 1) + X.shape[1:]), targets[idx]
 
     def as_arrays(self):
         """``(X_uint8 (N, H*W), y int64 (N,), scale, (1, H, W))`` when the transform is exactly
