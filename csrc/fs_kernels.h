@@ -98,7 +98,7 @@ typedef int64_t fs_i64;
 
 /* Fused training: the losses it knows, and its fixed task sizes. */
 enum { FS_LOSS_SOFTMAX_XENT = 0, FS_LOSS_L2 = 1, FS_LOSS_HUBER = 2 };
-#define FS_FUSED_CHUNK 32 /* batch rows per phase-1 task */
+#define FS_FUSED_CHUNK 64 /* batch rows per phase-1 task: fewer gradient shares to add */
 #define FS_FUSED_COLS 16  /* weight rows per phase-2 task */
 
 static const char *fs_compiler(void) {
