@@ -148,6 +148,8 @@ static void fs_permutation(int64_t *out, int64_t n, uint64_t seed)
 #define FS_V fs_v8f
 #define FS_VU fs_v8f_u
 #define FS_VL 8
+#define FS_EXP expf /* not exp: a float argument would be computed (slower) in double */
+#define FS_LOG logf
 #define FS_PW 16
 #define FS_W fs_v16f
 #define FS_WU fs_v16f_u
@@ -159,6 +161,8 @@ static void fs_permutation(int64_t *out, int64_t n, uint64_t seed)
 #undef FS_V
 #undef FS_VU
 #undef FS_VL
+#undef FS_EXP
+#undef FS_LOG
 #undef FS_PW
 
 #define FS_T double
@@ -166,6 +170,8 @@ static void fs_permutation(int64_t *out, int64_t n, uint64_t seed)
 #define FS_V fs_v4d
 #define FS_VU fs_v4d_u
 #define FS_VL 4
+#define FS_EXP exp
+#define FS_LOG log
 #define FS_PW 8
 #define FS_W fs_v8d
 #define FS_WU fs_v8d_u
@@ -177,6 +183,8 @@ static void fs_permutation(int64_t *out, int64_t n, uint64_t seed)
 #undef FS_V
 #undef FS_VU
 #undef FS_VL
+#undef FS_EXP
+#undef FS_LOG
 #undef FS_PW
 
 #endif

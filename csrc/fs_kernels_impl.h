@@ -428,11 +428,11 @@ static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, f
         for (fs_i64 j = 1; j < m; j++) mx = z[j] > mx ? z[j] : mx;
         FS_T s = 0;
         for (fs_i64 j = 0; j < m; j++) {
-            FS_T e = exp(z[j] - mx);
+            FS_T e = FS_EXP(z[j] - mx);
             g[j] = e;
             s += e;
         }
-        const FS_T log_s = log(s), inv_s = 1 / s;
+        const FS_T log_s = FS_LOG(s), inv_s = 1 / s;
         const fs_i64 yi = y[i];
         FS_T l = (FS_T)(1 - smooth) * ((mx - z[yi]) + log_s);
         if (smooth != 0) {
@@ -456,13 +456,13 @@ static void FS_S(fs_softmax_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64
         FS_T mx = z[0];
         for (fs_i64 j = 1; j < m; j++) mx = z[j] > mx ? z[j] : mx;
         FS_T s = 0;
-        for (fs_i64 j = 0; j < m; j++) s += exp(z[j] - mx);
+        for (fs_i64 j = 0; j < m; j++) s += FS_EXP(z[j] - mx);
         if (log_out) {
-            const FS_T log_s = log(s);
+            const FS_T log_s = FS_LOG(s);
             for (fs_i64 j = 0; j < m; j++) o[j] = (z[j] - mx) - log_s;
         } else {
             const FS_T inv_s = 1 / s;
-            for (fs_i64 j = 0; j < m; j++) o[j] = exp(z[j] - mx) * inv_s;
+            for (fs_i64 j = 0; j < m; j++) o[j] = FS_EXP(z[j] - mx) * inv_s;
         }
     }
 }
