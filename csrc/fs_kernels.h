@@ -41,6 +41,7 @@ static inline int omp_get_num_procs(void) { return 1; }
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define FS_HAVE_V4 1
 #define FS_V4_TARGET __attribute__((target("arch=x86-64-v4")))
+#include <immintrin.h> /* masked loads; usable in FS_V4_TARGET functions only */
 #include <stdlib.h>
 static int fs_v4_state = -1;
 static int fs_use_v4(void)

@@ -177,7 +177,20 @@ FS_V4_TARGET FS_INLINE FS_T FS_S(fs_hsum_v4)(FS_W v)
 #endif
 }
 
-/* Rows x[0..4) against outputs w[0..J): acc[r][j] over the first kv columns. */
+/* The first `n` (< FS_WL) values at p, the other lanes zero: a masked load, which reads
+ * nothing past p + n. */
+#if FS_VL == 8
+#define FS_LOAD_FIRST(p, n) ((FS_W)_mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1), (p)))
+#define FS_STORE_FIRST(p, n, v) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1), \
+                                                      (__m512)(v))
+#else
+#define FS_LOAD_FIRST(p, n) ((FS_W)_mm512_maskz_loadu_pd((__mmask8)((1u << (n)) - 1), (p)))
+#define FS_STORE_FIRST(p, n, v) _mm512_mask_storeu_pd((p), (__mmask8)((1u << (n)) - 1), \
+                                                      (__m512d)(v))
+#endif
+
+/* Rows x[0..4) against outputs w[0..J): acc[r][j] over all k columns, the last partial vector
+ * by masked loads (a scalar tail cost as much as the vectors when k is about 100). */
 FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_block_v4)(const FS_T *const *x, const FS_T *w0,
                                                       fs_i64 k, fs_i64 kv, const int J,
                                                       FS_W acc[4][5])
@@ -190,6 +203,15 @@ FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_block_v4)(const FS_T *const *x, cons
         const FS_W x2 = *(const FS_WU *)(x[2] + t), x3 = *(const FS_WU *)(x[3] + t);
         for (int j = 0; j < J; j++) {
             const FS_W v = *(const FS_WU *)(w0 + j * k + t);
+            a[0][j] += x0 * v; a[1][j] += x1 * v; a[2][j] += x2 * v; a[3][j] += x3 * v;
+        }
+    }
+    if (kv < k) {
+        const unsigned n = (unsigned)(k - kv);
+        const FS_W x0 = FS_LOAD_FIRST(x[0] + kv, n), x1 = FS_LOAD_FIRST(x[1] + kv, n);
+        const FS_W x2 = FS_LOAD_FIRST(x[2] + kv, n), x3 = FS_LOAD_FIRST(x[3] + kv, n);
+        for (int j = 0; j < J; j++) {
+            const FS_W v = FS_LOAD_FIRST(w0 + j * k + kv, n);
             a[0][j] += x0 * v; a[1][j] += x1 * v; a[2][j] += x2 * v; a[3][j] += x3 * v;
         }
     }
@@ -219,70 +241,77 @@ FS_V4_TARGET static void FS_S(fs_dot_fwd_v4)(const FS_T *X, fs_i64 ldx, fs_i64 r
             default: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, 1, acc); break;
             }
             for (int r = 0; r < R; r++)
-                for (int jj = 0; jj < J; jj++) {
-                    FS_T s = FS_S(fs_hsum_v4)(acc[r][jj]);
-                    const FS_T *w = w0 + jj * k;
-                    for (fs_i64 t = kv; t < k; t++) s += x[r][t] * w[t];
-                    C[(i + r) * c_rs + j0 + jj] = (bias ? bias[j0 + jj] : 0) + s;
-                }
+                for (int jj = 0; jj < J; jj++)
+                    C[(i + r) * c_rs + j0 + jj] = (bias ? bias[j0 + jj] : 0)
+                                                  + FS_S(fs_hsum_v4)(acc[r][jj]);
         }
     }
 }
 
-/* dWt[j0 + j, c .. c + V * FS_WL) = sum_i G[i, j0 + j] * X[i, c ..], i in order. */
+/* dWt[j0 + j, c ..) = sum_i G[i, j0 + j] * X[i, c ..] over V vectors of columns, i in order;
+ * with `tail` > 0 the one vector (V = 1) covers only `tail` columns, by masked loads and
+ * stores.  Each lane is one element's own chain of sums, so how columns are blocked never
+ * changes a result; blocks give J * V (up to 20) independent chains, which few outputs need:
+ * one output and one vector would wait on a single chain of dependent multiply-adds. */
 FS_V4_TARGET FS_INLINE void FS_S(fs_dot_bwd_block_v4)(const FS_T *X, fs_i64 ldx, fs_i64 n,
                                                       fs_i64 c, const FS_T *G, fs_i64 ldg,
                                                       fs_i64 j0, const int J, const int V,
-                                                      FS_T *dWt, fs_i64 ldw)
+                                                      const unsigned tail, FS_T *dWt,
+                                                      fs_i64 ldw)
 {
-    FS_W a[10][2];
-    for (int j = 0; j < 10; j++) a[j][0] = a[j][1] = (FS_W){0};
+    FS_W a[10][4];
+    for (int j = 0; j < 10; j++)
+        for (int v = 0; v < 4; v++) a[j][v] = (FS_W){0};
     for (fs_i64 i = 0; i < n; i++) {
         const FS_T *x = X + i * ldx + c, *g = G + i * ldg + j0;
-        const FS_W xa = *(const FS_WU *)x;
-        const FS_W xb = V > 1 ? *(const FS_WU *)(x + FS_WL) : xa;
-        for (int j = 0; j < J; j++) {
-            a[j][0] += g[j] * xa;
-            if (V > 1) a[j][1] += g[j] * xb;
-        }
+        FS_W xv[4];
+        for (int v = 0; v < V; v++)
+            xv[v] = tail ? FS_LOAD_FIRST(x, tail) : *(const FS_WU *)(x + v * FS_WL);
+        for (int j = 0; j < J; j++)
+            for (int v = 0; v < V; v++) a[j][v] += g[j] * xv[v];
     }
     for (int j = 0; j < J; j++)
-        for (int v = 0; v < V; v++)
-            memcpy(dWt + (j0 + j) * ldw + c + v * FS_WL, &a[j][v], sizeof(FS_W));
+        for (int v = 0; v < V; v++) {
+            FS_T *out = dWt + (j0 + j) * ldw + c + v * FS_WL;
+            if (tail)
+                FS_STORE_FIRST(out, tail, a[j][v]);
+            else
+                memcpy(out, &a[j][v], sizeof(FS_W));
+        }
 }
 
-#define FS_BWD_CASES(V)                                                                       \
+#define FS_BWD_CASE(JJ, V, T) \
+    case JJ: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, JJ, V, T, dWt, ldw); break;
+#define FS_BWD_CASES(V, T)                                                                    \
     switch (J) {                                                                              \
-    case 10: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 10, V, dWt, ldw); break;     \
-    case 9: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 9, V, dWt, ldw); break;       \
-    case 8: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 8, V, dWt, ldw); break;       \
-    case 7: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 7, V, dWt, ldw); break;       \
-    case 6: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 6, V, dWt, ldw); break;       \
-    case 5: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 5, V, dWt, ldw); break;       \
-    case 4: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 4, V, dWt, ldw); break;       \
-    case 3: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 3, V, dWt, ldw); break;       \
-    case 2: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 2, V, dWt, ldw); break;       \
-    default: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 1, V, dWt, ldw); break;      \
+    FS_BWD_CASE(10, V, T) FS_BWD_CASE(9, V, T) FS_BWD_CASE(8, V, T) FS_BWD_CASE(7, V, T)      \
+    FS_BWD_CASE(6, V, T) FS_BWD_CASE(5, V, T) FS_BWD_CASE(4, V, T) FS_BWD_CASE(3, V, T)       \
+    FS_BWD_CASE(2, V, T) default: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 1, V, T, \
+                                                            dWt, ldw); break;                 \
     }
 
 FS_V4_TARGET static void FS_S(fs_dot_bwd_v4)(const FS_T *X, fs_i64 ldx, fs_i64 n, fs_i64 k0,
                                              fs_i64 kw, const FS_T *G, fs_i64 ldg, fs_i64 m,
                                              FS_T *dWt, fs_i64 ldw)
 {
+    const fs_i64 end = k0 + kw;
     for (fs_i64 j0 = 0; j0 < m; j0 += 10) {
         const int J = m - j0 < 10 ? (int)(m - j0) : 10;
         fs_i64 c = k0;
-        for (; c + 2 * FS_WL <= k0 + kw; c += 2 * FS_WL) FS_BWD_CASES(2)
-        for (; c + FS_WL <= k0 + kw; c += FS_WL) FS_BWD_CASES(1)
-        for (; c < k0 + kw; c++)  /* the last columns, fewer than a vector */
-            for (int j = 0; j < J; j++) {
-                FS_T s = 0;
-                for (fs_i64 i = 0; i < n; i++) s += G[i * ldg + j0 + j] * X[i * ldx + c];
-                dWt[(j0 + j) * ldw + c] = s;
-            }
+        if (J <= 5)
+            for (; c + 4 * FS_WL <= end; c += 4 * FS_WL) FS_BWD_CASES(4, 0)
+        for (; c + 2 * FS_WL <= end; c += 2 * FS_WL) FS_BWD_CASES(2, 0)
+        for (; c + FS_WL <= end; c += FS_WL) FS_BWD_CASES(1, 0)
+        if (c < end) {
+            const unsigned tail = (unsigned)(end - c);
+            FS_BWD_CASES(1, tail)
+        }
     }
 }
+#undef FS_BWD_CASE
 #undef FS_BWD_CASES
+#undef FS_LOAD_FIRST
+#undef FS_STORE_FIRST
 #undef FS_WL
 #endif
 
@@ -533,6 +562,8 @@ FS_INLINE void FS_S(fs_gather)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS
             const uint8_t *s = (const uint8_t *)X + row * ldx;
 #pragma omp simd
             for (fs_i64 j = 0; j < k; j++) d[j] = (FS_T)s[j] * scale;
+        } else if (scale == (FS_T)1) {  /* a plain copy: memcpy moves it fastest */
+            memcpy(d, (const FS_T *)X + row * ldx, sizeof(FS_T) * (size_t)k);
         } else {
             const FS_T *s = (const FS_T *)X + row * ldx;
 #pragma omp simd

@@ -72,6 +72,7 @@ cdef extern from "fs_kernels.h" nogil:
 cdef enum:
     ROW_CHUNK = 32      # rows of X per task in row-wise kernels
     COL_CHUNK = 16      # rows of dW (columns of X) per task in the panel weight gradient
+    DOT_COL_CHUNK = 64  # the same for few outputs: vectors enough for independent sums
     VEC_CHUNK = 8192    # elements per task in element-wise kernels
 
 
@@ -258,8 +259,9 @@ def matmul_bias_if_plain(object X, object W, object b, object out, int nt, int64
 cdef inline void _bwd_chunk(fs_i64 c, const floating *X, fs_i64 n, fs_i64 k, const floating *G,
                             const floating *Gp, fs_i64 m, floating *dW,
                             floating *dWt) noexcept nogil:
-    cdef fs_i64 k0 = c * COL_CHUNK
-    cdef fs_i64 kw = min(<fs_i64>COL_CHUNK, k - k0)
+    cdef fs_i64 width = COL_CHUNK if Gp != NULL else DOT_COL_CHUNK
+    cdef fs_i64 k0 = c * width
+    cdef fs_i64 kw = min(width, k - k0)
     if Gp != NULL:
         # dW rows are X columns: the micro-kernel walks X^T (row step 1, contraction step k).
         if floating is float:
@@ -275,7 +277,8 @@ cdef inline void _bwd_chunk(fs_i64 c, const floating *X, fs_i64 n, fs_i64 k, con
 
 cdef int _matmul_bias_backward(const floating *X, const floating *G, floating *dW, floating *db,
                                fs_i64 n, fs_i64 k, fs_i64 m, int nt) except -1:
-    cdef fs_i64 c, nch = _nchunks(k, COL_CHUNK), pw = _panel_width(dW)
+    cdef fs_i64 c, pw = _panel_width(dW)
+    cdef fs_i64 nch = _nchunks(k, COL_CHUNK if m > FS_DOT_MAX else DOT_COL_CHUNK)
     cdef floating *tmp = NULL
     cdef floating *dWt = dW  # one output: dW (k x 1) is its own transpose
     cdef const floating *Gp = NULL

@@ -2,7 +2,9 @@
 
 A dataset that can hand out a whole minibatch at once implements ``get_batch(indices)``; the
 DataLoader then builds each batch with one compiled gather per array instead of a Python loop over
-examples.  Any other object with ``__len__`` and ``__getitem__`` works too, one example at a time.
+examples (the library's own such datasets derive from :class:`BatchDataset`, and their batches
+reuse arrays the caller has let go of).  Any other object with ``__len__`` and ``__getitem__``
+works too, one example at a time.
 """
 from __future__ import annotations
 

@@ -211,10 +211,11 @@ class Dense(Block):
             G = np.ones(Y.shape, self.dtype) if G is None else \
                 np.ascontiguousarray(G.reshape(Y.shape), dtype=self.dtype)
             if G.size and X.shape[1]:
-                # X passed _prepare, G has Y's shape and dtype, and the outputs are the
-                # parameters' own gradient buffers: the compiled backward writes them directly,
-                # without the wrapper's checks and copies, which cost more than a small
-                # minibatch's gradient does.
+                # X is C-contiguous rows of the layer's dtype and width (made so by _prepare or
+                # recognized by matmul_bias_if_plain), G has Y's shape and dtype, and the outputs
+                # are the parameters' own gradient buffers: the compiled backward writes them
+                # directly, without the wrapper's checks and copies, which cost more than a
+                # small minibatch's gradient does.
                 _k().matmul_bias_backward(X, G, W.grad, None if b is None else b.grad,
                                           resolve_threads(None, G.size * X.shape[1]))
             else:
