@@ -189,11 +189,12 @@ FS_V4_TARGET FS_INLINE FS_T FS_S(fs_hsum_v4)(FS_W v)
                                                       (__m512d)(v))
 #endif
 
-/* Rows x[0..4) against outputs w[0..J): acc[r][j] over all k columns, the last partial vector
- * by masked loads (a scalar tail cost as much as the vectors when k is about 100). */
+/* Rows x[0..4) against outputs w[0..J): acc[r][j] over the first kv columns and, when `tail`,
+ * the last partial vector by masked loads (a scalar tail cost as much as the vectors when k is
+ * about 100). */
 FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_block_v4)(const FS_T *const *x, const FS_T *w0,
-                                                      fs_i64 k, fs_i64 kv, const int J,
-                                                      FS_W acc[4][5])
+                                                      fs_i64 k, fs_i64 kv, int tail,
+                                                      const int J, FS_W acc[4][5])
 {
     FS_W a[4][5];
     for (int r = 0; r < 4; r++)
@@ -206,7 +207,7 @@ FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_block_v4)(const FS_T *const *x, cons
             a[0][j] += x0 * v; a[1][j] += x1 * v; a[2][j] += x2 * v; a[3][j] += x3 * v;
         }
     }
-    if (kv < k) {
+    if (tail) {
         const unsigned n = (unsigned)(k - kv);
         const FS_W x0 = FS_LOAD_FIRST(x[0] + kv, n), x1 = FS_LOAD_FIRST(x[1] + kv, n);
         const FS_W x2 = FS_LOAD_FIRST(x[2] + kv, n), x3 = FS_LOAD_FIRST(x[3] + kv, n);
@@ -224,6 +225,9 @@ FS_V4_TARGET static void FS_S(fs_dot_fwd_v4)(const FS_T *X, fs_i64 ldx, fs_i64 r
                                              fs_i64 c_rs)
 {
     const fs_i64 kv = k - k % FS_WL;
+    /* Rows shorter than a vector are summed in order, as NumPy does (so 1e30 - 1e30 + 1 stays
+     * 1); longer ones take their last partial vector by masked loads. */
+    const int tail = kv > 0 && kv < k;
     for (fs_i64 i = 0; i < rows; i += 4) {
         const int R = rows - i < 4 ? (int)(rows - i) : 4;
         const FS_T *x[4];  /* rows past R repeat row i and are thrown away */
@@ -234,16 +238,21 @@ FS_V4_TARGET static void FS_S(fs_dot_fwd_v4)(const FS_T *X, fs_i64 ldx, fs_i64 r
             FS_W acc[4][5];
             /* A constant J lets the compiler keep every accumulator in a register. */
             switch (J) {
-            case 5: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, 5, acc); break;
-            case 4: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, 4, acc); break;
-            case 3: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, 3, acc); break;
-            case 2: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, 2, acc); break;
-            default: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, 1, acc); break;
+            case 5: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, tail, 5, acc); break;
+            case 4: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, tail, 4, acc); break;
+            case 3: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, tail, 3, acc); break;
+            case 2: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, tail, 2, acc); break;
+            default: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, tail, 1, acc); break;
             }
             for (int r = 0; r < R; r++)
-                for (int jj = 0; jj < J; jj++)
-                    C[(i + r) * c_rs + j0 + jj] = (bias ? bias[j0 + jj] : 0)
-                                                  + FS_S(fs_hsum_v4)(acc[r][jj]);
+                for (int jj = 0; jj < J; jj++) {
+                    FS_T s = FS_S(fs_hsum_v4)(acc[r][jj]);
+                    if (kv == 0) {
+                        const FS_T *w = w0 + jj * k;
+                        for (fs_i64 t = 0; t < k; t++) s += x[r][t] * w[t];
+                    }
+                    C[(i + r) * c_rs + j0 + jj] = (bias ? bias[j0 + jj] : 0) + s;
+                }
         }
     }
 }
