@@ -39,6 +39,10 @@ def matmul_bias_backward(X: _Floats, G: _Floats, dW: _Floats, db: _Floats | None
                          nt: int) -> None:
     """dW = X.T @ G and db = G.sum(axis=0) (db may be None); all sizes > 0."""
 
+def matmul_bias_backward_if_plain(X: object, G: object, nt: int,
+                                  serial_work: int) -> tuple[_Floats, _Floats] | None:
+    """(X.T @ G, G.sum(0)) when X and G are exactly what the kernel takes, else None."""
+
 def softmax_cross_entropy(Z: _Floats, y: _Int64s, smooth: float, loss: _Floats, G: _Floats,
                           nt: int) -> None:
     """Per-row loss (n,) and dL/dZ (n, m) of softmax cross-entropy, labels in [0, m),

@@ -326,6 +326,31 @@ def matmul_bias_backward(cnp.ndarray X, cnp.ndarray G, cnp.ndarray dW, object db
                               <double *>_data(dW), <double *>_data(db), n, k, m, nt)
 
 
+def matmul_bias_backward_if_plain(object X, object G, int nt, int64_t serial_work):
+    """(X.T @ G, G.sum(axis=0)) when X and G are 2-D C-contiguous float arrays of one type with
+    n, k, m > 0 and matching rows, else None, and the caller validates (as
+    matmul_bias_if_plain, for the same reason)."""
+    if not cnp.PyArray_Check(X):
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not (_plain(X, 2, typenum) and _plain(G, 2, typenum)):
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray>X, g = <cnp.ndarray>G
+    if g.shape[0] != x.shape[0]:
+        return None
+    cdef cnp.npy_intp dims[2]
+    dims[0] = x.shape[1]
+    dims[1] = g.shape[1]
+    # Both are overwritten in full by the kernel.
+    cdef cnp.ndarray dW = cnp.PyArray_EMPTY(2, dims, typenum, 0)
+    cdef cnp.ndarray db = cnp.PyArray_EMPTY(1, &dims[1], typenum, 0)
+    matmul_bias_backward(x, g, dW, db,
+                         1 if x.shape[0] * x.shape[1] * g.shape[1] < serial_work else nt)
+    return dW, db
+
+
 # ---- softmax and cross-entropy -------------------------------------------------------------------
 
 cdef inline void _xent_chunk(fs_i64 c, const floating *Z, fs_i64 n, fs_i64 m, const fs_i64 *y,

@@ -72,6 +72,10 @@ def matmul_bias(X, W, b=None, out=None, *, num_threads: int | None = None) -> np
 
 def matmul_bias_backward(X, G, *, num_threads: int | None = None):
     """The gradients of ``Y = X @ W + b`` given ``G = dL/dY``: returns ``(X.T @ G, G.sum(0))``."""
+    if num_threads is None:  # recognized in compiled code when already exactly right
+        res = _k().matmul_bias_backward_if_plain(X, G, get_num_threads(), SERIAL_WORK)
+        if res is not None:
+            return res
     X = C.as_array("X", X, ndim=2)
     G = C.as_array("G", G, ndim=2)
     _same_dtype("X", X, "G", G)
