@@ -553,14 +553,15 @@ FS_INLINE void FS_S(fs_prefetch_row)(const void *X, int x_u8, fs_i64 ldx, fs_i64
 
 FS_INLINE void FS_S(fs_gather)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS_T scale,
                                const fs_i64 *idx, fs_i64 r0, fs_i64 r1, fs_i64 rmax, FS_T *dst,
-                               const fs_i64 *next, fs_i64 nnext)
+                               const fs_i64 *next, fs_i64 nnext, int requested)
 {
-    if (idx)
+    /* Rows `requested` a minibatch ago (see `next`) need no requests now. */
+    if (idx && !requested)
         for (fs_i64 r = r0; r < r0 + FS_PREFETCH_ROWS && r < rmax; r++)
             FS_S(fs_prefetch_row)(X, x_u8, ldx, k, idx[r]);
     for (fs_i64 r = r0; r < r1; r++) {
         fs_i64 row = idx ? idx[r] : r;
-        if (idx && r + FS_PREFETCH_ROWS < rmax)
+        if (idx && !requested && r + FS_PREFETCH_ROWS < rmax)
             FS_S(fs_prefetch_row)(X, x_u8, ldx, k, idx[r + FS_PREFETCH_ROWS]);
         /* The same rows of the next minibatch, `next`, go to the same task (static schedule):
          * request them a whole minibatch ahead, so no chunk starts cold. */
@@ -588,7 +589,7 @@ FS_CLONES static void FS_S(fs_gather_rows)(const void *X, int x_u8, fs_i64 ldx, 
                                            FS_T scale, const fs_i64 *idx, fs_i64 r0, fs_i64 r1,
                                            fs_i64 n, FS_T *out)
 {
-    FS_S(fs_gather)(X, x_u8, ldx, k, scale, idx, r0, r1, n, out + r0 * k, NULL, 0);
+    FS_S(fs_gather)(X, x_u8, ldx, k, scale, idx, r0, r1, n, out + r0 * k, NULL, 0, 0);
 }
 
 /* Everything one fused epoch segment needs.  The weights live in a working layout for the
@@ -694,7 +695,9 @@ FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, const fs
 {
     const fs_i64 k = a->k, m = a->m;
     FS_T *xb = a->Xb + r0 * k;
-    FS_S(fs_gather)(a->X, a->x_u8, a->ldx, k, a->scale, pos, r0, r0 + rows, bn, xb, next, nnext);
+    FS_S(fs_gather)(a->X, a->x_u8, a->ldx, k, a->scale, pos, r0, r0 + rows, bn, xb, next, nnext,
+                    /* every minibatch but the epoch's first was requested by the one before */
+                    pos != a->perm);
     if (a->panel)
         FS_S(fs_gemm_rows)(xb, k, 1, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m);
     else
@@ -805,15 +808,15 @@ static void FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k
     for (fs_i64 s = r0; s < r1; s += FS_FUSED_CHUNK) {
         fs_i64 e = r1 - s < FS_FUSED_CHUNK ? r1 : s + FS_FUSED_CHUNK;
         if (idx) {
-            FS_S(fs_gather)(X, x_u8, ldx, k, scale, idx, s, e, r1, xb, NULL, 0);
+            FS_S(fs_gather)(X, x_u8, ldx, k, scale, idx, s, e, r1, xb, NULL, 0, 0);
         } else {
             /* in order: gather from X + s * ldx as rows 0.. */
             if (x_u8)
                 FS_S(fs_gather)((const uint8_t *)X + s * ldx, 1, ldx, k, scale, NULL, 0, e - s,
-                                e - s, xb, NULL, 0);
+                                e - s, xb, NULL, 0, 0);
             else
                 FS_S(fs_gather)((const FS_T *)X + s * ldx, 0, ldx, k, scale, NULL, 0, e - s, e - s,
-                                xb, NULL, 0);
+                                xb, NULL, 0, 0);
         }
         if (panel)
             FS_S(fs_gemm_rows)(xb, k, 1, e - s, k, Wp, m, b, Z + s * m, m);
