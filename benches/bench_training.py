@@ -60,40 +60,44 @@ def _record(benchmark, acc, reference=None):
 
 @pytest.mark.benchmark(group="softmax-10-epochs")
 def test_fastshallow_10_epochs(benchmark, loaders):
-    acc = benchmark.pedantic(B.fastshallow_softmax, (loaders, 10), rounds=5)
+    acc = benchmark.pedantic(B.fastshallow_softmax, (loaders, 10), rounds=5, warmup_rounds=1)
     _record(benchmark, acc)
     assert acc >= 0.815
 
 
 @pytest.mark.benchmark(group="softmax-10-epochs")
 def test_numpy_10_epochs(benchmark, data_f32, reference_accuracy):
-    acc = benchmark.pedantic(B.numpy_softmax, (data_f32, 10), rounds=3)
+    acc = benchmark.pedantic(B.numpy_softmax, (data_f32, 10), rounds=5, warmup_rounds=1)
     _record(benchmark, acc, reference_accuracy)
 
 
 @needs_torch
 @pytest.mark.benchmark(group="softmax-10-epochs")
 def test_torch_preloaded_10_epochs(benchmark, data_f32, reference_accuracy):
-    acc = benchmark.pedantic(B.torch_preloaded_softmax, (data_f32, 10), rounds=3)
+    acc = benchmark.pedantic(B.torch_preloaded_softmax, (data_f32, 10), rounds=5,
+                             warmup_rounds=1)
     _record(benchmark, acc, reference_accuracy)
 
 
 @needs_torch
 @pytest.mark.benchmark(group="softmax-1-epoch")
 def test_torch_dataloader_1_epoch(benchmark, data_f32):
-    acc = benchmark.pedantic(B.torch_dataloader_softmax, (data_f32, 1), rounds=2)
+    acc = benchmark.pedantic(B.torch_dataloader_softmax, (data_f32, 1), rounds=3,
+                             warmup_rounds=1)
     _record(benchmark, acc)
 
 
 @needs_torch
 @pytest.mark.benchmark(group="softmax-1-epoch")
 def test_torch_preloaded_1_epoch(benchmark, data_f32):
-    _record(benchmark, benchmark.pedantic(B.torch_preloaded_softmax, (data_f32, 1), rounds=5))
+    _record(benchmark, benchmark.pedantic(B.torch_preloaded_softmax, (data_f32, 1), rounds=5,
+                                          warmup_rounds=1))
 
 
 @pytest.mark.benchmark(group="softmax-1-epoch")
 def test_numpy_1_epoch(benchmark, data_f32):
-    _record(benchmark, benchmark.pedantic(B.numpy_softmax, (data_f32, 1), rounds=5))
+    _record(benchmark, benchmark.pedantic(B.numpy_softmax, (data_f32, 1), rounds=5,
+                                          warmup_rounds=1))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -117,7 +121,7 @@ def test_fastshallow_linreg_epoch(benchmark, regression):
 
 @pytest.mark.benchmark(group="linreg-1e6x100-epoch")
 def test_numpy_linreg_epoch(benchmark, regression):
-    loss = benchmark.pedantic(B.numpy_linreg_epoch, regression, rounds=5)
+    loss = benchmark.pedantic(B.numpy_linreg_epoch, regression, rounds=5, warmup_rounds=1)
     benchmark.extra_info["loss"] = loss
 
 

@@ -55,6 +55,20 @@ def test_least_squares_recovers_the_parameters():
     assert sse_ls <= sse_sgd * (1 + 1e-6)
 
 
+def test_benchmark_contenders_for_the_book_regression_agree():
+    """The contenders `benches/bench_training.py` times against each other train the same
+    model: all reach the noise floor (0.5 * 0.01**2 = 5e-5), and the library's per-batch loop
+    and its fused path give the same loss."""
+    from fastshallow import bench
+
+    X, y = bench.book_linreg_data(seed=1)
+    loop = bench.fastshallow_book_loop(X, y, seed=1)
+    fused = bench.fastshallow_book_fused(X, y, seed=1)
+    plain = bench.numpy_book_loop(X, y, seed=1)
+    assert max(loop, fused, plain) < 1e-4
+    assert abs(loop - fused) <= 1e-6 * loop
+
+
 def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "fastshallow", *args], capture_output=True,
                           text=True, timeout=300, env={**os.environ, **(env or {})})

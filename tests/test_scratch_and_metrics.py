@@ -425,9 +425,10 @@ def _address(a):
 
 
 def test_dataloader_reuses_a_batch_only_once_it_is_dropped(rng):
-    X = rng.normal(size=(64, 5)).astype(np.float32)
-    y = np.arange(64)
-    loader = fs.load_array((X, y), 8, seed=0)
+    # Batches of 128 KiB: smaller ones are fresh arrays (see BatchBuffers.MIN_BYTES).
+    X = rng.normal(size=(4096, 64)).astype(np.float32)
+    y = np.arange(4096)
+    loader = fs.load_array((X, y), 512, seed=0)
     kept = list(loader)  # every batch is still referenced: none may be overwritten
     assert len({_address(Xb) for Xb, _ in kept}) == len(kept)
     for Xb, yb in kept:
@@ -446,8 +447,8 @@ def test_dataloader_reuses_a_batch_only_once_it_is_dropped(rng):
 
 
 def test_dataloader_two_interleaved_passes(rng):
-    X = rng.normal(size=(40, 3))
-    loader = fs.load_array((X, np.arange(40)), 5, seed=1)
+    X = rng.normal(size=(2048, 32))
+    loader = fs.load_array((X, np.arange(2048)), 512, seed=1)
     for (Xa, ya), (Xb, yb) in zip(loader, loader):
         np.testing.assert_array_equal(Xa, X[ya])
         np.testing.assert_array_equal(Xb, X[yb])

@@ -55,6 +55,9 @@ class BatchBuffers:
 
     KEEP = 4
     MAX_BYTES = 16 << 20
+    # Smaller arrays come from memory the allocator already holds (its threshold for mapping
+    # fresh pages is 128 KiB): np.empty is as good and cheaper than looking for an idle one.
+    MIN_BYTES = 1 << 17
 
     def __init__(self):
         self._arrays: list = []
@@ -142,10 +145,13 @@ class ArrayDataset(BatchDataset):
                 out.append(a[idx])
                 continue
             shape = (len(idx),) + a.shape[1:]
-            b = np.empty(shape, a.dtype) if buffers is None else buffers.empty(shape, a.dtype)
-            if b.size:
+            size = len(idx) * rows.shape[1]
+            b = np.empty(shape, a.dtype) if (
+                buffers is None or size * a.itemsize < BatchBuffers.MIN_BYTES) \
+                else buffers.empty(shape, a.dtype)
+            if size:
                 _k().gather_rows(rows, idx, b.reshape(len(idx), rows.shape[1]), 1.0,
-                                 resolve_threads(None, b.size))
+                                 resolve_threads(None, size))
             out.append(b)
         return tuple(out)
 

@@ -15,7 +15,7 @@ from typing import Iterable, List, Optional
 import numpy as np
 
 from . import _checks as C
-from ._config import resolve_threads
+from ._config import SERIAL_WORK, get_num_threads
 from ._ext import kernels as _k
 from .autograd import Parameter
 
@@ -123,14 +123,15 @@ class SGD:
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"the schedule gave learning rate {lr} at step {self.num_steps}")
         vel = self.velocity
-        # The arrays are the parameters' own (C-contiguous, of one dtype and shape, never
-        # replaced) and the hyper-parameters were checked on construction: the compiled update
-        # runs without the wrapper's per-call checks, which would cost more than it does.
+        team = get_num_threads()
+        # The arrays are the parameters' own (C-contiguous, of one dtype and shape) and the
+        # hyper-parameters were checked on construction: the compiled update runs without the
+        # wrapper's per-call checks, which would cost more than it does.
         for i, p in enumerate(self.params):
             data = p.data
             _k().sgd_update(data, p.grad, lr, float(batch_size), self.momentum,
                             self.weight_decay, None if vel is None else vel[i],
-                            resolve_threads(None, data.size * 4))
+                            1 if data.size * 4 < SERIAL_WORK else team)
         self.num_steps += 1
 
     def zero_grad(self) -> None:

@@ -233,8 +233,10 @@ class TransformedDataset(BatchDataset):
             # reads: skip the wrapper's checks, a tenth of the time of a 256-image batch.
             shape = (len(idx),) + data.shape[1:]
             # With a resize the gathered images are an intermediate: a fresh array is fine.
-            X = np.empty(shape, np.float32) if buffers is None or self._plan.resize else \
-                buffers.empty(shape, np.float32)
+            X = np.empty(shape, np.float32) if (
+                buffers is None or self._plan.resize
+                or len(idx) * data[0].size * 4 < BatchBuffers.MIN_BYTES) \
+                else buffers.empty(shape, np.float32)
             _k().gather_rows(data.reshape(len(data), -1), idx, X.reshape(len(idx), -1),
                              PIXEL_SCALE, resolve_threads(None, X.size))
         else:
