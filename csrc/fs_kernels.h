@@ -25,12 +25,14 @@ static inline int omp_get_max_threads(void) { return 1; }
 static inline int omp_get_num_procs(void) { return 1; }
 #endif
 
-/* Run-time ISA dispatch: the hot loops are compiled twice, for x86-64-v3 (AVX2 + FMA) and for the
- * baseline, and the loader picks one (an ifunc) by the CPU's features.  Wheels stay portable
- * without -march=native.  ("arch=haswell" would not do: its resolver asks for that CPU model, so
- * newer CPUs fall back to the baseline.) */
+/* Run-time ISA dispatch: the hot loops are compiled three times, for x86-64-v4 (AVX-512),
+ * x86-64-v3 (AVX2 + FMA) and the baseline, and the loader picks one (an ifunc) by the CPU's
+ * features.  Wheels stay portable without -march=native.  ("arch=haswell" would not do: its
+ * resolver asks for that CPU model, so newer CPUs fall back to the baseline.)  The v4 clones
+ * made a Fashion-MNIST epoch about 7% faster and a loader epoch 10-20% faster here than the
+ * v3 ones; the matrix products have hand-blocked AVX-512 kernels besides (fs_use_v4). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-#define FS_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define FS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FS_CLONES
 #endif

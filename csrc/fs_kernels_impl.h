@@ -582,9 +582,7 @@ FS_INLINE void FS_S(fs_gather)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS
     }
 }
 
-/* The public gather: rows [r0, r1) of one task, written to out + r0 * k.  Compiled once per
- * instruction set like the other kernels; the uint8 -> float conversion is the whole cost
- * when the rows are in cache, and the baseline build converts a quarter as wide. */
+/* The public gather: rows [r0, r1) of one task, written to out + r0 * k. */
 FS_CLONES static void FS_S(fs_gather_rows)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k,
                                            FS_T scale, const fs_i64 *idx, fs_i64 r0, fs_i64 r1,
                                            fs_i64 n, FS_T *out)
