@@ -21,7 +21,9 @@ training, not from a cache warmed by the previous round.
 
 Shapes: the Fashion-MNIST softmax-regression step (batch 256 x 784 pixels -> 10 classes, gather
 of 256 rows from 60000 x 784 uint8 with /255), and a large linear regression (1,000,000 x 100
-float32, batch 256 -> 1 output), plus one whole epoch of minibatch SGD on the latter.
+float32, batch 256 -> 1 output), plus one whole epoch of minibatch SGD on the latter: written
+with the kernels one call at a time (``fastshallow-kernels``), and as ``fs.train_epoch`` runs it
+(``fastshallow-fused``: many minibatches per compiled call).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import itertools
 import numpy as np
 import pytest
 
+import fastshallow as fs
 import fastshallow.kernels as K
 
 try:  # PyTorch is optional: without it only the torch cases are skipped.
@@ -358,6 +361,23 @@ def epoch_fastshallow(X, y, w, b, seed):
     return w, b
 
 
+def epoch_fused(X, y, w, b, seed):
+    """The same epoch through ``fs.train_epoch`` (the fused step: one compiled call runs many
+    minibatches), in the same order as the others."""
+    perm = np.random.default_rng(seed).permutation(X.shape[0])
+
+    class SameOrder(fs.DataLoader):
+        def epoch_order(self):
+            return perm
+
+    net = fs.nn.Dense(1, in_units=X.shape[1])
+    net.weight.set_data(w)
+    net.bias.set_data(b)
+    loader = SameOrder(fs.ArrayDataset(X, y, check_finite=False), BATCH)
+    fs.train_epoch(net, loader, fs.losses.L2Loss(), fs.optim.SGD(net.parameters(), lr=LR))
+    return net.weight.data, net.bias.data
+
+
 def epoch_numpy(X, y, w, b, seed):
     """The same algorithm, idiomatic NumPy: fancy indexing, X @ w + b, X.T @ g, update."""
     n = X.shape[0]
@@ -389,7 +409,8 @@ def epoch_torch(X, y, w, b, seed):
 
 
 _EPOCH_REFERENCE: dict = {}
-EPOCHS = {"fastshallow-kernels": epoch_fastshallow, "numpy": epoch_numpy, "torch": epoch_torch}
+EPOCHS = {"fastshallow-fused": epoch_fused, "fastshallow-kernels": epoch_fastshallow,
+          "numpy": epoch_numpy, "torch": epoch_torch}
 
 
 @pytest.mark.parametrize("impl", tuple(EPOCHS))

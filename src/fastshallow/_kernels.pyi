@@ -56,6 +56,11 @@ def sgd_update(param: _Floats, grad: _Floats, lr: float, batch_size: float, mome
     """In place on 1-D `param` (and `velocity`, when given):
     param -= lr * (grad / batch_size + weight_decay * param), through the velocity buffer."""
 
+def sgd_update_if_plain(param: object, grad: object, lr: object, batch_size: object,
+                        momentum: object, weight_decay: object, velocity: object, nt: int,
+                        serial_work: int) -> bool:
+    """Run the update and return True when every argument is exactly what it takes."""
+
 def gather_rows(src: _Rows, idx: _Int64s, out: _Floats, scale: float, nt: int) -> None:
     """out[i, :] = src[idx[i], :] * scale, converted to out's dtype; src is 2-D uint8 or out's
     float dtype."""

@@ -9,6 +9,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.math cimport isfinite
 from libc.stdlib cimport free, malloc
 
 import numpy as np
@@ -458,6 +459,51 @@ def sgd_update(cnp.ndarray param, cnp.ndarray grad, double lr, double batch_size
     else:
         _sgd(<double *>_data(param), <const double *>_data(grad), n, lr, batch_size,
              momentum, weight_decay, <double *>_data(velocity), nt)
+
+
+cdef inline bint _flat(object a, int typenum):
+    """A non-empty C-contiguous ndarray of this type, of any shape."""
+    return (cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            and cnp.PyArray_SIZE(<cnp.ndarray>a) > 0)
+
+
+def sgd_update_if_plain(object param, object grad, object lr, object batch_size,
+                        object momentum, object weight_decay, object velocity, int nt,
+                        int64_t serial_work):
+    """Run sgd_update and return True when every argument is already exactly right -- param
+    (writeable), grad and velocity (None, or writeable) non-empty C-contiguous arrays of one
+    float type and size that share no memory; lr a finite float > 0; batch_size an int > 0;
+    momentum a float in [0, 1), 0 without velocity; weight_decay a finite float >= 0 -- else
+    return False, and the caller validates (as matmul_bias_if_plain, for the same reason)."""
+    if not cnp.PyArray_Check(param):
+        return False
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>param)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return False
+    if not (_flat(param, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>param)
+            and _flat(grad, typenum)):
+        return False
+    cdef fs_i64 n = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    if cnp.PyArray_SIZE(<cnp.ndarray>grad) != n or not _apart(<cnp.ndarray>param, grad):
+        return False
+    if type(lr) is not float or type(momentum) is not float or type(weight_decay) is not float:
+        return False
+    if type(batch_size) is not int or batch_size <= 0:
+        return False
+    cdef double lr_ = lr, mom = momentum, wd = weight_decay
+    if not (isfinite(lr_) and lr_ > 0 and 0 <= mom < 1 and isfinite(wd) and wd >= 0):
+        return False
+    if velocity is None:
+        if mom != 0:
+            return False
+    elif not (_flat(velocity, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>velocity)
+              and cnp.PyArray_SIZE(<cnp.ndarray>velocity) == n
+              and _apart(<cnp.ndarray>velocity, param) and _apart(<cnp.ndarray>velocity, grad)):
+        return False
+    sgd_update(param, grad, lr_, <double>batch_size, mom, wd, velocity,
+               1 if n * 4 < serial_work else nt)
+    return True
 
 
 cdef inline void _gather_chunk(fs_i64 c, const void *X, bint u8, fs_i64 k, const fs_i64 *idx,

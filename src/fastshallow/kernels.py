@@ -142,6 +142,12 @@ def sgd_update(param, grad, lr: float, batch_size: int, momentum: float = 0.0,
     ``d = grad / batch_size + weight_decay * param``; without momentum ``param -= lr * d``; with
     it ``velocity = momentum * velocity + d`` and ``param -= lr * velocity``.  `grad` is the
     gradient of the *summed* minibatch loss, as in the book's ``sgd``."""
+    # Arguments that are already exactly right are recognized (and the update run) in compiled
+    # code; anything else goes through the checks below, which say what is wrong.
+    if num_threads is None and _k().sgd_update_if_plain(
+            param, grad, lr, batch_size, momentum, weight_decay, velocity, get_num_threads(),
+            SERIAL_WORK):
+        return param
     param = C.as_writeable("param", param)
     grad = C.as_array("grad", grad)
     _same_dtype("param", param, "grad", grad)
