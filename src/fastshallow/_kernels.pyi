@@ -65,6 +65,11 @@ def gather_rows(src: _Rows, idx: _Int64s, out: _Floats, scale: float, nt: int) -
     """out[i, :] = src[idx[i], :] * scale, converted to out's dtype; src is 2-D uint8 or out's
     float dtype."""
 
+def gather_rows_if_plain(src: object, idx: object, out: object, scale: object, nt: int,
+                         serial_work: int) -> _Floats | None:
+    """src[idx] * scale into `out` (allocated when None) when every argument is exactly what
+    the kernel takes, else None."""
+
 def regression_loss(P: _Floats, T: _Floats, huber: bool, delta: float, loss: _Floats,
                     G: _Floats, nt: int) -> None:
     """Per-row L2 (or Huber) loss of P against T (n x m, m > 0), averaged over the outputs, and

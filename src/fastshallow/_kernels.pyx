@@ -533,6 +533,55 @@ def gather_rows(cnp.ndarray src, cnp.ndarray idx, cnp.ndarray out, double scale,
                 _gather_chunk(c, X, u8, k, ip, n, o, f32, scale)
 
 
+def gather_rows_if_plain(object src, object idx, object out, object scale, int nt,
+                        int64_t serial_work):
+    """src[idx] * scale as gather_rows computes it, into `out` (allocated when None), when the
+    arguments are already exactly right -- src a 2-D C-contiguous uint8 / float32 / float64
+    array; idx a non-empty C-contiguous int64 vector of rows of src; out None or a writeable
+    C-contiguous (len(idx), k) array of src's float type (float32 for uint8) apart from both;
+    scale None or a finite float -- else None, and the caller validates (as
+    matmul_bias_if_plain, for the same reason)."""
+    if not (cnp.PyArray_Check(src) and cnp.PyArray_Check(idx)):
+        return None
+    cdef cnp.ndarray s = <cnp.ndarray>src, ix = <cnp.ndarray>idx
+    cdef int st = cnp.PyArray_TYPE(s)
+    if st != cnp.NPY_UINT8 and st != cnp.NPY_FLOAT32 and st != cnp.NPY_FLOAT64:
+        return None
+    if cnp.PyArray_NDIM(s) != 2 or not cnp.PyArray_IS_C_CONTIGUOUS(s):
+        return None
+    if not _plain(ix, 1, cnp.NPY_INT64):
+        return None
+    cdef double sc = 1.0
+    if scale is not None:
+        if type(scale) is not float:
+            return None
+        sc = scale
+        if not isfinite(sc):
+            return None
+    cdef fs_i64 rows = s.shape[0], k = s.shape[1], n = ix.shape[0], i
+    if k == 0:
+        return None
+    cdef const int64_t *p = <const int64_t *>cnp.PyArray_DATA(ix)
+    for i in range(n):
+        if <uint64_t>p[i] >= <uint64_t>rows:  # negative indices wrap to huge
+            return None
+    cdef int ot = cnp.NPY_FLOAT32 if st == cnp.NPY_UINT8 else st
+    cdef cnp.npy_intp dims[2]
+    cdef cnp.ndarray res
+    if out is None:
+        dims[0] = n
+        dims[1] = k
+        res = cnp.PyArray_EMPTY(2, dims, ot, 0)
+    else:
+        if not (_plain(out, 2, ot) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
+            return None
+        res = <cnp.ndarray>out
+        if res.shape[0] != n or res.shape[1] != k or not (_apart(res, s) and _apart(res, ix)):
+            return None
+    gather_rows(s, ix, res, sc, 1 if n * k < serial_work else nt)
+    return res
+
+
 # ---- regression losses ---------------------------------------------------------------------------
 
 cdef inline void _regression_chunk(fs_i64 c, const void *P, const void *T, fs_i64 n, fs_i64 m,

@@ -186,6 +186,10 @@ def gather_rows(src, indices, out=None, scale: float | None = None, *, dtype=Non
 
     The output dtype is `out`'s, else `dtype`, else float32 for uint8 sources and the source's
     own dtype otherwise.  ``scale=1/255`` turns uint8 pixels into [0, 1] floats."""
+    if num_threads is None and dtype is None:  # recognized in compiled code when exactly right
+        res = _k().gather_rows_if_plain(src, indices, out, scale, get_num_threads(), SERIAL_WORK)
+        if res is not None:
+            return res
     src = C.as_array("src", src, dtypes=_GATHER_SOURCES)
     if src.ndim < 1:
         raise ValueError(f"src must have at least one dimension, got shape {src.shape}")
