@@ -219,6 +219,22 @@ cdef inline bint _apart(cnp.ndarray a, object other):
             or q + cnp.PyArray_NBYTES(<cnp.ndarray>other) <= p)
 
 
+cdef object _out_or_new(object out, fs_i64 n, fs_i64 m, int typenum):
+    """`out` when it is a writeable C-contiguous (n, m) array of this type, a new one when it is
+    None, else None (the caller then validates).  Whether it overlaps an input is the caller's
+    to check."""
+    cdef cnp.npy_intp dims[2]
+    if out is None:
+        dims[0] = n
+        dims[1] = m
+        return cnp.PyArray_EMPTY(2, dims, typenum, 0)
+    if not (_plain(out, 2, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
+        return None
+    if (<cnp.ndarray>out).shape[0] != n or (<cnp.ndarray>out).shape[1] != m:
+        return None
+    return out
+
+
 def matmul_bias_if_plain(object X, object W, object b, object out, int nt, int64_t serial_work):
     """X @ W + b (into `out` when given) when the arguments are exactly what the kernel takes --
     2-D C-contiguous float arrays of one type with matching, non-zero shapes, and an `out` that
@@ -237,20 +253,10 @@ def matmul_bias_if_plain(object X, object W, object b, object out, int nt, int64
     cdef fs_i64 m = (<cnp.ndarray>W).shape[1]
     if b is not None and not (_plain(b, 1, typenum) and (<cnp.ndarray>b).shape[0] == m):
         return None
-    cdef cnp.npy_intp dims[2]
-    cdef cnp.ndarray res
-    if out is None:
-        dims[0] = n
-        dims[1] = m
-        res = cnp.PyArray_EMPTY(2, dims, typenum, 0)
-    else:
-        if not (_plain(out, 2, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
-            return None
-        res = <cnp.ndarray>out
-        if res.shape[0] != n or res.shape[1] != m:
-            return None
-        if not (_apart(res, X) and _apart(res, W) and _apart(res, b)):
-            return None
+    res = _out_or_new(out, n, m, typenum)
+    if res is None or (out is not None and not (
+            _apart(res, X) and _apart(res, W) and _apart(res, b))):
+        return None
     matmul_bias(X, W, b, res, 1 if n * k * m < serial_work else nt)
     return res
 
@@ -565,19 +571,9 @@ def gather_rows_if_plain(object src, object idx, object out, object scale, int n
     for i in range(n):
         if <uint64_t>p[i] >= <uint64_t>rows:  # negative indices wrap to huge
             return None
-    cdef int ot = cnp.NPY_FLOAT32 if st == cnp.NPY_UINT8 else st
-    cdef cnp.npy_intp dims[2]
-    cdef cnp.ndarray res
-    if out is None:
-        dims[0] = n
-        dims[1] = k
-        res = cnp.PyArray_EMPTY(2, dims, ot, 0)
-    else:
-        if not (_plain(out, 2, ot) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
-            return None
-        res = <cnp.ndarray>out
-        if res.shape[0] != n or res.shape[1] != k or not (_apart(res, s) and _apart(res, ix)):
-            return None
+    res = _out_or_new(out, n, k, cnp.NPY_FLOAT32 if st == cnp.NPY_UINT8 else st)
+    if res is None or (out is not None and not (_apart(res, s) and _apart(res, ix))):
+        return None
     gather_rows(s, ix, res, sc, 1 if n * k < serial_work else nt)
     return res
 

@@ -181,15 +181,19 @@ def book_linreg_data(seed: int = 0):
     return X, y.reshape(-1)
 
 
+def _book_model(X, y, seed: int):
+    """(data_iter, net, loss, trainer) of the book's section 3.3, on the library's pieces."""
+    import fastshallow as fs
+
+    net = fs.nn.Sequential(fs.nn.Dense(1, rng=seed))
+    return (fs.load_array((X, y), BOOK_BATCH, seed=seed), net, fs.losses.L2Loss(),
+            fs.optim.SGD(net.parameters(), lr=BOOK_LR))
+
+
 def fastshallow_book_loop(X, y, seed: int = 0) -> float:
     """The book's per-batch loop on the library's pieces: ``l = loss(net(X), y);
     l.backward(); trainer.step(batch_size)``; returns the last epoch's mean loss."""
-    import fastshallow as fs
-
-    data_iter = fs.load_array((X, y), BOOK_BATCH, seed=seed)
-    net = fs.nn.Sequential(fs.nn.Dense(1, rng=seed))
-    loss = fs.losses.L2Loss()
-    trainer = fs.optim.SGD(net.parameters(), lr=BOOK_LR)
+    data_iter, net, loss, trainer = _book_model(X, y, seed)
     for _ in range(BOOK_EPOCHS):
         for Xb, yb in data_iter:
             l = loss(net(Xb), yb)
@@ -200,13 +204,11 @@ def fastshallow_book_loop(X, y, seed: int = 0) -> float:
 
 
 def fastshallow_book_fused(X, y, seed: int = 0) -> float:
-    """The same training through ``fs.train_epoch`` (one compiled call per 16 minibatches)."""
+    """The same training through ``fs.train_epoch`` (the fused step: minibatches this small go
+    a whole epoch per compiled call)."""
     import fastshallow as fs
 
-    data_iter = fs.load_array((X, y), BOOK_BATCH, seed=seed)
-    net = fs.nn.Sequential(fs.nn.Dense(1, rng=seed))
-    loss = fs.losses.L2Loss()
-    trainer = fs.optim.SGD(net.parameters(), lr=BOOK_LR)
+    data_iter, net, loss, trainer = _book_model(X, y, seed)
     for _ in range(BOOK_EPOCHS):
         fs.train_epoch(net, data_iter, loss, trainer)
         last = float(loss(net(X), y).mean())
