@@ -153,8 +153,9 @@ FS_INLINE FS_T FS_S(fs_hsum)(FS_V v)
 #if FS_HAVE_V4
 /* The same products with 64-byte vectors, for CPUs with AVX-512 (two 512-bit multiply-add units
  * here: twice the arithmetic of the 32-byte kernels).  Wider blocks feed them: 4 rows x 5
- * outputs in the forward product (20 accumulators of the 32 registers), 2 vectors of columns x
- * up to 10 outputs in the weight gradient, so each loaded vector serves 4-10 multiply-adds. */
+ * outputs in the forward product (20 accumulators of the 32 registers); in the weight gradient
+ * 2 vectors of columns x up to 10 outputs, or 4 x up to 5, so each loaded vector serves several
+ * multiply-adds and a block holds up to 20 independent sums. */
 #define FS_WL ((int)(64 / sizeof(FS_T)))
 
 /* The lanes of v summed as a fixed tree: halves, then quarters, ... (in registers: through
