@@ -40,8 +40,9 @@ class ThreadChooser:
     team member stalls every barrier by a scheduler time slice and two threads run many times
     slower than one.  Results are bit-identical for any thread count, so the fused path is free
     to switch: it times both, keeps the faster (switching only for a clear, 10% gain, so timing
-    noise does not make it flip), and re-times the other every `probe_every` segments in case the
-    machine has changed."""
+    noise does not make it flip), and re-times the other in case the machine has changed or the
+    first timing was unlucky: 2 segments after the first choice, then after gaps that double up
+    to `probe_every` segments."""
 
     def __init__(self, team: int, probe_every: int = 64):
         self.team = team
@@ -49,6 +50,8 @@ class ThreadChooser:
         self.cost: dict = {}  # threads -> seconds per minibatch (moving average)
         self.segments = 0
         self.current = team
+        self.gap = 2
+        self.next_probe = 0  # the segment that re-times the other choice (0: not set yet)
 
     def pick(self) -> int:
         if self.team <= 1:
@@ -60,7 +63,13 @@ class ThreadChooser:
         other = 1 if self.current == self.team else self.team
         if self.cost[other] * 1.1 < self.cost[self.current]:
             self.current, other = other, self.current
-        return other if self.segments % self.probe_every == 0 else self.current
+        if not self.next_probe:
+            self.next_probe = self.segments + self.gap
+        elif self.segments >= self.next_probe:
+            self.gap = min(2 * self.gap, self.probe_every)
+            self.next_probe = self.segments + self.gap
+            return other
+        return self.current
 
     def record(self, threads: int, seconds: float, batches: int) -> None:
         per = seconds / max(batches, 1)
