@@ -17,6 +17,7 @@ from fastshallow.datasets import (
     get_fashion_mnist_labels,
     load_data_fashion_mnist,
 )
+from fastshallow.data import DataLoader
 from fastshallow.datasets.transforms import resize_bilinear
 
 SCALE = np.float32(1 / 255)
@@ -99,6 +100,18 @@ def test_loader_batches_kept_by_the_caller_stay_intact(test, fashion_cache):
     for i, (X, y) in enumerate(kept):
         np.testing.assert_array_equal(X, flat[1000 * i:1000 * (i + 1)])
         np.testing.assert_array_equal(y, test.targets[1000 * i:1000 * (i + 1)])
+
+
+@pytest.mark.fashion
+def test_pixels_shorter_than_labels_give_an_error_not_a_crash(fashion_cache):
+    ds = FashionMNIST(train=False)
+    ds.data = ds.data[:1000]  # subset the images and forget the labels
+    images = ds.transform_first(ToTensor())
+    with pytest.raises(ValueError, match=r"indices must be in \[0, 1000\)"):
+        images.get_batch([5000])
+    with pytest.raises(ValueError, match=r"in \[0, 1000\)"):
+        for _ in DataLoader(images, 256):
+            pass
 
 
 @pytest.mark.fashion

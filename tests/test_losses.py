@@ -289,6 +289,23 @@ def test_sum_value_and_weighted_backward(rng):
     np.testing.assert_allclose(net.weight.grad, X.T @ R, rtol=1e-12)
 
 
+def test_users_grad_fn_always_receives_an_array(rng):
+    """The library's own grad_fns take None for "all ones"; one given to fs.tensor must get an
+    array, also through .sum(), .mean() and a Flatten above it."""
+    seen = []
+
+    def grad_fn(G):
+        seen.append(np.array(G) * 2)  # arithmetic on G, as a user's backward does
+
+    for reduce in (lambda t: t, lambda t: t.sum(), lambda t: t.mean()):
+        reduce(tensor(rng.normal(size=(3, 2)), grad_fn)).backward()
+    np.testing.assert_array_equal(seen[0], np.full((3, 2), 2.0))
+    np.testing.assert_array_equal(seen[1], np.full((3, 2), 2.0))
+    np.testing.assert_allclose(seen[2], np.full((3, 2), 2.0 / 6))
+    fs.nn.Flatten()(tensor(rng.normal(size=(2, 1, 3)), grad_fn)).backward()
+    np.testing.assert_array_equal(seen[3], np.full((2, 1, 3), 2.0))
+
+
 def test_tensor_derived_with_numpy_has_no_backward(rng):
     net, X, y = _net_and_batch(rng)
     l = L2Loss()(net(X), y)

@@ -144,6 +144,12 @@ def test_dense_converts_inputs_to_its_dtype(rng):
     assert Yi.dtype == np.float32
 
 
+def test_dense_reads_byte_swapped_input_as_its_values(rng):
+    net = Dense(2, in_units=3, rng=0)
+    X = rng.normal(size=(5, 3)).astype(np.float32)
+    assert_bits_equal(net(X.astype(">f4")), net(X))
+
+
 def test_dense_flattens_image_batches(rng):
     net = Dense(10, rng=4)
     X = rng.uniform(size=(5, 1, 28, 28)).astype(np.float32)

@@ -446,6 +446,15 @@ def test_dataloader_reuses_a_batch_only_once_it_is_dropped(rng):
     np.testing.assert_array_equal(view, X[first][2:])
 
 
+@pytest.mark.parametrize("dtype", [np.float16, ">f4", ">f8", np.int32])
+def test_dataloader_gathers_other_feature_dtypes_with_numpy(rng, dtype):
+    # Only native float32/float64 rows go to the compiled gather; the rest keep their dtype.
+    X = (rng.normal(size=(300, 7)) * 10).astype(dtype)
+    for Xb, yb in fs.load_array((X, np.arange(300)), 64, seed=0):
+        assert Xb.dtype == X.dtype
+        np.testing.assert_array_equal(Xb, X[yb])
+
+
 def test_dataloader_two_interleaved_passes(rng):
     X = rng.normal(size=(2048, 32))
     loader = fs.load_array((X, np.arange(2048)), 512, seed=1)

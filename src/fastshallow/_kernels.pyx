@@ -199,14 +199,21 @@ def matmul_bias(cnp.ndarray X, cnp.ndarray W, object b, cnp.ndarray out, int nt)
                      <const double *>_data(b), <double *>_data(out), n, k, m, nt)
 
 
+cdef inline bint _native(cnp.ndarray a) noexcept:
+    """C-contiguous, aligned and in the machine's byte order: memory the kernels can read as
+    their own type (a byte-swapped array has the same type number)."""
+    return (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)
+            and cnp.PyArray_ISNOTSWAPPED(a))
+
+
 cdef inline bint _plain(object a, int ndim, int typenum):
-    """An ndarray of this rank and type, C-contiguous and non-empty.  Subclasses (such as the
-    library's Tensor) count: only their memory is read, as np.asarray would."""
+    """An ndarray of this rank and type, native (see _native) and non-empty.  Subclasses (such
+    as the library's Tensor) count: only their memory is read, as np.asarray would."""
     if not cnp.PyArray_Check(a):
         return False
     cdef cnp.ndarray arr = <cnp.ndarray>a
     return (cnp.PyArray_NDIM(arr) == ndim and cnp.PyArray_TYPE(arr) == typenum
-            and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_SIZE(arr) > 0)
+            and _native(arr) and cnp.PyArray_SIZE(arr) > 0)
 
 
 cdef inline bint _apart(cnp.ndarray a, object other):
@@ -468,18 +475,27 @@ def sgd_update(cnp.ndarray param, cnp.ndarray grad, double lr, double batch_size
 
 
 cdef inline bint _flat(object a, int typenum):
-    """A non-empty C-contiguous ndarray of this type, of any shape."""
+    """A non-empty native (see _native) ndarray of this type, of any shape."""
     return (cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
-            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
-            and cnp.PyArray_SIZE(<cnp.ndarray>a) > 0)
+            and _native(<cnp.ndarray>a) and cnp.PyArray_SIZE(<cnp.ndarray>a) > 0)
+
+
+cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
+    cdef int d, nd = cnp.PyArray_NDIM(a)
+    if cnp.PyArray_NDIM(b) != nd:
+        return False
+    for d in range(nd):
+        if cnp.PyArray_DIM(a, d) != cnp.PyArray_DIM(b, d):
+            return False
+    return True
 
 
 def sgd_update_if_plain(object param, object grad, object lr, object batch_size,
                         object momentum, object weight_decay, object velocity, int nt,
                         int64_t serial_work):
     """Run sgd_update and return True when every argument is already exactly right -- param
-    (writeable), grad and velocity (None, or writeable) non-empty C-contiguous arrays of one
-    float type and size that share no memory; lr a finite float > 0; batch_size an int > 0;
+    (writeable), grad and velocity (None, or writeable) non-empty native arrays of one float
+    type and shape that share no memory; lr a finite float > 0; batch_size an int > 0;
     momentum a float in [0, 1), 0 without velocity; weight_decay a finite float >= 0 -- else
     return False, and the caller validates (as matmul_bias_if_plain, for the same reason)."""
     if not cnp.PyArray_Check(param):
@@ -491,7 +507,8 @@ def sgd_update_if_plain(object param, object grad, object lr, object batch_size,
             and _flat(grad, typenum)):
         return False
     cdef fs_i64 n = cnp.PyArray_SIZE(<cnp.ndarray>param)
-    if cnp.PyArray_SIZE(<cnp.ndarray>grad) != n or not _apart(<cnp.ndarray>param, grad):
+    if not _same_shape(<cnp.ndarray>param, <cnp.ndarray>grad) or not _apart(<cnp.ndarray>param,
+                                                                             grad):
         return False
     if type(lr) is not float or type(momentum) is not float or type(weight_decay) is not float:
         return False
@@ -504,7 +521,7 @@ def sgd_update_if_plain(object param, object grad, object lr, object batch_size,
         if mom != 0:
             return False
     elif not (_flat(velocity, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>velocity)
-              and cnp.PyArray_SIZE(<cnp.ndarray>velocity) == n
+              and _same_shape(<cnp.ndarray>velocity, <cnp.ndarray>param)
               and _apart(<cnp.ndarray>velocity, param) and _apart(<cnp.ndarray>velocity, grad)):
         return False
     sgd_update(param, grad, lr_, <double>batch_size, mom, wd, velocity,
@@ -553,7 +570,7 @@ def gather_rows_if_plain(object src, object idx, object out, object scale, int n
     cdef int st = cnp.PyArray_TYPE(s)
     if st != cnp.NPY_UINT8 and st != cnp.NPY_FLOAT32 and st != cnp.NPY_FLOAT64:
         return None
-    if cnp.PyArray_NDIM(s) != 2 or not cnp.PyArray_IS_C_CONTIGUOUS(s):
+    if cnp.PyArray_NDIM(s) != 2 or not _native(s):
         return None
     if not _plain(ix, 1, cnp.NPY_INT64):
         return None
@@ -626,7 +643,7 @@ def regression_loss_if_plain(object P, object T, bint huber, double delta, int n
         return None
     if not ((nd == 1 or nd == 2) and _plain(p, nd, typenum)):
         return None
-    if not (cnp.PyArray_TYPE(t) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(t)
+    if not (cnp.PyArray_TYPE(t) == typenum and _native(t)
             and cnp.PyArray_SIZE(t) == cnp.PyArray_SIZE(p)):
         return None
     cdef cnp.npy_intp n = cnp.PyArray_DIM(p, 0)

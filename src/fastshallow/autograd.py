@@ -103,12 +103,14 @@ class Parameter:
 class Tensor(np.ndarray):
     """A NumPy array produced by a layer or a loss, with ``.backward()``.
 
-    ``grad_fn(G)`` receives the gradient of the (summed) objective with respect to this array;
-    ``G = None`` stands for all ones (the gradient of ``self.sum()``), which saves building and
-    multiplying by an array of ones on every minibatch.  Ufunc results and reductions other
-    than :meth:`sum` / :meth:`mean` are plain arrays."""
+    ``grad_fn(G)`` receives the gradient of the (summed) objective with respect to this array.
+    The library's own grad_fns also take ``G = None`` for all ones (the gradient of
+    ``self.sum()``), which saves building and multiplying by an array of ones on every
+    minibatch; a grad_fn given to :func:`tensor` always receives an array.  Ufunc results and
+    reductions other than :meth:`sum` / :meth:`mean` are plain arrays."""
 
     grad_fn: Optional[Callable[[Optional[np.ndarray]], None]] = None
+    _takes_none = False  # grad_fn accepts None for all ones (see _tensor)
 
     def __array_wrap__(self, arr, context=None, return_scalar=False):
         # Results of arithmetic are new values with no way back: return plain arrays.
@@ -117,6 +119,7 @@ class Tensor(np.ndarray):
 
     def __array_finalize__(self, obj):
         self.grad_fn = None
+        self._takes_none = False
 
     def backward(self, grad=None) -> None:
         """Send `grad` (default: ones, i.e. the gradient of ``self.sum()``) back to the
@@ -126,7 +129,7 @@ class Tensor(np.ndarray):
                                "(or it was derived from one with NumPy), so it has no gradient "
                                "to send back")
         if grad is None:
-            self.grad_fn(None)
+            self.grad_fn(None if self._takes_none else np.ones(self.shape, self.dtype))
             return
         g = C.as_array("grad", grad, dtype=self.dtype)
         if g.shape != self.shape:
@@ -141,7 +144,7 @@ class Tensor(np.ndarray):
         s = np.asarray(self).sum(axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kw)
         if axis is not None or out is not None or keepdims or self.grad_fn is None:
             return s
-        return tensor(np.asarray(s), lambda g: self.backward(
+        return _tensor(np.asarray(s), lambda g: self.backward(
             None if g is None else np.full(self.shape, g, self.dtype)))
 
     def mean(self, axis=None, dtype=None, out=None, keepdims=False, **kw):
@@ -149,16 +152,23 @@ class Tensor(np.ndarray):
         if axis is not None or out is not None or keepdims or self.grad_fn is None:
             return s
         n = max(self.size, 1)
-        return tensor(np.asarray(s),
-                      lambda g: self.backward(np.full(self.shape, (1 if g is None else g) / n,
-                                                      self.dtype)))
+        return _tensor(np.asarray(s),
+                       lambda g: self.backward(np.full(self.shape, (1 if g is None else g) / n,
+                                                       self.dtype)))
 
     def detach(self) -> np.ndarray:
         """The values as a plain array."""
         return np.asarray(self)
 
 
-def tensor(values: np.ndarray, grad_fn: Callable[[Optional[np.ndarray]], None]) -> Tensor:
+def tensor(values: np.ndarray, grad_fn: Callable[[np.ndarray], None]) -> Tensor:
     t = np.asarray(values).view(Tensor)
     t.grad_fn = grad_fn
+    return t
+
+
+def _tensor(values: np.ndarray, grad_fn: Callable[[Optional[np.ndarray]], None]) -> Tensor:
+    """:func:`tensor` for the library's own grad_fns, which take None for all ones."""
+    t = tensor(values, grad_fn)
+    t._takes_none = True
     return t

@@ -42,6 +42,22 @@ def synthetic_data(w, b, num_examples: int, noise: float = 0.01, seed=None, dtyp
     return X.astype(dtype), y.astype(dtype)
 
 
+def _idle_refcount():
+    """What sys.getrefcount reports, in BatchBuffers.empty's loop, for an array nothing but the
+    pool refers to -- measured with the same code, as the count depends on the interpreter
+    (3.14 borrows references in loops) -- or None where counts cannot be trusted (no
+    getrefcount, or a free-threaded build): then the pool keeps nothing."""
+    if not hasattr(sys, "getrefcount") or not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return None
+    pool = [np.empty(1)]
+    for a in pool:
+        return sys.getrefcount(a)
+    return None  # pragma: no cover - the loop always runs
+
+
+_IDLE_REFS = _idle_refcount()
+
+
 class BatchBuffers:
     """Output arrays for a DataLoader's batches, each reused once nothing else refers to it.
 
@@ -64,11 +80,12 @@ class BatchBuffers:
 
     def empty(self, shape: tuple, dtype) -> np.ndarray:
         for a in self._arrays:
-            # The references of an idle array: the list, the name `a`, getrefcount's argument.
-            if sys.getrefcount(a) == 3 and a.shape == shape and a.dtype == dtype:
+            # An idle array is referred to by the list, the name `a` and getrefcount's argument
+            # (3 on CPython 3.9-3.13; see _idle_refcount).
+            if sys.getrefcount(a) == _IDLE_REFS and a.shape == shape and a.dtype == dtype:
                 return a
         a = np.empty(shape, dtype)
-        if a.nbytes <= self.MAX_BYTES:
+        if a.nbytes <= self.MAX_BYTES and _IDLE_REFS is not None:
             self._arrays = self._arrays[1 - self.KEEP:] + [a]
         return a
 
@@ -108,9 +125,11 @@ class ArrayDataset(BatchDataset):
             if arr.ndim == 0:
                 raise ValueError(f"arrays[{i}] must have at least one dimension, got a scalar")
             self.arrays.append(arr)
-        # Float feature arrays as 2-D rows, for the compiled gather (None: taken by NumPy).
+        # float32 / float64 feature arrays (native byte order) as 2-D rows, for the compiled
+        # gather; other arrays (float16, byte-swapped, integers, 1-D) are taken by NumPy.
         self._rows = [a.reshape(len(a), int(np.prod(a.shape[1:])))
-                      if a.dtype.kind == "f" and a.ndim >= 2 else None for a in self.arrays]
+                      if a.dtype in C.FLOAT_DTYPES and a.ndim >= 2 else None
+                      for a in self.arrays]
         n = len(self.arrays[0])
         for i, a in enumerate(self.arrays[1:], 1):
             if len(a) != n:

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from . import _checks as C
-from .autograd import Tensor, tensor
+from .autograd import Tensor, _tensor
 from .kernels import regression_loss, softmax_cross_entropy
 
 __all__ = ["Loss", "L2Loss", "HuberLoss", "SoftmaxCrossEntropyLoss"]
@@ -36,7 +36,7 @@ def _finish(loss: np.ndarray, y_hat, grad_of_sum) -> Tensor:
             G = G * g.reshape((-1,) + (1,) * (G.ndim - 1)).astype(G.dtype, copy=False)
         upstream(G)
 
-    return tensor(loss, backward)
+    return _tensor(loss, backward)
 
 
 class Loss:

@@ -19,7 +19,7 @@ from . import init as _init
 from ._config import SERIAL_WORK, get_num_threads, resolve_threads
 from ._ext import kernels as _k
 from ._io import atomic_write
-from .autograd import Parameter, Tensor, tensor
+from .autograd import Parameter, Tensor, _tensor
 from .kernels import matmul_bias, matmul_bias_backward
 from .random import default_rng
 
@@ -226,7 +226,7 @@ class Dense(Block):
             if upstream is not None:
                 upstream((G @ W.data.T).reshape(np.shape(src)))
 
-        return tensor(Y, backward)
+        return _tensor(Y, backward)
 
     def _config(self) -> dict:
         return {"type": "Dense", "units": self.units, "in_units": self.in_units,
@@ -255,7 +255,9 @@ class Flatten(Block):
         upstream = X.grad_fn if isinstance(X, Tensor) else None
         if upstream is None:
             return out
-        return tensor(out, lambda G: upstream(None if G is None else G.reshape(arr.shape)))
+        # `upstream` may be a grad_fn of the user's, which takes arrays only.
+        return _tensor(out, lambda G: upstream(
+            np.ones(arr.shape, arr.dtype) if G is None else G.reshape(arr.shape)))
 
     def _config(self):
         return {"type": "Flatten"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks as C
-from .autograd import Parameter, Tensor, tensor
+from .autograd import Parameter, Tensor, _tensor
 from .kernels import matmul_bias, matmul_bias_backward, sgd_update
 
 __all__ = ["linreg", "squared_loss", "sgd", "softmax", "cross_entropy"]
@@ -46,7 +46,7 @@ def linreg(X, w: Parameter, b: Parameter) -> Tensor:
         w.grad[...] = dW.reshape(w.shape)
         b.grad[...] = db.sum() if b.data.size == 1 and m > 1 else db.reshape(b.shape)
 
-    return tensor(Y.reshape(out_shape), backward)
+    return _tensor(Y.reshape(out_shape), backward)
 
 
 def squared_loss(y_hat, y) -> Tensor:
@@ -64,7 +64,7 @@ def squared_loss(y_hat, y) -> Tensor:
             raise RuntimeError("y_hat was not produced by linreg or a layer; nothing to update")
         upstream(D if g is None else D * g)
 
-    return tensor(0.5 * D * D, backward)
+    return _tensor(0.5 * D * D, backward)
 
 
 def sgd(params, lr: float, batch_size: int) -> None:

@@ -228,9 +228,11 @@ class TransformedDataset(BatchDataset):
         if self._plan is None:
             return self._stack([self[int(i)] for i in idx])
         data, targets = self.dataset._pixel_arrays()
-        if data.dtype == np.uint8 and data.ndim >= 2 and data.flags.c_contiguous and len(idx):
-            # idx is checked (see BatchDataset) and the pixels are what the compiled gather
-            # reads: skip the wrapper's checks, a tenth of the time of a 256-image batch.
+        if (data.dtype == np.uint8 and data.ndim >= 2 and data.flags.c_contiguous and len(idx)
+                and len(data) == len(self)):
+            # idx is checked against len(self) (see BatchDataset), which is the pixels' row
+            # count here, and the pixels are what the compiled gather reads: skip the
+            # wrapper's checks, a tenth of the time of a 256-image batch.
             shape = (len(idx),) + data.shape[1:]
             # With a resize the gathered images are an intermediate: a fresh array is fine.
             X = np.empty(shape, np.float32) if (
