@@ -206,6 +206,14 @@ cdef inline bint _native(cnp.ndarray a) noexcept:
             and cnp.PyArray_ISNOTSWAPPED(a))
 
 
+cdef inline int _float_type(object a):
+    """a's type number when it is a float32 or float64 ndarray, else -1."""
+    if not cnp.PyArray_Check(a):
+        return -1
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    return t if t == cnp.NPY_FLOAT32 or t == cnp.NPY_FLOAT64 else -1
+
+
 cdef inline bint _plain(object a, int ndim, int typenum):
     """An ndarray of this rank and type, native (see _native) and non-empty.  Subclasses (such
     as the library's Tensor) count: only their memory is read, as np.asarray would."""
@@ -247,12 +255,8 @@ def matmul_bias_if_plain(object X, object W, object b, object out, int nt, int64
     2-D C-contiguous float arrays of one type with matching, non-zero shapes, and an `out` that
     is writeable and shares no memory with them -- else None, and the caller validates.  For
     minibatch-sized products the Python-level checks would cost as much as the product."""
-    if not cnp.PyArray_Check(X):
-        return None
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        return None
-    if not (_plain(X, 2, typenum) and _plain(W, 2, typenum)):
+    cdef int typenum = _float_type(X)
+    if typenum < 0 or not (_plain(X, 2, typenum) and _plain(W, 2, typenum)):
         return None
     cdef fs_i64 n = (<cnp.ndarray>X).shape[0], k = (<cnp.ndarray>X).shape[1]
     if (<cnp.ndarray>W).shape[0] != k:
@@ -344,12 +348,8 @@ def matmul_bias_backward_if_plain(object X, object G, int nt, int64_t serial_wor
     """(X.T @ G, G.sum(axis=0)) when X and G are 2-D C-contiguous float arrays of one type with
     n, k, m > 0 and matching rows, else None, and the caller validates (as
     matmul_bias_if_plain, for the same reason)."""
-    if not cnp.PyArray_Check(X):
-        return None
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        return None
-    if not (_plain(X, 2, typenum) and _plain(G, 2, typenum)):
+    cdef int typenum = _float_type(X)
+    if typenum < 0 or not (_plain(X, 2, typenum) and _plain(G, 2, typenum)):
         return None
     cdef cnp.ndarray x = <cnp.ndarray>X, g = <cnp.ndarray>G
     if g.shape[0] != x.shape[0]:
@@ -498,12 +498,8 @@ def sgd_update_if_plain(object param, object grad, object lr, object batch_size,
     type and shape that share no memory; lr a finite float > 0; batch_size an int > 0;
     momentum a float in [0, 1), 0 without velocity; weight_decay a finite float >= 0 -- else
     return False, and the caller validates (as matmul_bias_if_plain, for the same reason)."""
-    if not cnp.PyArray_Check(param):
-        return False
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>param)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        return False
-    if not (_flat(param, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>param)
+    cdef int typenum = _float_type(param)
+    if typenum < 0 or not (_flat(param, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>param)
             and _flat(grad, typenum)):
         return False
     cdef fs_i64 n = cnp.PyArray_SIZE(<cnp.ndarray>param)
@@ -635,12 +631,11 @@ def regression_loss_if_plain(object P, object T, bint huber, double delta, int n
     """(loss, grad) as regression_loss computes them when P is a 1-D or 2-D C-contiguous
     non-empty float array and T a C-contiguous array of its type and size (any shape), else
     None, and the caller validates (as matmul_bias_if_plain, for the same reason)."""
-    if not cnp.PyArray_Check(P) or not cnp.PyArray_Check(T):
+    cdef int typenum = _float_type(P)
+    if typenum < 0 or not cnp.PyArray_Check(T):
         return None
     cdef cnp.ndarray p = <cnp.ndarray>P, t = <cnp.ndarray>T
-    cdef int typenum = cnp.PyArray_TYPE(p), nd = cnp.PyArray_NDIM(p)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        return None
+    cdef int nd = cnp.PyArray_NDIM(p)
     if not ((nd == 1 or nd == 2) and _plain(p, nd, typenum)):
         return None
     if not (cnp.PyArray_TYPE(t) == typenum and _native(t)
