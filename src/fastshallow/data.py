@@ -90,6 +90,14 @@ class BatchBuffers:
         return a
 
 
+def batch_array(buffers: "BatchBuffers | None", shape: tuple, dtype, nbytes: int) -> np.ndarray:
+    """An uninitialised array for a batch of `nbytes` bytes: from a DataLoader's `buffers` when
+    given and the array is large enough to gain from reuse (BatchBuffers.MIN_BYTES), else new."""
+    if buffers is None or nbytes < BatchBuffers.MIN_BYTES:
+        return np.empty(shape, dtype)
+    return buffers.empty(shape, dtype)
+
+
 class BatchDataset:
     """Base of the library's datasets that build whole minibatches at once.
 
@@ -165,9 +173,7 @@ class ArrayDataset(BatchDataset):
                 continue
             shape = (len(idx),) + a.shape[1:]
             size = len(idx) * rows.shape[1]
-            b = np.empty(shape, a.dtype) if (
-                buffers is None or size * a.itemsize < BatchBuffers.MIN_BYTES) \
-                else buffers.empty(shape, a.dtype)
+            b = batch_array(buffers, shape, a.dtype, size * a.itemsize)
             if size:
                 _k().gather_rows(rows, idx, b.reshape(len(idx), rows.shape[1]), 1.0,
                                  resolve_threads(None, size))

@@ -18,7 +18,7 @@ import numpy as np
 from .. import _checks as C
 from .._config import resolve_threads
 from .._ext import kernels as _k
-from ..data import BatchBuffers, BatchDataset, DataLoader
+from ..data import BatchBuffers, BatchDataset, DataLoader, batch_array
 from ..kernels import gather_rows
 from . import _download
 from ._idx import DataFileError
@@ -235,10 +235,8 @@ class TransformedDataset(BatchDataset):
             # wrapper's checks, a tenth of the time of a 256-image batch.
             shape = (len(idx),) + data.shape[1:]
             # With a resize the gathered images are an intermediate: a fresh array is fine.
-            X = np.empty(shape, np.float32) if (
-                buffers is None or self._plan.resize
-                or len(idx) * data[0].size * 4 < BatchBuffers.MIN_BYTES) \
-                else buffers.empty(shape, np.float32)
+            X = batch_array(None if self._plan.resize else buffers, shape, np.float32,
+                            len(idx) * data[0].size * 4)
             _k().gather_rows(data.reshape(len(data), -1), idx, X.reshape(len(idx), -1),
                              PIXEL_SCALE, resolve_threads(None, X.size))
         else:
