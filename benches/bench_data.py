@@ -12,8 +12,13 @@ Groups:
   whose ``__getitem__`` converts one image, and a loader that stacks 256 of them, as the book's
   Gluon pipeline does).
   ``torch-dataloader-per-sample`` is the same per-example dataset batched by PyTorch's
-  ``DataLoader`` (its default collate), the book's pipeline in its PyTorch edition; it runs
-  only when PyTorch is installed.
+  ``DataLoader`` (its default collate).  ``book-torchvision-pipeline`` is the book's PyTorch
+  pipeline itself: ``torchvision.datasets.FashionMNIST`` with ``transforms.ToTensor()`` in a
+  ``DataLoader(batch_size=256, shuffle=True, num_workers=4)`` -- per example, a PIL image made
+  from the uint8 array, then ToTensor on it, as torchvision does (re-created here line for line,
+  since torchvision's wheels do not import beside the CPU build of PyTorch used here; the book's
+  4 worker processes are faster on this machine than none).  Both run only when PyTorch (and,
+  for the second, Pillow) is installed.
 - ``fashion-epoch-resize64``: the same epoch resized to 64x64 (``resize=64``), for reference.
 - ``fashion-load``: building the train and test datasets from the gzip files (the first load:
   decompress, verify the sha256, write the decoded cache) and from the decoded cache.
@@ -26,10 +31,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-try:  # PyTorch is optional: without it only its case is skipped.
+try:  # PyTorch and Pillow are optional: without them only their cases are skipped.
     import torch
 except ImportError:
     torch = None
+try:
+    from PIL import Image
+except ImportError:
+    Image = None
 
 from fastshallow.datasets import FashionMNIST, ToTensor, load_data_fashion_mnist
 from fastshallow.datasets import _download
@@ -123,6 +132,39 @@ def test_epoch_torch_dataloader_per_sample(benchmark, train):
     loader = torch.utils.data.DataLoader(BookDataset(train), batch_size=BATCH, shuffle=True)
     X, y = next(iter(loader))
     assert X.shape == (BATCH, 1, 28, 28) and X.dtype == torch.float32 and y.dtype == torch.int64
+    assert benchmark.pedantic(torch_epoch, args=(loader,), rounds=5, warmup_rounds=1) == 60000
+
+
+class TorchvisionFashionMNIST(torch.utils.data.Dataset if torch is not None else object):
+    """What ``torchvision.datasets.FashionMNIST(..., transform=transforms.ToTensor())`` does
+    per example (torchvision 0.28: ``MNIST.__getitem__``, then ``to_tensor`` on a PIL image)."""
+
+    def __init__(self, ds):
+        self.data = torch.from_numpy(np.array(ds.data))        # uint8 (N, 28, 28), as torchvision
+        self.targets = torch.from_numpy(np.array(ds.targets))  # int64 (N,)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        img, target = self.data[index], int(self.targets[index])
+        pic = Image.fromarray(img.numpy())  # mode "L" for a 2-D uint8 array
+        # transforms.ToTensor(): copy the PIL pixels, HWC -> CHW, to float, divide by 255.
+        t = torch.from_numpy(np.array(pic, np.uint8, copy=True))
+        t = t.view(pic.size[1], pic.size[0], 1).permute((2, 0, 1)).contiguous()
+        return t.to(dtype=torch.get_default_dtype()).div(255), target
+
+
+@pytest.mark.skipif(torch is None or Image is None, reason="PyTorch or Pillow is not installed")
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 4 worker processes")
+@pytest.mark.benchmark(group="fashion-epoch-batch256")
+def test_epoch_book_torchvision_pipeline(benchmark, train):
+    ds = TorchvisionFashionMNIST(train)
+    X, y = ds[3]
+    # Dividing by 255 and multiplying by float32(1/255) differ in the last bit here and there.
+    np.testing.assert_allclose(X.numpy(), train.transform_first(ToTensor())[3][0], rtol=1e-6)
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, num_workers=4)
     assert benchmark.pedantic(torch_epoch, args=(loader,), rounds=5, warmup_rounds=1) == 60000
 
 
