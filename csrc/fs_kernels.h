@@ -127,23 +127,75 @@ typedef double fs_v8d_u __attribute__((vector_size(64), aligned(8)));
 
 /* FS_PW, the panel width, is the number of output columns one micro-kernel step covers: two
  * vectors, so 16 floats (ten Fashion-MNIST classes fit one panel) or 8 doubles. */
-/* out = a uniformly random permutation of 0..n-1 (Fisher-Yates), driven by SplitMix64 from
- * `seed`; the bounded draws use a multiply-shift (bias below n / 2^64).  Three times faster than
+/* The next value of the SplitMix64 stream whose state is *s. */
+static inline uint64_t fs_splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* The seed of sub-stream `key` of `seed`: a far-off state, so that the tasks of a parallel
+ * permutation draw independent numbers whichever thread runs them. */
+static inline uint64_t fs_substream(uint64_t seed, uint64_t key)
+{
+    uint64_t s = seed ^ (key * 0xD1B54A32D192ED03ULL);
+    return fs_splitmix(&s);
+}
+
+/* a[0..n) shuffled in place (Fisher-Yates) by the SplitMix64 stream from `seed`; the bounded
+ * draws use a multiply-shift (bias below n / 2^64). */
+static void fs_shuffle(int64_t *a, int64_t n, uint64_t seed)
+{
+    uint64_t s = seed;
+    for (int64_t i = n - 1; i > 0; i--) {
+        const int64_t j = (int64_t)(((unsigned __int128)fs_splitmix(&s) * (uint64_t)(i + 1)) >> 64);
+        const int64_t t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
+/* out = a uniformly random permutation of 0..n-1 driven by `seed`.  Three times faster than
  * numpy's Generator.permutation for 10^6 rows, which matters once per epoch. */
 static void fs_permutation(int64_t *out, int64_t n, uint64_t seed)
 {
     for (int64_t i = 0; i < n; i++) out[i] = i;
-    uint64_t s = seed;
-    for (int64_t i = n - 1; i > 0; i--) {
-        uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-        z ^= z >> 31;
-        const int64_t j = (int64_t)(((unsigned __int128)z * (uint64_t)(i + 1)) >> 64);
-        const int64_t t = out[i];
-        out[i] = out[j];
-        out[j] = t;
+    fs_shuffle(out, n, seed);
+}
+
+/* Large permutations run in three parallel passes (Sanders' shuffle), as one Fisher-Yates over
+ * megabytes is a chain of cache misses that one core runs alone: every index draws one of
+ * 2^log_nb buckets (fs_perm_draw, per block of indices), is copied into its bucket
+ * (fs_perm_scatter), and every bucket, now small enough for L2, is shuffled (fs_shuffle).  The
+ * result is uniform: given the bucket sizes, every assignment of indices to places has the
+ * same probability.  Blocks and buckets are fixed by n, not by the thread count. */
+static void fs_perm_draw(uint8_t *bucket, int64_t *count, int64_t i0, int64_t i1, int log_nb,
+                         uint64_t seed)
+{
+    const uint64_t mask = ((uint64_t)1 << log_nb) - 1;
+    uint64_t s = seed, z = 0;
+    int left = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        if (left == 0) {  /* one 64-bit draw gives 64 / log_nb buckets */
+            z = fs_splitmix(&s);
+            left = 64 / log_nb;
+        }
+        const uint8_t b = (uint8_t)(z & mask);
+        z >>= log_nb;
+        left--;
+        bucket[i] = b;
+        count[b]++;
     }
+}
+
+/* Indices i0..i1-1 to their buckets' places: next[b] is where the block's next index of
+ * bucket b goes. */
+static void fs_perm_scatter(const uint8_t *bucket, int64_t *next, int64_t i0, int64_t i1,
+                            int64_t *out)
+{
+    for (int64_t i = i0; i < i1; i++) out[next[bucket[i]]++] = i;
 }
 
 #define FS_T float

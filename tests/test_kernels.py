@@ -21,6 +21,7 @@ import pytest
 
 import fastshallow.kernels as K
 from fastshallow import _config
+from fastshallow._ext import kernels as _kernels
 
 from conftest import FLOAT_DTYPES, assert_bits_equal, assert_close, rtol_for
 
@@ -759,6 +760,13 @@ def test_gather_rows_threads_identical(rng, src_dtype):
                               1000 * 784, "gather_rows")
 
 
+@pytest.mark.parametrize("n", (_kernels().PERM_BUCKETED, _kernels().PERM_BUCKETED * 2 + 12345))
+def test_permutation_threads_identical(n):
+    # From PERM_BUCKETED rows on, three parallel passes (several blocks and buckets).
+    _assert_threads_identical(lambda nt: (K.permutation(n, 2024, num_threads=nt),), n,
+                              "permutation")
+
+
 # ---- bad input ----------------------------------------------------------------------------------
 
 def _x(*shape, dtype=np.float64):
@@ -1023,7 +1031,8 @@ def test_rejected_calls_leave_buffers_untouched(rng):
 # ---- permutation ---------------------------------------------------------------------------
 
 def test_permutation_is_a_seeded_permutation():
-    for n in (0, 1, 2, 7, 1000, 65537):
+    big = _kernels().PERM_BUCKETED
+    for n in (0, 1, 2, 7, 1000, 65537, big - 1, big, 3 * big + 7):
         p = K.permutation(n, 12345)
         assert p.dtype == np.int64 and p.shape == (n,)
         assert np.array_equal(np.sort(p), np.arange(n))
@@ -1042,6 +1051,34 @@ def test_permutation_is_uniform():
     expected = trials / n
     chi2 = ((counts - expected) ** 2 / expected).sum()
     assert chi2 < 52.6, (chi2, counts)
+
+
+@pytest.mark.parametrize("nt", (1, 2))
+def test_bucketed_permutation_is_uniform(nt):
+    # The parallel passes at a size where every cell can be counted: 5 items in blocks of 2
+    # (three pass-1 tasks) over 16 buckets, most of them empty; the same chi-square as above.
+    n, trials = 5, 20000
+    counts = np.zeros((n, n))
+    for s in range(trials):
+        p = _kernels().permutation(n, s, nt, 0, 2)
+        counts[np.arange(n), p] += 1
+    assert np.array_equal(np.sort(p), np.arange(n))
+    expected = trials / n
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 52.6, (chi2, counts)
+
+
+def test_bucketed_permutation_depends_on_the_seed_not_the_threads():
+    R = _kernels()
+    for n, block in ((2, 1), (37, 4), (1000, 64), (5000, 5000)):
+        p = R.permutation(n, 99, 1, 0, block)
+        assert np.array_equal(np.sort(p), np.arange(n))
+        assert np.array_equal(p, R.permutation(n, 99, 2, 0, block))
+        assert np.array_equal(p, R.permutation(n, 99, 3, 0, block))
+        if n > 2:  # two items keep their order half the time
+            assert not np.array_equal(p, R.permutation(n, 100, 1, 0, block))
+    with pytest.raises(ValueError, match="block must be positive"):
+        R.permutation(10, 1, 1, 0, 0)
 
 
 @pytest.mark.parametrize("n, seed, exc, match", [

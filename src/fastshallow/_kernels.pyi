@@ -109,8 +109,13 @@ def fused_forward(X: _Rows, idx: _Int64s | None, Wp: _Floats, b: _Floats, scale:
                   out: _Floats, nt: int) -> None:
     """out = (scale * X[idx]) @ W + b with W in the working layout (idx None: all rows)."""
 
-def permutation(n: int, seed: int) -> np.ndarray:
-    """A random permutation of range(n) as int64, determined by `seed`."""
+PERM_BUCKETED: int
+PERM_BLOCK: int
+
+def permutation(n: int, seed: int, nt: int = 1, bucketed_from: int = ...,
+                block: int = ...) -> np.ndarray:
+    """A random permutation of range(n) as int64, determined by `seed` (and, from
+    `bucketed_from` rows on, by `block`; never by `nt`)."""
     ...
 
 def matmul_bias_if_plain(X: Any, W: Any, b: Any, out: Any, nt: int,

