@@ -115,6 +115,27 @@ def test_pixels_shorter_than_labels_give_an_error_not_a_crash(fashion_cache):
 
 
 @pytest.mark.fashion
+def test_an_epoch_keeps_the_arrays_it_started_with(fashion_cache):
+    # The loader checks the pixels once an epoch, then gathers unchecked: new, shorter arrays
+    # given to the dataset mid-epoch must neither be read past their end nor mix into the epoch.
+    ds = FashionMNIST(train=False)
+    images = ds.transform_first(ToTensor())
+    full = images.get_batch(np.arange(len(ds)))
+    loader = DataLoader(images, 1000, shuffle=True, seed=3)
+    order = DataLoader(images, 1000, shuffle=True, seed=3).epoch_order()
+    seen = 0
+    for i, (X, y) in enumerate(loader):
+        idx = order[seen:seen + len(y)]
+        np.testing.assert_array_equal(X, full[0][idx])
+        np.testing.assert_array_equal(y, full[1][idx])
+        seen += len(y)
+        if i == 0:
+            ds.data, ds.targets = ds.data[:100].copy(), ds.targets[:100].copy()
+    assert seen == 10000
+    assert sum(len(y) for _, y in loader) == 100  # the next epoch sees the new arrays
+
+
+@pytest.mark.fashion
 def test_shuffling_values_and_order(test, fashion_cache):
     train_iter, test_iter = load_data_fashion_mnist(1000, seed=7)
 

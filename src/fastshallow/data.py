@@ -112,6 +112,12 @@ class BatchDataset:
     def _take(self, idx: np.ndarray, buffers: BatchBuffers | None = None) -> tuple:
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def _batches(self, order: np.ndarray, batch_size: int, buffers: BatchBuffers) -> Iterator:
+        """A DataLoader's epoch: the batches of `order` (valid indices) cut into `batch_size`
+        pieces.  A dataset may override it to check once an epoch what _take checks a batch."""
+        for start in range(0, len(order), batch_size):
+            yield self._take(order[start:start + batch_size], buffers)
+
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -226,18 +232,21 @@ class DataLoader:
         ds = self.dataset
         # The epoch's indices are valid by construction: the library's batch datasets take
         # them unchecked (unless a subclass has its own get_batch).
-        take = ds._take if (isinstance(ds, BatchDataset)
-                            and type(ds).get_batch is BatchDataset.get_batch) else None
-        get_batch = getattr(ds, "get_batch", None)
+        if isinstance(ds, BatchDataset) and type(ds).get_batch is BatchDataset.get_batch:
+            batches = ds._batches(order, self.batch_size, self._buffers)
+        else:
+            batches = self._checked_batches(order)
+        for batch in batches:
+            yield batch[0] if isinstance(batch, tuple) and len(batch) == 1 else batch
+
+    def _checked_batches(self, order: np.ndarray) -> Iterator:
+        get_batch = getattr(self.dataset, "get_batch", None)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            if take is not None:
-                batch = take(idx, self._buffers)
-            elif get_batch is not None:
-                batch = get_batch(idx)
+            if get_batch is not None:
+                yield get_batch(idx)
             else:
-                batch = _collate([self.dataset[int(i)] for i in idx])
-            yield batch[0] if isinstance(batch, tuple) and len(batch) == 1 else batch
+                yield _collate([self.dataset[int(i)] for i in idx])
 
 
 def _collate(items: Sequence):

@@ -219,6 +219,16 @@ class TransformedDataset(BatchDataset):
         idx = range(n)[k] if isinstance(k, slice) else k.tolist()
         return self._stack([self[int(i)] for i in idx])
 
+    def _pixel_rows(self) -> Optional[Tuple[np.ndarray, tuple, np.ndarray]]:
+        """``(pixels as (N, H*W) uint8 rows, (H, W), labels)`` when the compiled gather may read
+        the base dataset's pixels unchecked -- uint8, C-contiguous, one row per example, so an
+        index checked against len(self) is a row of them -- else None."""
+        data, targets = self.dataset._pixel_arrays()
+        if (data.dtype == np.uint8 and data.ndim >= 2 and data.flags.c_contiguous
+                and len(data) == len(self)):
+            return data.reshape(len(data), -1), data.shape[1:], targets
+        return None
+
     def _take(self, idx: np.ndarray,
               buffers: Optional[BatchBuffers] = None) -> Tuple[np.ndarray, np.ndarray]:
         """``get_batch``: the transformed images (B, ...) and labels (B,) int64 at `idx`.
@@ -227,24 +237,41 @@ class TransformedDataset(BatchDataset):
         (uint8 -> float32 times ``np.float32(1/255)``) plus a batched resize when asked."""
         if self._plan is None:
             return self._stack([self[int(i)] for i in idx])
-        data, targets = self.dataset._pixel_arrays()
-        if (data.dtype == np.uint8 and data.ndim >= 2 and data.flags.c_contiguous and len(idx)
-                and len(data) == len(self)):
-            # idx is checked against len(self) (see BatchDataset), which is the pixels' row
-            # count here, and the pixels are what the compiled gather reads: skip the
-            # wrapper's checks, a tenth of the time of a 256-image batch.
-            shape = (len(idx),) + data.shape[1:]
+        found = self._pixel_rows() if len(idx) else None
+        if found is not None:
+            # idx is checked against len(self) (see BatchDataset): skip the wrapper's checks.
+            rows, shape, targets = found
             # With a resize the gathered images are an intermediate: a fresh array is fine.
-            X = batch_array(None if self._plan.resize else buffers, shape, np.float32,
-                            len(idx) * data[0].size * 4)
-            _k().gather_rows(data.reshape(len(data), -1), idx, X.reshape(len(idx), -1),
-                             PIXEL_SCALE, resolve_threads(None, X.size))
+            X = batch_array(None if self._plan.resize else buffers, (len(idx),) + shape,
+                            np.float32, len(idx) * rows.shape[1] * 4)
+            _k().gather_rows(rows, idx, X, PIXEL_SCALE, resolve_threads(None, X.size))
         else:
+            data, targets = self.dataset._pixel_arrays()
             X = gather_rows(data, idx, scale=PIXEL_SCALE)
         if self._plan.resize is not None:
             X = resize_bilinear(X, self._plan.resize)
         B = X.shape[0]
         return X.reshape((B, 1) + X.shape[1:]), targets[idx]
+
+    def _batches(self, order: np.ndarray, batch_size: int, buffers: BatchBuffers):
+        """A DataLoader's epoch, checked once rather than every batch as in _take (the Python
+        around a 256-image batch took a quarter of the loader's time).  The epoch reads the
+        arrays it found at its start, even if the dataset is given new ones meanwhile."""
+        found = (self._pixel_rows() if self._plan is not None and self._plan.resize is None
+                 else None)
+        if found is None:
+            yield from super()._batches(order, batch_size, buffers)
+            return
+        rows, shape, targets = found
+        gather, k = _k().gather_rows, rows.shape[1]
+        nt = resolve_threads(None, batch_size * k)  # a short last batch: same bits any way
+        shape = (1,) + shape
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            B = len(idx)
+            X = batch_array(buffers, (B,) + shape, np.float32, B * k * 4)
+            gather(rows, idx, X, PIXEL_SCALE, nt)  # fills the B * k floats of X in order
+            yield X, targets[idx]
 
     def as_arrays(self):
         """``(X_uint8 (N, H*W), y int64 (N,), scale, (1, H, W))`` when the transform is exactly
