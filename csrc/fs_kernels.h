@@ -125,8 +125,6 @@ typedef float fs_v16f_u __attribute__((vector_size(64), aligned(4)));
 typedef double fs_v8d __attribute__((vector_size(64)));
 typedef double fs_v8d_u __attribute__((vector_size(64), aligned(8)));
 
-/* FS_PW, the panel width, is the number of output columns one micro-kernel step covers: two
- * vectors, so 16 floats (ten Fashion-MNIST classes fit one panel) or 8 doubles. */
 /* The next value of the SplitMix64 stream whose state is *s. */
 static inline uint64_t fs_splitmix(uint64_t *s)
 {
@@ -157,8 +155,8 @@ static void fs_shuffle(int64_t *a, int64_t n, uint64_t seed)
     }
 }
 
-/* out = a uniformly random permutation of 0..n-1 driven by `seed`.  Three times faster than
- * numpy's Generator.permutation for 10^6 rows, which matters once per epoch. */
+/* out = a uniformly random permutation of 0..n-1 driven by `seed`, on one core (the large
+ * ones run in parallel passes, below). */
 static void fs_permutation(int64_t *out, int64_t n, uint64_t seed)
 {
     for (int64_t i = 0; i < n; i++) out[i] = i;
@@ -198,6 +196,8 @@ static void fs_perm_scatter(const uint8_t *bucket, int64_t *next, int64_t i0, in
     for (int64_t i = i0; i < i1; i++) out[next[bucket[i]]++] = i;
 }
 
+/* FS_PW, the panel width, is the number of output columns one micro-kernel step covers: two
+ * vectors, so 16 floats (ten Fashion-MNIST classes fit one panel) or 8 doubles. */
 #define FS_T float
 #define FS_S(name) name##_f32
 #define FS_V fs_v8f
