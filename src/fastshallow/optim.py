@@ -118,20 +118,28 @@ class SGD:
     def step(self, batch_size: int = 1) -> None:
         """Update every parameter from its ``.grad`` (the gradient of the summed loss of a
         minibatch of `batch_size` examples)."""
-        batch_size = C.positive_int("batch_size", batch_size)
-        lr = self.learning_rate
-        if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"the schedule gave learning rate {lr} at step {self.num_steps}")
-        vel = self.velocity
+        # The book's loop calls this for every small minibatch: the common case (an int batch
+        # size, the constant schedule) skips the general checks, which cost as much as the update.
+        if type(batch_size) is not int or batch_size <= 0:
+            batch_size = C.positive_int("batch_size", batch_size)
+        if type(self.schedule) is ConstantSchedule:
+            lr = self.lr  # checked on construction
+        else:
+            lr = self.learning_rate
+            if not (math.isfinite(lr) and lr > 0):
+                raise ValueError(f"the schedule gave learning rate {lr} at step {self.num_steps}")
+        vel = self.velocity if self.momentum else None
         team = get_num_threads()
+        update = _k().sgd_update
         # The arrays are the parameters' own (C-contiguous, of one dtype and shape) and the
         # hyper-parameters were checked on construction: the compiled update runs without the
         # wrapper's per-call checks, which would cost more than it does.
         for i, p in enumerate(self.params):
-            data = p.data
-            _k().sgd_update(data, p.grad, lr, float(batch_size), self.momentum,
-                            self.weight_decay, None if vel is None else vel[i],
-                            1 if data.size * 4 < SERIAL_WORK else team)
+            data = p._data
+            if data is None:
+                p._need()  # raises: a layer that has not seen its input size yet
+            update(data, p._grad, lr, float(batch_size), self.momentum, self.weight_decay,
+                   None if vel is None else vel[i], 1 if data.size * 4 < SERIAL_WORK else team)
         self.num_steps += 1
 
     def zero_grad(self) -> None:
