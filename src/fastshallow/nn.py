@@ -197,10 +197,10 @@ class Dense(Block):
         W = self.weight
         b = self.bias
         Y = None
-        if W.initialized:
+        if W._data is not None:
             # Rows already of this layer's dtype and width are recognized in compiled code,
             # without the Python-level preparation (it costs as much as a small batch's product).
-            Y = _k().matmul_bias_if_plain(X, W.data, None if b is None else b.data, None,
+            Y = _k().matmul_bias_if_plain(X, W._data, None if b is None else b._data, None,
                                           get_num_threads(), SERIAL_WORK)
         if Y is None:
             X = self._prepare(X)
@@ -216,7 +216,7 @@ class Dense(Block):
                 # are the parameters' own gradient buffers: the compiled backward writes them
                 # directly, without the wrapper's checks and copies, which cost more than a
                 # small minibatch's gradient does.
-                _k().matmul_bias_backward(X, G, W.grad, None if b is None else b.grad,
+                _k().matmul_bias_backward(X, G, W._grad, None if b is None else b._grad,
                                           resolve_threads(None, G.size * X.shape[1]))
             else:
                 dW, db = matmul_bias_backward(X, G)
