@@ -455,53 +455,83 @@ static void FS_S(fs_colsum)(const FS_T *G, fs_i64 ldg, fs_i64 n, fs_i64 m, FS_T 
  * q (1 - smooth on the label, smooth / m spread over all classes) and softmax(z), and its gradient
  * dL/dz = softmax(z) - q.  Shifting by the row maximum keeps exp() in (0, 1] and every
  * (lse - z_j) a finite non-negative number for any finite logits. */
-static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m,
-                                       const fs_i64 *y, FS_T smooth, FS_T *loss, FS_T *G,
-                                       fs_i64 ldg)
-{
-    const FS_T off = smooth / (FS_T)m;
-    for (fs_i64 i = 0; i < rows; i++) {
-        const FS_T *z = Z + i * ldz;
-        FS_T *g = G + i * ldg;
-        FS_T mx = z[0];
-        for (fs_i64 j = 1; j < m; j++) mx = z[j] > mx ? z[j] : mx;
-        FS_T s = 0;
-        for (fs_i64 j = 0; j < m; j++) {
-            FS_T e = FS_EXP(z[j] - mx);
-            g[j] = e;
-            s += e;
-        }
-        const FS_T log_s = FS_LOG(s), inv_s = 1 / s;
-        const fs_i64 yi = y[i];
-        FS_T l = (FS_T)(1 - smooth) * ((mx - z[yi]) + log_s);
-        if (smooth != 0) {
-            FS_T spread = 0;
-            for (fs_i64 j = 0; j < m; j++) spread += (mx - z[j]) + log_s;
-            l += off * spread;
-        }
-        loss[i] = l;
-        for (fs_i64 j = 0; j < m; j++) g[j] = g[j] * inv_s - off;
-        g[yi] -= (FS_T)(1 - smooth);
-    }
-}
-
-/* Row-wise softmax (log_out == 0) or log-softmax (log_out != 0). */
-static void FS_S(fs_softmax_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m, int log_out,
-                                  FS_T *O, fs_i64 ldo)
+/* e^(z_j - max_j z) of every row, into O (row stride ldo), each row's maximum into mx. */
+FS_INLINE void FS_S(fs_shifted_exp)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m, FS_T *mx,
+                                    FS_T *O, fs_i64 ldo)
 {
     for (fs_i64 i = 0; i < rows; i++) {
         const FS_T *z = Z + i * ldz;
         FS_T *o = O + i * ldo;
-        FS_T mx = z[0];
-        for (fs_i64 j = 1; j < m; j++) mx = z[j] > mx ? z[j] : mx;
-        FS_T s = 0;
-        for (fs_i64 j = 0; j < m; j++) s += FS_EXP(z[j] - mx);
-        if (log_out) {
-            const FS_T log_s = FS_LOG(s);
-            for (fs_i64 j = 0; j < m; j++) o[j] = (z[j] - mx) - log_s;
-        } else {
-            const FS_T inv_s = 1 / s;
-            for (fs_i64 j = 0; j < m; j++) o[j] = FS_EXP(z[j] - mx) * inv_s;
+        FS_T top = z[0];
+        for (fs_i64 j = 1; j < m; j++) top = z[j] > top ? z[j] : top;
+        mx[i] = top;
+        for (fs_i64 j = 0; j < m; j++) o[j] = z[j] - top;
+#if !FS_VEXP
+        for (fs_i64 j = 0; j < m; j++) o[j] = FS_EXP(o[j]);
+#endif
+    }
+#if FS_VEXP
+    if (ldo == m) {
+        fs_exp_inplace_f32(O, rows * m);
+    } else {
+        for (fs_i64 i = 0; i < rows; i++) fs_exp_inplace_f32(O + i * ldo, m);
+    }
+#endif
+}
+
+/* Rows per block of the softmax kernels: the maxima of one block live on the stack. */
+#define FS_SOFTMAX_BLOCK 64
+
+FS_CLONES static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows,
+                                                 fs_i64 m, const fs_i64 *y, FS_T smooth,
+                                                 FS_T *loss, FS_T *G, fs_i64 ldg)
+{
+    const FS_T off = smooth / (FS_T)m;
+    FS_T mx[FS_SOFTMAX_BLOCK];
+    for (fs_i64 i0 = 0; i0 < rows; i0 += FS_SOFTMAX_BLOCK) {
+        const fs_i64 nb = rows - i0 < FS_SOFTMAX_BLOCK ? rows - i0 : FS_SOFTMAX_BLOCK;
+        FS_S(fs_shifted_exp)(Z + i0 * ldz, ldz, nb, m, mx, G + i0 * ldg, ldg);
+        for (fs_i64 i = i0; i < i0 + nb; i++) {
+            const FS_T *z = Z + i * ldz;
+            FS_T *g = G + i * ldg;
+            FS_T s = 0;
+            for (fs_i64 j = 0; j < m; j++) s += g[j];
+            const FS_T log_s = FS_LOG(s), inv_s = 1 / s, top = mx[i - i0];
+            const fs_i64 yi = y[i];
+            FS_T l = (FS_T)(1 - smooth) * ((top - z[yi]) + log_s);
+            if (smooth != 0) {
+                FS_T spread = 0;
+                for (fs_i64 j = 0; j < m; j++) spread += (top - z[j]) + log_s;
+                l += off * spread;
+            }
+            loss[i] = l;
+            for (fs_i64 j = 0; j < m; j++) g[j] = g[j] * inv_s - off;
+            g[yi] -= (FS_T)(1 - smooth);
+        }
+    }
+}
+
+/* Row-wise softmax (log_out == 0) or log-softmax (log_out != 0). */
+FS_CLONES static void FS_S(fs_softmax_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m,
+                                            int log_out, FS_T *O, fs_i64 ldo)
+{
+    FS_T mx[FS_SOFTMAX_BLOCK];
+    for (fs_i64 i0 = 0; i0 < rows; i0 += FS_SOFTMAX_BLOCK) {
+        const fs_i64 nb = rows - i0 < FS_SOFTMAX_BLOCK ? rows - i0 : FS_SOFTMAX_BLOCK;
+        /* the exponentials go to O first: their sum is all log-softmax needs of them */
+        FS_S(fs_shifted_exp)(Z + i0 * ldz, ldz, nb, m, mx, O + i0 * ldo, ldo);
+        for (fs_i64 i = i0; i < i0 + nb; i++) {
+            const FS_T *z = Z + i * ldz;
+            FS_T *o = O + i * ldo;
+            FS_T s = 0;
+            for (fs_i64 j = 0; j < m; j++) s += o[j];
+            if (log_out) {
+                const FS_T log_s = FS_LOG(s), top = mx[i - i0];
+                for (fs_i64 j = 0; j < m; j++) o[j] = (z[j] - top) - log_s;
+            } else {
+                const FS_T inv_s = 1 / s;
+                for (fs_i64 j = 0; j < m; j++) o[j] *= inv_s;
+            }
         }
     }
 }

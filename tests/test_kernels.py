@@ -415,6 +415,26 @@ def test_softmax_and_log_softmax_match_numpy(rng, float_dtype, m):
                      dtype=float_dtype, err_msg=f"n={n}")
 
 
+def test_softmax_exponentials_across_the_float32_range():
+    # The float32 kernels compute e^(z - max) sixteen lanes at a time with their own
+    # polynomial (fs_vexpf): checked here on a dense grid of every exponent float32 can hold.
+    # Rows [x, 0] give p = (e^x / (1 + e^x), 1 / (1 + e^x)), a few roundings from the float64
+    # values; below ln(2^-126) e^x is 0 (only subnormals differ: an absolute 1.2e-38 at most).
+    x = np.concatenate([np.linspace(-104.0, 0.0, 200_003), -np.logspace(-12, 0, 5001)])
+    Z = np.stack([x, np.zeros_like(x)], axis=1).astype(np.float32)
+    ref = np.exp(ref_log_softmax(Z))
+    np.testing.assert_allclose(K.softmax(Z), ref, rtol=1e-6, atol=1.2e-38)
+    lp = K.log_softmax(Z)
+    np.testing.assert_allclose(lp, ref_log_softmax(Z), rtol=1e-6, atol=1e-7)
+    loss, grad = K.softmax_cross_entropy(Z, np.zeros(len(x), np.int64))
+    np.testing.assert_allclose(loss, -ref_log_softmax(Z)[:, 0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grad[:, 1], ref[:, 1], rtol=1e-6, atol=1.2e-38)
+    # exact where it must be: e^0 = 1, and a row of equal logits is uniform
+    assert (K.softmax(np.zeros((3, 10), np.float32)) == np.float32(0.1)).all()
+    assert K.softmax(np.array([[0.0, -np.inf]], np.float32)).tolist() == [[1.0, 0.0]]
+    assert np.isnan(K.softmax(np.array([[np.nan, 0.0]], np.float32))).all()
+
+
 def test_softmax_one_dimensional_and_non_contiguous(rng, float_dtype):
     z = rng.standard_normal(13).astype(float_dtype)
     p = K.softmax(z)
