@@ -136,6 +136,41 @@ def test_an_epoch_keeps_the_arrays_it_started_with(fashion_cache):
 
 
 @pytest.mark.fashion
+@pytest.mark.parametrize("how", ["resize", "strided pixels"])
+def test_arrays_shrunk_mid_epoch_raise_where_the_epoch_is_not_kept(how, fashion_cache):
+    # Epochs that gather batch by batch (a resize, or pixels not C-contiguous at the start)
+    # read the dataset's arrays as they are: indices of the old length must raise, not read.
+    ds = FashionMNIST(train=False)
+    if how == "resize":
+        images = ds.transform_first(Compose([Resize(20), ToTensor()]))
+    else:
+        ds.data = np.repeat(ds.data, 2, axis=2)[:, :, ::2]
+        images = ds.transform_first(ToTensor())
+    it = iter(DataLoader(images, 500, shuffle=True, seed=1))
+    next(it)
+    ds.data, ds.targets = ds.data[:100].copy(), ds.targets[:100].copy()
+    with pytest.raises(ValueError, match=r"indices must be in \[0, 100\)"):
+        for _ in it:
+            pass
+
+
+@pytest.mark.fashion
+def test_loader_of_a_transformed_subclass_and_of_no_examples(fashion_cache):
+    class Inverted(fsd.TransformedDataset):
+        def _take(self, idx, buffers=None):
+            X, y = super()._take(idx, buffers)
+            return 1 - X, y
+
+    ds = FashionMNIST(train=False)
+    inv = Inverted(ds, ToTensor())
+    X, y = next(iter(DataLoader(inv, 64)))
+    np.testing.assert_array_equal(X, inv.get_batch(np.arange(64))[0])
+    np.testing.assert_array_equal(X, 1 - ds.transform_first(ToTensor())[:64][0])
+    ds.data, ds.targets = ds.data[:0], ds.targets[:0]
+    assert list(DataLoader(ds.transform_first(ToTensor()), 4)) == []
+
+
+@pytest.mark.fashion
 def test_shuffling_values_and_order(test, fashion_cache):
     train_iter, test_iter = load_data_fashion_mnist(1000, seed=7)
 

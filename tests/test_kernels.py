@@ -1099,6 +1099,8 @@ def test_bucketed_permutation_depends_on_the_seed_not_the_threads():
             assert not np.array_equal(p, R.permutation(n, 100, 1, 0, block))
     with pytest.raises(ValueError, match="block must be positive"):
         R.permutation(10, 1, 1, 0, 0)
+    # one block however large (its count must not overflow)
+    assert sorted(R.permutation(10, 1, 1, 0, 2**63 - 1)) == list(range(10))
 
 
 @pytest.mark.parametrize("n, seed, exc, match", [

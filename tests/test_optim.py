@@ -164,6 +164,30 @@ def test_learning_rate_follows_the_schedule(rng):
         np.testing.assert_allclose(before - p.data, lr, rtol=1e-14)
 
 
+@pytest.mark.parametrize("bad", [-0.5, 0.0, float("nan"), float("inf")])
+def test_a_learning_rate_changed_to_a_bad_value_is_refused_at_the_step(bad):
+    p = Parameter(np.ones(3))
+    opt = SGD([p], lr=0.1)
+    opt.lr = bad
+    p.grad[...] = 1.0
+    with pytest.raises(ValueError, match="learning rate must be a finite number > 0"):
+        opt.step(1)
+    np.testing.assert_array_equal(p.data, 1.0)  # untouched
+
+
+def test_a_subclass_learning_rate_is_used():
+    class WarmUp(SGD):
+        @property
+        def learning_rate(self):
+            return self.lr * min(1.0, (self.num_steps + 1) / 10)
+
+    p = Parameter(np.zeros(1))
+    opt = WarmUp([p], lr=1.0)
+    p.grad[...] = 1.0
+    opt.step(1)
+    np.testing.assert_allclose(p.data, -0.1)
+
+
 def test_learning_rate_with_cosine_schedule():
     p = Parameter(np.zeros(2))
     sched = CosineSchedule(10, final_factor=0.1)

@@ -455,6 +455,34 @@ def test_dataloader_gathers_other_feature_dtypes_with_numpy(rng, dtype):
         np.testing.assert_array_equal(Xb, X[yb])
 
 
+def test_dataloader_reads_arrays_replaced_in_the_dataset_safely(rng):
+    # ds.arrays is a plain list: what the loader gathers unchecked is worked out from the arrays
+    # as they are at the start of each epoch, never from what they were at construction.
+    ds = fs.ArrayDataset(np.ones((64, 1000), np.float32), np.arange(64))
+    ds.arrays[0] = rng.normal(size=(64, 3)).astype(np.float32)  # narrower
+    for Xb, yb in fs.DataLoader(ds, 16, shuffle=True, seed=0):
+        np.testing.assert_array_equal(Xb, ds.arrays[0][yb])
+    ds.arrays[0] = rng.normal(size=(64, 3))  # float64 now
+    Xb, yb = ds.get_batch([5, 1])
+    assert Xb.dtype == np.float64
+    np.testing.assert_array_equal(Xb, ds.arrays[0][[5, 1]])
+    ds.arrays[0] = np.zeros((10, 3), np.float32)  # shorter than the dataset: NumPy refuses
+    with pytest.raises(IndexError):
+        list(fs.DataLoader(ds, 64))
+
+
+def test_dataloader_uses_a_subclass_own_take():
+    class Shifted(fs.ArrayDataset):
+        def _take(self, idx, buffers=None):
+            X, y = super()._take(idx, buffers)
+            return X + 100, y
+
+    ds = Shifted(np.zeros((6, 2), np.float32), np.arange(6))
+    assert (ds.get_batch([0])[0] == 100).all()
+    for Xb, _ in fs.DataLoader(ds, 4):
+        assert (Xb == 100).all()
+
+
 def test_dataloader_two_interleaved_passes(rng):
     X = rng.normal(size=(2048, 32))
     loader = fs.load_array((X, np.arange(2048)), 512, seed=1)

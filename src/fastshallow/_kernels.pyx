@@ -151,11 +151,12 @@ def permutation(int64_t n, uint64_t seed, int nt=1, int64_t bucketed_from=PERM_B
         with nogil:
             fs_permutation(p, n, seed)
         return out
-    # 2^log_nb buckets of at most about 32768 indices (256 KB, shuffled within L2), 16 to 256.
+    # 2^log_nb buckets, 16 to 256: about 32768 indices each (256 KB, shuffled within L2) up to
+    # 2^23 rows, n / 256 beyond.
     cdef int log_nb = 4
     while log_nb < 8 and (n >> (log_nb + 15)) > 0:
         log_nb += 1
-    cdef int64_t nb = 1 << log_nb, nblk = (n + block - 1) // block, t, b, pos = 0, c
+    cdef int64_t nb = 1 << log_nb, nblk = (n - 1) // block + 1, t, b, pos = 0, c
     cdef cnp.ndarray bucket = np.empty(n, np.uint8)
     cdef cnp.ndarray counts = np.zeros(nblk * nb, np.int64), start = np.empty(nb + 1, np.int64)
     cdef uint8_t *bk = <uint8_t *>cnp.PyArray_DATA(bucket)

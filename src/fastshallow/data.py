@@ -122,6 +122,17 @@ class BatchDataset:
         raise NotImplementedError
 
 
+def _gatherable_rows(a, n: int):
+    """`a` as (n, k) rows the compiled gather may read unchecked -- an ndarray of float32 or
+    float64 in native byte order, C-contiguous and aligned, with n rows -- else None (float16,
+    byte-swapped, integer, 1-D and other arrays are taken by NumPy)."""
+    if (type(a) is np.ndarray and a.ndim >= 2 and len(a) == n and a.dtype in C.FLOAT_DTYPES
+            and a.flags.c_contiguous and a.flags.aligned):
+        # Not reshape(n, -1): NumPy cannot infer the -1 of an empty array.
+        return a.reshape(n, int(np.prod(a.shape[1:])))
+    return None
+
+
 class ArrayDataset(BatchDataset):
     """Arrays of equal length, indexed together along their first axis.
 
@@ -139,11 +150,6 @@ class ArrayDataset(BatchDataset):
             if arr.ndim == 0:
                 raise ValueError(f"arrays[{i}] must have at least one dimension, got a scalar")
             self.arrays.append(arr)
-        # float32 / float64 feature arrays (native byte order) as 2-D rows, for the compiled
-        # gather; other arrays (float16, byte-swapped, integers, 1-D) are taken by NumPy.
-        self._rows = [a.reshape(len(a), int(np.prod(a.shape[1:])))
-                      if a.dtype in C.FLOAT_DTYPES and a.ndim >= 2 else None
-                      for a in self.arrays]
         n = len(self.arrays[0])
         for i, a in enumerate(self.arrays[1:], 1):
             if len(a) != n:
@@ -171,16 +177,19 @@ class ArrayDataset(BatchDataset):
 
     def _plan(self, batch_size: int) -> list:
         """For each array: (array, its rows for the compiled gather or None, the shape of one
-        example, values per example, threads for a batch of `batch_size`)."""
+        example, values per example, threads for a batch of `batch_size`).  Worked out from
+        the arrays as they are now (``ds.arrays`` is a plain list a user may change)."""
         plan = []
-        for a, rows in zip(self.arrays, self._rows):
+        for a in self.arrays:
+            rows = _gatherable_rows(a, self._n)
             k = 0 if rows is None else rows.shape[1]
             plan.append((a, rows, a.shape[1:], k, resolve_threads(None, batch_size * k)))
         return plan
 
     def _gather(self, plan: list, idx: np.ndarray, buffers: BatchBuffers | None) -> tuple:
-        # idx is int64, C-contiguous and in range (see BatchDataset), and the float arrays
-        # were made C-contiguous on construction: the compiled gather needs no further checks.
+        # idx is int64, C-contiguous and in range(len(self)) (see BatchDataset), and the rows
+        # of the plan are C-contiguous native floats with len(self) rows (_gatherable_rows): the
+        # compiled gather needs no further checks.  NumPy takes (and bounds-checks) the rest.
         out = []
         B = len(idx)
         for a, rows, shape, k, nt in plan:
@@ -197,8 +206,12 @@ class ArrayDataset(BatchDataset):
         return self._gather(self._plan(len(idx)), idx, buffers)
 
     def _batches(self, order: np.ndarray, batch_size: int, buffers: BatchBuffers) -> Iterator:
+        if type(self)._take is not ArrayDataset._take:  # a subclass's batches are its own
+            yield from super()._batches(order, batch_size, buffers)
+            return
         # The plan is the same for every batch of the epoch: worked out once (the book's
-        # minibatches of 10 rows take less time to gather than the plan to make).
+        # minibatches of 10 rows take less time to gather than the plan to make).  The epoch
+        # keeps the arrays it started with.
         plan = self._plan(batch_size)
         for start in range(0, len(order), batch_size):
             yield self._gather(plan, order[start:start + batch_size], buffers)

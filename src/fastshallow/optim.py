@@ -119,15 +119,17 @@ class SGD:
         """Update every parameter from its ``.grad`` (the gradient of the summed loss of a
         minibatch of `batch_size` examples)."""
         # The book's loop calls this for every small minibatch: the common case (an int batch
-        # size, the constant schedule) skips the general checks, which cost as much as the update.
+        # size, plain SGD with the constant schedule) skips the general code, which costs as
+        # much as the update.
         if type(batch_size) is not int or batch_size <= 0:
             batch_size = C.positive_int("batch_size", batch_size)
-        if type(self.schedule) is ConstantSchedule:
-            lr = self.lr  # checked on construction
+        if type(self) is SGD and type(self.schedule) is ConstantSchedule:
+            lr = self.lr
         else:
             lr = self.learning_rate
-            if not (math.isfinite(lr) and lr > 0):
-                raise ValueError(f"the schedule gave learning rate {lr} at step {self.num_steps}")
+        if not (math.isfinite(lr) and lr > 0):  # `lr` is a public attribute: checked every step
+            raise ValueError(f"the learning rate must be a finite number > 0, got {lr} at step "
+                             f"{self.num_steps}")
         vel = self.velocity if self.momentum else None
         team = get_num_threads()
         update = _k().sgd_update

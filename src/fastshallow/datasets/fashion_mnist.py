@@ -224,9 +224,11 @@ class TransformedDataset(BatchDataset):
         the base dataset's pixels unchecked -- uint8, C-contiguous, one row per example, so an
         index checked against len(self) is a row of them -- else None."""
         data, targets = self.dataset._pixel_arrays()
-        if (data.dtype == np.uint8 and data.ndim >= 2 and data.flags.c_contiguous
-                and len(data) == len(self)):
-            return data.reshape(len(data), -1), data.shape[1:], targets
+        if (type(data) is np.ndarray and data.dtype == np.uint8 and data.ndim >= 2
+                and data.flags.c_contiguous and len(data) == len(self)):
+            # Not reshape(n, -1): NumPy cannot infer the -1 of an empty array.
+            return (data.reshape(len(data), int(np.prod(data.shape[1:]))), data.shape[1:],
+                    targets)
         return None
 
     def _take(self, idx: np.ndarray,
@@ -238,8 +240,9 @@ class TransformedDataset(BatchDataset):
         if self._plan is None:
             return self._stack([self[int(i)] for i in idx])
         found = self._pixel_rows() if len(idx) else None
-        if found is not None:
-            # idx is checked against len(self) (see BatchDataset): skip the wrapper's checks.
+        # idx was checked against len(self) (see BatchDataset), but perhaps at the start of an
+        # epoch that has since been given shorter arrays: the largest index decides.
+        if found is not None and int(idx.max()) < len(found[0]):
             rows, shape, targets = found
             # With a resize the gathered images are an intermediate: a fresh array is fine.
             X = batch_array(None if self._plan.resize else buffers, (len(idx),) + shape,
@@ -258,7 +261,7 @@ class TransformedDataset(BatchDataset):
         around a 256-image batch took a quarter of the loader's time).  The epoch reads the
         arrays it found at its start, even if the dataset is given new ones meanwhile."""
         found = (self._pixel_rows() if self._plan is not None and self._plan.resize is None
-                 else None)
+                 and type(self)._take is TransformedDataset._take else None)
         if found is None:
             yield from super()._batches(order, batch_size, buffers)
             return
