@@ -451,10 +451,6 @@ static void FS_S(fs_colsum)(const FS_T *G, fs_i64 ldg, fs_i64 n, fs_i64 m, FS_T 
 
 /* ---- softmax and cross-entropy ---------------------------------------------------------- */
 
-/* Per row: loss = sum_j q_j * (lse - z_j), the cross-entropy between the smoothed one-hot target
- * q (1 - smooth on the label, smooth / m spread over all classes) and softmax(z), and its gradient
- * dL/dz = softmax(z) - q.  Shifting by the row maximum keeps exp() in (0, 1] and every
- * (lse - z_j) a finite non-negative number for any finite logits. */
 /* e^(z_j - max_j z) of every row, into O (row stride ldo), each row's maximum into mx. */
 FS_INLINE void FS_S(fs_shifted_exp)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m, FS_T *mx,
                                     FS_T *O, fs_i64 ldo)
@@ -481,8 +477,19 @@ FS_INLINE void FS_S(fs_shifted_exp)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i
 
 /* Rows per block of the softmax kernels: the maxima of one block live on the stack. */
 #define FS_SOFTMAX_BLOCK 64
+/* The float kernels are cloned per ISA for fs_vexpf; the double ones are not, so that their
+ * arithmetic (no FMA contraction of the label-smoothing terms) stays what it was. */
+#if FS_VEXP
+#define FS_SOFTMAX_CLONES FS_CLONES
+#else
+#define FS_SOFTMAX_CLONES
+#endif
 
-FS_CLONES static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows,
+/* Per row: loss = sum_j q_j * (lse - z_j), the cross-entropy between the smoothed one-hot target
+ * q (1 - smooth on the label, smooth / m spread over all classes) and softmax(z), and its gradient
+ * dL/dz = softmax(z) - q.  Shifting by the row maximum keeps exp() in [0, 1] and every
+ * (lse - z_j) a finite non-negative number for any finite logits. */
+FS_SOFTMAX_CLONES static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows,
                                                  fs_i64 m, const fs_i64 *y, FS_T smooth,
                                                  FS_T *loss, FS_T *G, fs_i64 ldg)
 {
@@ -512,7 +519,7 @@ FS_CLONES static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 ldz, fs_i
 }
 
 /* Row-wise softmax (log_out == 0) or log-softmax (log_out != 0). */
-FS_CLONES static void FS_S(fs_softmax_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m,
+FS_SOFTMAX_CLONES static void FS_S(fs_softmax_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m,
                                             int log_out, FS_T *O, fs_i64 ldo)
 {
     FS_T mx[FS_SOFTMAX_BLOCK];
@@ -535,6 +542,8 @@ FS_CLONES static void FS_S(fs_softmax_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 ro
         }
     }
 }
+
+#undef FS_SOFTMAX_CLONES
 
 /* ---- parameter update ------------------------------------------------------------------- */
 

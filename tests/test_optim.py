@@ -175,6 +175,18 @@ def test_a_learning_rate_changed_to_a_bad_value_is_refused_at_the_step(bad):
     np.testing.assert_array_equal(p.data, 1.0)  # untouched
 
 
+def test_momentum_buffers_must_fit_the_parameters():
+    p = Parameter(np.zeros(4, np.float32))
+    opt = SGD([p], lr=0.1, momentum=0.9)
+    opt.step(1)
+    opt.params[0] = Parameter(np.zeros(1 << 16, np.float32))
+    with pytest.raises(ValueError, match=r"momentum buffer of 'param' has shape \(4,\)"):
+        opt.step(1)
+    opt.params.append(Parameter(np.zeros(4, np.float32)))
+    with pytest.raises(ValueError, match="1 momentum buffers for 2 parameters"):
+        opt.step(1)
+
+
 def test_a_subclass_learning_rate_is_used():
     class WarmUp(SGD):
         @property

@@ -471,6 +471,31 @@ def test_dataloader_reads_arrays_replaced_in_the_dataset_safely(rng):
         list(fs.DataLoader(ds, 64))
 
 
+def test_dataloader_survives_an_array_reinterpreted_mid_epoch():
+    # Assigning .dtype reinterprets an array in place: the epoch keeps the rows (and their
+    # dtype) it planned with, so it neither overruns the batch nor the array.
+    X = np.arange(2 * 4096, dtype=np.float32).reshape(4096, 2)
+    ds = fs.ArrayDataset(X, np.arange(4096))
+    it = iter(fs.DataLoader(ds, 1024))
+    next(it)
+    X.dtype = np.float64  # now (4096, 1) float64 over the same bytes
+    for Xb, yb in it:
+        assert Xb.dtype == np.float32 and Xb.shape == (len(yb), 2)
+        np.testing.assert_array_equal(Xb.view(np.float64)[:, 0], X[yb, 0])
+
+
+def test_dataloader_respects_a_subclass_length():
+    class Twice(fs.ArrayDataset):  # more indices than rows: NumPy's bounds check must say so
+        def __len__(self):
+            return 2 * self._n
+
+    ds = Twice(np.ones((100, 4), np.float32))
+    with pytest.raises(IndexError):
+        ds.get_batch([150])
+    with pytest.raises(IndexError):
+        list(fs.DataLoader(ds, 64))
+
+
 def test_dataloader_uses_a_subclass_own_take():
     class Shifted(fs.ArrayDataset):
         def _take(self, idx, buffers=None):

@@ -180,23 +180,26 @@ class ArrayDataset(BatchDataset):
         example, values per example, threads for a batch of `batch_size`).  Worked out from
         the arrays as they are now (``ds.arrays`` is a plain list a user may change)."""
         plan = []
+        n = len(self)  # what indices are checked against (a subclass may say otherwise)
         for a in self.arrays:
-            rows = _gatherable_rows(a, self._n)
+            rows = _gatherable_rows(a, n)
             k = 0 if rows is None else rows.shape[1]
             plan.append((a, rows, a.shape[1:], k, resolve_threads(None, batch_size * k)))
         return plan
 
     def _gather(self, plan: list, idx: np.ndarray, buffers: BatchBuffers | None) -> tuple:
         # idx is int64, C-contiguous and in range(len(self)) (see BatchDataset), and the rows
-        # of the plan are C-contiguous native floats with len(self) rows (_gatherable_rows): the
-        # compiled gather needs no further checks.  NumPy takes (and bounds-checks) the rest.
+        # of the plan are C-contiguous native floats with len(self) rows (_gatherable_rows),
+        # whose own shape and dtype the batch takes (an array's dtype can be reassigned in
+        # place): the compiled gather needs no further checks.  NumPy takes (and
+        # bounds-checks) the rest.
         out = []
         B = len(idx)
         for a, rows, shape, k, nt in plan:
             if rows is None:
                 out.append(a[idx])
                 continue
-            b = batch_array(buffers, (B,) + shape, a.dtype, B * k * a.itemsize)
+            b = batch_array(buffers, (B,) + shape, rows.dtype, B * k * rows.itemsize)
             if B * k:
                 _k().gather_rows(rows, idx, b, 1.0, nt)  # fills the B * k values of b in order
             out.append(b)

@@ -133,15 +133,24 @@ class SGD:
         vel = self.velocity if self.momentum else None
         team = get_num_threads()
         update = _k().sgd_update
-        # The arrays are the parameters' own (C-contiguous, of one dtype and shape) and the
-        # hyper-parameters were checked on construction: the compiled update runs without the
-        # wrapper's per-call checks, which would cost more than it does.
+        # The arrays are the parameters' own (C-contiguous, of one dtype and shape), and a
+        # momentum buffer is checked against its parameter (the list of parameters is public):
+        # the compiled update runs without the wrapper's per-call checks, which would cost
+        # more than it does.  (momentum and weight_decay only change numbers, never sizes.)
+        if vel is not None and len(vel) != len(self.params):
+            raise ValueError(f"this optimizer has {len(vel)} momentum buffers for "
+                             f"{len(self.params)} parameters: make a new SGD for new parameters")
         for i, p in enumerate(self.params):
             data = p._data
             if data is None:
                 p._need()  # raises: a layer that has not seen its input size yet
-            update(data, p._grad, lr, float(batch_size), self.momentum, self.weight_decay,
-                   None if vel is None else vel[i], 1 if data.size * 4 < SERIAL_WORK else team)
+            v = None if vel is None else vel[i]
+            if v is not None and (v.shape != data.shape or v.dtype != data.dtype):
+                raise ValueError(f"the momentum buffer of {p.name!r} has shape {v.shape} "
+                                 f"({v.dtype}), the parameter {data.shape} ({data.dtype}): make "
+                                 "a new SGD for new parameters")
+            update(data, p._grad, lr, float(batch_size), self.momentum, self.weight_decay, v,
+                   1 if data.size * 4 < SERIAL_WORK else team)
         self.num_steps += 1
 
     def zero_grad(self) -> None:

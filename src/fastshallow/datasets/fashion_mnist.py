@@ -258,8 +258,10 @@ class TransformedDataset(BatchDataset):
 
     def _batches(self, order: np.ndarray, batch_size: int, buffers: BatchBuffers):
         """A DataLoader's epoch, checked once rather than every batch as in _take (the Python
-        around a 256-image batch took a quarter of the loader's time).  The epoch reads the
-        arrays it found at its start, even if the dataset is given new ones meanwhile."""
+        around a 256-image batch took a quarter of the loader's time).  Such an epoch reads the
+        arrays it found at its start, even if the dataset is given new ones meanwhile; epochs
+        with a resize, over pixels the gather cannot read directly, or of a subclass with its
+        own _take go batch by batch through _take, which checks the arrays as they are."""
         found = (self._pixel_rows() if self._plan is not None and self._plan.resize is None
                  and type(self)._take is TransformedDataset._take else None)
         if found is None:
