@@ -451,9 +451,10 @@ static void FS_S(fs_colsum)(const FS_T *G, fs_i64 ldg, fs_i64 n, fs_i64 m, FS_T 
 
 /* ---- softmax and cross-entropy ---------------------------------------------------------- */
 
-/* e^(z_j - max_j z) of every row, into O (row stride ldo), each row's maximum into mx. */
+/* e^(z_j - max_j z) of every row, into O (row stride ldo); each row's maximum into mx and the
+ * sum of its exponentials (in column order) into sum. */
 FS_INLINE void FS_S(fs_shifted_exp)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m, FS_T *mx,
-                                    FS_T *O, fs_i64 ldo)
+                                    FS_T *sum, FS_T *O, fs_i64 ldo)
 {
     for (fs_i64 i = 0; i < rows; i++) {
         const FS_T *z = Z + i * ldz;
@@ -473,6 +474,12 @@ FS_INLINE void FS_S(fs_shifted_exp)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i
         for (fs_i64 i = 0; i < rows; i++) fs_exp_inplace_f32(O + i * ldo, m);
     }
 #endif
+    for (fs_i64 i = 0; i < rows; i++) {
+        const FS_T *o = O + i * ldo;
+        FS_T s = 0;
+        for (fs_i64 j = 0; j < m; j++) s += o[j];
+        sum[i] = s;
+    }
 }
 
 /* Rows per block of the softmax kernels: the maxima of one block live on the stack. */
@@ -489,20 +496,20 @@ FS_INLINE void FS_S(fs_shifted_exp)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i
  * q (1 - smooth on the label, smooth / m spread over all classes) and softmax(z), and its gradient
  * dL/dz = softmax(z) - q.  Shifting by the row maximum keeps exp() in [0, 1] and every
  * (lse - z_j) a finite non-negative number for any finite logits. */
-FS_SOFTMAX_CLONES static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows,
-                                                 fs_i64 m, const fs_i64 *y, FS_T smooth,
-                                                 FS_T *loss, FS_T *G, fs_i64 ldg)
+FS_SOFTMAX_CLONES static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 ldz,
+                                                         fs_i64 rows, fs_i64 m, const fs_i64 *y,
+                                                         FS_T smooth, FS_T *loss, FS_T *G,
+                                                         fs_i64 ldg)
 {
     const FS_T off = smooth / (FS_T)m;
-    FS_T mx[FS_SOFTMAX_BLOCK];
+    FS_T mx[FS_SOFTMAX_BLOCK], sum[FS_SOFTMAX_BLOCK];
     for (fs_i64 i0 = 0; i0 < rows; i0 += FS_SOFTMAX_BLOCK) {
         const fs_i64 nb = rows - i0 < FS_SOFTMAX_BLOCK ? rows - i0 : FS_SOFTMAX_BLOCK;
-        FS_S(fs_shifted_exp)(Z + i0 * ldz, ldz, nb, m, mx, G + i0 * ldg, ldg);
+        FS_S(fs_shifted_exp)(Z + i0 * ldz, ldz, nb, m, mx, sum, G + i0 * ldg, ldg);
         for (fs_i64 i = i0; i < i0 + nb; i++) {
             const FS_T *z = Z + i * ldz;
             FS_T *g = G + i * ldg;
-            FS_T s = 0;
-            for (fs_i64 j = 0; j < m; j++) s += g[j];
+            const FS_T s = sum[i - i0];
             const FS_T log_s = FS_LOG(s), inv_s = 1 / s, top = mx[i - i0];
             const fs_i64 yi = y[i];
             FS_T l = (FS_T)(1 - smooth) * ((top - z[yi]) + log_s);
@@ -519,19 +526,18 @@ FS_SOFTMAX_CLONES static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 l
 }
 
 /* Row-wise softmax (log_out == 0) or log-softmax (log_out != 0). */
-FS_SOFTMAX_CLONES static void FS_S(fs_softmax_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m,
-                                            int log_out, FS_T *O, fs_i64 ldo)
+FS_SOFTMAX_CLONES static void FS_S(fs_softmax_rows)(const FS_T *Z, fs_i64 ldz, fs_i64 rows,
+                                                    fs_i64 m, int log_out, FS_T *O, fs_i64 ldo)
 {
-    FS_T mx[FS_SOFTMAX_BLOCK];
+    FS_T mx[FS_SOFTMAX_BLOCK], sum[FS_SOFTMAX_BLOCK];
     for (fs_i64 i0 = 0; i0 < rows; i0 += FS_SOFTMAX_BLOCK) {
         const fs_i64 nb = rows - i0 < FS_SOFTMAX_BLOCK ? rows - i0 : FS_SOFTMAX_BLOCK;
         /* the exponentials go to O first: their sum is all log-softmax needs of them */
-        FS_S(fs_shifted_exp)(Z + i0 * ldz, ldz, nb, m, mx, O + i0 * ldo, ldo);
+        FS_S(fs_shifted_exp)(Z + i0 * ldz, ldz, nb, m, mx, sum, O + i0 * ldo, ldo);
         for (fs_i64 i = i0; i < i0 + nb; i++) {
             const FS_T *z = Z + i * ldz;
             FS_T *o = O + i * ldo;
-            FS_T s = 0;
-            for (fs_i64 j = 0; j < m; j++) s += o[j];
+            const FS_T s = sum[i - i0];
             if (log_out) {
                 const FS_T log_s = FS_LOG(s), top = mx[i - i0];
                 for (fs_i64 j = 0; j < m; j++) o[j] = (z[j] - top) - log_s;
