@@ -182,8 +182,17 @@ def test_momentum_buffers_must_fit_the_parameters():
     opt.params[0] = Parameter(np.zeros(1 << 16, np.float32))
     with pytest.raises(ValueError, match=r"momentum buffer of 'param' has shape \(4,\)"):
         opt.step(1)
-    opt.params.append(Parameter(np.zeros(4, np.float32)))
-    with pytest.raises(ValueError, match="1 momentum buffers for 2 parameters"):
+    # nothing is half-updated: a bad buffer behind a good one stops the step before both
+    good, new = Parameter(np.ones(3, np.float32)), Parameter(np.ones(5, np.float32))
+    opt = SGD([good, Parameter(np.ones(2, np.float32))], lr=0.1, momentum=0.9)
+    opt.step(1)
+    good.grad[...] = 1.0
+    opt.params[1] = new
+    with pytest.raises(ValueError, match="momentum buffer"):
+        opt.step(1)
+    np.testing.assert_array_equal(good.data, 1.0)
+    opt.params[1:] = [Parameter(np.ones(2, np.float32)), Parameter(np.zeros(4, np.float32))]
+    with pytest.raises(ValueError, match="2 momentum buffers for 3 parameters"):
         opt.step(1)
 
 

@@ -140,6 +140,7 @@ class SGD:
         if vel is not None and len(vel) != len(self.params):
             raise ValueError(f"this optimizer has {len(vel)} momentum buffers for "
                              f"{len(self.params)} parameters: make a new SGD for new parameters")
+        work = []  # everything is checked before any parameter changes
         for i, p in enumerate(self.params):
             data = p._data
             if data is None:
@@ -149,7 +150,9 @@ class SGD:
                 raise ValueError(f"the momentum buffer of {p.name!r} has shape {v.shape} "
                                  f"({v.dtype}), the parameter {data.shape} ({data.dtype}): make "
                                  "a new SGD for new parameters")
-            update(data, p._grad, lr, float(batch_size), self.momentum, self.weight_decay, v,
+            work.append((data, p._grad, v))
+        for data, grad, v in work:
+            update(data, grad, lr, float(batch_size), self.momentum, self.weight_decay, v,
                    1 if data.size * 4 < SERIAL_WORK else team)
         self.num_steps += 1
 
