@@ -23,6 +23,8 @@
 #define FS_OPENMP 0
 static inline int omp_get_max_threads(void) { return 1; }
 static inline int omp_get_num_procs(void) { return 1; }
+static inline int omp_get_thread_num(void) { return 0; }
+static inline double omp_get_wtime(void) { return 0; }
 #endif
 
 /* Run-time ISA dispatch: the hot loops are compiled three times, for x86-64-v4 (AVX-512),
@@ -93,6 +95,14 @@ static const char *fs_isa(void)
 
 typedef int64_t fs_i64;
 
+/* Request the cache lines of bytes [p + from, p + to), to > from: one request every 64 bytes and
+ * one for the last byte (bytes that do not start on a line boundary end in one more line). */
+static inline void fs_prefetch_span(const char *p, fs_i64 from, fs_i64 to)
+{
+    for (fs_i64 off = from; off < to; off += 64) FS_PREFETCH(p + off);
+    FS_PREFETCH(p + to - 1);
+}
+
 /* Rows per register block in the matrix-product micro-kernel. */
 #define FS_MR 4
 /* Up to this many outputs, products run along the contraction (transposed weights) rather than
@@ -101,8 +111,57 @@ typedef int64_t fs_i64;
 
 /* Fused training: the losses it knows, and its fixed task sizes. */
 enum { FS_LOSS_SOFTMAX_XENT = 0, FS_LOSS_L2 = 1, FS_LOSS_HUBER = 2 };
-#define FS_FUSED_CHUNK 64 /* batch rows per phase-1 task: fewer gradient shares to add */
+/* How the AVX-512 products read their rows: values as they are, values times a scale, or uint8
+ * values times a scale, converted in registers exactly as a gather into FS_T would convert them
+ * (one rounding: (FS_T)x * scale), so the fused step can read the examples in place. */
+enum { FS_ROWS_PLAIN = 0, FS_ROWS_SCALED = 1, FS_ROWS_U8 = 2 };
+#define FS_FUSED_CHUNK 64 /* batch rows per phase-1 call */
+/* Few outputs (m <= FS_DOT_MAX): phase 2 can compute the weight gradient of its weight rows from
+ * every row of the batch, reading the rows other threads read in phase 1 from their cores'
+ * caches; or phase 1 can leave each chunk of FS_SHARE_ROWS rows a share of it, computed while
+ * those rows are in cache, for phase 2 to add up.  Shares move nshares * m values per weight
+ * row between cores where the rows move a batch of row elements, so they win when they are
+ * small against the rows: one output (linear regression) takes shares, ten (Fashion-MNIST)
+ * run about a quarter faster without them.  Returns the rows per share, or 0 for none. */
+#define FS_SHARE_ROWS 16
+static inline int64_t fs_fused_share_rows(int64_t batch, int64_t m, int panel, int64_t row_esize,
+                                          int64_t esize)
+{
+    const int64_t nshares = (batch + FS_SHARE_ROWS - 1) / FS_SHARE_ROWS;
+    return !panel && 8 * nshares * m * esize <= batch * row_esize ? FS_SHARE_ROWS : 0;
+}
 #define FS_FUSED_COLS 16  /* weight rows per phase-2 task */
+
+/* Fused training's split of each phase among the threads (see fs_fused_sgd). */
+/* Thread `i` of nt takes [at(i), at(i + 1)) of n items, cut at multiples of `unit`, where
+ * cum[i] is the share of the threads before it (cum[0] = 0, cum[nt] = 1). */
+static inline fs_i64 fs_split_at(const double *cum, int i, int nt, fs_i64 n, fs_i64 unit)
+{
+    if (i >= nt) return n;
+    const fs_i64 at = ((fs_i64)(cum[i] * (double)n + 0.5 * (double)unit) / unit) * unit;
+    return at < n ? at : n;
+}
+
+/* New shares (cumulative, into cum) in proportion to each thread's speed, work[i] / secs[i],
+ * smoothed over minibatches; a thread without a timing keeps its speed. */
+static inline void fs_rebalance(double *speed, const double *work, const double *secs,
+                                double *cum, int nt)
+{
+    double total = 0;
+    for (int i = 0; i < nt; i++) {
+        if (work[i] > 0 && secs[i] > 0)
+            speed[i] = speed[i] > 0 ? 0.75 * speed[i] + 0.25 * (work[i] / secs[i])
+                                    : work[i] / secs[i];
+        total += speed[i] > 0 ? speed[i] : 0;
+    }
+    if (!(total > 0)) return;
+    double c = 0;
+    for (int i = 0; i < nt; i++) {
+        cum[i] = c / total;
+        c += speed[i] > 0 ? speed[i] : 0;
+    }
+    cum[nt] = 1;
+}
 
 static const char *fs_compiler(void) {
 #if defined(__clang__)
@@ -259,6 +318,7 @@ static void fs_perm_scatter(const uint8_t *bucket, int64_t *next, int64_t i0, in
 #define FS_VL 8
 #define FS_EXP expf /* not exp: a float argument would be computed (slower) in double */
 #define FS_LOG logf
+#define FS_FMA fmaf
 #define FS_PW 16
 #define FS_W fs_v16f
 #define FS_WU fs_v16f_u
@@ -273,6 +333,7 @@ static void fs_perm_scatter(const uint8_t *bucket, int64_t *next, int64_t i0, in
 #undef FS_VL
 #undef FS_EXP
 #undef FS_LOG
+#undef FS_FMA
 #undef FS_PW
 
 #define FS_VEXP 0
@@ -283,6 +344,7 @@ static void fs_perm_scatter(const uint8_t *bucket, int64_t *next, int64_t i0, in
 #define FS_VL 4
 #define FS_EXP exp
 #define FS_LOG log
+#define FS_FMA fma
 #define FS_PW 8
 #define FS_W fs_v8d
 #define FS_WU fs_v8d_u
@@ -297,6 +359,7 @@ static void fs_perm_scatter(const uint8_t *bucket, int64_t *next, int64_t i0, in
 #undef FS_VL
 #undef FS_EXP
 #undef FS_LOG
+#undef FS_FMA
 #undef FS_PW
 
 #endif

@@ -190,93 +190,196 @@ FS_V4_TARGET FS_INLINE FS_T FS_S(fs_hsum_v4)(FS_W v)
                                                       (__m512d)(v))
 #endif
 
-/* Rows x[0..4) against outputs w[0..J): acc[r][j] over the first kv columns and, when `tail`,
+/* Where a product's rows come from: row i is X[idx ? idx[i] : i] (stride ldx elements), read as
+ * `mode` says (FS_ROWS_*). */
+typedef struct {
+    const void *X;
+    fs_i64 ldx;
+    const fs_i64 *idx;
+    int mode;
+    FS_T scale;
+} FS_S(fs_rows);
+
+FS_INLINE const void *FS_S(fs_row)(const FS_S(fs_rows) *s, const int mode, fs_i64 i)
+{
+    const fs_i64 r = s->idx ? s->idx[i] : i;
+    return mode == FS_ROWS_U8 ? (const void *)((const uint8_t *)s->X + r * s->ldx)
+                                 : (const void *)((const FS_T *)s->X + r * s->ldx);
+}
+
+/* Element t of a row. */
+FS_INLINE FS_T FS_S(fs_row_value)(const void *row, const int mode, fs_i64 t, FS_T scale)
+{
+    if (mode == FS_ROWS_U8) return (FS_T)((const uint8_t *)row)[t] * scale;
+    const FS_T v = ((const FS_T *)row)[t];
+    return mode == FS_ROWS_SCALED ? v * scale : v;
+}
+
+/* Elements [t, t + FS_WL) of a row; with n > 0 only the first n of them, the other lanes zero
+ * (masked: nothing past them is read, and an infinite scale cannot turn those lanes into NaN). */
+FS_V4_TARGET FS_INLINE FS_W FS_S(fs_row_load_v4)(const void *row, const int mode, fs_i64 t,
+                                                  const unsigned n, FS_W scale)
+{
+    FS_W v;
+    if (mode == FS_ROWS_U8) {
+        const uint8_t *p = (const uint8_t *)row + t;
+#if FS_VL == 8
+        const __m128i b = n ? _mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1), p)
+                            : _mm_loadu_si128((const __m128i *)p);
+        v = (FS_W)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
+#else
+        const __m128i b = n ? _mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1), p)
+                            : _mm_loadl_epi64((const __m128i *)p);
+        v = (FS_W)_mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(b));
+#endif
+    } else {
+        const FS_T *p = (const FS_T *)row + t;
+        v = n ? FS_LOAD_FIRST(p, n) : *(const FS_WU *)p;
+        if (mode == FS_ROWS_PLAIN) return v;
+    }
+    if (!n) return v * scale;
+#if FS_VL == 8
+    return (FS_W)_mm512_maskz_mul_ps((__mmask16)((1u << n) - 1), (__m512)v, (__m512)scale);
+#else
+    return (FS_W)_mm512_maskz_mul_pd((__mmask8)((1u << n) - 1), (__m512d)v, (__m512d)scale);
+#endif
+}
+
+/* Rows x[0..R) against outputs w[0..J): acc[r][j] over the first kv columns and, when `tail`,
  * the last partial vector by masked loads (a scalar tail cost as much as the vectors when k is
- * about 100). */
-FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_block_v4)(const FS_T *const *x, const FS_T *w0,
-                                                      fs_i64 k, fs_i64 kv, int tail,
+ * about 100).  Each step also requests the same part of rows ahead[0..R), so the rows wanted
+ * next arrive at the pace these are read (a burst of requests stalled on full fill buffers). */
+FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_block_v4)(const void *const *x,
+                                                      const char *const *ahead, const int mode,
+                                                      FS_W s, const FS_T *w0, fs_i64 k,
+                                                      fs_i64 kv, int tail, const int R,
                                                       const int J, FS_W acc[4][5])
 {
+    const fs_i64 esize = mode == FS_ROWS_U8 ? 1 : (fs_i64)sizeof(FS_T);
     FS_W a[4][5];
-    for (int r = 0; r < 4; r++)
-        for (int j = 0; j < 5; j++) a[r][j] = (FS_W){0};
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < J; j++) a[r][j] = (FS_W){0};
     for (fs_i64 t = 0; t < kv; t += FS_WL) {
-        const FS_W x0 = *(const FS_WU *)(x[0] + t), x1 = *(const FS_WU *)(x[1] + t);
-        const FS_W x2 = *(const FS_WU *)(x[2] + t), x3 = *(const FS_WU *)(x[3] + t);
+        FS_W xv[4];
+        for (int r = 0; r < R; r++) {
+            xv[r] = FS_S(fs_row_load_v4)(x[r], mode, t, 0, s);
+            FS_PREFETCH(ahead[r] + t * esize);
+        }
         for (int j = 0; j < J; j++) {
             const FS_W v = *(const FS_WU *)(w0 + j * k + t);
-            a[0][j] += x0 * v; a[1][j] += x1 * v; a[2][j] += x2 * v; a[3][j] += x3 * v;
+            for (int r = 0; r < R; r++) a[r][j] += xv[r] * v;
         }
     }
+    for (int r = 0; r < R; r++)  /* the rest of each row ahead, past the last full vector */
+        fs_prefetch_span(ahead[r], kv * esize, k * esize);
     if (tail) {
         const unsigned n = (unsigned)(k - kv);
-        const FS_W x0 = FS_LOAD_FIRST(x[0] + kv, n), x1 = FS_LOAD_FIRST(x[1] + kv, n);
-        const FS_W x2 = FS_LOAD_FIRST(x[2] + kv, n), x3 = FS_LOAD_FIRST(x[3] + kv, n);
+        FS_W xv[4];
+        for (int r = 0; r < R; r++) xv[r] = FS_S(fs_row_load_v4)(x[r], mode, kv, n, s);
         for (int j = 0; j < J; j++) {
             const FS_W v = FS_LOAD_FIRST(w0 + j * k + kv, n);
-            a[0][j] += x0 * v; a[1][j] += x1 * v; a[2][j] += x2 * v; a[3][j] += x3 * v;
+            for (int r = 0; r < R; r++) a[r][j] += xv[r] * v;
         }
     }
-    for (int r = 0; r < 4; r++)
+    for (int r = 0; r < R; r++)
         for (int j = 0; j < J; j++) acc[r][j] = a[r][j];
 }
 
-FS_V4_TARGET static void FS_S(fs_dot_fwd_v4)(const FS_T *X, fs_i64 ldx, fs_i64 rows, fs_i64 k,
-                                             const FS_T *Wt, fs_i64 m, const FS_T *bias, FS_T *C,
-                                             fs_i64 c_rs)
+/* A constant J lets the compiler keep every accumulator in a register.  (Blocks of 2 rows x 10
+ * outputs, converting each row vector once rather than twice, ran a fifth slower here.) */
+#define FS_FWD_CASE(JJ)                                                                       \
+    case JJ: FS_S(fs_dot_fwd_block_v4)(x, req, mode, s, w0, k, kv, tail, 4, JJ, acc); break;
+FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_body_v4)(const FS_S(fs_rows) *src, const int mode,
+                                                     fs_i64 rows, fs_i64 k, const FS_T *Wt,
+                                                     fs_i64 m, const FS_T *bias, FS_T *C,
+                                                     fs_i64 c_rs, const FS_S(fs_rows) *pf,
+                                                     fs_i64 npf)
 {
     const fs_i64 kv = k - k % FS_WL;
+    const FS_W s = (FS_W){0} + src->scale;
     /* Rows shorter than a vector are summed in order, as NumPy does (so 1e30 - 1e30 + 1 stays
      * 1); longer ones take their last partial vector by masked loads. */
     const int tail = kv > 0 && kv < k;
     for (fs_i64 i = 0; i < rows; i += 4) {
         const int R = rows - i < 4 ? (int)(rows - i) : 4;
-        const FS_T *x[4];  /* rows past R repeat row i and are thrown away */
-        for (int r = 0; r < 4; r++) x[r] = X + (i + (r < R ? r : 0)) * ldx;
+        const void *x[4];  /* rows past R repeat row i and are thrown away */
+        const char *ahead[4];
+        for (int r = 0; r < 4; r++) {
+            x[r] = FS_S(fs_row)(src, mode, i + (r < R ? r : 0));
+            /* no row to request: read this one again, which is in cache */
+            ahead[r] = (const char *)(i + r < npf ? FS_S(fs_row)(pf, mode, i + r) : x[r]);
+        }
         for (fs_i64 j0 = 0; j0 < m; j0 += 5) {
             const int J = m - j0 < 5 ? (int)(m - j0) : 5;
             const FS_T *w0 = Wt + j0 * k;
+            /* the rows ahead are requested in the first pass over these rows only */
+            const char *const *req = j0 == 0 ? ahead : (const char *const *)x;
             FS_W acc[4][5];
-            /* A constant J lets the compiler keep every accumulator in a register. */
             switch (J) {
-            case 5: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, tail, 5, acc); break;
-            case 4: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, tail, 4, acc); break;
-            case 3: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, tail, 3, acc); break;
-            case 2: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, tail, 2, acc); break;
-            default: FS_S(fs_dot_fwd_block_v4)(x, w0, k, kv, tail, 1, acc); break;
+            FS_FWD_CASE(5) FS_FWD_CASE(4) FS_FWD_CASE(3) FS_FWD_CASE(2) default: FS_FWD_CASE(1)
             }
             for (int r = 0; r < R; r++)
                 for (int jj = 0; jj < J; jj++) {
-                    FS_T s = FS_S(fs_hsum_v4)(acc[r][jj]);
-                    if (kv == 0) {
+                    FS_T v = FS_S(fs_hsum_v4)(acc[r][jj]);
+                    if (kv == 0) {  /* explicit multiply-adds: the same for every mode */
                         const FS_T *w = w0 + jj * k;
-                        for (fs_i64 t = 0; t < k; t++) s += x[r][t] * w[t];
+                        for (fs_i64 t = 0; t < k; t++)
+                            v = FS_FMA(FS_S(fs_row_value)(x[r], mode, t, src->scale), w[t], v);
                     }
-                    C[(i + r) * c_rs + j0 + jj] = (bias ? bias[j0 + jj] : 0) + s;
+                    C[(i + r) * c_rs + j0 + jj] = (bias ? bias[j0 + jj] : 0) + v;
                 }
         }
     }
 }
+#undef FS_FWD_CASE
 
-/* dWt[j0 + j, c ..) = sum_i G[i, j0 + j] * X[i, c ..] over V vectors of columns, i in order;
+/* C[i, j] = bias[j] + row i . Wt[j, :] for `rows` rows of src and all m outputs; rows [0, npf)
+ * of pf (NULL: none) are requested from memory on the way. */
+FS_V4_TARGET static void FS_S(fs_dot_fwd_v4)(const FS_S(fs_rows) *src, fs_i64 rows, fs_i64 k,
+                                             const FS_T *Wt, fs_i64 m, const FS_T *bias,
+                                             FS_T *C, fs_i64 c_rs, const FS_S(fs_rows) *pf,
+                                             fs_i64 npf)
+{
+    if (!pf) npf = 0;
+    /* One copy of the loops per way of reading rows, so none tests the mode per element. */
+    switch (src->mode) {
+    case FS_ROWS_U8:
+        FS_S(fs_dot_fwd_body_v4)(src, FS_ROWS_U8, rows, k, Wt, m, bias, C, c_rs, pf, npf);
+        break;
+    case FS_ROWS_SCALED:
+        FS_S(fs_dot_fwd_body_v4)(src, FS_ROWS_SCALED, rows, k, Wt, m, bias, C, c_rs, pf, npf);
+        break;
+    default:
+        FS_S(fs_dot_fwd_body_v4)(src, FS_ROWS_PLAIN, rows, k, Wt, m, bias, C, c_rs, pf, npf);
+        break;
+    }
+}
+
+/* dWt[j0 + j, c ..) (+)= sum_i G[i, j0 + j] * X[i, c ..] over V vectors of columns, i in order;
  * with `tail` > 0 the one vector (V = 1) covers only `tail` columns, by masked loads and
  * stores.  Each lane is one element's own chain of sums, so how columns are blocked never
  * changes a result; blocks give J * V (up to 20) independent chains, which few outputs need:
  * one output and one vector would wait on a single chain of dependent multiply-adds. */
-FS_V4_TARGET FS_INLINE void FS_S(fs_dot_bwd_block_v4)(const FS_T *X, fs_i64 ldx, fs_i64 n,
-                                                      fs_i64 c, const FS_T *G, fs_i64 ldg,
-                                                      fs_i64 j0, const int J, const int V,
-                                                      const unsigned tail, FS_T *dWt,
-                                                      fs_i64 ldw)
+FS_V4_TARGET FS_INLINE void FS_S(fs_dot_bwd_block_v4)(const FS_S(fs_rows) *src, const int mode,
+                                                      FS_W s, fs_i64 n, fs_i64 c, const FS_T *G,
+                                                      fs_i64 ldg, fs_i64 j0, const int J,
+                                                      const int V, const unsigned tail,
+                                                      FS_T *dWt, fs_i64 ldw)
 {
+    /* Each row's part two blocks of columns on is requested on the way (rows come from
+     * anywhere: from another core's cache when another thread read them in phase 1). */
+    const fs_i64 esize = mode == FS_ROWS_U8 ? 1 : (fs_i64)sizeof(FS_T);
     FS_W a[10][4];
     for (int j = 0; j < 10; j++)
         for (int v = 0; v < 4; v++) a[j][v] = (FS_W){0};
     for (fs_i64 i = 0; i < n; i++) {
-        const FS_T *x = X + i * ldx + c, *g = G + i * ldg + j0;
+        const void *x = FS_S(fs_row)(src, mode, i);
+        const FS_T *g = G + i * ldg + j0;
         FS_W xv[4];
-        for (int v = 0; v < V; v++)
-            xv[v] = tail ? FS_LOAD_FIRST(x, tail) : *(const FS_WU *)(x + v * FS_WL);
+        for (int v = 0; v < V; v++) {
+            xv[v] = FS_S(fs_row_load_v4)(x, mode, c + v * FS_WL, tail, s);
+            FS_PREFETCH((const char *)x + (c + (2 * V + v) * FS_WL) * esize);
+        }
         for (int j = 0; j < J; j++)
             for (int v = 0; v < V; v++) a[j][v] += g[j] * xv[v];
     }
@@ -291,20 +394,22 @@ FS_V4_TARGET FS_INLINE void FS_S(fs_dot_bwd_block_v4)(const FS_T *X, fs_i64 ldx,
 }
 
 #define FS_BWD_CASE(JJ, V, T) \
-    case JJ: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, JJ, V, T, dWt, ldw); break;
+    case JJ: FS_S(fs_dot_bwd_block_v4)(src, mode, s, n, c, G, ldg, j0, JJ, V, T, dWt, ldw); break;
 #define FS_BWD_CASES(V, T)                                                                    \
     switch (J) {                                                                              \
     FS_BWD_CASE(10, V, T) FS_BWD_CASE(9, V, T) FS_BWD_CASE(8, V, T) FS_BWD_CASE(7, V, T)      \
     FS_BWD_CASE(6, V, T) FS_BWD_CASE(5, V, T) FS_BWD_CASE(4, V, T) FS_BWD_CASE(3, V, T)       \
-    FS_BWD_CASE(2, V, T) default: FS_S(fs_dot_bwd_block_v4)(X, ldx, n, c, G, ldg, j0, 1, V, T, \
-                                                            dWt, ldw); break;                 \
+    FS_BWD_CASE(2, V, T) default: FS_S(fs_dot_bwd_block_v4)(src, mode, s, n, c, G, ldg, j0, 1, \
+                                                            V, T, dWt, ldw); break;           \
     }
 
-FS_V4_TARGET static void FS_S(fs_dot_bwd_v4)(const FS_T *X, fs_i64 ldx, fs_i64 n, fs_i64 k0,
-                                             fs_i64 kw, const FS_T *G, fs_i64 ldg, fs_i64 m,
-                                             FS_T *dWt, fs_i64 ldw)
+FS_V4_TARGET FS_INLINE void FS_S(fs_dot_bwd_body_v4)(const FS_S(fs_rows) *src, const int mode,
+                                                     fs_i64 n, fs_i64 k0, fs_i64 kw,
+                                                     const FS_T *G, fs_i64 ldg, fs_i64 m,
+                                                     FS_T *dWt, fs_i64 ldw)
 {
     const fs_i64 end = k0 + kw;
+    const FS_W s = (FS_W){0} + src->scale;
     for (fs_i64 j0 = 0; j0 < m; j0 += 10) {
         const int J = m - j0 < 10 ? (int)(m - j0) : 10;
         fs_i64 c = k0;
@@ -320,6 +425,24 @@ FS_V4_TARGET static void FS_S(fs_dot_bwd_v4)(const FS_T *X, fs_i64 ldx, fs_i64 n
 }
 #undef FS_BWD_CASE
 #undef FS_BWD_CASES
+
+/* dWt[j, c] = sum_i G[i, j] * (row i of src)[c] for c in [k0, k0 + kw), i in order. */
+FS_V4_TARGET static void FS_S(fs_dot_bwd_v4)(const FS_S(fs_rows) *src, fs_i64 n, fs_i64 k0,
+                                             fs_i64 kw, const FS_T *G, fs_i64 ldg, fs_i64 m,
+                                             FS_T *dWt, fs_i64 ldw)
+{
+    switch (src->mode) {
+    case FS_ROWS_U8:
+        FS_S(fs_dot_bwd_body_v4)(src, FS_ROWS_U8, n, k0, kw, G, ldg, m, dWt, ldw);
+        break;
+    case FS_ROWS_SCALED:
+        FS_S(fs_dot_bwd_body_v4)(src, FS_ROWS_SCALED, n, k0, kw, G, ldg, m, dWt, ldw);
+        break;
+    default:
+        FS_S(fs_dot_bwd_body_v4)(src, FS_ROWS_PLAIN, n, k0, kw, G, ldg, m, dWt, ldw);
+        break;
+    }
+}
 #undef FS_LOAD_FIRST
 #undef FS_STORE_FIRST
 #undef FS_WL
@@ -333,7 +456,8 @@ FS_CLONES static void FS_S(fs_dot_fwd)(const FS_T *X, fs_i64 ldx, fs_i64 rows, f
 {
 #if FS_HAVE_V4
     if (fs_use_v4()) {
-        FS_S(fs_dot_fwd_v4)(X, ldx, rows, k, Wt, m, bias, C, c_rs);
+        const FS_S(fs_rows) src = {X, ldx, NULL, FS_ROWS_PLAIN, 1};
+        FS_S(fs_dot_fwd_v4)(&src, rows, k, Wt, m, bias, C, c_rs, NULL, 0);
         return;
     }
 #endif
@@ -387,7 +511,8 @@ FS_CLONES static void FS_S(fs_dot_bwd)(const FS_T *X, fs_i64 ldx, fs_i64 n, fs_i
 {
 #if FS_HAVE_V4
     if (fs_use_v4()) {
-        FS_S(fs_dot_bwd_v4)(X, ldx, n, k0, kw, G, ldg, m, dWt, ldw);
+        const FS_S(fs_rows) src = {X, ldx, NULL, FS_ROWS_PLAIN, 1};
+        FS_S(fs_dot_bwd_v4)(&src, n, k0, kw, G, ldg, m, dWt, ldw);
         return;
     }
 #endif
@@ -593,8 +718,7 @@ FS_INLINE void FS_S(fs_prefetch_row)(const void *X, int x_u8, fs_i64 ldx, fs_i64
 {
     const char *p = x_u8 ? (const char *)((const uint8_t *)X + row * ldx)
                          : (const char *)((const FS_T *)X + row * ldx);
-    const fs_i64 bytes = k * (x_u8 ? 1 : (fs_i64)sizeof(FS_T));
-    for (fs_i64 off = 0; off < bytes; off += 64) FS_PREFETCH(p + off);
+    fs_prefetch_span(p, 0, k * (x_u8 ? 1 : (fs_i64)sizeof(FS_T)));
 }
 
 FS_INLINE void FS_S(fs_gather)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS_T scale,
@@ -731,13 +855,34 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
     }
 }
 
-/* Phase 1 of a minibatch, batch rows [r0, r0 + rows): gather, forward, loss and gradient (and
- * the gradient's panel copy for phase 2). */
-FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, const fs_i64 *pos,
-                                          fs_i64 bn, fs_i64 r0, fs_i64 rows, const fs_i64 *next,
-                                          fs_i64 nnext)
+/* Phase 1 of a minibatch, batch rows [r0, r0 + rows): forward, loss and gradient of the outputs
+ * (and the gradient's panel copy for phase 2); with shares (sr > 0; rows is then one chunk of sr
+ * rows) also the chunk's share of the weight gradient, while its rows are in this core's cache. */
+FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, fs_i64 sr,
+                                          const fs_i64 *pos, fs_i64 bn, fs_i64 r0, fs_i64 rows,
+                                          const fs_i64 *next, fs_i64 nnext)
 {
     const fs_i64 k = a->k, m = a->m;
+    FS_T *share = sr ? a->dW + (r0 / sr) * m * k : NULL;
+#if FS_HAVE_V4
+    if (!a->panel && fs_use_v4()) {
+        /* The products read the examples in place, converting in registers: no gathered copy
+         * (writing it, 4 bytes per uint8 pixel, cost as much as either product). */
+        const int mode = a->x_u8 ? FS_ROWS_U8 : a->scale == (FS_T)1 ? FS_ROWS_PLAIN
+                                                                    : FS_ROWS_SCALED;
+        const FS_S(fs_rows) src = {a->X, a->ldx, pos + r0, mode, a->scale};
+        const FS_S(fs_rows) ahead = {a->X, a->ldx, next, mode, a->scale};
+        if (pos == a->perm)  /* the epoch's first minibatch: nothing requested its rows yet */
+            for (fs_i64 r = 0; r < rows; r++) {
+                fs_prefetch_span((const char *)FS_S(fs_row)(&src, mode, r), 0,
+                                 k * (a->x_u8 ? 1 : (fs_i64)sizeof(FS_T)));
+            }
+        FS_S(fs_dot_fwd_v4)(&src, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m, &ahead, nnext);
+        FS_S(fs_fused_loss_rows)(a, r0, rows, pos + r0);
+        if (share) FS_S(fs_dot_bwd_v4)(&src, rows, 0, k, a->G + r0 * m, m, m, share, k);
+        return;
+    }
+#endif
     FS_T *xb = a->Xb + r0 * k;
     FS_S(fs_gather)(a->X, a->x_u8, a->ldx, k, a->scale, pos, r0, r0 + rows, bn, xb, next, nnext,
                     /* every minibatch but the epoch's first was requested by the one before */
@@ -747,24 +892,24 @@ FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, const fs
     else
         FS_S(fs_dot_fwd)(xb, k, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m);
     FS_S(fs_fused_loss_rows)(a, r0, rows, pos + r0);
-    if (a->panel) {
+    if (a->panel)
         for (fs_i64 r = r0; r < r0 + rows; r++)
             for (fs_i64 j = 0; j < m; j++)
                 a->Gp[((j / FS_PW) * bn + r) * FS_PW + j % FS_PW] = a->G[r * m + j];
-    } else {
-        /* This chunk's share of the weight gradient, while its rows are still in this core's
-         * cache: phase 2 then only adds the chunks' shares, in chunk order. */
-        FS_S(fs_dot_bwd)(xb, k, rows, 0, k, a->G + r0 * m, m, m,
-                         a->dW + (r0 / FS_FUSED_CHUNK) * m * k, k);
-    }
+    else if (share)
+        FS_S(fs_dot_bwd)(xb, k, rows, 0, k, a->G + r0 * m, m, m, share, k);
 }
 
-/* Phase 2 of a minibatch, weight rows [k0, k0 + kw): their gradient and update. */
-FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 bn, fs_i64 k0,
-                                          fs_i64 kw, FS_T lr)
+/* Phase 2 of a minibatch, weight rows [k0, k0 + kw): their gradient and update.  With shares
+ * (sr > 0) the gradient is the chunks' shares added in chunk order; without, it is summed over
+ * all bn rows of the batch in order (as the per-batch matmul_bias_backward sums it). */
+FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 sr,
+                                          const fs_i64 *pos, fs_i64 bn, fs_i64 k0, fs_i64 kw,
+                                          FS_T lr)
 {
     const fs_i64 k = a->k, m = a->m;
     const FS_T fbn = (FS_T)bn;
+    if (kw <= 0) return;
     if (a->panel) {
         FS_S(fs_gemm_rows)(a->Xb + k0, 1, k, kw, bn, a->Gp, m, NULL, a->dW + k0 * m, m);
         for (fs_i64 kk = k0; kk < k0 + kw; kk++)
@@ -773,10 +918,11 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 b
                 FS_S(fs_sgd_one)(a->Wp + at, a->dW[kk * m + j], lr, fbn, a->momentum, a->wd,
                                  a->V ? a->V + at : NULL);
             }
-    } else {
-        /* dW is kept transposed like the weights (m x k), one share per phase-1 chunk: sum the
-         * shares into the first, in chunk order, then update along the rows. */
-        const fs_i64 nch = (bn + FS_FUSED_CHUNK - 1) / FS_FUSED_CHUNK;
+        return;
+    }
+    /* dW is kept transposed like the weights (m x k). */
+    if (sr) {
+        const fs_i64 nch = (bn + sr - 1) / sr;
         for (fs_i64 j = 0; j < m; j++) {
             FS_T *dw = a->dW + j * k + k0;
             for (fs_i64 c = 1; c < nch; c++) {
@@ -784,45 +930,80 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 b
 #pragma omp simd
                 for (fs_i64 q = 0; q < kw; q++) dw[q] += share[q];
             }
-            FS_S(fs_sgd)(a->Wp + j * k + k0, dw, kw, lr, fbn, a->momentum, a->wd,
-                         a->V ? a->V + j * k + k0 : NULL);
         }
+    } else {
+#if FS_HAVE_V4
+        if (fs_use_v4()) {  /* the examples in place, as phase 1 read them */
+            const int mode = a->x_u8 ? FS_ROWS_U8 : a->scale == (FS_T)1 ? FS_ROWS_PLAIN
+                                                                        : FS_ROWS_SCALED;
+            const FS_S(fs_rows) src = {a->X, a->ldx, pos, mode, a->scale};
+            FS_S(fs_dot_bwd_v4)(&src, bn, k0, kw, a->G, m, m, a->dW, k);
+        } else
+#endif
+            FS_S(fs_dot_bwd)(a->Xb, k, bn, k0, kw, a->G, m, m, a->dW, k);
     }
+    for (fs_i64 j = 0; j < m; j++)
+        FS_S(fs_sgd)(a->Wp + j * k + k0, a->dW + j * k + k0, kw, lr, fbn, a->momentum, a->wd,
+                     a->V ? a->V + j * k + k0 : NULL);
 }
 
-/* Batches [t0, t1) of one epoch: for each, gather + forward + loss + gradient (phase 1, split by
- * rows), then weight gradient + update (phase 2, split by weight rows), with one OpenMP team for
- * the whole segment and a barrier between the phases.  Every value is produced by one task in a
- * fixed order, so the result does not depend on the thread count.  Returns the index of the
- * first batch whose loss was not finite (training stops after its update), or -1. */
+/* Batches [t0, t1) of one epoch: for each, forward + loss + gradient of the outputs (phase 1,
+ * split by rows), then weight gradient + update (phase 2, split by weight rows), with one OpenMP
+ * team for the whole segment and a barrier after each phase.  Every value is produced by one
+ * thread in a fixed order, whichever thread that is, so the split is free: each phase is split
+ * in proportion to how fast each thread ran it in the minibatches before (the two cores of a
+ * virtual machine can differ in speed by a third for minutes; an even split waited for the
+ * slower one at every barrier), and the result still does not depend on the thread count.
+ * Returns the index of the first batch whose loss was not finite (training stops after its
+ * update), or -1. */
 static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64 t1)
 {
     const fs_i64 k = a->k, m = a->m, B = a->batch;
+    const fs_i64 sr = fs_fused_share_rows(B, m, a->panel,
+                                          a->x_u8 ? 1 : (fs_i64)sizeof(FS_T), sizeof(FS_T));
+    const fs_i64 chunk = sr ? sr : FS_FUSED_CHUNK;  /* rows per phase-1 call */
+    const int nt = a->nt > 1 ? a->nt : 1;
     volatile fs_i64 bad = -1;
-#pragma omp parallel num_threads(a->nt) if (a->nt > 1)
-    for (fs_i64 t = t0; t < t1; t++) {
-        if (bad >= 0) break;
-        const fs_i64 *pos = a->perm + t * B;
-        const fs_i64 bn = a->n - t * B < B ? a->n - t * B : B;
-        const fs_i64 nch1 = (bn + FS_FUSED_CHUNK - 1) / FS_FUSED_CHUNK;
-        const fs_i64 nch2 = (k + FS_FUSED_COLS - 1) / FS_FUSED_COLS;
-        const FS_T lr = a->lrs[t];
+    /* per phase: each thread's speed, its work and time in the last minibatch, the shares */
+    double speed1[nt], work1[nt], secs1[nt], cum1[nt + 1];
+    double speed2[nt], work2[nt], secs2[nt], cum2[nt + 1];
+    for (int i = 0; i <= nt; i++) {
+        cum1[i] = cum2[i] = (double)i / nt;
+        if (i < nt) speed1[i] = speed2[i] = work1[i] = work2[i] = secs1[i] = secs2[i] = 0;
+    }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int me = nt > 1 ? omp_get_thread_num() : 0;
+        for (fs_i64 t = t0; t < t1; t++) {
+            if (bad >= 0) break;
+            const fs_i64 *pos = a->perm + t * B;
+            const fs_i64 bn = a->n - t * B < B ? a->n - t * B : B;
+            const FS_T lr = a->lrs[t];
 
-#pragma omp for schedule(static)
-        for (fs_i64 c = 0; c < nch1; c++) {
-            const fs_i64 r0 = c * FS_FUSED_CHUNK;
-            const fs_i64 rows = bn - r0 < FS_FUSED_CHUNK ? bn - r0 : FS_FUSED_CHUNK;
-            /* this chunk's rows in the next minibatch, if there is one */
-            const fs_i64 left = a->n - (t + 1) * B - r0;
-            FS_S(fs_fused_rows)(a, pos, bn, r0, rows, left > 0 ? pos + B + r0 : NULL,
-                                left > 0 ? (left < rows ? left : rows) : 0);
-        }
+            /* phase 1: rows [lo, hi); with shares, whole chunks */
+            double start = omp_get_wtime();
+            if (me == 0 && t > t0 && nt > 1) fs_rebalance(speed2, work2, secs2, cum2, nt);
+            const fs_i64 unit = sr ? sr : 4;
+            fs_i64 lo = fs_split_at(cum1, me, nt, bn, unit);
+            fs_i64 hi = fs_split_at(cum1, me + 1, nt, bn, unit);
+            for (fs_i64 r0 = lo; r0 < hi; r0 += chunk) {
+                const fs_i64 rows = hi - r0 < chunk ? hi - r0 : chunk;
+                /* these rows' places in the next minibatch, if there is one */
+                const fs_i64 left = a->n - (t + 1) * B - r0;
+                FS_S(fs_fused_rows)(a, sr, pos, bn, r0, rows, left > 0 ? pos + B + r0 : NULL,
+                                    left > 0 ? (left < rows ? left : rows) : 0);
+            }
+            work1[me] = (double)(hi - lo);
+            secs1[me] = omp_get_wtime() - start;
+#pragma omp barrier
 
-#pragma omp for schedule(static)
-        for (fs_i64 c = 0; c < nch2; c++) {
-            const fs_i64 k0 = c * FS_FUSED_COLS;
-            FS_S(fs_fused_cols)(a, bn, k0, k - k0 < FS_FUSED_COLS ? k - k0 : FS_FUSED_COLS, lr);
-            if (c == 0) {
+            /* phase 2: weight rows [lo, hi) */
+            start = omp_get_wtime();
+            if (me == 0 && nt > 1) fs_rebalance(speed1, work1, secs1, cum1, nt);
+            lo = fs_split_at(cum2, me, nt, k, FS_FUSED_COLS);
+            hi = fs_split_at(cum2, me + 1, nt, k, FS_FUSED_COLS);
+            FS_S(fs_fused_cols)(a, sr, pos, bn, lo, hi - lo, lr);
+            if (me == 0) {
                 /* The bias and the batch's totals: small, serial, in a fixed order. */
                 FS_S(fs_colsum)(a->G, m, bn, m, a->db);
                 for (fs_i64 j = 0; j < m; j++)
@@ -838,6 +1019,9 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
                 a->batch_hits[t] = hits;
                 if (!isfinite(s)) bad = t;
             }
+            work2[me] = (double)(hi - lo) + (me == 0 ? 1 : 0);
+            secs2[me] = omp_get_wtime() - start;
+#pragma omp barrier
         }
     }
     return bad;
@@ -849,6 +1033,22 @@ static void FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k
                                    const fs_i64 *idx, fs_i64 r0, fs_i64 r1, const FS_T *Wp,
                                    int panel, const FS_T *b, fs_i64 m, FS_T *xb, FS_T *Z)
 {
+#if FS_HAVE_V4
+    if (!panel && fs_use_v4()) {  /* in place, as in fs_fused_rows */
+        const int mode = x_u8 ? FS_ROWS_U8 : scale == (FS_T)1 ? FS_ROWS_PLAIN : FS_ROWS_SCALED;
+        for (fs_i64 s = r0; s < r1; s += FS_FUSED_CHUNK) {
+            const fs_i64 e = r1 - s < FS_FUSED_CHUNK ? r1 : s + FS_FUSED_CHUNK;
+            const void *X0 = x_u8 ? (const void *)((const uint8_t *)X + (idx ? 0 : s * ldx))
+                                  : (const void *)((const FS_T *)X + (idx ? 0 : s * ldx));
+            const FS_S(fs_rows) src = {X0, ldx, idx ? idx + s : NULL, mode, scale};
+            /* the next chunk's random rows (rows in order need no requests) */
+            const FS_S(fs_rows) ahead = {X, ldx, idx ? idx + e : NULL, mode, scale};
+            FS_S(fs_dot_fwd_v4)(&src, e - s, k, Wp, m, b, Z + s * m, m, &ahead,
+                                idx ? (r1 - e < FS_FUSED_CHUNK ? r1 - e : FS_FUSED_CHUNK) : 0);
+        }
+        return;
+    }
+#endif
     for (fs_i64 s = r0; s < r1; s += FS_FUSED_CHUNK) {
         fs_i64 e = r1 - s < FS_FUSED_CHUNK ? r1 : s + FS_FUSED_CHUNK;
         if (idx) {

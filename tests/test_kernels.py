@@ -231,6 +231,18 @@ def test_matmul_without_avx512():
     assert float(worst) <= 1.0, f"error {worst} x the tolerance on {isa}"
 
 
+def test_isa_follows_the_environment():
+    """FASTSHALLOW_NO_AVX512=1 keeps the AVX-512 kernels out (the subprocess tests rely on it)."""
+    off = os.environ.get("FASTSHALLOW_NO_AVX512", "")
+    if off and not off.startswith("0"):  # as fs_use_v4 reads it
+        assert "AVX-512" not in _kernels().isa()
+    elif os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((l for l in f if l.startswith("flags")), "").split())
+        v4 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags
+        assert ("AVX-512" in _kernels().isa()) == v4, (_kernels().isa(), v4)
+
+
 def test_matmul_bias_accepts_lists():
     got = K.matmul_bias([[1.0, 2.0]], [[3.0], [4.0]], [0.5])
     assert got.dtype == np.float64
@@ -653,6 +665,43 @@ def test_gather_rows_non_contiguous_source(rng):
     assert_bits_equal(K.gather_rows(src, idx), src[idx])
     idx_strided = np.arange(10)[::-2]
     assert_bits_equal(K.gather_rows(src, idx_strided), src[idx_strided])
+
+
+# ---- fused forward: examples read in place ------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["uint8", "float", "float-scaled"])
+def test_fused_forward_reads_rows_in_place(rng, float_dtype, source):
+    """The fused kernels read the examples where they are (uint8 or float rows, picked by index,
+    scaled) and convert them in registers.  Against NumPy, and bit for bit against gathering
+    the rows first and multiplying them (the per-batch path), for 1 and 2 threads: a tail
+    shorter than a vector, rows shorter than one (k < 16), chunks of 64 rows, both layouts."""
+    for n, k, m in ((1, 1, 1), (5, 7, 3), (67, 17, 10), (130, 37, 5), (70, 784, 10),
+                    (66, 16, 16), (9, 33, 17)):
+        if source == "uint8":
+            X, scale = rng.integers(0, 256, (n + 11, k), dtype=np.uint8), 1 / 255
+        else:
+            X = rng.standard_normal((n + 11, k)).astype(float_dtype)
+            scale = 0.37 if source == "float-scaled" else 1.0
+        W = rng.standard_normal((k, m)).astype(float_dtype)
+        b = rng.standard_normal(m).astype(float_dtype)
+        Wp = _kernels().to_working_layout(W)
+        for idx in (None, rng.integers(0, n + 11, n)):
+            rows = X[:n] if idx is None else X[idx]
+            xs = K.gather_rows(X, np.arange(n) if idx is None else idx, scale=scale,
+                               dtype=float_dtype)
+            want = K.matmul_bias(xs, W, b)
+            ref, mag = ref_matmul_bias(f64(rows) * f64(xs.dtype.type(scale)), W, b)
+            outs = []
+            for nt in (1, 2):
+                out = np.full((n if idx is None else len(idx), m), np.nan, float_dtype)
+                src = X[:n] if idx is None else X
+                _kernels().fused_forward(src, None if idx is None else idx.astype(np.int64), Wp, b,
+                                       scale, out, nt)
+                outs.append(out)
+            msg = f"n={n} k={k} m={m} idx={idx is not None}"
+            assert_close(outs[0], ref, scale=mag, dtype=float_dtype, err_msg=msg)
+            assert_bits_equal(outs[0], want, msg)
+            assert_bits_equal(outs[1], outs[0], msg)
 
 
 # ---- property-based: random shapes and values ---------------------------------------------------

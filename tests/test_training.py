@@ -1,6 +1,9 @@
 """Training loops: the fused compiled path against the per-batch loop, determinism across
 thread counts, divergence, and the book's updater-as-a-callable style."""
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -35,10 +38,13 @@ def blobs(rng, n=1500, k=37, uint8=False):
     return X.astype(np.float32), y.astype(np.int64)
 
 
-def make(kind, rng, dtype=np.float32, uint8=False):
+def make(kind, rng, dtype=np.float32, uint8=False, scaled=False, k=37):
     if kind == "softmax":
-        X, y = blobs(rng, uint8=uint8)
-        ds = ScaledImages(X, y) if uint8 else fs.ArrayDataset(X.astype(dtype), y)
+        X, y = blobs(rng, k=k, uint8=uint8)
+        if uint8 or scaled:  # scaled float rows: 255 times too large, scaled on the way in
+            ds = ScaledImages(X if uint8 else (X * 255).astype(dtype), y)
+        else:
+            ds = fs.ArrayDataset(X.astype(dtype), y)
         return ds, fs.losses.SoftmaxCrossEntropyLoss(), N_CLASSES
     X, y = fs.synthetic_data(rng.normal(size=13), 0.7, 1200, seed=rng, dtype=dtype)
     loss = fs.losses.L2Loss() if kind == "l2" else fs.losses.HuberLoss(0.5)
@@ -61,6 +67,11 @@ def run(ds, loss, units, *, fused, dtype=np.float32, momentum=0.0, wd=0.0, sched
 CASES = [
     dict(kind="softmax"),
     dict(kind="softmax", uint8=True),
+    # the ways the fused step reads rows in place: uint8, scaled floats, rows shorter than a
+    # vector (k < 16), and the last partial vector of a row (k = 37 above)
+    dict(kind="softmax", scaled=True),
+    dict(kind="softmax", uint8=True, k=9),
+    dict(kind="softmax", scaled=True, k=5, dtype=np.float64),
     dict(kind="softmax", momentum=0.9, schedule="cosine"),
     dict(kind="softmax", wd=1e-3, momentum=0.5),
     dict(kind="softmax", dtype=np.float64),
@@ -75,8 +86,9 @@ CASES = [
 def test_fused_path_matches_per_batch_loop(case, rng):
     case = dict(case)
     kind, uint8 = case.pop("kind"), case.pop("uint8", False)
+    scaled, k = case.pop("scaled", False), case.pop("k", 37)
     dtype = case.get("dtype", np.float32)
-    ds, loss, units = make(kind, rng, dtype, uint8)
+    ds, loss, units = make(kind, rng, dtype, uint8, scaled, k)
     net_loop, h_loop = run(ds, loss, units, fused=False, **case)
     net_fused, h_fused = run(ds, loss, units, fused=True, **case)
     tol = 2e-5 if dtype == np.float32 else 1e-12
@@ -85,13 +97,18 @@ def test_fused_path_matches_per_batch_loop(case, rng):
     np.testing.assert_allclose(h_fused.train_loss, h_loop.train_loss, rtol=1e-4)
     if kind == "softmax":
         np.testing.assert_allclose(h_fused.train_acc, h_loop.train_acc, atol=2 / len(ds))
-        assert h_fused.train_acc[-1] > 0.8  # the problem is learnable: training did something
+        # the problem is learnable (less so with few features; chance is 1/7): training did
+        # something
+        assert h_fused.train_acc[-1] > (0.8 if k >= 37 else 0.3)
     else:
         assert h_fused.train_loss[-1] < 0.05 * h_fused.train_loss[0]
 
 
 @pytest.mark.parametrize("kind", ["softmax", "l2"])
-def test_fused_training_is_bit_identical_for_1_and_2_threads(kind, rng):
+def test_fused_training_is_bit_identical_for_1_2_and_3_threads(kind, rng):
+    """Each phase of a fused minibatch is split among the threads by their measured speed, so
+    the split moves from run to run; no value may depend on it.  Softmax takes the
+    weight-gradient rows path, linear regression the per-chunk shares (fs_fused_share_rows)."""
     # Big enough that the kernels really start a second thread.
     if kind == "softmax":
         X, y = blobs(rng, n=4000, k=300, uint8=True)
@@ -100,10 +117,12 @@ def test_fused_training_is_bit_identical_for_1_and_2_threads(kind, rng):
         X, y = fs.synthetic_data(rng.normal(size=300), 0.1, 4000, seed=rng)
         ds, loss, units = fs.ArrayDataset(X, y), fs.losses.L2Loss(), 1
     one, h1 = run(ds, loss, units, fused=True, threads=1, batch=256, momentum=0.9, lr=0.01)
-    two, h2 = run(ds, loss, units, fused=True, threads=2, batch=256, momentum=0.9, lr=0.01)
-    for a, b in zip(one.parameters(), two.parameters()):
-        assert_bits_equal(a.data, b.data)
-    assert h1.train_loss == h2.train_loss
+    for threads in (2, 3):
+        more, h = run(ds, loss, units, fused=True, threads=threads, batch=256, momentum=0.9,
+                      lr=0.01)
+        for a, b in zip(one.parameters(), more.parameters()):
+            assert_bits_equal(a.data, b.data, f"{threads} threads")
+        assert h1.train_loss == h.train_loss
 
 
 def test_per_batch_loop_is_bit_identical_for_1_and_2_threads(rng):
@@ -241,3 +260,21 @@ def test_default_thread_choice_gives_the_same_bits_as_fixed_teams(rng):
                 batch=256)[0] for t in (None, 1)]
     for a, b in zip(*[n.parameters() for n in nets]):
         assert_bits_equal(a.data, b.data)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="x86-64 ISA switch")
+def test_fused_training_without_avx512():
+    """Without AVX-512 the fused step gathers each chunk's rows into scratch and multiplies the
+    copy (with it, the products read the rows in place).  FASTSHALLOW_NO_AVX512=1 forces that
+    path, read once per process: the fused tests run again in a subprocess."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, FASTSHALLOW_NO_AVX512="1")
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+         os.path.join(here, "test_training.py"), os.path.join(here, "test_kernels.py"),
+         "-k", "(matches_per_batch or bit_identical or fused_forward or isa_follows)"
+               " and not without_avx512"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=here)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    passed = int(res.stdout.strip().splitlines()[-1].split(" passed")[0].split()[-1])
+    assert passed >= 20, res.stdout[-2000:]

@@ -703,6 +703,7 @@ cdef extern from "fs_kernels.h" nogil:
     int FS_PW_F32 "16"
     int FS_PW_F64 "8"
     int FS_FUSED_CHUNK
+    int FS_SHARE_ROWS
     ctypedef struct fs_fused_args_f32:
         const void *X
         int x_u8
@@ -822,8 +823,9 @@ def fused_scratch(fs_i64 batch, fs_i64 k, fs_i64 m, dtype):
             np.empty((batch, m), dtype),                      # Z: outputs
             np.empty((batch, m), dtype),                      # G: loss gradient
             np.zeros(npan * batch * pw if panel else 1, dtype),  # Gp: G in panels
-            # the weight gradient: k x m (panels), or one m x k share per chunk of rows
-            np.empty(k * m * (1 if panel else _nchunks(batch, FS_FUSED_CHUNK)), dtype),
+            # the weight gradient: k x m (panels), or m x k with room for a share per chunk of
+            # rows (if fs_fused_share_rows chooses shares; pages never written cost nothing)
+            np.empty(k * m * (1 if panel else _nchunks(batch, FS_SHARE_ROWS)), dtype),
             np.empty(m, dtype),                               # db
             np.empty(batch, dtype),                           # per-row loss
             np.empty(batch, np.int64))                        # per-row hit
