@@ -24,6 +24,7 @@
 static inline int omp_get_max_threads(void) { return 1; }
 static inline int omp_get_num_procs(void) { return 1; }
 static inline int omp_get_thread_num(void) { return 0; }
+static inline int omp_get_num_threads(void) { return 1; }
 static inline double omp_get_wtime(void) { return 0; }
 #endif
 
@@ -95,8 +96,9 @@ static const char *fs_isa(void)
 
 typedef int64_t fs_i64;
 
-/* Request the cache lines of bytes [p + from, p + to), to > from: one request every 64 bytes and
- * one for the last byte (bytes that do not start on a line boundary end in one more line). */
+/* Request the cache lines of bytes [p + from, p + to), 0 <= from <= to, to > 0: one request
+ * every 64 bytes and one for byte to - 1 (bytes that do not start on a line boundary end in one
+ * more line; with from == to, the line holding byte to - 1 is all that is requested). */
 static inline void fs_prefetch_span(const char *p, fs_i64 from, fs_i64 to)
 {
     for (fs_i64 off = from; off < to; off += 64) FS_PREFETCH(p + off);
@@ -143,22 +145,26 @@ static inline fs_i64 fs_split_at(const double *cum, int i, int nt, fs_i64 n, fs_
 }
 
 /* New shares (cumulative, into cum) in proportion to each thread's speed, work[i] / secs[i],
- * smoothed over minibatches; a thread without a timing keeps its speed. */
+ * smoothed over minibatches; a thread without a timing keeps its speed.  No thread gets less
+ * than an eighth of the fastest one's share: one that was descheduled for a moment would
+ * otherwise be given nothing, never be timed again, and sit idle for the rest of the call. */
 static inline void fs_rebalance(double *speed, const double *work, const double *secs,
                                 double *cum, int nt)
 {
-    double total = 0;
+    double fastest = 0;
     for (int i = 0; i < nt; i++) {
         if (work[i] > 0 && secs[i] > 0)
             speed[i] = speed[i] > 0 ? 0.75 * speed[i] + 0.25 * (work[i] / secs[i])
                                     : work[i] / secs[i];
-        total += speed[i] > 0 ? speed[i] : 0;
+        fastest = speed[i] > fastest ? speed[i] : fastest;
     }
-    if (!(total > 0)) return;
+    if (!(fastest > 0)) return;
+    double total = 0;
+    for (int i = 0; i < nt; i++) total += speed[i] > fastest / 8 ? speed[i] : fastest / 8;
     double c = 0;
     for (int i = 0; i < nt; i++) {
         cum[i] = c / total;
-        c += speed[i] > 0 ? speed[i] : 0;
+        c += speed[i] > fastest / 8 ? speed[i] : fastest / 8;
     }
     cum[nt] = 1;
 }

@@ -973,7 +973,14 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
     }
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        const int me = nt > 1 ? omp_get_thread_num() : 0;
+        /* the team the runtime gave (OMP_THREAD_LIMIT, OMP_DYNAMIC, nesting, a serial build
+         * can make it smaller than nt): every split below is over it */
+        const int team = nt > 1 ? omp_get_num_threads() : 1;
+        const int me = team > 1 ? omp_get_thread_num() : 0;
+        if (team != nt) {
+#pragma omp single
+            for (int i = 0; i <= team; i++) cum1[i] = cum2[i] = (double)i / team;
+        }
         for (fs_i64 t = t0; t < t1; t++) {
             if (bad >= 0) break;
             const fs_i64 *pos = a->perm + t * B;
@@ -982,10 +989,10 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
 
             /* phase 1: rows [lo, hi); with shares, whole chunks */
             double start = omp_get_wtime();
-            if (me == 0 && t > t0 && nt > 1) fs_rebalance(speed2, work2, secs2, cum2, nt);
+            if (me == 0 && t > t0 && team > 1) fs_rebalance(speed2, work2, secs2, cum2, team);
             const fs_i64 unit = sr ? sr : 4;
-            fs_i64 lo = fs_split_at(cum1, me, nt, bn, unit);
-            fs_i64 hi = fs_split_at(cum1, me + 1, nt, bn, unit);
+            fs_i64 lo = fs_split_at(cum1, me, team, bn, unit);
+            fs_i64 hi = fs_split_at(cum1, me + 1, team, bn, unit);
             for (fs_i64 r0 = lo; r0 < hi; r0 += chunk) {
                 const fs_i64 rows = hi - r0 < chunk ? hi - r0 : chunk;
                 /* these rows' places in the next minibatch, if there is one */
@@ -999,9 +1006,9 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
 
             /* phase 2: weight rows [lo, hi) */
             start = omp_get_wtime();
-            if (me == 0 && nt > 1) fs_rebalance(speed1, work1, secs1, cum1, nt);
-            lo = fs_split_at(cum2, me, nt, k, FS_FUSED_COLS);
-            hi = fs_split_at(cum2, me + 1, nt, k, FS_FUSED_COLS);
+            if (me == 0 && team > 1) fs_rebalance(speed1, work1, secs1, cum1, team);
+            lo = fs_split_at(cum2, me, team, k, FS_FUSED_COLS);
+            hi = fs_split_at(cum2, me + 1, team, k, FS_FUSED_COLS);
             FS_S(fs_fused_cols)(a, sr, pos, bn, lo, hi - lo, lr);
             if (me == 0) {
                 /* The bias and the batch's totals: small, serial, in a fixed order. */
@@ -1036,15 +1043,21 @@ static void FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k
 #if FS_HAVE_V4
     if (!panel && fs_use_v4()) {  /* in place, as in fs_fused_rows */
         const int mode = x_u8 ? FS_ROWS_U8 : scale == (FS_T)1 ? FS_ROWS_PLAIN : FS_ROWS_SCALED;
+        const fs_i64 D = FS_PREFETCH_ROWS, bytes = k * (x_u8 ? 1 : (fs_i64)sizeof(FS_T));
+        /* Rows picked by index are requested D rows ahead (rows in order need no requests). */
+        if (idx)
+            for (fs_i64 r = r0; r < r0 + D && r < r1; r++)
+                fs_prefetch_span(x_u8 ? (const char *)((const uint8_t *)X + idx[r] * ldx)
+                                      : (const char *)((const FS_T *)X + idx[r] * ldx),
+                                 0, bytes);
         for (fs_i64 s = r0; s < r1; s += FS_FUSED_CHUNK) {
             const fs_i64 e = r1 - s < FS_FUSED_CHUNK ? r1 : s + FS_FUSED_CHUNK;
             const void *X0 = x_u8 ? (const void *)((const uint8_t *)X + (idx ? 0 : s * ldx))
                                   : (const void *)((const FS_T *)X + (idx ? 0 : s * ldx));
             const FS_S(fs_rows) src = {X0, ldx, idx ? idx + s : NULL, mode, scale};
-            /* the next chunk's random rows (rows in order need no requests) */
-            const FS_S(fs_rows) ahead = {X, ldx, idx ? idx + e : NULL, mode, scale};
-            FS_S(fs_dot_fwd_v4)(&src, e - s, k, Wp, m, b, Z + s * m, m, &ahead,
-                                idx ? (r1 - e < FS_FUSED_CHUNK ? r1 - e : FS_FUSED_CHUNK) : 0);
+            const FS_S(fs_rows) ahead = {X, ldx, idx ? idx + s + D : NULL, mode, scale};
+            const fs_i64 npf = idx && r1 - s - D > 0 ? (r1 - s - D < e - s ? r1 - s - D : e - s) : 0;
+            FS_S(fs_dot_fwd_v4)(&src, e - s, k, Wp, m, b, Z + s * m, m, &ahead, npf);
         }
         return;
     }

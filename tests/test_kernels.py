@@ -7,7 +7,8 @@ remainder; on AVX-512, 4-row x 5-output forward blocks and 2-vector x 10-output 
 over 16 floats / 8 doubles, with their tails) and many (m > 16: packed panels of 16 floats / 8 doubles, register blocks of 4 rows,
 or 8 rows on the AVX-512 path, and their tails); sizes that are not multiples of 2, 4, 8 or 16,
 chunks of 32 rows / 16 columns, and the Fashion-MNIST step (256, 784) -> 10.  The AVX-512 path
-is chosen at run time; test_matmul_without_avx512 runs the other one in a subprocess.
+is chosen at run time; test_matmul_without_avx512 runs the other one in a subprocess.  The
+fused kernels' forward reads uint8 or scaled rows in place (test_fused_forward_reads_rows_in_place).
 """
 from __future__ import annotations
 

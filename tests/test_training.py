@@ -278,3 +278,38 @@ def test_fused_training_without_avx512():
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     passed = int(res.stdout.strip().splitlines()[-1].split(" passed")[0].split()[-1])
     assert passed >= 20, res.stdout[-2000:]
+
+
+_TEAM_SCRIPT = """
+import numpy as np, fastshallow as fs
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, (3000, 300), dtype=np.uint8)
+y = rng.integers(0, 7, 3000)
+Xr = rng.standard_normal((3000, 300)).astype(np.float32)
+yr = (Xr @ rng.standard_normal(300)).astype(np.float32)
+for Xs, ys, units, loss in ((X, y, 7, fs.losses.SoftmaxCrossEntropyLoss()),
+                           (Xr, yr, 1, fs.losses.L2Loss())):
+    bits = []
+    for threads in (1, 2, None):
+        it = fs.DataLoader(fs.ArrayDataset(Xs, ys), 256, shuffle=True, seed=1)
+        net = fs.nn.Dense(units, rng=1)
+        opt = fs.optim.SGD(net.parameters(), lr=0.01 if units == 1 else 1e-4)
+        h = fs.train(net, it, None, loss, 2, opt, fused=True, verbose=False, progress=False,
+                     num_threads=threads)
+        bits.append((net.weight.data.tobytes(), net.bias.data.tobytes(), h.train_loss))
+        assert np.isfinite(h.train_loss).all(), h.train_loss
+    assert bits[0] == bits[1] == bits[2], units
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("env", [{"OMP_THREAD_LIMIT": "1"}, {"OMP_DYNAMIC": "true"}],
+                         ids=lambda e: next(iter(e)))
+def test_fused_training_with_a_smaller_team_than_asked(env):
+    """OpenMP may start fewer threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC, nesting): the
+    fused step splits its work over the team it got, so every row is still computed and the
+    bits are those of one thread.  (It once split over the count it asked for, leaving the
+    missing threads' rows as whatever the scratch held.)"""
+    res = subprocess.run([sys.executable, "-c", _TEAM_SCRIPT], env=dict(os.environ, **env),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr

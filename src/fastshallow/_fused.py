@@ -155,7 +155,7 @@ class FusedTrainer:
         lrs = (opt.lr * opt.schedule.factors(opt.num_steps, nb)).astype(W.dtype)
         batch_loss = np.zeros(nb)
         batch_hits = np.zeros(nb, np.int64)
-        scratch = _k().fused_scratch(B, k, m, W.dtype)
+        scratch = _k().fused_scratch(B, k, m, W.dtype, self.X.dtype.itemsize)
         # Per-minibatch work decides: two barriers per minibatch cost more than a small one takes.
         nt = resolve_threads(num_threads, B * k * max(m, 4))
         if num_threads is None:  # the default: adapt to how busy the machine is

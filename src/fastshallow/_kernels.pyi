@@ -102,7 +102,8 @@ def fused_sgd(X: _Rows, labels: _Int64s | None, targets: _Floats | None, perm: _
     call, updating Wp, b (and V, vb) in place and filling batch_loss / batch_hits.  Returns the
     index of the first batch whose loss was not finite, or -1."""
 
-def fused_scratch(batch: int, k: int, m: int, dtype: Any) -> tuple[np.ndarray, ...]:
+def fused_scratch(batch: int, k: int, m: int, dtype: Any,
+                  x_itemsize: int) -> tuple[np.ndarray, ...]:
     """Work buffers for fused_sgd, sized for one full minibatch."""
 
 def fused_forward(X: _Rows, idx: _Int64s | None, Wp: _Floats, b: _Floats, scale: float,

@@ -704,6 +704,8 @@ cdef extern from "fs_kernels.h" nogil:
     int FS_PW_F64 "8"
     int FS_FUSED_CHUNK
     int FS_SHARE_ROWS
+    fs_i64 fs_fused_share_rows(fs_i64 batch, fs_i64 m, int panel, fs_i64 row_esize,
+                               fs_i64 esize)
     ctypedef struct fs_fused_args_f32:
         const void *X
         int x_u8
@@ -814,18 +816,27 @@ cdef inline const void *_data_ptr(cnp.ndarray a) except NULL:
     return <const void *>cnp.PyArray_DATA(a)
 
 
-def fused_scratch(fs_i64 batch, fs_i64 k, fs_i64 m, dtype):
-    """Work buffers for fused_sgd, sized for one full minibatch; allocate once, reuse."""
-    pw = FS_PW_F32 if np.dtype(dtype) == np.float32 else FS_PW_F64
+cdef fs_i64 _dw_size(fs_i64 batch, fs_i64 k, fs_i64 m, fs_i64 x_itemsize, fs_i64 itemsize):
+    """Elements of fused_sgd's weight-gradient scratch: k x m, times one share per chunk of rows
+    when phase 1 leaves shares (fs_fused_share_rows)."""
+    cdef int panel = m > FS_DOT_MAX
+    cdef fs_i64 sr = fs_fused_share_rows(batch, m, panel, x_itemsize, itemsize)
+    return k * m * (_nchunks(batch, sr) if sr > 0 else 1)
+
+
+def fused_scratch(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
+    """Work buffers for fused_sgd over examples of `x_itemsize` bytes per feature (1: uint8),
+    sized for one full minibatch; allocate once, reuse."""
+    dtype = np.dtype(dtype)
+    pw = FS_PW_F32 if dtype == np.float32 else FS_PW_F64
     panel = m > FS_DOT_MAX
     npan = (m + pw - 1) // pw
     return (np.empty((batch, k), dtype),                      # Xb: the gathered rows
             np.empty((batch, m), dtype),                      # Z: outputs
             np.empty((batch, m), dtype),                      # G: loss gradient
             np.zeros(npan * batch * pw if panel else 1, dtype),  # Gp: G in panels
-            # the weight gradient: k x m (panels), or m x k with room for a share per chunk of
-            # rows (if fs_fused_share_rows chooses shares; pages never written cost nothing)
-            np.empty(k * m * (1 if panel else _nchunks(batch, FS_SHARE_ROWS)), dtype),
+            # the weight gradient: k x m (panels) or m x k, times the shares if any
+            np.empty(_dw_size(batch, k, m, x_itemsize, dtype.itemsize), dtype),
             np.empty(m, dtype),                               # db
             np.empty(batch, dtype),                           # per-row loss
             np.empty(batch, np.int64))                        # per-row hit
@@ -860,6 +871,9 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
         a = &a32
     else:
         a = &a64
+    # The one size the caller cannot see: it depends on how phase 1 sums (fs_fused_share_rows).
+    if dW.shape[0] < _dw_size(batch, k, m, X.dtype.itemsize, sizeof(floating)):
+        raise ValueError("the scratch was made by fused_scratch for other sizes or examples")
     a.X = _data_ptr(X)
     a.x_u8 = X.dtype == np.uint8
     a.ldx = k
