@@ -263,15 +263,15 @@ FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_block_v4)(const void *const *x,
         FS_W xv[4];
         for (int r = 0; r < R; r++) {
             xv[r] = FS_S(fs_row_load_v4)(x[r], mode, t, 0, s);
-            FS_PREFETCH(ahead[r] + t * esize);
+            if (ahead) FS_PREFETCH(ahead[r] + t * esize);
         }
         for (int j = 0; j < J; j++) {
             const FS_W v = *(const FS_WU *)(w0 + j * k + t);
             for (int r = 0; r < R; r++) a[r][j] += xv[r] * v;
         }
     }
-    for (int r = 0; r < R; r++)  /* the rest of each row ahead, past the last full vector */
-        fs_prefetch_span(ahead[r], kv * esize, k * esize);
+    if (ahead)  /* the rest of each row ahead, past the last full vector */
+        for (int r = 0; r < R; r++) fs_prefetch_span(ahead[r], kv * esize, k * esize);
     if (tail) {
         const unsigned n = (unsigned)(k - kv);
         FS_W xv[4];
@@ -306,14 +306,14 @@ FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_body_v4)(const FS_S(fs_rows) *src, c
         const char *ahead[4];
         for (int r = 0; r < 4; r++) {
             x[r] = FS_S(fs_row)(src, mode, i + (r < R ? r : 0));
-            /* no row to request: read this one again, which is in cache */
+            /* no row to request: request this one again, which is in cache */
             ahead[r] = (const char *)(i + r < npf ? FS_S(fs_row)(pf, mode, i + r) : x[r]);
         }
         for (fs_i64 j0 = 0; j0 < m; j0 += 5) {
             const int J = m - j0 < 5 ? (int)(m - j0) : 5;
             const FS_T *w0 = Wt + j0 * k;
             /* the rows ahead are requested in the first pass over these rows only */
-            const char *const *req = j0 == 0 ? ahead : (const char *const *)x;
+            const char *const *req = j0 == 0 && i < npf ? ahead : NULL;
             FS_W acc[4][5];
             switch (J) {
             FS_FWD_CASE(5) FS_FWD_CASE(4) FS_FWD_CASE(3) FS_FWD_CASE(2) default: FS_FWD_CASE(1)
