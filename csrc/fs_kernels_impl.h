@@ -200,6 +200,12 @@ typedef struct {
     FS_T scale;
 } FS_S(fs_rows);
 
+/* The mode for examples of uint8 (x_u8) or FS_T, multiplied by scale as they are read. */
+FS_INLINE int FS_S(fs_rows_mode)(int x_u8, FS_T scale)
+{
+    return x_u8 ? FS_ROWS_U8 : scale == (FS_T)1 ? FS_ROWS_PLAIN : FS_ROWS_SCALED;
+}
+
 FS_INLINE const void *FS_S(fs_row)(const FS_S(fs_rows) *s, const int mode, fs_i64 i)
 {
     const fs_i64 r = s->idx ? s->idx[i] : i;
@@ -247,8 +253,9 @@ FS_V4_TARGET FS_INLINE FS_W FS_S(fs_row_load_v4)(const void *row, const int mode
 
 /* Rows x[0..R) against outputs w[0..J): acc[r][j] over the first kv columns and, when `tail`,
  * the last partial vector by masked loads (a scalar tail cost as much as the vectors when k is
- * about 100).  Each step also requests the same part of rows ahead[0..R), so the rows wanted
- * next arrive at the pace these are read (a burst of requests stalled on full fill buffers). */
+ * about 100).  Each step also requests the same part of rows ahead[0..R) (ahead NULL: none),
+ * so the rows wanted next arrive at the pace these are read (a burst of requests stalled on
+ * full fill buffers). */
 FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_block_v4)(const void *const *x,
                                                       const char *const *ahead, const int mode,
                                                       FS_W s, const FS_T *w0, fs_i64 k,
@@ -433,7 +440,7 @@ FS_V4_TARGET FS_INLINE void FS_S(fs_dot_bwd_body_v4)(const FS_S(fs_rows) *src, c
 #undef FS_BWD_CASES
 
 /* dWt[j, c] = sum_i G[i, j] * (row i of src)[c] for c in [k0, k0 + kw), i in order; rows'
- * columns up to pf_end (rows of k columns not in cache: k; else 0) are requested ahead. */
+ * columns before pf_end (rows not in cache: k0 + kw; else 0) are requested ahead. */
 FS_V4_TARGET static void FS_S(fs_dot_bwd_v4)(const FS_S(fs_rows) *src, fs_i64 n, fs_i64 k0,
                                              fs_i64 kw, const FS_T *G, fs_i64 ldg, fs_i64 m,
                                              FS_T *dWt, fs_i64 ldw, fs_i64 pf_end)
@@ -875,8 +882,7 @@ FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, fs_i64 s
     if (!a->panel && fs_use_v4()) {
         /* The products read the examples in place, converting in registers: no gathered copy
          * (writing it, 4 bytes per uint8 pixel, cost as much as either product). */
-        const int mode = a->x_u8 ? FS_ROWS_U8 : a->scale == (FS_T)1 ? FS_ROWS_PLAIN
-                                                                    : FS_ROWS_SCALED;
+        const int mode = FS_S(fs_rows_mode)(a->x_u8, a->scale);
         const FS_S(fs_rows) src = {a->X, a->ldx, pos + r0, mode, a->scale};
         const FS_S(fs_rows) ahead = {a->X, a->ldx, next, mode, a->scale};
         if (pos == a->perm)  /* the epoch's first minibatch: nothing requested its rows yet */
@@ -942,10 +948,9 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 s
     } else {
 #if FS_HAVE_V4
         if (fs_use_v4()) {  /* the examples in place, as phase 1 read them */
-            const int mode = a->x_u8 ? FS_ROWS_U8 : a->scale == (FS_T)1 ? FS_ROWS_PLAIN
-                                                                        : FS_ROWS_SCALED;
+            const int mode = FS_S(fs_rows_mode)(a->x_u8, a->scale);
             const FS_S(fs_rows) src = {a->X, a->ldx, pos, mode, a->scale};
-            FS_S(fs_dot_bwd_v4)(&src, bn, k0, kw, a->G, m, m, a->dW, k, k);
+            FS_S(fs_dot_bwd_v4)(&src, bn, k0, kw, a->G, m, m, a->dW, k, k0 + kw);
         } else
 #endif
             FS_S(fs_dot_bwd)(a->Xb, k, bn, k0, kw, a->G, m, m, a->dW, k);
@@ -1050,19 +1055,19 @@ static void FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k
 {
 #if FS_HAVE_V4
     if (!panel && fs_use_v4()) {  /* in place, as in fs_fused_rows */
-        const int mode = x_u8 ? FS_ROWS_U8 : scale == (FS_T)1 ? FS_ROWS_PLAIN : FS_ROWS_SCALED;
-        const fs_i64 D = FS_PREFETCH_ROWS, bytes = k * (x_u8 ? 1 : (fs_i64)sizeof(FS_T));
+        const int mode = FS_S(fs_rows_mode)(x_u8, scale);
+        const FS_S(fs_rows) all = {X, ldx, idx, mode, scale};
+        const fs_i64 D = FS_PREFETCH_ROWS;
         /* Rows picked by index are requested D rows ahead (rows in order need no requests). */
         if (idx)
             for (fs_i64 r = r0; r < r0 + D && r < r1; r++)
-                fs_prefetch_span(x_u8 ? (const char *)((const uint8_t *)X + idx[r] * ldx)
-                                      : (const char *)((const FS_T *)X + idx[r] * ldx),
-                                 0, bytes);
+                fs_prefetch_span((const char *)FS_S(fs_row)(&all, mode, r), 0,
+                                 k * (x_u8 ? 1 : (fs_i64)sizeof(FS_T)));
         for (fs_i64 s = r0; s < r1; s += FS_FUSED_CHUNK) {
             const fs_i64 e = r1 - s < FS_FUSED_CHUNK ? r1 : s + FS_FUSED_CHUNK;
-            const void *X0 = x_u8 ? (const void *)((const uint8_t *)X + (idx ? 0 : s * ldx))
-                                  : (const void *)((const FS_T *)X + (idx ? 0 : s * ldx));
-            const FS_S(fs_rows) src = {X0, ldx, idx ? idx + s : NULL, mode, scale};
+            /* rows s.. of X, or of idx */
+            const FS_S(fs_rows) src = {idx ? X : FS_S(fs_row)(&all, mode, s), ldx,
+                                       idx ? idx + s : NULL, mode, scale};
             const FS_S(fs_rows) ahead = {X, ldx, idx ? idx + s + D : NULL, mode, scale};
             const fs_i64 left = r1 - s - D;  /* rows past D ahead of this chunk's first */
             const fs_i64 npf = idx && left > 0 ? (left < e - s ? left : e - s) : 0;

@@ -281,6 +281,7 @@ def test_fused_training_without_avx512():
 
 
 _TEAM_SCRIPT = """
+import sys
 import numpy as np, fastshallow as fs
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, (3000, 300), dtype=np.uint8)
@@ -290,7 +291,7 @@ yr = (Xr @ rng.standard_normal(300)).astype(np.float32)
 for Xs, ys, units, loss in ((X, y, 7, fs.losses.SoftmaxCrossEntropyLoss()),
                            (Xr, yr, 1, fs.losses.L2Loss())):
     bits = []
-    for threads in (1, 2, None):
+    for threads in (1, int(sys.argv[1]), None):
         it = fs.DataLoader(fs.ArrayDataset(Xs, ys), 256, shuffle=True, seed=1)
         net = fs.nn.Dense(units, rng=1)
         opt = fs.optim.SGD(net.parameters(), lr=0.01 if units == 1 else 1e-4)
@@ -303,13 +304,37 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("env", [{"OMP_THREAD_LIMIT": "1"}, {"OMP_DYNAMIC": "true"}],
-                         ids=lambda e: next(iter(e)))
-def test_fused_training_with_a_smaller_team_than_asked(env):
-    """OpenMP may start fewer threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC, nesting): the
-    fused step splits its work over the team it got, so every row is still computed and the
-    bits are those of one thread.  (It once split over the count it asked for, leaving the
-    missing threads' rows as whatever the scratch held.)"""
-    res = subprocess.run([sys.executable, "-c", _TEAM_SCRIPT], env=dict(os.environ, **env),
-                         capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("env, threads", [({"OMP_THREAD_LIMIT": "1"}, 2),
+                                          ({"OMP_THREAD_LIMIT": "2"}, 3),
+                                          ({"OMP_DYNAMIC": "true"}, 2)],
+                         ids=["limit-1-of-2", "limit-2-of-3", "dynamic"])
+def test_fused_training_with_a_smaller_team_than_asked(env, threads):
+    """OpenMP may start fewer threads than asked (OMP_THREAD_LIMIT; OMP_DYNAMIC on a loaded
+    machine; nesting): the fused step splits its work over the team it got, so every row is
+    still computed and the bits are those of one thread.  (It once split over the count it
+    asked for, leaving the missing threads' rows as whatever the scratch held.)"""
+    res = subprocess.run([sys.executable, "-c", _TEAM_SCRIPT, str(threads)],
+                         env=dict(os.environ, **env), capture_output=True, text=True,
+                         timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr
+
+
+def test_fused_sgd_refuses_scratch_made_for_other_sizes():
+    """The compiled step trusts its work buffers' sizes, which depend on how it sums (shares or
+    not): scratch for a smaller batch, other outputs or other examples is refused up front."""
+    from fastshallow._ext import kernels
+
+    k = kernels()
+    X = np.zeros((300, 100), np.float32)
+    t = np.zeros((300, 1), np.float32)
+    perm = np.arange(300, dtype=np.int64)
+    Wp = k.to_working_layout(np.zeros((100, 1), np.float32))
+    b = np.zeros(1, np.float32)
+    args = (X, None, t, perm, 256, 1, 0.0, 0.0, Wp, b, None, None, np.full(2, 0.1, np.float32),
+            0.0, 0.0, 1.0, np.zeros(2), np.zeros(2, np.int64), 0, 2, 2)
+    for bad in (k.fused_scratch(16, 100, 1, np.float32, 4),   # a smaller batch
+                k.fused_scratch(256, 100, 2, np.float32, 4),  # other outputs
+                k.fused_scratch(256, 100, 1, np.float32, 1)):  # uint8 rows: no shares
+        with pytest.raises(ValueError, match="fused_scratch"):
+            k.fused_sgd(*args, bad)
+    assert k.fused_sgd(*args, k.fused_scratch(256, 100, 1, np.float32, 4)) == -1

@@ -104,7 +104,8 @@ def fused_sgd(X: _Rows, labels: _Int64s | None, targets: _Floats | None, perm: _
 
 def fused_scratch(batch: int, k: int, m: int, dtype: Any,
                   x_itemsize: int) -> tuple[np.ndarray, ...]:
-    """Work buffers for fused_sgd, sized for one full minibatch."""
+    """Work buffers for fused_sgd over examples of `x_itemsize` bytes per feature (1: uint8),
+    sized for one full minibatch."""
 
 def fused_forward(X: _Rows, idx: _Int64s | None, Wp: _Floats, b: _Floats, scale: float,
                   out: _Floats, nt: int) -> None:

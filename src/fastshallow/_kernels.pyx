@@ -816,30 +816,33 @@ cdef inline const void *_data_ptr(cnp.ndarray a) except NULL:
     return <const void *>cnp.PyArray_DATA(a)
 
 
-cdef fs_i64 _dw_size(fs_i64 batch, fs_i64 k, fs_i64 m, fs_i64 x_itemsize, fs_i64 itemsize):
-    """Elements of fused_sgd's weight-gradient scratch: k x m, times one share per chunk of rows
-    when phase 1 leaves shares (fs_fused_share_rows)."""
+def _scratch_shapes(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
+    """The shapes of fused_sgd's work buffers (see fused_scratch), for one full minibatch of
+    examples of `x_itemsize` bytes per feature (1: uint8) and weights of `dtype`."""
+    dtype = np.dtype(dtype)
+    pw = FS_PW_F32 if dtype == np.float32 else FS_PW_F64
     cdef int panel = m > FS_DOT_MAX
-    cdef fs_i64 sr = fs_fused_share_rows(batch, m, panel, x_itemsize, itemsize)
-    return k * m * (_nchunks(batch, sr) if sr > 0 else 1)
+    cdef fs_i64 sr = fs_fused_share_rows(batch, m, panel, x_itemsize, dtype.itemsize)
+    return ((batch, k),                                   # Xb: the gathered rows
+            (batch, m),                                   # Z: outputs
+            (batch, m),                                   # G: loss gradient
+            (_nchunks(m, pw) * batch * pw if panel else 1,),  # Gp: G in panels
+            # the weight gradient: k x m (panels) or m x k, times one share per chunk of rows
+            # when phase 1 leaves shares (fs_fused_share_rows)
+            (k * m * (_nchunks(batch, sr) if sr > 0 else 1),),
+            (m,),                                         # db
+            (batch,),                                     # per-row loss
+            (batch,))                                     # per-row hit (int64)
 
 
 def fused_scratch(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
     """Work buffers for fused_sgd over examples of `x_itemsize` bytes per feature (1: uint8),
     sized for one full minibatch; allocate once, reuse."""
-    dtype = np.dtype(dtype)
-    pw = FS_PW_F32 if dtype == np.float32 else FS_PW_F64
-    panel = m > FS_DOT_MAX
-    npan = (m + pw - 1) // pw
-    return (np.empty((batch, k), dtype),                      # Xb: the gathered rows
-            np.empty((batch, m), dtype),                      # Z: outputs
-            np.empty((batch, m), dtype),                      # G: loss gradient
-            np.zeros(npan * batch * pw if panel else 1, dtype),  # Gp: G in panels
-            # the weight gradient: k x m (panels) or m x k, times the shares if any
-            np.empty(_dw_size(batch, k, m, x_itemsize, dtype.itemsize), dtype),
-            np.empty(m, dtype),                               # db
-            np.empty(batch, dtype),                           # per-row loss
-            np.empty(batch, np.int64))                        # per-row hit
+    shapes = _scratch_shapes(batch, k, m, dtype, x_itemsize)
+    return (np.empty(shapes[0], dtype), np.empty(shapes[1], dtype), np.empty(shapes[2], dtype),
+            np.zeros(shapes[3], dtype),  # the panels' padding is read
+            np.empty(shapes[4], dtype), np.empty(shapes[5], dtype), np.empty(shapes[6], dtype),
+            np.empty(shapes[7], np.int64))
 
 
 def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int loss,
@@ -850,8 +853,9 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
     """Minibatches [t0, t1) of an epoch in one call; see fs_fused_sgd in csrc.  Returns the index
     of the first batch whose loss was not finite, or -1.  The caller has validated everything:
     X is C-contiguous 2-D uint8 or of the weights' dtype, every perm entry indexes a row of X,
-    labels (int64) or targets (weights' dtype, n x m) match, all buffers have their sizes, and
-    `scratch` comes from fused_scratch(batch, k, m, dtype)."""
+    labels (int64) or targets (weights' dtype, n x m) match, and all buffers have their sizes.
+    `scratch` must come from fused_scratch(batch, k, m, weights' dtype, X.dtype.itemsize):
+    that is checked here, since its sizes depend on how the C code sums (see _scratch_shapes)."""
     cdef fs_i64 k = X.shape[1], m = b.shape[0], bad
     cdef bint panel = m > FS_DOT_MAX
     cdef floating[:, ::1] Xb = scratch[0]
@@ -871,8 +875,10 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
         a = &a32
     else:
         a = &a64
-    # The one size the caller cannot see: it depends on how phase 1 sums (fs_fused_share_rows).
-    if dW.shape[0] < _dw_size(batch, k, m, X.dtype.itemsize, sizeof(floating)):
+    want = _scratch_shapes(batch, k, m, np.float32 if floating is float else np.float64,
+                           X.dtype.itemsize)
+    if len(scratch) != len(want) or any(np.shape(buf) != shape
+                                        for buf, shape in zip(scratch, want)):
         raise ValueError("the scratch was made by fused_scratch for other sizes or examples")
     a.X = _data_ptr(X)
     a.x_u8 = X.dtype == np.uint8
