@@ -703,7 +703,6 @@ cdef extern from "fs_kernels.h" nogil:
     int FS_PW_F32 "16"
     int FS_PW_F64 "8"
     int FS_FUSED_CHUNK
-    int FS_SHARE_ROWS
     fs_i64 fs_fused_share_rows(fs_i64 batch, fs_i64 m, int panel, fs_i64 row_esize,
                                fs_i64 esize)
     ctypedef struct fs_fused_args_f32:
