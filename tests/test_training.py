@@ -38,17 +38,19 @@ def blobs(rng, n=1500, k=37, uint8=False):
     return X.astype(np.float32), y.astype(np.int64)
 
 
-def make(kind, rng, dtype=np.float32, uint8=False, scaled=False, k=37):
+def make(kind, rng, dtype=np.float32, uint8=False, scaled=False, k=None):
+    """Softmax on 37 features by default; regression on 13 (rows shorter than a vector)."""
     if kind == "softmax":
-        X, y = blobs(rng, k=k, uint8=uint8)
+        X, y = blobs(rng, k=k or 37, uint8=uint8)
         if uint8 or scaled:  # scaled float rows: 255 times too large, scaled on the way in
             ds = ScaledImages(X if uint8 else (X * 255).astype(dtype), y)
         else:
             ds = fs.ArrayDataset(X.astype(dtype), y)
         return ds, fs.losses.SoftmaxCrossEntropyLoss(), N_CLASSES
-    X, y = fs.synthetic_data(rng.normal(size=13), 0.7, 1200, seed=rng, dtype=dtype)
+    X, y = fs.synthetic_data(rng.normal(size=k or 13), 0.7, 1200, seed=rng, dtype=dtype)
+    ds = ScaledImages((X * 255).astype(dtype), y) if scaled else fs.ArrayDataset(X, y)
     loss = fs.losses.L2Loss() if kind == "l2" else fs.losses.HuberLoss(0.5)
-    return fs.ArrayDataset(X, y), loss, 1
+    return ds, loss, 1
 
 
 def run(ds, loss, units, *, fused, dtype=np.float32, momentum=0.0, wd=0.0, schedule=None,
@@ -78,6 +80,14 @@ CASES = [
     dict(kind="l2"),
     dict(kind="l2", momentum=0.9, dtype=np.float64),
     dict(kind="huber", schedule="cosine", lr=0.5, epochs=4),
+    # One output with rows of 1 to 8 vectors takes its own path (each row read once, held in
+    # registers): a partial last vector of 4 floats, 8 whole vectors of doubles, scaled rows
+    # with a partial vector of 8 floats and of 4 doubles; 129 floats (9 vectors) do not.
+    dict(kind="l2", k=100, lr=0.1, epochs=4),
+    dict(kind="l2", k=64, dtype=np.float64, lr=0.1, epochs=4),
+    dict(kind="l2", k=40, scaled=True, lr=0.1, epochs=4),
+    dict(kind="huber", k=20, scaled=True, dtype=np.float64, schedule="cosine", lr=0.5, epochs=4),
+    dict(kind="l2", k=129, lr=0.1, epochs=4),
 ]
 
 
@@ -86,7 +96,7 @@ CASES = [
 def test_fused_path_matches_per_batch_loop(case, rng):
     case = dict(case)
     kind, uint8 = case.pop("kind"), case.pop("uint8", False)
-    scaled, k = case.pop("scaled", False), case.pop("k", 37)
+    scaled, k = case.pop("scaled", False), case.pop("k", None)
     dtype = case.get("dtype", np.float32)
     ds, loss, units = make(kind, rng, dtype, uint8, scaled, k)
     net_loop, h_loop = run(ds, loss, units, fused=False, **case)
@@ -99,22 +109,23 @@ def test_fused_path_matches_per_batch_loop(case, rng):
         np.testing.assert_allclose(h_fused.train_acc, h_loop.train_acc, atol=2 / len(ds))
         # the problem is learnable (less so with few features; chance is 1/7): training did
         # something
-        assert h_fused.train_acc[-1] > (0.8 if k >= 37 else 0.3)
+        assert h_fused.train_acc[-1] > (0.8 if (k or 37) >= 37 else 0.3)
     else:
         assert h_fused.train_loss[-1] < 0.05 * h_fused.train_loss[0]
 
 
-@pytest.mark.parametrize("kind", ["softmax", "l2"])
-def test_fused_training_is_bit_identical_for_1_2_and_3_threads(kind, rng):
+@pytest.mark.parametrize("kind, k", [("softmax", 300), ("l2", 300), ("l2", 100)])
+def test_fused_training_is_bit_identical_for_1_2_and_3_threads(kind, k, rng):
     """Each phase of a fused minibatch is split among the threads by their measured speed, so
     the split moves from run to run; no value may depend on it.  Softmax takes the
-    weight-gradient rows path, linear regression the per-chunk shares (fs_fused_share_rows)."""
+    weight-gradient rows path, linear regression the per-chunk shares (fs_fused_share_rows),
+    with rows of up to 8 vectors held in registers (k = 100)."""
     # Big enough that the kernels really start a second thread.
     if kind == "softmax":
-        X, y = blobs(rng, n=4000, k=300, uint8=True)
+        X, y = blobs(rng, n=4000, k=k, uint8=True)
         ds, loss, units = ScaledImages(X, y), fs.losses.SoftmaxCrossEntropyLoss(), N_CLASSES
     else:
-        X, y = fs.synthetic_data(rng.normal(size=300), 0.1, 4000, seed=rng)
+        X, y = fs.synthetic_data(rng.normal(size=k), 0.1, 4000, seed=rng)
         ds, loss, units = fs.ArrayDataset(X, y), fs.losses.L2Loss(), 1
     one, h1 = run(ds, loss, units, fused=True, threads=1, batch=256, momentum=0.9, lr=0.01)
     for threads in (2, 3):
