@@ -889,7 +889,8 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
  * share of the weight gradient.  The sums are those of fs_dot_fwd_v4 and fs_dot_bwd_v4, term
  * for term, so the bits are too; reading each row once, in one place, made a 1,000,000 x 100
  * epoch about a fifth faster than three passes over the chunk.  Each row's successor in the
- * next minibatch (pf, npf) is requested on the way, with its target (2-6% faster). */
+ * next minibatch (rows [0, npf) of pf, whose idx is then set) is requested on the way, with its
+ * target (2-6% faster). */
 FS_V4_TARGET FS_INLINE void FS_S(fs_fused_one_body_v4)(const FS_S(fs_fused_args) *a,
                                                       const FS_S(fs_rows) *src, const int mode,
                                                       fs_i64 r0, fs_i64 rows, const fs_i64 *pos,
@@ -938,8 +939,9 @@ FS_V4_TARGET FS_INLINE void FS_S(fs_fused_one_body_v4)(const FS_S(fs_fused_args)
     }
 }
 
-/* The above for rows of up to 8 vectors (128 floats, 64 doubles), with NV and the row mode as
- * constants, so that every loop unrolls; returns 0 (nothing done) for other shapes. */
+/* The above for rows of up to 8 vectors (128 floats, 64 doubles) of floats, with NV and the row
+ * mode as constants, so that every loop unrolls; returns 0 (nothing done) for other shapes.
+ * uint8 rows never come here: they never take shares (fs_fused_share_rows). */
 #define FS_ONE_CASE(NV)                                                                       \
     case NV: FS_S(fs_fused_one_body_v4)(a, src, MODE, r0, rows, pos, pf, npf, share, NV); break;
 #define FS_ONE_MODE(M)                                                                        \
@@ -956,11 +958,11 @@ FS_V4_TARGET static int FS_S(fs_fused_one_v4)(const FS_S(fs_fused_args) *a,
                                               fs_i64 npf, FS_T *share)
 {
     const fs_i64 nv = (a->k + FS_WL - 1) / FS_WL;
-    /* rows shorter than a vector are summed in order by the scalar path (see fs_dot_fwd_v4) */
-    if (a->m != 1 || a->loss == FS_LOSS_SOFTMAX_XENT || a->k < FS_WL || nv > 8) return 0;
-    if (src->mode == FS_ROWS_U8)
-        FS_ONE_MODE(FS_ROWS_U8)
-    else if (src->mode == FS_ROWS_SCALED)
+    /* rows shorter than a vector are summed in order by the scalar path (fs_dot_fwd_body_v4) */
+    if (a->m != 1 || a->loss == FS_LOSS_SOFTMAX_XENT || a->k < FS_WL || nv > 8 ||
+        src->mode == FS_ROWS_U8)
+        return 0;
+    if (src->mode == FS_ROWS_SCALED)
         FS_ONE_MODE(FS_ROWS_SCALED)
     else
         FS_ONE_MODE(FS_ROWS_PLAIN)

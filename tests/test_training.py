@@ -39,7 +39,7 @@ def blobs(rng, n=1500, k=37, uint8=False):
 
 
 def make(kind, rng, dtype=np.float32, uint8=False, scaled=False, k=None):
-    """Softmax on 37 features by default; regression on 13 (rows shorter than a vector)."""
+    """Softmax on 37 features by default; regression on 13 (shorter than a float32 vector)."""
     if kind == "softmax":
         X, y = blobs(rng, k=k or 37, uint8=uint8)
         if uint8 or scaled:  # scaled float rows: 255 times too large, scaled on the way in
@@ -81,9 +81,12 @@ CASES = [
     dict(kind="l2", momentum=0.9, dtype=np.float64),
     dict(kind="huber", schedule="cosine", lr=0.5, epochs=4),
     # One output with rows of 1 to 8 vectors takes its own path (each row read once, held in
-    # registers): a partial last vector of 4 floats, 8 whole vectors of doubles, scaled rows
-    # with a partial vector of 8 floats and of 4 doubles; 129 floats (9 vectors) do not.
+    # registers; so does l2 on 13 doubles above): a partial last vector of 4 floats, one and
+    # three whole vectors of floats, 8 of doubles, scaled rows with a partial vector of 8
+    # floats and of 4 doubles; 129 floats (9 vectors) do not.
     dict(kind="l2", k=100, lr=0.1, epochs=4),
+    dict(kind="l2", k=16, wd=1e-3, momentum=0.5, lr=0.1, epochs=4),
+    dict(kind="huber", k=48, schedule="cosine", lr=0.5, epochs=4),
     dict(kind="l2", k=64, dtype=np.float64, lr=0.1, epochs=4),
     dict(kind="l2", k=40, scaled=True, lr=0.1, epochs=4),
     dict(kind="huber", k=20, scaled=True, dtype=np.float64, schedule="cosine", lr=0.5, epochs=4),
