@@ -593,9 +593,17 @@ static void FS_S(fs_transpose)(const FS_T *A, fs_i64 rows, fs_i64 cols, FS_T *ou
         for (fs_i64 j = 0; j < cols; j++) out[j * rows + i] = A[i * cols + j];
 }
 
-/* out[j] = sum_i G[i, j], summed over i in order. */
+/* out[j] = sum_i G[i, j], summed over i in order.  One column is summed in a register: through
+ * `out` (which could alias G, as far as the compiler knows) every addition waited on a store
+ * and a load, and the fused step's one-thread linear-regression epoch took 15% longer. */
 static void FS_S(fs_colsum)(const FS_T *G, fs_i64 ldg, fs_i64 n, fs_i64 m, FS_T *out)
 {
+    if (m == 1) {
+        FS_T d = 0;
+        for (fs_i64 i = 0; i < n; i++) d += G[i * ldg];
+        out[0] = d;
+        return;
+    }
     for (fs_i64 j = 0; j < m; j++) out[j] = 0;
     for (fs_i64 i = 0; i < n; i++)
         for (fs_i64 j = 0; j < m; j++) out[j] += G[i * ldg + j];
@@ -1068,36 +1076,6 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 s
                      a->V ? a->V + j * k + k0 : NULL);
 }
 
-/* The bias gradient db (the column sums of G, each in row order) and the batch's loss and hits
- * (in row order), for the bn rows of a minibatch.  With one output the three sums run in one
- * loop, in registers: in turn, and the bias gradient kept in memory, they waited on every
- * addition (a one-thread linear-regression epoch took 15% longer). */
-static void FS_S(fs_batch_totals)(const FS_S(fs_fused_args) *a, fs_i64 bn, double *loss,
-                                  fs_i64 *hits)
-{
-    const FS_T *G = a->G, *rowloss = a->rowloss;
-    const fs_i64 *rowhit = a->rowhit;
-    double s = 0;
-    fs_i64 h = 0;
-    if (a->m == 1) {
-        FS_T d = 0;
-        for (fs_i64 r = 0; r < bn; r++) {
-            d += G[r];
-            s += rowloss[r];
-            h += rowhit[r];
-        }
-        a->db[0] = d;
-    } else {
-        FS_S(fs_colsum)(G, a->m, bn, a->m, a->db);
-        for (fs_i64 r = 0; r < bn; r++) {
-            s += rowloss[r];
-            h += rowhit[r];
-        }
-    }
-    *loss = s;
-    *hits = h;
-}
-
 /* Batches [t0, t1) of one epoch: for each, forward + loss + gradient of the outputs (phase 1,
  * split by rows), then weight gradient + update (phase 2, split by weight rows), with one OpenMP
  * team for the whole segment and a barrier after each phase.  Every value is produced by one
@@ -1163,12 +1141,16 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
             FS_S(fs_fused_cols)(a, sr, pos, bn, lo, hi - lo, lr);
             if (me == 0) {
                 /* The bias and the batch's totals: small, serial, in a fixed order. */
-                double s = 0;
-                fs_i64 hits = 0;
-                FS_S(fs_batch_totals)(a, bn, &s, &hits);
+                FS_S(fs_colsum)(a->G, m, bn, m, a->db);
                 for (fs_i64 j = 0; j < m; j++)
                     FS_S(fs_sgd_one)(a->b + j, a->db[j], lr, (FS_T)bn, a->momentum, a->wd,
                                      a->vb ? a->vb + j : NULL);
+                double s = 0;
+                fs_i64 hits = 0;
+                for (fs_i64 r = 0; r < bn; r++) {
+                    s += a->rowloss[r];
+                    hits += a->rowhit[r];
+                }
                 a->batch_loss[t] = s;
                 a->batch_hits[t] = hits;
                 if (!isfinite(s)) bad = t;
