@@ -670,14 +670,30 @@ def test_gather_rows_non_contiguous_source(rng):
 
 # ---- fused forward: examples read in place ------------------------------------------------------
 
+def test_working_layout_is_aligned_and_round_trips(rng, float_dtype):
+    """The fused kernels' weights start on a 64-byte boundary (their vector loads then stay
+    within cache lines), are a copy, and come back exactly, for both layouts and any input
+    order."""
+    for m in (1, 10, 16, 17, 40):
+        W = rng.standard_normal((37, m)).astype(float_dtype)
+        for src in (W, np.asfortranarray(W)):
+            P = _kernels().to_working_layout(src)
+            assert P.ctypes.data % 64 == 0 and P.flags.c_contiguous
+            assert not np.shares_memory(P, src)
+            back = _kernels().from_working_layout(P, 37, m, np.empty_like(W))
+            assert_bits_equal(back, W)
+
+
 @pytest.mark.parametrize("source", ["uint8", "float", "float-scaled"])
 def test_fused_forward_reads_rows_in_place(rng, float_dtype, source):
     """The fused kernels read the examples where they are (uint8 or float rows, picked by index,
     scaled) and convert them in registers.  Against NumPy, and bit for bit against gathering
     the rows first and multiplying them (the per-batch path), for 1 and 2 threads: a tail
-    shorter than a vector, rows shorter than one (k < 16), chunks of 64 rows, both layouts."""
+    shorter than a vector, rows shorter than one (k < 16), chunks of 64 rows, both layouts,
+    outputs in one pass of up to 5 or several (the last one short)."""
     for n, k, m in ((1, 1, 1), (5, 7, 3), (67, 17, 10), (130, 37, 5), (70, 784, 10),
-                    (66, 16, 16), (9, 33, 17)):
+                    (66, 16, 16), (9, 33, 17), (13, 48, 6), (7, 32, 11), (33, 128, 13),
+                    (8, 40, 7)):
         if source == "uint8":
             X, scale = rng.integers(0, 256, (n + 11, k), dtype=np.uint8), 1 / 255
         else:

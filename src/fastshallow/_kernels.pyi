@@ -86,7 +86,8 @@ def panel_width(dtype: npt.DTypeLike) -> int:
     """Output columns per packed weight panel: 16 for float32, 8 for float64."""
 
 def to_working_layout(W: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """W (k, m) -> the layout the fused kernels update: packed panels when m >= 4, else W.T."""
+    """W (k, m) -> a new array, 64-byte aligned, in the layout the fused kernels update: W.T
+    when m <= 16, else packed panels."""
 
 def from_working_layout(P: npt.NDArray[Any], k: int, m: int,
                         out: npt.NDArray[Any]) -> npt.NDArray[Any]:
