@@ -1211,3 +1211,25 @@ static void FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k
             FS_S(fs_dot_fwd)(xb, k, e - s, k, Wp, m, b, Z + s * m, m);
     }
 }
+
+/* How many of rows [0, rows) of Z (m columns) have their largest value in column labels[r],
+ * the column NumPy's argmax picks: the first largest, or the first NaN (NaN counts as
+ * largest). */
+static fs_i64 FS_S(fs_argmax_hits)(const FS_T *Z, fs_i64 rows, fs_i64 m, const fs_i64 *labels)
+{
+    fs_i64 hits = 0;
+    for (fs_i64 r = 0; r < rows; r++) {
+        const FS_T *z = Z + r * m;
+        fs_i64 best = 0;
+        if (!isnan(z[0]))
+            for (fs_i64 j = 1; j < m; j++) {
+                if (isnan(z[j])) {
+                    best = j;
+                    break;
+                }
+                if (z[j] > z[best]) best = j;
+            }
+        hits += best == labels[r];
+    }
+    return hits;
+}

@@ -721,6 +721,42 @@ def test_fused_forward_reads_rows_in_place(rng, float_dtype, source):
             assert_bits_equal(outs[1], outs[0], msg)
 
 
+def test_fused_hits_counts_numpy_argmax_hits(rng, float_dtype):
+    """The compiled hit count of the test accuracy: forward of each chunk of rows, then NumPy's
+    argmax (the first largest; a NaN counts as largest) against the labels.  Against NumPy on
+    uint8 and float rows, ties and NaN outputs, odd sizes, both weight layouts, a label past
+    the classes; 1 and 2 threads agree."""
+    for n, k, m, source in ((1, 1, 1, "float"), (5, 7, 3, "uint8"), (67, 17, 10, "float"),
+                            (130, 784, 10, "uint8"), (129, 37, 5, "float"), (9, 33, 17, "uint8"),
+                            (64, 16, 16, "float")):
+        if source == "uint8":
+            X, scale = rng.integers(0, 256, (n, k), dtype=np.uint8), 1 / 255
+        else:
+            X, scale = rng.standard_normal((n, k)).astype(float_dtype), 1.0
+        W = rng.standard_normal((k, m)).astype(float_dtype)
+        b = rng.standard_normal(m).astype(float_dtype)
+        if n > 3:
+            X[1] = 0 if source == "uint8" else X[1] * 0  # all outputs equal the bias: a tie
+            b[m // 2] = b.max()                          # ... between two classes, when m > 1
+        if source == "float" and n > 3:
+            X[2, 0] = np.nan                             # every output NaN: class 0
+        Wp = _kernels().to_working_layout(W)
+        Z = np.empty((n, m), float_dtype)
+        _kernels().fused_forward(X, None, Wp, b, scale, Z, 1)
+        for labels in (Z.argmax(axis=1), rng.integers(0, m, n), np.full(n, m)):
+            labels = labels.astype(np.int64)
+            want = int((Z.argmax(axis=1) == labels).sum())
+            got = [_kernels().fused_hits(X, labels, Wp, b, scale, nt) for nt in (1, 2)]
+            assert got == [want, want], (n, k, m, source, got, want)
+    # and a NaN in the middle of a row is the prediction, as for NumPy
+    Z = np.array([[0.0, 5.0, np.nan, 7.0]], float_dtype)
+    X = np.eye(4, dtype=float_dtype)[:1]
+    Wp = _kernels().to_working_layout(np.ones((4, 4), float_dtype))
+    b = Z[0] - 1
+    hits = [_kernels().fused_hits(X, np.array([c], np.int64), Wp, b, 1.0, 1) for c in range(4)]
+    assert hits == [0, 0, 1, 0] and np.argmax(Z[0]) == 2
+
+
 # ---- property-based: random shapes and values ---------------------------------------------------
 
 try:

@@ -224,6 +224,35 @@ def test_history_printing_and_callback(rng, capsys):
     assert hist.test_acc[-1] == fast == pytest.approx(slow)
 
 
+def test_evaluate_accuracy_compiled_count_compares_labels_as_values(rng, monkeypatch):
+    """The compiled hit count behind evaluate_accuracy gives what comparing predictions with
+    the labels as values gives (the per-batch path): integer labels of any width, float labels
+    (2.5, NaN, -1.0 and 1e30 match no class), labels past the classes, uint8 and float rows."""
+    from fastshallow import _fused
+
+    calls = []
+    count = _fused.count_hits
+    monkeypatch.setattr(_fused, "count_hits", lambda *a, **k: calls.append(1) or count(*a, **k))
+    n = 203
+    for X in (rng.standard_normal((n, 12)).astype(np.float32),
+              rng.integers(0, 256, (n, 3, 4), dtype=np.uint8)):
+        net = fs.nn.Sequential(fs.nn.Flatten(), fs.nn.Dense(4))
+        net(X[:1].astype(np.float32))
+        pred = np.concatenate([net(X[s:s + 50].astype(np.float32)).argmax(axis=1)
+                               for s in range(0, n, 50)])
+        odd = np.arange(n) % 3 == 0
+        for y in (pred, pred.astype(np.uint8), (pred - 1) % 5, pred.astype(np.float64),
+                  np.where(odd, pred + 0.5, pred), np.where(odd, np.nan, pred),
+                  np.where(odd, -1.0, pred), np.where(odd, 1e30, pred).astype(np.float32)):
+            it = fs.DataLoader(fs.ArrayDataset(X, y, check_finite=False), 16)
+            before = len(calls)
+            fast = fs.evaluate_accuracy(net, it, num_threads=2)
+            assert len(calls) == before + 1  # the compiled count ran
+            slow = sum(fs.accuracy(net(Xb), yb) for Xb, yb in it) / n
+            assert fast == slow, (y.dtype, fast, slow)
+        assert fs.evaluate_accuracy(net, fs.DataLoader(fs.ArrayDataset(X, pred), 16)) == 1.0
+
+
 def test_train_epoch_returns_loss_and_accuracy(rng):
     X, y = blobs(rng)
     it = fs.DataLoader(fs.ArrayDataset(X, y), 64, shuffle=True, seed=0)

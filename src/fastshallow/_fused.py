@@ -239,21 +239,36 @@ def plan(net, train_iter, loss, updater) -> tuple[Optional[FusedTrainer], str]:
                         train_iter.batch_size), ""
 
 
-def forward_all(dense: Dense, X: np.ndarray, scale: float, num_threads=None,
-                block: int = 1 << 16):
-    """Yield (start, logits) over all rows of X (uint8 or the layer's dtype) in blocks."""
+def label_codes(y) -> Optional[np.ndarray]:
+    """int64 labels the compiled hit count compares with class indices, giving what comparing
+    `y` with them as values gives (a float 3.0 is class 3; 2.5, NaN or a negative label match
+    no class: -1); None for labels that are not numbers."""
+    y = np.asarray(y).reshape(-1)
+    if y.dtype.kind in "biu":
+        # uint64 labels >= 2**63 turn negative: they matched no class before either
+        return y.astype(np.int64)
+    if y.dtype.kind != "f":
+        return None
+    with np.errstate(invalid="ignore"):
+        whole = (y >= 0) & (y < 2.0 ** 62) & (y == np.floor(y))
+    return np.where(whole, y, -1).astype(np.int64)
+
+
+def count_hits(dense: Dense, X: np.ndarray, labels: np.ndarray, scale: float,
+               num_threads=None) -> int:
+    """How many rows of X (uint8 or the layer's dtype) the layer classifies as their label
+    (`label_codes`): the argmax of its outputs, as NumPy's argmax picks it."""
     W, b = dense.weight.data, dense.bias.data
     if W.shape != (X.shape[1], dense.units) or b.shape != (dense.units,):
         raise RuntimeError(f"the layer's parameters (weight {W.shape}, bias {b.shape}) do not "
                            f"fit {X.shape[1]} features and {dense.units} outputs")
-    Wp = _k().to_working_layout(W)
+    if labels.shape != (X.shape[0],) or labels.dtype != np.int64:
+        raise ValueError(f"expected {X.shape[0]} int64 labels, one per example, got "
+                         f"{labels.dtype} {labels.shape}")
     k, m = W.shape
-    nt = resolve_threads(num_threads, min(len(X), block) * k * max(m, 4))
-    for s in range(0, len(X), block):
-        part = X[s:s + block]
-        out = np.empty((len(part), m), W.dtype)
-        _k().fused_forward(part, None, Wp, b, scale, out, nt)
-        yield s, out
+    nt = resolve_threads(num_threads, len(X) * k * max(m, 4))
+    return _k().fused_hits(X, np.ascontiguousarray(labels), _k().to_working_layout(W), b,
+                           scale, nt)
 
 
 def can_forward(net, data_iter) -> Optional[tuple]:

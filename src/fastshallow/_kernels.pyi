@@ -112,6 +112,11 @@ def fused_forward(X: _Rows, idx: _Int64s | None, Wp: _Floats, b: _Floats, scale:
                   out: _Floats, nt: int) -> None:
     """out = (scale * X[idx]) @ W + b with W in the working layout (idx None: all rows)."""
 
+def fused_hits(X: _Rows, labels: _Int64s, Wp: _Floats, b: _Floats, scale: float,
+               nt: int) -> int:
+    """How many rows i of X have argmax((scale * X[i]) @ W + b) == labels[i] (NumPy's
+    argmax), W in the working layout."""
+
 PERM_BUCKETED: int
 PERM_BLOCK: int
 

@@ -779,6 +779,8 @@ cdef extern from "fs_kernels.h" nogil:
     void fs_fused_forward_f64(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, double scale,
                               const fs_i64 *idx, fs_i64 r0, fs_i64 r1, const double *Wp, int panel,
                               const double *b, fs_i64 m, double *xb, double *Z)
+    fs_i64 fs_argmax_hits_f32(const float *Z, fs_i64 rows, fs_i64 m, const fs_i64 *labels)
+    fs_i64 fs_argmax_hits_f64(const double *Z, fs_i64 rows, fs_i64 m, const fs_i64 *labels)
 
 
 def panel_width(dtype):
@@ -973,3 +975,36 @@ def fused_forward(X, const int64_t[::1] idx, const floating[:, ::1] Wp, const fl
         else:
             fs_fused_forward_f64(xp, x_u8, k, k, scale, ip, r0, r1, &Wp[0, 0], panel,
                                  &b[0], m, &scratch[tid * FS_FUSED_CHUNK, 0], &out[0, 0])
+
+
+def fused_hits(X, const int64_t[::1] labels, const floating[:, ::1] Wp, const floating[::1] b,
+               double scale, int nt):
+    """How many rows i of X have argmax((scale * X[i]) @ W + b) == labels[i], W in the working
+    layout, the argmax NumPy's (first largest; NaN counts as largest): the forward of each chunk
+    of rows goes to a per-thread buffer and is counted there.  Validated by the caller."""
+    cdef fs_i64 k = X.shape[1], m = b.shape[0], n = X.shape[0]
+    cdef fs_i64 c, r0, r1, nch = _nchunks(n, FS_FUSED_CHUNK)
+    cdef int panel = m > FS_DOT_MAX, x_u8 = X.dtype == np.uint8
+    cdef const char *xp = <const char *>_data_ptr(X)
+    cdef fs_i64 row_bytes = k * (1 if x_u8 else sizeof(floating))
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[:, ::1] scratch = np.empty((max(nt, 1) * FS_FUSED_CHUNK, k), dtype)
+    cdef floating[:, ::1] Z = np.empty((max(nt, 1) * FS_FUSED_CHUNK, m), dtype)
+    cdef int64_t[::1] hits = np.zeros(max(nch, 1), np.int64)
+    cdef int tid
+    for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
+        r0 = c * FS_FUSED_CHUNK
+        r1 = min(r0 + FS_FUSED_CHUNK, n)
+        tid = threadid()
+        # the chunk's rows as rows 0.. of X, so that their outputs land at the buffer's start
+        if floating is float:
+            fs_fused_forward_f32(xp + r0 * row_bytes, x_u8, k, k, <float>scale, NULL, 0, r1 - r0,
+                                 &Wp[0, 0], panel, &b[0], m, &scratch[tid * FS_FUSED_CHUNK, 0],
+                                 &Z[tid * FS_FUSED_CHUNK, 0])
+            hits[c] = fs_argmax_hits_f32(&Z[tid * FS_FUSED_CHUNK, 0], r1 - r0, m, &labels[r0])
+        else:
+            fs_fused_forward_f64(xp + r0 * row_bytes, x_u8, k, k, scale, NULL, 0, r1 - r0,
+                                 &Wp[0, 0], panel, &b[0], m, &scratch[tid * FS_FUSED_CHUNK, 0],
+                                 &Z[tid * FS_FUSED_CHUNK, 0])
+            hits[c] = fs_argmax_hits_f64(&Z[tid * FS_FUSED_CHUNK, 0], r1 - r0, m, &labels[r0])
+    return int(np.asarray(hits).sum())

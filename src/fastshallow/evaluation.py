@@ -22,16 +22,14 @@ def _batches(data_iter):
 
 
 def evaluate_accuracy(net, data_iter, *, num_threads: Optional[int] = None) -> float:
-    """The fraction of examples of `data_iter` whose argmax prediction is the label.  A single
-    Dense layer on an array-backed loader is evaluated by the fused gather+forward kernel."""
+    """The fraction of examples of `data_iter` whose argmax prediction is the label.  For a
+    single Dense layer on an array-backed loader with numeric labels, one compiled call counts
+    the hits (forward and argmax, chunk by chunk, without the matrix of outputs)."""
     fast = _fused.can_forward(net, data_iter)
-    if fast is not None:
-        dense, X, y, scale = fast
-        labels = np.asarray(y).reshape(-1)
-        hits = 0
-        for s, Z in _fused.forward_all(dense, X, scale, num_threads):
-            hits += int((Z.argmax(axis=1) == labels[s:s + len(Z)]).sum())
-        return hits / max(len(X), 1)
+    labels = _fused.label_codes(fast[2]) if fast is not None else None
+    if labels is not None and len(labels) == len(fast[1]):
+        dense, X, _, scale = fast
+        return _fused.count_hits(dense, X, labels, scale, num_threads) / max(len(X), 1)
     correct = total = 0
     for X, y in _batches(data_iter):
         correct += accuracy(net(X), y)
