@@ -721,7 +721,7 @@ def test_fused_forward_reads_rows_in_place(rng, float_dtype, source):
             assert_bits_equal(outs[1], outs[0], msg)
 
 
-def test_fused_hits_counts_numpy_argmax_hits(rng, float_dtype):
+def test_fused_forward_counts_numpy_argmax_hits(rng, float_dtype):
     """The compiled hit count of the test accuracy: forward of each chunk of rows, then NumPy's
     argmax (the first largest; a NaN counts as largest) against the labels.  Against NumPy on
     uint8 and float rows, ties and NaN outputs, odd sizes, both weight layouts, a label past
@@ -746,14 +746,16 @@ def test_fused_hits_counts_numpy_argmax_hits(rng, float_dtype):
         for labels in (Z.argmax(axis=1), rng.integers(0, m, n), np.full(n, m)):
             labels = labels.astype(np.int64)
             want = int((Z.argmax(axis=1) == labels).sum())
-            got = [_kernels().fused_hits(X, labels, Wp, b, scale, nt) for nt in (1, 2)]
+            got = [_kernels().fused_forward(X, None, Wp, b, scale, np.empty_like(Z), nt, labels)
+                   for nt in (1, 2)]
             assert got == [want, want], (n, k, m, source, got, want)
     # and a NaN in the middle of a row is the prediction, as for NumPy
     Z = np.array([[0.0, 5.0, np.nan, 7.0]], float_dtype)
     X = np.eye(4, dtype=float_dtype)[:1]
     Wp = _kernels().to_working_layout(np.ones((4, 4), float_dtype))
     b = Z[0] - 1
-    hits = [_kernels().fused_hits(X, np.array([c], np.int64), Wp, b, 1.0, 1) for c in range(4)]
+    hits = [_kernels().fused_forward(X, None, Wp, b, 1.0, np.empty_like(Z), 1,
+                                     np.array([c], np.int64)) for c in range(4)]
     assert hits == [0, 0, 1, 0] and np.argmax(Z[0]) == 2
 
 

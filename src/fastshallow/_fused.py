@@ -267,8 +267,9 @@ def count_hits(dense: Dense, X: np.ndarray, labels: np.ndarray, scale: float,
                          f"{labels.dtype} {labels.shape}")
     k, m = W.shape
     nt = resolve_threads(num_threads, len(X) * k * max(m, 4))
-    return _k().fused_hits(X, np.ascontiguousarray(labels), _k().to_working_layout(W), b,
-                           scale, nt)
+    out = np.empty((len(X), m), W.dtype)
+    return _k().fused_forward(X, None, _k().to_working_layout(W), b, scale, out, nt,
+                              np.ascontiguousarray(labels))
 
 
 def can_forward(net, data_iter) -> Optional[tuple]:

@@ -109,13 +109,9 @@ def fused_scratch(batch: int, k: int, m: int, dtype: Any,
     sized for one full minibatch."""
 
 def fused_forward(X: _Rows, idx: _Int64s | None, Wp: _Floats, b: _Floats, scale: float,
-                  out: _Floats, nt: int) -> None:
-    """out = (scale * X[idx]) @ W + b with W in the working layout (idx None: all rows)."""
-
-def fused_hits(X: _Rows, labels: _Int64s, Wp: _Floats, b: _Floats, scale: float,
-               nt: int) -> int:
-    """How many rows i of X have argmax((scale * X[i]) @ W + b) == labels[i] (NumPy's
-    argmax), W in the working layout."""
+                  out: _Floats, nt: int, labels: _Int64s | None = None) -> int | None:
+    """out = (scale * X[idx]) @ W + b with W in the working layout (idx None: all rows); with
+    `labels`, returns how many rows' argmax (NumPy's) is their label."""
 
 PERM_BUCKETED: int
 PERM_BLOCK: int

@@ -953,9 +953,11 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
 
 
 def fused_forward(X, const int64_t[::1] idx, const floating[:, ::1] Wp, const floating[::1] b,
-                  double scale, floating[:, ::1] out, int nt):
+                  double scale, floating[:, ::1] out, int nt, const int64_t[::1] labels=None):
     """out = (scale * X[idx]) @ W + b with W in the working layout (idx None: all rows in order).
-    Validated by the caller."""
+    With `labels` (one per row of out), returns how many rows' argmax is their label -- NumPy's
+    argmax: the first largest, a NaN counting as largest -- counted chunk by chunk while the
+    chunk's outputs are in cache.  Validated by the caller."""
     cdef fs_i64 k = X.shape[1], m = b.shape[0]
     cdef fs_i64 n = idx.shape[0] if idx is not None else X.shape[0]
     cdef fs_i64 c, r0, r1, nch = _nchunks(n, FS_FUSED_CHUNK)
@@ -964,6 +966,8 @@ def fused_forward(X, const int64_t[::1] idx, const floating[:, ::1] Wp, const fl
     cdef const fs_i64 *ip = <const fs_i64 *>&idx[0] if idx is not None else NULL
     dtype = np.float32 if floating is float else np.float64
     cdef floating[:, ::1] scratch = np.empty((max(nt, 1) * FS_FUSED_CHUNK, k), dtype)
+    cdef int64_t[::1] hits = np.zeros(max(nch, 1), np.int64)
+    cdef bint count = labels is not None
     cdef int tid
     for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
         r0 = c * FS_FUSED_CHUNK
@@ -972,39 +976,11 @@ def fused_forward(X, const int64_t[::1] idx, const floating[:, ::1] Wp, const fl
         if floating is float:
             fs_fused_forward_f32(xp, x_u8, k, k, <float>scale, ip, r0, r1, &Wp[0, 0], panel,
                                  &b[0], m, &scratch[tid * FS_FUSED_CHUNK, 0], &out[0, 0])
+            if count:
+                hits[c] = fs_argmax_hits_f32(&out[r0, 0], r1 - r0, m, &labels[r0])
         else:
             fs_fused_forward_f64(xp, x_u8, k, k, scale, ip, r0, r1, &Wp[0, 0], panel,
                                  &b[0], m, &scratch[tid * FS_FUSED_CHUNK, 0], &out[0, 0])
-
-
-def fused_hits(X, const int64_t[::1] labels, const floating[:, ::1] Wp, const floating[::1] b,
-               double scale, int nt):
-    """How many rows i of X have argmax((scale * X[i]) @ W + b) == labels[i], W in the working
-    layout, the argmax NumPy's (first largest; NaN counts as largest): the forward of each chunk
-    of rows goes to a per-thread buffer and is counted there.  Validated by the caller."""
-    cdef fs_i64 k = X.shape[1], m = b.shape[0], n = X.shape[0]
-    cdef fs_i64 c, r0, r1, nch = _nchunks(n, FS_FUSED_CHUNK)
-    cdef int panel = m > FS_DOT_MAX, x_u8 = X.dtype == np.uint8
-    cdef const char *xp = <const char *>_data_ptr(X)
-    cdef fs_i64 row_bytes = k * (1 if x_u8 else sizeof(floating))
-    dtype = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] scratch = np.empty((max(nt, 1) * FS_FUSED_CHUNK, k), dtype)
-    cdef floating[:, ::1] Z = np.empty((max(nt, 1) * FS_FUSED_CHUNK, m), dtype)
-    cdef int64_t[::1] hits = np.zeros(max(nch, 1), np.int64)
-    cdef int tid
-    for c in prange(nch, nogil=True, num_threads=nt, use_threads_if=nt > 1, schedule='static'):
-        r0 = c * FS_FUSED_CHUNK
-        r1 = min(r0 + FS_FUSED_CHUNK, n)
-        tid = threadid()
-        # the chunk's rows as rows 0.. of X, so that their outputs land at the buffer's start
-        if floating is float:
-            fs_fused_forward_f32(xp + r0 * row_bytes, x_u8, k, k, <float>scale, NULL, 0, r1 - r0,
-                                 &Wp[0, 0], panel, &b[0], m, &scratch[tid * FS_FUSED_CHUNK, 0],
-                                 &Z[tid * FS_FUSED_CHUNK, 0])
-            hits[c] = fs_argmax_hits_f32(&Z[tid * FS_FUSED_CHUNK, 0], r1 - r0, m, &labels[r0])
-        else:
-            fs_fused_forward_f64(xp + r0 * row_bytes, x_u8, k, k, scale, NULL, 0, r1 - r0,
-                                 &Wp[0, 0], panel, &b[0], m, &scratch[tid * FS_FUSED_CHUNK, 0],
-                                 &Z[tid * FS_FUSED_CHUNK, 0])
-            hits[c] = fs_argmax_hits_f64(&Z[tid * FS_FUSED_CHUNK, 0], r1 - r0, m, &labels[r0])
-    return int(np.asarray(hits).sum())
+            if count:
+                hits[c] = fs_argmax_hits_f64(&out[r0, 0], r1 - r0, m, &labels[r0])
+    return int(np.asarray(hits).sum()) if count else None
