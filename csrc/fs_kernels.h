@@ -117,6 +117,9 @@ enum { FS_LOSS_SOFTMAX_XENT = 0, FS_LOSS_L2 = 1, FS_LOSS_HUBER = 2 };
  * values times a scale, converted in registers exactly as a gather into FS_T would convert them
  * (one rounding: (FS_T)x * scale), so the fused step can read the examples in place. */
 enum { FS_ROWS_PLAIN = 0, FS_ROWS_SCALED = 1, FS_ROWS_U8 = 2 };
+/* Bytes of the stack buffer in which the AVX-512 forward keeps a block of 4 converted rows
+ * (k <= 1024 floats, 512 doubles). */
+#define FS_FWD_KEEP 16384
 #define FS_FUSED_CHUNK 64 /* batch rows per phase-1 call */
 /* Few outputs (m <= FS_DOT_MAX): phase 2 can compute the weight gradient of its weight rows from
  * every row of the batch, reading the rows other threads read in phase 1 from their cores'

@@ -690,10 +690,12 @@ def test_fused_forward_reads_rows_in_place(rng, float_dtype, source):
     scaled) and convert them in registers.  Against NumPy, and bit for bit against gathering
     the rows first and multiplying them (the per-batch path), for 1 and 2 threads: a tail
     shorter than a vector, rows shorter than one (k < 16), chunks of 64 rows, both layouts,
-    outputs in one pass of up to 5 or several (the last one short)."""
+    outputs in one pass of up to 5 or several (the last one short), with the rows converted in
+    the first pass kept for the others, and not (4 rows of 1024 or 1030 floats, 500 or 520
+    doubles: at and past what the buffer holds)."""
     for n, k, m in ((1, 1, 1), (5, 7, 3), (67, 17, 10), (130, 37, 5), (70, 784, 10),
                     (66, 16, 16), (9, 33, 17), (13, 48, 6), (7, 32, 11), (33, 128, 13),
-                    (8, 40, 7)):
+                    (8, 40, 7), (6, 1024, 7), (5, 1030, 7), (9, 500, 8), (5, 520, 6)):
         if source == "uint8":
             X, scale = rng.integers(0, 256, (n + 11, k), dtype=np.uint8), 1 / 255
         else:
