@@ -679,6 +679,83 @@ FS_INLINE void FS_S(fs_shifted_exp)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i
 #define FS_SOFTMAX_CLONES
 #endif
 
+#if FS_HAVE_V4 && FS_VEXP
+/* fs_softmax_xent_rows for up to 16 classes, sixteen rows at a time with a row in each lane of
+ * AVX-512 registers: every value goes through the operations of the loops below, in their
+ * order (so the results are the same bits), where those loops spent their time in each row's
+ * chains of dependent steps (its maximum, its sum; about 160 cycles a row).  With `hit`, also
+ * whether each row's first largest value is at its label, as fs_fused_loss_rows counts hits.
+ * Rows past `rows` in the last block are computed from zeros and dropped (masked loads and
+ * stores touch only real rows). */
+FS_V4_TARGET static void fs_softmax_xent_rows_v4_f32(const float *Z, fs_i64 ldz, fs_i64 rows,
+                                                     fs_i64 m, const fs_i64 *y, float smooth,
+                                                     float *loss, float *G, fs_i64 ldg,
+                                                     fs_i64 *hit)
+{
+    const float off = smooth / (float)m;
+    const fs_v16f zero = {0};
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i zix = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ldz));
+    const __m512i gix = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ldg));
+    for (fs_i64 i0 = 0; i0 < rows; i0 += 16) {
+        const int nr = rows - i0 < 16 ? (int)(rows - i0) : 16;
+        const __mmask16 km = (__mmask16)((1u << nr) - 1);
+        const float *z = Z + i0 * ldz;
+        float *g = G + i0 * ldg;
+        int32_t yl[16] = {0};
+        for (int r = 0; r < nr; r++) yl[r] = (int32_t)y[i0 + r];
+        const __m512i yv = _mm512_loadu_si512(yl);
+        fs_v16f zt[16], et[16];  /* column j of the block's Z, and its exponentials */
+        zt[0] = (fs_v16f)_mm512_mask_i32gather_ps(_mm512_setzero_ps(), km, zix, z, 4);
+        fs_v16f top = zt[0];
+        __m512i best = _mm512_setzero_si512();
+        for (fs_i64 j = 1; j < m; j++) {
+            zt[j] = (fs_v16f)_mm512_mask_i32gather_ps(_mm512_setzero_ps(), km, zix, z + j, 4);
+            const __mmask16 gt = _mm512_cmp_ps_mask((__m512)zt[j], (__m512)top, _CMP_GT_OQ);
+            top = (fs_v16f)_mm512_mask_mov_ps((__m512)top, gt, (__m512)zt[j]);
+            best = _mm512_mask_mov_epi32(best, gt, _mm512_set1_epi32((int)j));
+        }
+        fs_v16f sum = zero, zy = zero;
+        for (fs_i64 j = 0; j < m; j++) {
+            et[j] = fs_vexpf(zt[j] - top);
+            sum += et[j];
+            const __mmask16 at = _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32((int)j));
+            zy = (fs_v16f)_mm512_mask_mov_ps((__m512)zy, at, (__m512)zt[j]);
+        }
+        float sums[16], logs[16] = {0};
+        memcpy(sums, &sum, sizeof sums);
+        for (int r = 0; r < nr; r++) logs[r] = logf(sums[r]);
+        fs_v16f log_s;
+        memcpy(&log_s, logs, sizeof log_s);
+        const fs_v16f inv_s = (zero + 1) / sum;
+        fs_v16f l = (1 - smooth) * ((top - zy) + log_s);
+        if (smooth != 0) {
+            fs_v16f spread = zero;
+            for (fs_i64 j = 0; j < m; j++) spread += (top - zt[j]) + log_s;
+            l += off * spread;
+        }
+        _mm512_mask_storeu_ps(loss + i0, km, (__m512)l);
+        for (fs_i64 j = 0; j < m; j++) {
+            fs_v16f gj = et[j] * inv_s - off;
+            const __mmask16 at = _mm512_cmpeq_epi32_mask(yv, _mm512_set1_epi32((int)j));
+            gj = (fs_v16f)_mm512_mask_sub_ps((__m512)gj, at, (__m512)gj,
+                                             _mm512_set1_ps(1 - smooth));
+            _mm512_mask_i32scatter_ps(g + j, km, gix, (__m512)gj, 4);
+        }
+        if (hit) {
+            const __mmask16 h = _mm512_cmpeq_epi32_mask(best, yv);
+            for (int r = 0; r < nr; r++) hit[i0 + r] = (h >> r) & 1;
+        }
+    }
+}
+
+/* Whether the AVX-512 kernel above takes these rows (its lane offsets are 32-bit). */
+FS_INLINE int fs_softmax_xent_v4_fits(fs_i64 m, fs_i64 ldz, fs_i64 ldg)
+{
+    return m <= 16 && ldz <= INT32_MAX / 16 && ldg <= INT32_MAX / 16 && fs_use_v4();
+}
+#endif
+
 /* Per row: loss = sum_j q_j * (lse - z_j), the cross-entropy between the smoothed one-hot target
  * q (1 - smooth on the label, smooth / m spread over all classes) and softmax(z), and its gradient
  * dL/dz = softmax(z) - q.  Shifting by the row maximum keeps exp() in [0, 1] and every
@@ -688,6 +765,12 @@ FS_SOFTMAX_CLONES static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 l
                                                          FS_T smooth, FS_T *loss, FS_T *G,
                                                          fs_i64 ldg)
 {
+#if FS_HAVE_V4 && FS_VEXP
+    if (fs_softmax_xent_v4_fits(m, ldz, ldg)) {
+        fs_softmax_xent_rows_v4_f32(Z, ldz, rows, m, y, smooth, loss, G, ldg, NULL);
+        return;
+    }
+#endif
     const FS_T off = smooth / (FS_T)m;
     FS_T mx[FS_SOFTMAX_BLOCK], sum[FS_SOFTMAX_BLOCK];
     for (fs_i64 i0 = 0; i0 < rows; i0 += FS_SOFTMAX_BLOCK) {
@@ -900,6 +983,13 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
     if (a->loss == FS_LOSS_SOFTMAX_XENT) {
         fs_i64 y[64];  /* rows <= FS_FUSED_CHUNK */
         for (fs_i64 r = 0; r < rows; r++) y[r] = a->labels[pos[r]];
+#if FS_HAVE_V4 && FS_VEXP
+        if (fs_softmax_xent_v4_fits(m, m, m)) {  /* the hits too */
+            fs_softmax_xent_rows_v4_f32(Z, m, rows, m, y, a->smooth, a->rowloss + r0, G, m,
+                                        a->rowhit + r0);
+            return;
+        }
+#endif
         for (fs_i64 r = 0; r < rows; r++) {
             const FS_T *z = Z + r * m;
             fs_i64 best = 0;

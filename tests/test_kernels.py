@@ -9,6 +9,8 @@ or 8 rows on the AVX-512 path, and their tails); sizes that are not multiples of
 chunks of 32 rows / 16 columns, and the Fashion-MNIST step (256, 784) -> 10.  The AVX-512 path
 is chosen at run time; test_matmul_without_avx512 runs the other one in a subprocess.  The
 fused kernels' forward reads uint8 or scaled rows in place (test_fused_forward_reads_rows_in_place).
+The float softmax cross-entropy of up to 16 classes puts a row in each AVX-512 lane, with the
+same bits as the loops elsewhere (test_softmax_cross_entropy_same_bits_on_every_isa).
 """
 from __future__ import annotations
 
@@ -340,6 +342,60 @@ def test_softmax_cross_entropy_matches_numpy(rng, float_dtype, m, eps):
         # Gradient entries are probabilities minus targets, all within [-1, 1].
         assert_close(grad, ref_grad, scale=1.0, dtype=float_dtype, err_msg=f"grad n={n}")
         assert_close(grad.sum(axis=1), np.zeros(n), scale=m, err_msg="grad rows sum to 0")
+
+
+_XENT_CASES_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import fastshallow.kernels as K
+    from fastshallow._ext import kernels
+    cases = np.load(sys.argv[1])
+    out = {}
+    for name in cases.files:
+        if name.startswith("Z"):
+            i = name[1:]
+            for eps in (0.0, 0.1):
+                loss, grad = K.softmax_cross_entropy(cases[name], cases["y" + i],
+                                                     label_smoothing=eps)
+                out[f"loss{i}_{eps}"], out[f"grad{i}_{eps}"] = loss, grad
+    np.savez(sys.argv[2], **out)
+    print(kernels().isa())
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="x86-64 ISA switch")
+def test_softmax_cross_entropy_same_bits_on_every_isa(rng, tmp_path):
+    """On AVX-512 the float softmax cross-entropy of up to 16 classes runs 16 rows at a time,
+    a row per lane; elsewhere, loops over each row.  Both do the same operations in the same
+    order, so losses and gradients agree to the bit (here against a FASTSHALLOW_NO_AVX512=1
+    subprocess; on a CPU without AVX-512 both sides run the loops): rows in whole and partial
+    blocks of 16, 1 to 16 classes, ties, infinities, NaN, signed zeros, label smoothing."""
+    cases = {}
+    for i, (n, m) in enumerate(((1, 1), (1, 10), (15, 2), (16, 10), (17, 16), (33, 7),
+                                (64, 10), (100, 13), (5, 3), (40, 10))):
+        Z = (rng.standard_normal((n, m)) * [1e-3, 1.0, 30.0, 1e4][i % 4]).astype(np.float32)
+        if i % 3 == 0:
+            Z = np.round(Z)  # ties
+        if i == 8:
+            Z[:] = 0.0
+            Z[0, 0], Z[1, 1] = -0.0, -0.0
+        if i == 9:
+            Z[0, 3], Z[1, 0], Z[2, 5], Z[3, :] = np.nan, np.inf, -np.inf, -np.inf
+        cases[f"Z{i}"], cases[f"y{i}"] = Z, rng.integers(0, m, n)
+    np.savez(tmp_path / "cases.npz", **cases)
+    env = dict(os.environ, FASTSHALLOW_NO_AVX512="1")
+    res = subprocess.run([sys.executable, "-c", _XENT_CASES_SCRIPT, str(tmp_path / "cases.npz"),
+                          str(tmp_path / "other.npz")], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "AVX-512" not in res.stdout
+    other = np.load(tmp_path / "other.npz")
+    for i in range(len(cases) // 2):
+        for eps in (0.0, 0.1):
+            loss, grad = K.softmax_cross_entropy(cases[f"Z{i}"], cases[f"y{i}"],
+                                                 label_smoothing=eps)
+            assert_bits_equal(loss, other[f"loss{i}_{eps}"], f"loss case {i} eps={eps}")
+            assert_bits_equal(grad, other[f"grad{i}_{eps}"], f"grad case {i} eps={eps}")
 
 
 def test_softmax_cross_entropy_fashion_mnist_shape(rng, float_dtype):
@@ -721,6 +777,48 @@ def test_fused_forward_reads_rows_in_place(rng, float_dtype, source):
             assert_close(outs[0], ref, scale=mag, dtype=float_dtype, err_msg=msg)
             assert_bits_equal(outs[0], want, msg)
             assert_bits_equal(outs[1], outs[0], msg)
+
+
+@pytest.mark.parametrize("m", (3, 10, 16))
+def test_fused_step_losses_and_hits_match_per_batch_kernels(rng, float_dtype, m):
+    """With a learning rate of zero a fused epoch keeps its weights, so each minibatch's loss
+    and hit count can be checked against the per-batch kernels on the same outputs: the loss
+    sum (each row's loss added in order, in double) to the bit, and the hits against NumPy's
+    argmax, where a tie between two outputs (two equal columns of the weights) counts for the
+    first.  Batches of 48 rows: blocks of 16 rows and a partial one (on AVX-512 a row is a
+    lane); 1 and 2 threads; no smoothing and 0.1."""
+    n, k, B = 203, 37, 48
+    X = rng.integers(0, 256, (n, k), dtype=np.uint8)
+    W = rng.standard_normal((k, m)).astype(float_dtype) / 8
+    b = rng.standard_normal(m).astype(float_dtype)
+    b[1] = b.max() + 0.5  # output 1 is often the largest
+    W[:, m - 1], b[m - 1] = W[:, 1], b[1]  # and output m - 1 always ties with it
+    y = rng.integers(0, m, n)
+    y[::3] = m - 1  # rows labelled with the later of the two
+    perm = rng.permutation(n).astype(np.int64)
+    nb = -(-n // B)
+    Z = K.matmul_bias(K.gather_rows(X, perm, scale=1 / 255, dtype=float_dtype), W, b)
+    yp = y[perm]
+    want_hits = [int((Z[s:s + B].argmax(axis=1) == yp[s:s + B]).sum()) for s in range(0, n, B)]
+    assert sum(want_hits) > 0
+    for smooth in (0.0, 0.1):
+        rowloss, _ = K.softmax_cross_entropy(Z, yp, label_smoothing=smooth)
+        want_loss = []
+        for s in range(0, n, B):
+            total = 0.0
+            for v in rowloss[s:s + B]:
+                total += float(v)
+            want_loss.append(total)
+        for nt in (1, 2):
+            Wp, bb = _kernels().to_working_layout(W), b.copy()
+            loss, hits = np.zeros(nb), np.zeros(nb, np.int64)
+            _kernels().fused_sgd(X, y.astype(np.int64), None, perm, B, 0, smooth, 0.0, Wp, bb,
+                                 None, None, np.zeros(nb, float_dtype), 0.0, 0.0, 1 / 255, loss,
+                                 hits, 0, nb, nt, _kernels().fused_scratch(B, k, m, float_dtype, 1))
+            msg = f"m={m} smooth={smooth} nt={nt}"
+            assert hits.tolist() == want_hits, msg
+            assert loss.tolist() == want_loss, msg
+            assert_bits_equal(bb, b, msg)
 
 
 def test_fused_forward_counts_numpy_argmax_hits(rng, float_dtype):
