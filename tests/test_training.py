@@ -305,6 +305,32 @@ def test_default_thread_choice_gives_the_same_bits_as_fixed_teams(rng):
         assert_bits_equal(a.data, b.data)
 
 
+def test_default_thread_choice_times_the_other_team_on_short_segments(rng, monkeypatch):
+    """The default thread choice first runs a whole segment on the full team, then re-times one
+    thread on a quarter of a segment (a few minibatches time it; on a quiet machine it is the
+    slower choice), then goes on in whole segments (here, what is left of the epoch)."""
+    from fastshallow import _fused
+
+    real, calls = _fused._k(), []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def fused_sgd(self, *args):
+            t0, t1, threads = args[-4:-1]
+            calls.append((t1 - t0, threads))
+            return real.fused_sgd(*args)
+
+    monkeypatch.setattr(_fused, "_k", Spy)
+    monkeypatch.setattr(_fused, "resolve_threads", lambda num_threads, work: 2)
+    X, y = blobs(rng, n=3000, k=400, uint8=True)  # 12 minibatches of 256; segments of 16
+    run(ScaledImages(X, y), fs.losses.SoftmaxCrossEntropyLoss(), N_CLASSES, fused=True,
+        threads=None, batch=256, epochs=2)
+    assert calls[:2] == [(12, 2), (4, 1)], calls
+    assert sum(n for n, _ in calls) == 24 and len(calls) == 3, calls
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="x86-64 ISA switch")
 def test_fused_training_without_avx512():
     """Without AVX-512 the fused step gathers each chunk's rows into scratch and multiplies the
@@ -316,6 +342,7 @@ def test_fused_training_without_avx512():
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
          os.path.join(here, "test_training.py"), os.path.join(here, "test_kernels.py"),
          "-k", "(matches_per_batch or bit_identical or fused_forward or labels_as_values"
+               " or losses_and_hits"
                " or isa_follows)"
                " and not without_avx512"],
         env=env, capture_output=True, text=True, timeout=600, cwd=here)

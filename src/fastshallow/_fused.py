@@ -31,6 +31,9 @@ LOSS_SOFTMAX_XENT, LOSS_L2, LOSS_HUBER = 0, 1, 2
 # than 16 tiny minibatches take, and 4% of an epoch of 1,000,000 x 100 at 16 per call.
 SEGMENT = 16
 SEGMENT_WORK = 1 << 23
+# A segment that re-times the thread count not in use (ThreadChooser) is this much shorter:
+# a few minibatches time it, and on a quiet machine it is the slower choice.
+PROBE_DIVISOR = 4
 
 
 class ThreadChooser:
@@ -166,9 +169,11 @@ class FusedTrainer:
             chooser = None
         segment = max(SEGMENT, SEGMENT_WORK // max(B * k * max(m, 4), 1))
         try:
-            for t0 in range(0, nb, segment):
-                t1 = min(nb, t0 + segment)
+            t0 = 0
+            while t0 < nb:
                 threads = chooser.pick() if chooser is not None else nt
+                probe = chooser is not None and threads != chooser.current
+                t1 = min(nb, t0 + (max(1, segment // PROBE_DIVISOR) if probe else segment))
                 start = time.perf_counter()
                 bad = _k().fused_sgd(self.X, self.labels, self.targets, order, B, self.loss_kind,
                                      self.smooth, self.delta, Wp, b, V, vb, lrs, opt.momentum,
@@ -180,6 +185,7 @@ class FusedTrainer:
                     raise diverged(epoch, int(bad) + 1, float(lrs[bad]))
                 if on_batches is not None:
                     on_batches(t1 - t0)
+                t0 = t1
         finally:
             _k().from_working_layout(Wp, k, m, W)
             if V is not None:
