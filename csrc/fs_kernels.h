@@ -121,6 +121,7 @@ enum { FS_ROWS_PLAIN = 0, FS_ROWS_SCALED = 1, FS_ROWS_U8 = 2 };
  * (k <= 1024 floats, 512 doubles). */
 #define FS_FWD_KEEP 16384
 #define FS_FUSED_CHUNK 64 /* batch rows per phase-1 call */
+#define FS_BWD_ROWS_AHEAD 8 /* see fs_dot_bwd_block_v4 (4 to 12 ran alike) */
 /* Few outputs (m <= FS_DOT_MAX): phase 2 can compute the weight gradient of its weight rows from
  * every row of the batch, reading the rows other threads read in phase 1 from their cores'
  * caches; or phase 1 can leave each chunk of FS_SHARE_ROWS rows a share of it, computed while
