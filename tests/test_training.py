@@ -279,6 +279,27 @@ def test_thread_chooser_keeps_the_faster_team_and_reprobes():
     assert ThreadChooser(1).pick() == 1
 
 
+def test_thread_chooser_needs_a_large_gain_to_drop_to_one_thread():
+    """Noise on a quiet machine makes a team segment a third slower now and then; only a gain
+    of half again moves the work to one thread, while 10% brings it back to the team."""
+    from fastshallow._fused import ThreadChooser
+
+    def timed(team_cost):
+        ch = ThreadChooser(2)
+        for _ in range(2):  # the team, then one thread
+            t = ch.pick()
+            ch.record(t, team_cost if t == 2 else 1.0, 10)
+        return ch
+
+    assert timed(1.4).pick() == 2 and timed(1.6).pick() == 1
+    ch = timed(2.0)
+    assert [ch.pick(), ch.pick(), ch.pick()] == [1, 1, 2]  # the team re-timed 2 segments on
+    ch.record(2, 0.0, 10)  # and fast now: its average (0.1 a minibatch) is one thread's
+    assert ch.pick() == 1
+    ch.record(1, 1.6, 10)  # one thread slower: 0.13, 1.3 times the team's, and back it goes
+    assert ch.pick() == 2
+
+
 def test_thread_chooser_recovers_from_an_unlucky_first_timing():
     from fastshallow._fused import ThreadChooser
 

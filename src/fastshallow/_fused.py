@@ -42,10 +42,16 @@ class ThreadChooser:
     Each minibatch ends with two barriers; when another process holds a core, a descheduled
     team member stalls every barrier by a scheduler time slice and two threads run many times
     slower than one.  Results are bit-identical for any thread count, so the fused path is free
-    to switch: it times both, keeps the faster (switching only for a clear, 10% gain, so timing
-    noise does not make it flip), and re-times the other in case the machine has changed or the
-    first timing was unlucky: 2 segments after the first choice, then after gaps that double up
-    to `probe_every` segments."""
+    to switch: it times both, keeps the faster, and re-times the other in case the machine has
+    changed or the first timing was unlucky: 2 segments after the first choice, then after gaps
+    that double up to `probe_every` segments.  It switches only for a clear gain, so timing
+    noise does not make it flip: 10% back to the team, 50% to one thread.  On a quiet machine
+    a segment of the team can take a third longer than the next (the first of a run, which
+    wakes the threads and reads rows nobody requested ahead, more), and with 10% one thread then
+    ran whole epochs at half to two thirds of the speed; a core held by another process makes
+    the team many times slower."""
+
+    ONE_THREAD_GAIN = 1.5
 
     def __init__(self, team: int, probe_every: int = 64):
         self.team = team
@@ -64,7 +70,8 @@ class ThreadChooser:
             if t not in self.cost:
                 return t
         other = 1 if self.current == self.team else self.team
-        if self.cost[other] * 1.1 < self.cost[self.current]:
+        gain = self.ONE_THREAD_GAIN if other == 1 else 1.1
+        if self.cost[other] * gain < self.cost[self.current]:
             self.current, other = other, self.current
         if not self.next_probe:
             self.next_probe = self.segments + self.gap
