@@ -1241,7 +1241,10 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
             const FS_T lr = a->lrs[t];
 
             /* phase 1: rows [lo, hi); with shares, whole chunks */
-            double start = omp_get_wtime();
+            /* A team of one needs no timings and no barriers: libgomp's barrier makes a system
+             * call even then, and two a minibatch were most of an epoch of the book's
+             * 10-example minibatches. */
+            double start = team > 1 ? omp_get_wtime() : 0;
             if (me == 0 && t > t0 && team > 1) fs_rebalance(speed2, work2, secs2, cum2, team);
             const fs_i64 unit = sr ? sr : 4;
             fs_i64 lo = fs_split_at(cum1, me, team, bn, unit);
@@ -1254,11 +1257,13 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
                                     left > 0 ? (left < rows ? left : rows) : 0);
             }
             work1[me] = (double)(hi - lo);
-            secs1[me] = omp_get_wtime() - start;
+            if (team > 1) {
+                secs1[me] = omp_get_wtime() - start;
 #pragma omp barrier
+            }
 
             /* phase 2: weight rows [lo, hi) */
-            start = omp_get_wtime();
+            if (team > 1) start = omp_get_wtime();
             if (me == 0 && team > 1) fs_rebalance(speed1, work1, secs1, cum1, team);
             lo = fs_split_at(cum2, me, team, k, FS_FUSED_COLS);
             hi = fs_split_at(cum2, me + 1, team, k, FS_FUSED_COLS);
@@ -1280,8 +1285,10 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
                 if (!isfinite(s)) bad = t;
             }
             work2[me] = (double)(hi - lo) + (me == 0 ? 1 : 0);
-            secs2[me] = omp_get_wtime() - start;
+            if (team > 1) {
+                secs2[me] = omp_get_wtime() - start;
 #pragma omp barrier
+            }
         }
     }
     return bad;
