@@ -24,7 +24,7 @@ def _batches(data_iter):
 def evaluate_accuracy(net, data_iter, *, num_threads: Optional[int] = None) -> float:
     """The fraction of examples of `data_iter` whose argmax prediction is the label.  For a
     single Dense layer on an array-backed loader with numeric labels, one compiled call counts
-    the hits (forward and argmax, chunk by chunk, without the matrix of outputs)."""
+    the hits (forward and argmax, chunk by chunk while each chunk's outputs are in cache)."""
     fast = _fused.can_forward(net, data_iter)
     labels = _fused.label_codes(fast[2]) if fast is not None else None
     if labels is not None and len(labels) == len(fast[1]):
