@@ -125,10 +125,11 @@ enum { FS_ROWS_PLAIN = 0, FS_ROWS_SCALED = 1, FS_ROWS_U8 = 2 };
 /* Few outputs (m <= FS_DOT_MAX): phase 2 can compute the weight gradient of its weight rows from
  * every row of the batch, reading the rows other threads read in phase 1 from their cores'
  * caches; or phase 1 can leave each chunk of FS_SHARE_ROWS rows a share of it, computed while
- * those rows are in cache, for phase 2 to add up.  Shares move nshares * m values per weight
- * row between cores where the rows move a batch of row elements, so they win when they are
- * small against the rows: one output (linear regression) ran about 10% faster with them;
- * ten (Fashion-MNIST) would move sixteen 7840-value shares a minibatch, more than the rows.
+ * those rows are in cache, for every thread to add up (fs_fused_sgd_shares).  Shares move
+ * nshares * m values per weight row between cores where the rows move a batch of row
+ * elements, so they win when they are small against the rows: one output (linear regression)
+ * ran about 10% faster with them; ten (Fashion-MNIST) would move sixteen 7840-value shares a
+ * minibatch, more than the rows.
  * Returns the rows per share, or 0 for none. */
 #define FS_SHARE_ROWS 16
 static inline int64_t fs_fused_share_rows(int64_t batch, int64_t m, int panel, int64_t row_esize,
@@ -136,6 +137,16 @@ static inline int64_t fs_fused_share_rows(int64_t batch, int64_t m, int panel, i
 {
     const int64_t nshares = (batch + FS_SHARE_ROWS - 1) / FS_SHARE_ROWS;
     return !panel && 8 * nshares * m * esize <= batch * row_esize ? FS_SHARE_ROWS : 0;
+}
+/* Whether a minibatch's shares are small enough for every thread to add them all up itself
+ * (fs_fused_sgd_shares: one barrier a minibatch, not two).  Each thread then reads all of them
+ * where phase 2 would split them; in one process, alternating, with one output and batches of
+ * 256 floats on 2 threads, the one barrier took 0.95 of the time at k = 100 and 0.97 at 400,
+ * 1.02 at 1000 and 1.05 at 2000 and 4000: up to 32 KB of shares, about L1. */
+static inline int fs_fused_one_barrier(int64_t batch, int64_t sr, int64_t m, int64_t k,
+                                       int64_t esize)
+{
+    return ((batch + sr - 1) / sr) * m * (k + 1) * esize <= 32768;
 }
 #define FS_FUSED_COLS 16  /* phase 2 splits the weight rows at multiples of this */
 

@@ -938,11 +938,13 @@ typedef struct {
     FS_T *Z;              /* batch x m outputs */
     FS_T *G;              /* batch x m loss gradient */
     FS_T *Gp;             /* panels of G, batch rows each (panel layout only) */
-    FS_T *dW;             /* weight gradient: k x m (panels), or one m x k share per phase-1
-                             chunk of the batch (transposed layout) */
+    FS_T *dW;             /* weight gradient: k x m (panels) or m x k; with shares two
+                             buffers, each one m x k and one m share per chunk of the batch */
     FS_T *db;             /* m bias gradient */
     FS_T *rowloss;        /* batch */
     fs_i64 *rowhit;       /* batch */
+    double *chunk_loss;   /* with shares: each chunk's loss and hits, two buffers of chunks */
+    fs_i64 *chunk_hits;
     /* results, one per batch */
     double *batch_loss;
     fs_i64 *batch_hits;
@@ -1200,6 +1202,128 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 s
                      a->V ? a->V + j * k + k0 : NULL);
 }
 
+/* fs_fused_sgd when phase 1 leaves shares (sr > 0): one barrier a minibatch instead of two.
+ * Each thread runs phase 1 on its chunks of rows and leaves, per chunk, its share of the weight
+ * and bias gradients and its loss and hit totals.  After the barrier every thread adds up all
+ * the shares in chunk order and updates a copy of the weights of its own: the same values in
+ * the same order, so every copy has the same bits, and no thread waits for another's update
+ * before its next minibatch.  Shares and totals alternate between two buffers, so a thread
+ * already in the next minibatch's phase 1 never writes what a slower one is still adding up.
+ * Thread 0's copy is the caller's.  Returns as fs_fused_sgd, or -2 when the copies could not be
+ * allocated. */
+static fs_i64 FS_S(fs_fused_sgd_shares)(const FS_S(fs_fused_args) *a, fs_i64 sr, fs_i64 t0,
+                                        fs_i64 t1)
+{
+    const fs_i64 k = a->k, m = a->m, B = a->batch, mk = m * k;
+    const fs_i64 nchmax = (B + sr - 1) / sr;
+    const fs_i64 buf = nchmax * (mk + m);  /* weight shares, then bias shares */
+    const int nt = a->nt > 1 ? a->nt : 1;
+    const int mom = a->V != NULL;
+    /* per thread: the summed gradient; and, for threads but 0, weights, bias, momentum */
+    const fs_i64 own = mk + (mk + m) * (1 + mom);
+    FS_T *priv = malloc(sizeof(FS_T) * (size_t)(own * nt));
+    if (!priv) return -2;
+    fs_i64 bad = -1;
+    /* each thread's time and rows in the last two minibatches (the two buffers again) */
+    double secs[2][nt], work[2][nt];
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const int team = nt > 1 ? omp_get_num_threads() : 1;
+        const int me = team > 1 ? omp_get_thread_num() : 0;
+        FS_S(fs_fused_args) my = *a;
+        FS_T *dw = priv + me * own;
+        if (me > 0) {
+            my.Wp = dw + mk;
+            my.b = my.Wp + mk;
+            memcpy(my.Wp, a->Wp, sizeof(FS_T) * mk);
+            memcpy(my.b, a->b, sizeof(FS_T) * m);
+            if (mom) {
+                my.V = my.b + m;
+                my.vb = my.V + mk;
+                memcpy(my.V, a->V, sizeof(FS_T) * mk);
+                memcpy(my.vb, a->vb, sizeof(FS_T) * m);
+            }
+        }
+        /* every thread rebalances from the same timings: the same split, without a barrier */
+        double speed[team], cum[team + 1];
+        for (int i = 0; i <= team; i++) {
+            cum[i] = (double)i / team;
+            if (i < team) speed[i] = 0;
+        }
+        double start = team > 1 ? omp_get_wtime() : 0;
+        fs_i64 mybad = -1;
+        for (fs_i64 t = t0; t < t1; t++) {
+            const fs_i64 *pos = a->perm + t * B;
+            const fs_i64 bn = a->n - t * B < B ? a->n - t * B : B;
+            const fs_i64 nch = (bn + sr - 1) / sr;
+            const int p = (int)(t & 1);
+            my.dW = a->dW + p * buf;
+            FS_T *dbs = my.dW + nchmax * mk;
+            double *closs = a->chunk_loss + p * nchmax;
+            fs_i64 *chits = a->chunk_hits + p * nchmax;
+
+            const fs_i64 lo = fs_split_at(cum, me, team, bn, sr);
+            const fs_i64 hi = fs_split_at(cum, me + 1, team, bn, sr);
+            for (fs_i64 r0 = lo; r0 < hi; r0 += sr) {
+                const fs_i64 rows = hi - r0 < sr ? hi - r0 : sr, c = r0 / sr;
+                const fs_i64 left = a->n - (t + 1) * B - r0;
+                FS_S(fs_fused_rows)(&my, sr, pos, bn, r0, rows, left > 0 ? pos + B + r0 : NULL,
+                                    left > 0 ? (left < rows ? left : rows) : 0);
+                FS_S(fs_colsum)(my.G + r0 * m, m, rows, m, dbs + c * m);
+                double s = 0;
+                fs_i64 hits = 0;
+                for (fs_i64 r = r0; r < r0 + rows; r++) {
+                    s += my.rowloss[r];
+                    hits += my.rowhit[r];
+                }
+                closs[c] = s;
+                chits[c] = hits;
+            }
+            if (team > 1) {
+                secs[p][me] = omp_get_wtime() - start;
+                work[p][me] = (double)(hi - lo);
+#pragma omp barrier
+                start = omp_get_wtime();
+                fs_rebalance(speed, work[p], secs[p], cum, team);
+            }
+
+            const FS_T fbn = (FS_T)bn;
+            for (fs_i64 j = 0; j < m; j++) {
+                FS_T *g = dw + j * k;
+                memcpy(g, my.dW + j * k, sizeof(FS_T) * k);
+                FS_T d = dbs[j];
+                for (fs_i64 c = 1; c < nch; c++) {
+                    const FS_T *share = my.dW + (c * m + j) * k;
+#pragma omp simd
+                    for (fs_i64 q = 0; q < k; q++) g[q] += share[q];
+                    d += dbs[c * m + j];
+                }
+                FS_S(fs_sgd)(my.Wp + j * k, g, k, a->lrs[t], fbn, a->momentum, a->wd,
+                             mom ? my.V + j * k : NULL);
+                FS_S(fs_sgd_one)(my.b + j, d, a->lrs[t], fbn, a->momentum, a->wd,
+                                 mom ? my.vb + j : NULL);
+            }
+            double s = 0;
+            fs_i64 hits = 0;
+            for (fs_i64 c = 0; c < nch; c++) {
+                s += closs[c];
+                hits += chits[c];
+            }
+            if (me == 0) {
+                a->batch_loss[t] = s;
+                a->batch_hits[t] = hits;
+            }
+            if (!isfinite(s)) {  /* every thread sees the same sum */
+                mybad = t;
+                break;
+            }
+        }
+        if (me == 0) bad = mybad;
+    }
+    free(priv);
+    return bad;
+}
+
 /* Batches [t0, t1) of one epoch: for each, forward + loss + gradient of the outputs (phase 1,
  * split by rows), then weight gradient + update (phase 2, split by weight rows), with one OpenMP
  * team for the whole segment and a barrier after each phase.  Every value is produced by one
@@ -1207,13 +1331,16 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 s
  * in proportion to how fast each thread ran it in the minibatches before (the two cores of a
  * virtual machine can differ in speed by a third for minutes; an even split waited for the
  * slower one at every barrier), and the result still does not depend on the thread count.
- * Returns the index of the first batch whose loss was not finite (training stops after its
- * update), or -1. */
+ * When phase 1 leaves small shares of the weight gradient, fs_fused_sgd_shares runs the
+ * batches instead.  Returns the index of the first batch whose loss was not finite (training stops
+ * after its update), or -1. */
 static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64 t1)
 {
     const fs_i64 k = a->k, m = a->m, B = a->batch;
     const fs_i64 sr = fs_fused_share_rows(B, m, a->panel,
                                           a->x_u8 ? 1 : (fs_i64)sizeof(FS_T), sizeof(FS_T));
+    if (sr && fs_fused_one_barrier(B, sr, m, k, sizeof(FS_T)))
+        return FS_S(fs_fused_sgd_shares)(a, sr, t0, t1);
     const fs_i64 chunk = sr ? sr : FS_FUSED_CHUNK;  /* rows per phase-1 call */
     const int nt = a->nt > 1 ? a->nt : 1;
     volatile fs_i64 bad = -1;

@@ -821,6 +821,79 @@ def test_fused_step_losses_and_hits_match_per_batch_kernels(rng, float_dtype, m)
             assert_bits_equal(bb, b, msg)
 
 
+def _numpy_sgd_l2(X, T, perm, B, W, b, V, vb, lrs, momentum, wd):
+    """Minibatch SGD with momentum and L2 loss (averaged over the m outputs) in float64: the
+    final weights and bias, and each batch's loss sum."""
+    W, b, V, vb = (a.astype(np.float64) for a in (W, b, V, vb))
+    losses = []
+    for t, s in enumerate(range(0, len(perm), B)):
+        idx = perm[s:s + B]
+        d = X[idx].astype(np.float64) @ W + b - T[idx]
+        losses.append(float((0.5 * d * d).mean(axis=1).sum()))
+        g = d / W.shape[1]
+        for p, v, grad in ((W, V, X[idx].T @ g), (b, vb, g.sum(axis=0))):
+            v *= momentum
+            v += grad / len(idx) + wd * p
+            p -= lrs[t] * v
+    return W, b, losses
+
+
+@pytest.mark.parametrize("m, B", [(1, 100), (2, 240)])
+def test_fused_one_barrier_step_against_numpy_and_thread_counts(rng, float_dtype, m, B):
+    """Small shares of the weight gradient (fused_plan "shares, one barrier"): every thread adds
+    up all the chunks' shares and updates its own copy of the weights, with one barrier a
+    minibatch and the shares in two alternating buffers.  Against float64 NumPy (momentum,
+    weight decay, chunks of 16 rows and a partial one, a short last batch); the same bits on
+    1, 2 and 3 threads; a NaN target halfway stops every team at its minibatch, after its
+    update."""
+    n, k = 1030, 37
+    assert _kernels().fused_plan(B, k, m, float_dtype, np.dtype(float_dtype).itemsize) == \
+        "shares, one barrier"
+    X = rng.standard_normal((n, k)).astype(float_dtype)
+    T = (X @ rng.standard_normal((k, m)) + 0.3).astype(float_dtype)
+    W0 = (rng.standard_normal((k, m)) / 8).astype(float_dtype)
+    b0 = rng.standard_normal(m).astype(float_dtype)
+    V0 = (rng.standard_normal((k, m)) / 8).astype(float_dtype)  # as if trained before
+    vb0 = rng.standard_normal(m).astype(float_dtype)
+    perm = rng.permutation(n).astype(np.int64)
+    nb = -(-n // B)
+    lrs = np.linspace(0.05, 0.01, nb).astype(float_dtype)
+    W_np, b_np, loss_np = _numpy_sgd_l2(X, T, perm, B, W0, b0, V0, vb0, lrs, 0.9, 1e-3)
+
+    def run(T, nt):
+        Wp, b = _kernels().to_working_layout(W0), b0.copy()
+        V, vb = _kernels().to_working_layout(V0), vb0.copy()
+        loss, hits = np.zeros(nb), np.zeros(nb, np.int64)
+        bad = _kernels().fused_sgd(X, None, T, perm, B, 1, 0.0, 0.0, Wp, b, V, vb, lrs, 0.9,
+                                   1e-3, 1.0, loss, hits, 0, nb, nt,
+                                   _kernels().fused_scratch(B, k, m, float_dtype,
+                                                            X.dtype.itemsize))
+        return bad, Wp, b, V, vb, loss
+
+    tol = 1e-4 if float_dtype == np.float32 else 1e-10
+    first = None
+    for nt in (1, 2, 3):
+        bad, Wp, b, V, vb, loss = run(T, nt)
+        assert bad == -1
+        np.testing.assert_allclose(Wp.T, W_np, rtol=tol, atol=tol)
+        np.testing.assert_allclose(b, b_np, rtol=tol, atol=tol)
+        np.testing.assert_allclose(loss, loss_np, rtol=10 * tol)
+        if first is None:
+            first = (Wp, b, V, vb, loss)
+        for got, want in zip((Wp, b, V, vb, loss), first):
+            assert_bits_equal(got, want, f"{nt} threads")
+
+    stop = nb // 2
+    T_bad = T.copy()
+    T_bad[perm[stop * B + 3]] = np.nan
+    for nt in (1, 2, 3):
+        bad, Wp, b, V, vb, loss = run(T_bad, nt)
+        assert bad == stop, f"{nt} threads"
+        assert_bits_equal(loss[:stop], first[4][:stop], f"{nt} threads")
+        assert np.isnan(loss[stop]) and not loss[stop + 1:].any()
+        assert np.isnan(Wp).all() and np.isnan(b).all()  # the batch's update was applied
+
+
 def test_fused_forward_counts_numpy_argmax_hits(rng, float_dtype):
     """The compiled hit count of the test accuracy: forward of each chunk of rows, then NumPy's
     argmax (the first largest; a NaN counts as largest) against the labels.  Against NumPy on

@@ -117,12 +117,20 @@ def test_fused_path_matches_per_batch_loop(case, rng):
         assert h_fused.train_loss[-1] < 0.05 * h_fused.train_loss[0]
 
 
-@pytest.mark.parametrize("kind, k", [("softmax", 300), ("l2", 300), ("l2", 100)])
-def test_fused_training_is_bit_identical_for_1_2_and_3_threads(kind, k, rng):
+@pytest.mark.parametrize("kind, k, plan", [("softmax", 300, "rows"),
+                                           ("l2", 300, "shares, one barrier"),
+                                           ("l2", 100, "shares, one barrier"),
+                                           ("l2", 1000, "shares")])
+def test_fused_training_is_bit_identical_for_1_2_and_3_threads(kind, k, plan, rng):
     """Each phase of a fused minibatch is split among the threads by their measured speed, so
     the split moves from run to run; no value may depend on it.  Softmax takes the
-    weight-gradient rows path, linear regression the per-chunk shares (fs_fused_share_rows),
-    with rows of up to 8 vectors held in registers (k = 100)."""
+    weight-gradient rows path, linear regression the per-chunk shares (fs_fused_share_rows):
+    small ones added up by every thread, one barrier a minibatch, with rows of up to 8 vectors
+    held in registers (k = 100); larger ones split among the threads after a barrier."""
+    from fastshallow._ext import kernels
+
+    assert kernels().fused_plan(256, k, 1 if kind == "l2" else N_CLASSES, np.float32,
+                                1 if kind == "softmax" else 4) == plan
     # Big enough that the kernels really start a second thread.
     if kind == "softmax":
         X, y = blobs(rng, n=4000, k=k, uint8=True)

@@ -103,6 +103,10 @@ def fused_sgd(X: _Rows, labels: _Int64s | None, targets: _Floats | None, perm: _
     call, updating Wp, b (and V, vb) in place and filling batch_loss / batch_hits.  Returns the
     index of the first batch whose loss was not finite, or -1."""
 
+def fused_plan(batch: int, k: int, m: int, dtype: Any, x_itemsize: int) -> str:
+    """How fused_sgd sums a minibatch's weight gradient for these sizes: "panels", "rows",
+    "shares" or "shares, one barrier"."""
+
 def fused_scratch(batch: int, k: int, m: int, dtype: Any,
                   x_itemsize: int) -> tuple[np.ndarray, ...]:
     """Work buffers for fused_sgd over examples of `x_itemsize` bytes per feature (1: uint8),

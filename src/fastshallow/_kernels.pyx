@@ -711,6 +711,7 @@ cdef extern from "fs_kernels.h" nogil:
     int FS_FUSED_CHUNK
     fs_i64 fs_fused_share_rows(fs_i64 batch, fs_i64 m, int panel, fs_i64 row_esize,
                                fs_i64 esize)
+    int fs_fused_one_barrier(fs_i64 batch, fs_i64 sr, fs_i64 m, fs_i64 k, fs_i64 esize)
     ctypedef struct fs_fused_args_f32:
         const void *X
         int x_u8
@@ -738,6 +739,8 @@ cdef extern from "fs_kernels.h" nogil:
         float *db
         float *rowloss
         fs_i64 *rowhit
+        double *chunk_loss
+        fs_i64 *chunk_hits
         double *batch_loss
         fs_i64 *batch_hits
         int nt
@@ -768,6 +771,8 @@ cdef extern from "fs_kernels.h" nogil:
         double *db
         double *rowloss
         fs_i64 *rowhit
+        double *chunk_loss
+        fs_i64 *chunk_hits
         double *batch_loss
         fs_i64 *batch_hits
         int nt
@@ -843,16 +848,34 @@ def _scratch_shapes(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
     pw = FS_PW_F32 if dtype == np.float32 else FS_PW_F64
     cdef int panel = m > FS_DOT_MAX
     cdef fs_i64 sr = fs_fused_share_rows(batch, m, panel, x_itemsize, dtype.itemsize)
+    cdef fs_i64 nch = _nchunks(batch, sr) if sr > 0 else 0
     return ((batch, k),                                   # Xb: the gathered rows
             (batch, m),                                   # Z: outputs
             (batch, m),                                   # G: loss gradient
             (_nchunks(m, pw) * batch * pw if panel else 1,),  # Gp: G in panels
-            # the weight gradient: k x m (panels) or m x k, times one share per chunk of rows
-            # when phase 1 leaves shares (fs_fused_share_rows)
-            (k * m * (_nchunks(batch, sr) if sr > 0 else 1),),
+            # the weight gradient: k x m (panels) or m x k; when phase 1 leaves shares
+            # (fs_fused_share_rows), two buffers of one m x k and one m share per chunk of rows
+            (2 * nch * (k * m + m) if sr > 0 else k * m,),
             (m,),                                         # db
             (batch,),                                     # per-row loss
-            (batch,))                                     # per-row hit (int64)
+            (batch,),                                     # per-row hit (int64)
+            (2 * nch if sr > 0 else 1,),                  # with shares: each chunk's loss
+            (2 * nch if sr > 0 else 1,))                  # and hits (int64)
+
+
+def fused_plan(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
+    """How fused_sgd sums a minibatch's weight gradient for these sizes: "panels" (many
+    outputs), "rows" (phase 2 reads every row of the batch), "shares" (phase 1 leaves each chunk
+    of rows a share, phase 2 adds them up) or "shares, one barrier" (every thread adds up all
+    the shares and updates its own copy of the weights)."""
+    dtype = np.dtype(dtype)
+    if m > FS_DOT_MAX:
+        return "panels"
+    cdef fs_i64 sr = fs_fused_share_rows(batch, m, 0, x_itemsize, dtype.itemsize)
+    if sr == 0:
+        return "rows"
+    return "shares, one barrier" if fs_fused_one_barrier(batch, sr, m, k, dtype.itemsize) \
+        else "shares"
 
 
 def fused_scratch(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
@@ -862,7 +885,8 @@ def fused_scratch(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
     return (np.empty(shapes[0], dtype), np.empty(shapes[1], dtype), np.empty(shapes[2], dtype),
             np.zeros(shapes[3], dtype),  # the panels' padding is read
             np.empty(shapes[4], dtype), np.empty(shapes[5], dtype), np.empty(shapes[6], dtype),
-            np.empty(shapes[7], np.int64))
+            np.empty(shapes[7], np.int64), np.empty(shapes[8], np.float64),
+            np.empty(shapes[9], np.int64))
 
 
 def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int loss,
@@ -886,6 +910,8 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
     cdef floating[::1] db = scratch[5]
     cdef floating[::1] rowloss = scratch[6]
     cdef int64_t[::1] rowhit = scratch[7]
+    cdef double[::1] chunk_loss = scratch[8]
+    cdef int64_t[::1] chunk_hits = scratch[9]
     cdef const int64_t[::1] lab
     cdef const floating[:, ::1] tgt
     cdef floating[::1] Vv, vbv
@@ -941,6 +967,8 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
     a.db = &db[0]
     a.rowloss = &rowloss[0]
     a.rowhit = <fs_i64 *>&rowhit[0]
+    a.chunk_loss = &chunk_loss[0]
+    a.chunk_hits = <fs_i64 *>&chunk_hits[0]
     a.batch_loss = &batch_loss[0]
     a.batch_hits = <fs_i64 *>&batch_hits[0]
     a.nt = nt
@@ -949,6 +977,8 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
             bad = fs_fused_sgd_f32(&a32, t0, t1)
         else:
             bad = fs_fused_sgd_f64(&a64, t0, t1)
+    if bad == -2:
+        raise MemoryError("no memory for the threads' copies of the weights")
     return bad
 
 
