@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <sched.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -125,11 +126,11 @@ enum { FS_ROWS_PLAIN = 0, FS_ROWS_SCALED = 1, FS_ROWS_U8 = 2 };
 /* Few outputs (m <= FS_DOT_MAX): phase 2 can compute the weight gradient of its weight rows from
  * every row of the batch, reading the rows other threads read in phase 1 from their cores'
  * caches; or phase 1 can leave each chunk of FS_SHARE_ROWS rows a share of it, computed while
- * those rows are in cache, for every thread to add up (fs_fused_sgd_shares).  Shares move
- * nshares * m values per weight row between cores where the rows move a batch of row
- * elements, so they win when they are small against the rows: one output (linear regression)
- * ran about 10% faster with them; ten (Fashion-MNIST) would move sixteen 7840-value shares a
- * minibatch, more than the rows.
+ * those rows are in cache, for the threads to add up (fs_fused_sgd_chain).  Shares move
+ * nshares * m values per weight row where the rows move a batch of row elements, so they win
+ * when they are small against the rows: one output (linear regression) ran about 10% faster
+ * with them; ten (Fashion-MNIST) would make sixteen 7840-value shares a minibatch, more than
+ * the rows.
  * Returns the rows per share, or 0 for none. */
 #define FS_SHARE_ROWS 16
 static inline int64_t fs_fused_share_rows(int64_t batch, int64_t m, int panel, int64_t row_esize,
@@ -138,17 +139,33 @@ static inline int64_t fs_fused_share_rows(int64_t batch, int64_t m, int panel, i
     const int64_t nshares = (batch + FS_SHARE_ROWS - 1) / FS_SHARE_ROWS;
     return !panel && 8 * nshares * m * esize <= batch * row_esize ? FS_SHARE_ROWS : 0;
 }
-/* Whether a minibatch's shares are small enough for every thread to add them all up itself
- * (fs_fused_sgd_shares: one barrier a minibatch, not two).  Each thread then reads all of them
- * where phase 2 would split them; in one process, alternating, with one output and batches of
- * 256 floats on 2 threads, the one barrier took 0.95 of the time at k = 100 and 0.97 at 400,
- * 1.02 at 1000 and 1.05 at 2000 and 4000: up to 32 KB of shares, about L1. */
-static inline int fs_fused_one_barrier(int64_t batch, int64_t sr, int64_t m, int64_t k,
-                                       int64_t esize)
-{
-    return ((batch + sr - 1) / sr) * m * (k + 1) * esize <= 32768;
-}
 #define FS_FUSED_COLS 16  /* phase 2 splits the weight rows at multiples of this */
+
+/* What a thread passes down the chain of fs_fused_sgd_chain besides the running sums of the
+ * shares: the running loss and hits, whether any chunk came yet, and its phase-1 timing. */
+typedef struct {
+    double loss, secs, work;
+    int64_t hits;
+    int have;
+} fs_chain_tail;
+
+static inline size_t fs_round64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* Wait until *flag (written by another thread with release order) reaches v: pause-spinning,
+ * as a minibatch's chain step takes microseconds; yielding after a while, so that a team
+ * member waiting for a descheduled one gives its core back. */
+static inline void fs_wait_for(const int64_t *flag, int64_t v)
+{
+    for (unsigned spins = 0; __atomic_load_n(flag, __ATOMIC_ACQUIRE) < v; spins++) {
+        if (spins < (1u << 14)) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            sched_yield();
+        }
+    }
+}
 
 /* Fused training's split of each phase among the threads (see fs_fused_sgd): thread `i` of nt
  * takes [at(i), at(i + 1)) of n items, cut at multiples of `unit`, where cum[i] is the share of

@@ -938,12 +938,12 @@ typedef struct {
     FS_T *Z;              /* batch x m outputs */
     FS_T *G;              /* batch x m loss gradient */
     FS_T *Gp;             /* panels of G, batch rows each (panel layout only) */
-    FS_T *dW;             /* weight gradient: k x m (panels) or m x k; with shares two
-                             buffers, each one m x k and one m share per chunk of the batch */
+    FS_T *dW;             /* weight gradient: k x m (panels) or m x k; with shares one m x k
+                             and (after those) one m share per chunk of the batch */
     FS_T *db;             /* m bias gradient */
     FS_T *rowloss;        /* batch */
     fs_i64 *rowhit;       /* batch */
-    double *chunk_loss;   /* with shares: each chunk's loss and hits, two buffers of chunks */
+    double *chunk_loss;   /* with shares: each chunk's loss and hits */
     fs_i64 *chunk_hits;
     /* results, one per batch */
     double *batch_loss;
@@ -1156,12 +1156,10 @@ FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, fs_i64 s
         FS_S(fs_dot_bwd)(xb, k, rows, 0, k, a->G + r0 * m, m, m, share, k);
 }
 
-/* Phase 2 of a minibatch, weight rows [k0, k0 + kw): their gradient and update.  With shares
- * (sr > 0) the gradient is the chunks' shares added in chunk order; without, it is summed over
- * all bn rows of the batch in order (as the per-batch matmul_bias_backward sums it). */
-FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 sr,
-                                          const fs_i64 *pos, fs_i64 bn, fs_i64 k0, fs_i64 kw,
-                                          FS_T lr)
+/* Phase 2 of a minibatch, weight rows [k0, k0 + kw): their gradient, summed over all bn rows
+ * of the batch in order (as the per-batch matmul_bias_backward sums it), and update. */
+FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, const fs_i64 *pos,
+                                          fs_i64 bn, fs_i64 k0, fs_i64 kw, FS_T lr)
 {
     const fs_i64 k = a->k, m = a->m;
     const FS_T fbn = (FS_T)bn;
@@ -1177,63 +1175,77 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, fs_i64 s
         return;
     }
     /* dW is kept transposed like the weights (m x k). */
-    if (sr) {
-        const fs_i64 nch = (bn + sr - 1) / sr;
-        for (fs_i64 j = 0; j < m; j++) {
-            FS_T *dw = a->dW + j * k + k0;
-            for (fs_i64 c = 1; c < nch; c++) {
-                const FS_T *share = a->dW + (c * m + j) * k + k0;
-#pragma omp simd
-                for (fs_i64 q = 0; q < kw; q++) dw[q] += share[q];
-            }
-        }
-    } else {
 #if FS_HAVE_V4
-        if (fs_use_v4()) {  /* the examples in place, as phase 1 read them */
-            const int mode = FS_S(fs_rows_mode)(a->x_u8, a->scale);
-            const FS_S(fs_rows) src = {a->X, a->ldx, pos, mode, a->scale};
-            FS_S(fs_dot_bwd_v4)(&src, bn, k0, kw, a->G, m, m, a->dW, k, k0 + kw);
-        } else
+    if (fs_use_v4()) {  /* the examples in place, as phase 1 read them */
+        const int mode = FS_S(fs_rows_mode)(a->x_u8, a->scale);
+        const FS_S(fs_rows) src = {a->X, a->ldx, pos, mode, a->scale};
+        FS_S(fs_dot_bwd_v4)(&src, bn, k0, kw, a->G, m, m, a->dW, k, k0 + kw);
+    } else
 #endif
-            FS_S(fs_dot_bwd)(a->Xb, k, bn, k0, kw, a->G, m, m, a->dW, k);
-    }
+        FS_S(fs_dot_bwd)(a->Xb, k, bn, k0, kw, a->G, m, m, a->dW, k);
     for (fs_i64 j = 0; j < m; j++)
         FS_S(fs_sgd)(a->Wp + j * k + k0, a->dW + j * k + k0, kw, lr, fbn, a->momentum, a->wd,
                      a->V ? a->V + j * k + k0 : NULL);
 }
 
-/* fs_fused_sgd when phase 1 leaves shares (sr > 0): one barrier a minibatch instead of two.
- * Each thread runs phase 1 on its chunks of rows and leaves, per chunk, its share of the weight
- * and bias gradients and its loss and hit totals.  After the barrier every thread adds up all
- * the shares in chunk order and updates a copy of the weights of its own: the same values in
- * the same order, so every copy has the same bits, and no thread waits for another's update
- * before its next minibatch.  Shares and totals alternate between two buffers, so a thread
- * already in the next minibatch's phase 1 never writes what a slower one is still adding up.
- * Thread 0's copy is the caller's.  Returns as fs_fused_sgd, or -2 when the copies could not be
- * allocated. */
-static fs_i64 FS_S(fs_fused_sgd_shares)(const FS_S(fs_fused_args) *a, fs_i64 sr, fs_i64 t0,
-                                        fs_i64 t1)
+/* acc = from + shares[c0] + shares[c0 + 1] + ... + shares[c1 - 1] (n values each, stride
+ * apart), added in that order; from NULL starts at shares[c0].  acc may be from. */
+FS_INLINE void FS_S(fs_chain_add)(FS_T *acc, const FS_T *from, const FS_T *shares, fs_i64 stride,
+                                  fs_i64 c0, fs_i64 c1, fs_i64 n)
+{
+    if (!from) from = shares + c0++ * stride;
+    if (c0 == c1) {
+        if (acc != from) memcpy(acc, from, sizeof(FS_T) * n);
+        return;
+    }
+    const FS_T *s0 = shares + c0 * stride;
+#pragma omp simd
+    for (fs_i64 q = 0; q < n; q++) acc[q] = from[q] + s0[q];
+    for (fs_i64 c = c0 + 1; c < c1; c++) {
+        const FS_T *sc = shares + c * stride;
+#pragma omp simd
+        for (fs_i64 q = 0; q < n; q++) acc[q] += sc[q];
+    }
+}
+
+/* fs_fused_sgd when phase 1 leaves small shares (sr > 0): no barrier.  The minibatch's
+ * gradient is its chunks' shares added in chunk order, and thread i runs phase 1 on chunks
+ * [c_i, c_i+1), after those of threads 0..i-1; so the threads add them up as a chain: thread i
+ * takes the running sums (shares, bias shares, loss, hits) of thread i - 1, adds its own
+ * chunks', in cache, and passes them on (a flag per thread); the last one's are the
+ * minibatch's, which every thread then applies to a copy of the weights of its own (thread 0's
+ * is the caller's).  The same additions in the same order as one thread makes, so the same
+ * bits; between cores only the running sums move, once per thread, where a barrier and every
+ * thread adding all the shares moved each share to every core.  The running sums alternate
+ * between two buffers by minibatch, so a thread already in the next minibatch never overwrites
+ * ones still being read.  Returns as fs_fused_sgd, or -2 when out of memory. */
+static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, fs_i64 t0,
+                                       fs_i64 t1)
 {
     const fs_i64 k = a->k, m = a->m, B = a->batch, mk = m * k;
     const fs_i64 nchmax = (B + sr - 1) / sr;
-    const fs_i64 buf = nchmax * (mk + m);  /* weight shares, then bias shares */
     const int nt = a->nt > 1 ? a->nt : 1;
     const int mom = a->V != NULL;
-    /* per thread: the summed gradient; and, for threads but 0, weights, bias, momentum */
-    const fs_i64 own = mk + (mk + m) * (1 + mom);
-    FS_T *priv = malloc(sizeof(FS_T) * (size_t)(own * nt));
-    if (!priv) return -2;
+    const size_t sums = fs_round64(sizeof(FS_T) * (size_t)(mk + m));
+    const size_t slot = sums + fs_round64(sizeof(fs_chain_tail));
+    const size_t own = (size_t)((mk + m) * (1 + mom));  /* weights, bias, momentum */
+    /* a 64-byte line per thread's flag; two slots of running sums per thread; the copies */
+    char *block = aligned_alloc(64, 64 * (size_t)nt + 2 * slot * (size_t)nt +
+                                        fs_round64(sizeof(FS_T) * own * (size_t)nt));
+    if (!block) return -2;
+    memset(block, 0, 64 * (size_t)nt);
+    char *slots = block + 64 * (size_t)nt;
+    FS_T *copies = (FS_T *)(slots + 2 * slot * (size_t)nt);
+#define FS_READY(i) ((int64_t *)(block + 64 * (size_t)(i)))
+#define FS_SLOT(p, i) (slots + ((size_t)(p) * (size_t)nt + (size_t)(i)) * slot)
     fs_i64 bad = -1;
-    /* each thread's time and rows in the last two minibatches (the two buffers again) */
-    double secs[2][nt], work[2][nt];
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         const int team = nt > 1 ? omp_get_num_threads() : 1;
         const int me = team > 1 ? omp_get_thread_num() : 0;
         FS_S(fs_fused_args) my = *a;
-        FS_T *dw = priv + me * own;
         if (me > 0) {
-            my.Wp = dw + mk;
+            my.Wp = copies + me * own;
             my.b = my.Wp + mk;
             memcpy(my.Wp, a->Wp, sizeof(FS_T) * mk);
             memcpy(my.b, a->b, sizeof(FS_T) * m);
@@ -1244,24 +1256,22 @@ static fs_i64 FS_S(fs_fused_sgd_shares)(const FS_S(fs_fused_args) *a, fs_i64 sr,
                 memcpy(my.vb, a->vb, sizeof(FS_T) * m);
             }
         }
-        /* every thread rebalances from the same timings: the same split, without a barrier */
-        double speed[team], cum[team + 1];
+        FS_T *dbs = a->dW + nchmax * mk;  /* the bias shares, after the weight shares */
+        /* every thread rebalances from the same timings: the same split */
+        double speed[team], cum[team + 1], secs[team], work[team];
         for (int i = 0; i <= team; i++) {
             cum[i] = (double)i / team;
             if (i < team) speed[i] = 0;
         }
-        double start = team > 1 ? omp_get_wtime() : 0;
         fs_i64 mybad = -1;
         for (fs_i64 t = t0; t < t1; t++) {
             const fs_i64 *pos = a->perm + t * B;
             const fs_i64 bn = a->n - t * B < B ? a->n - t * B : B;
-            const fs_i64 nch = (bn + sr - 1) / sr;
+            const fs_i64 seq = t - t0 + 1;
             const int p = (int)(t & 1);
-            my.dW = a->dW + p * buf;
-            FS_T *dbs = my.dW + nchmax * mk;
-            double *closs = a->chunk_loss + p * nchmax;
-            fs_i64 *chits = a->chunk_hits + p * nchmax;
+            const double start = team > 1 ? omp_get_wtime() : 0;
 
+            /* phase 1: whole chunks [lo, hi) */
             const fs_i64 lo = fs_split_at(cum, me, team, bn, sr);
             const fs_i64 hi = fs_split_at(cum, me + 1, team, bn, sr);
             for (fs_i64 r0 = lo; r0 < hi; r0 += sr) {
@@ -1276,42 +1286,67 @@ static fs_i64 FS_S(fs_fused_sgd_shares)(const FS_S(fs_fused_args) *a, fs_i64 sr,
                     s += my.rowloss[r];
                     hits += my.rowhit[r];
                 }
-                closs[c] = s;
-                chits[c] = hits;
-            }
-            if (team > 1) {
-                secs[p][me] = omp_get_wtime() - start;
-                work[p][me] = (double)(hi - lo);
-#pragma omp barrier
-                start = omp_get_wtime();
-                fs_rebalance(speed, work[p], secs[p], cum, team);
+                a->chunk_loss[c] = s;
+                a->chunk_hits[c] = hits;
             }
 
+            const double took = team > 1 ? omp_get_wtime() - start : 0;
+
+            /* the chain: thread me - 1's running sums plus my chunks' */
+            FS_T *acc = (FS_T *)FS_SLOT(p, me);
+            fs_chain_tail *tail = (fs_chain_tail *)(FS_SLOT(p, me) + sums);
+            const FS_T *from = NULL;
+            fs_chain_tail run = {0, 0, 0, 0, 0};
+            if (me > 0) {
+                fs_wait_for(FS_READY(me - 1), seq);
+                run = *(const fs_chain_tail *)(FS_SLOT(p, me - 1) + sums);
+                if (run.have) from = (const FS_T *)FS_SLOT(p, me - 1);
+            }
+            fs_i64 c0 = lo / sr;
+            const fs_i64 c1 = (hi + sr - 1) / sr;
+            if (c0 < c1) {
+                FS_S(fs_chain_add)(acc, from, a->dW, mk, c0, c1, mk);
+                FS_S(fs_chain_add)(acc + mk, from ? from + mk : NULL, dbs, m, c0, c1, m);
+                if (!run.have) {
+                    run.loss = a->chunk_loss[c0];
+                    run.hits = a->chunk_hits[c0++];
+                }
+                for (; c0 < c1; c0++) {
+                    run.loss += a->chunk_loss[c0];
+                    run.hits += a->chunk_hits[c0];
+                }
+                run.have = 1;
+            } else if (from) {
+                memcpy(acc, from, sizeof(FS_T) * (size_t)(mk + m));
+            }
+            run.secs = took;  /* phase 1 alone: the wait above is another thread's time */
+            run.work = (double)(hi - lo);
+            *tail = run;
+            __atomic_store_n(FS_READY(me), seq, __ATOMIC_RELEASE);
+
+            /* the last thread's sums are the minibatch's */
+            if (me < team - 1) fs_wait_for(FS_READY(team - 1), seq);
+            const FS_T *g = (const FS_T *)FS_SLOT(p, team - 1);
+            const fs_chain_tail *total = (const fs_chain_tail *)(FS_SLOT(p, team - 1) + sums);
             const FS_T fbn = (FS_T)bn;
             for (fs_i64 j = 0; j < m; j++) {
-                FS_T *g = dw + j * k;
-                memcpy(g, my.dW + j * k, sizeof(FS_T) * k);
-                FS_T d = dbs[j];
-                for (fs_i64 c = 1; c < nch; c++) {
-                    const FS_T *share = my.dW + (c * m + j) * k;
-#pragma omp simd
-                    for (fs_i64 q = 0; q < k; q++) g[q] += share[q];
-                    d += dbs[c * m + j];
-                }
-                FS_S(fs_sgd)(my.Wp + j * k, g, k, a->lrs[t], fbn, a->momentum, a->wd,
+                FS_S(fs_sgd)(my.Wp + j * k, g + j * k, k, a->lrs[t], fbn, a->momentum, a->wd,
                              mom ? my.V + j * k : NULL);
-                FS_S(fs_sgd_one)(my.b + j, d, a->lrs[t], fbn, a->momentum, a->wd,
+                FS_S(fs_sgd_one)(my.b + j, g[mk + j], a->lrs[t], fbn, a->momentum, a->wd,
                                  mom ? my.vb + j : NULL);
             }
-            double s = 0;
-            fs_i64 hits = 0;
-            for (fs_i64 c = 0; c < nch; c++) {
-                s += closs[c];
-                hits += chits[c];
-            }
+            const double s = total->loss;
             if (me == 0) {
                 a->batch_loss[t] = s;
-                a->batch_hits[t] = hits;
+                a->batch_hits[t] = total->hits;
+            }
+            if (team > 1) {
+                for (int i = 0; i < team; i++) {
+                    const fs_chain_tail *ti = (const fs_chain_tail *)(FS_SLOT(p, i) + sums);
+                    secs[i] = ti->secs;
+                    work[i] = ti->work;
+                }
+                fs_rebalance(speed, work, secs, cum, team);
             }
             if (!isfinite(s)) {  /* every thread sees the same sum */
                 mybad = t;
@@ -1320,7 +1355,9 @@ static fs_i64 FS_S(fs_fused_sgd_shares)(const FS_S(fs_fused_args) *a, fs_i64 sr,
         }
         if (me == 0) bad = mybad;
     }
-    free(priv);
+#undef FS_READY
+#undef FS_SLOT
+    free(block);
     return bad;
 }
 
@@ -1331,17 +1368,16 @@ static fs_i64 FS_S(fs_fused_sgd_shares)(const FS_S(fs_fused_args) *a, fs_i64 sr,
  * in proportion to how fast each thread ran it in the minibatches before (the two cores of a
  * virtual machine can differ in speed by a third for minutes; an even split waited for the
  * slower one at every barrier), and the result still does not depend on the thread count.
- * When phase 1 leaves small shares of the weight gradient, fs_fused_sgd_shares runs the
- * batches instead.  Returns the index of the first batch whose loss was not finite (training stops
+ * When phase 1 leaves shares of the weight gradient, fs_fused_sgd_chain runs the batches
+ * instead.  Returns the index of the first batch whose loss was not finite (training stops
  * after its update), or -1. */
 static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64 t1)
 {
     const fs_i64 k = a->k, m = a->m, B = a->batch;
     const fs_i64 sr = fs_fused_share_rows(B, m, a->panel,
                                           a->x_u8 ? 1 : (fs_i64)sizeof(FS_T), sizeof(FS_T));
-    if (sr && fs_fused_one_barrier(B, sr, m, k, sizeof(FS_T)))
-        return FS_S(fs_fused_sgd_shares)(a, sr, t0, t1);
-    const fs_i64 chunk = sr ? sr : FS_FUSED_CHUNK;  /* rows per phase-1 call */
+    if (sr) return FS_S(fs_fused_sgd_chain)(a, sr, t0, t1);
+    const fs_i64 chunk = FS_FUSED_CHUNK;  /* rows per phase-1 call */
     const int nt = a->nt > 1 ? a->nt : 1;
     volatile fs_i64 bad = -1;
     /* per phase: each thread's speed, its work and time in the last minibatch, the shares */
@@ -1367,20 +1403,19 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
             const fs_i64 bn = a->n - t * B < B ? a->n - t * B : B;
             const FS_T lr = a->lrs[t];
 
-            /* phase 1: rows [lo, hi); with shares, whole chunks */
+            /* phase 1: rows [lo, hi) */
             /* A team of one needs no timings and no barriers: libgomp's barrier makes a system
              * call even then, and two a minibatch were most of an epoch of the book's
              * 10-example minibatches. */
             double start = team > 1 ? omp_get_wtime() : 0;
             if (me == 0 && t > t0 && team > 1) fs_rebalance(speed2, work2, secs2, cum2, team);
-            const fs_i64 unit = sr ? sr : 4;
-            fs_i64 lo = fs_split_at(cum1, me, team, bn, unit);
-            fs_i64 hi = fs_split_at(cum1, me + 1, team, bn, unit);
+            fs_i64 lo = fs_split_at(cum1, me, team, bn, 4);
+            fs_i64 hi = fs_split_at(cum1, me + 1, team, bn, 4);
             for (fs_i64 r0 = lo; r0 < hi; r0 += chunk) {
                 const fs_i64 rows = hi - r0 < chunk ? hi - r0 : chunk;
                 /* these rows' places in the next minibatch, if there is one */
                 const fs_i64 left = a->n - (t + 1) * B - r0;
-                FS_S(fs_fused_rows)(a, sr, pos, bn, r0, rows, left > 0 ? pos + B + r0 : NULL,
+                FS_S(fs_fused_rows)(a, 0, pos, bn, r0, rows, left > 0 ? pos + B + r0 : NULL,
                                     left > 0 ? (left < rows ? left : rows) : 0);
             }
             work1[me] = (double)(hi - lo);
@@ -1394,7 +1429,7 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
             if (me == 0 && team > 1) fs_rebalance(speed1, work1, secs1, cum1, team);
             lo = fs_split_at(cum2, me, team, k, FS_FUSED_COLS);
             hi = fs_split_at(cum2, me + 1, team, k, FS_FUSED_COLS);
-            FS_S(fs_fused_cols)(a, sr, pos, bn, lo, hi - lo, lr);
+            FS_S(fs_fused_cols)(a, pos, bn, lo, hi - lo, lr);
             if (me == 0) {
                 /* The bias and the batch's totals: small, serial, in a fixed order. */
                 FS_S(fs_colsum)(a->G, m, bn, m, a->db);

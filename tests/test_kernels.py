@@ -838,17 +838,17 @@ def _numpy_sgd_l2(X, T, perm, B, W, b, V, vb, lrs, momentum, wd):
     return W, b, losses
 
 
-@pytest.mark.parametrize("m, B", [(1, 100), (2, 240)])
-def test_fused_one_barrier_step_against_numpy_and_thread_counts(rng, float_dtype, m, B):
-    """Small shares of the weight gradient (fused_plan "shares, one barrier"): every thread adds
-    up all the chunks' shares and updates its own copy of the weights, with one barrier a
-    minibatch and the shares in two alternating buffers.  Against float64 NumPy (momentum,
-    weight decay, chunks of 16 rows and a partial one, a short last batch); the same bits on
-    1, 2 and 3 threads; a NaN target halfway stops every team at its minibatch, after its
-    update."""
-    n, k = 1030, 37
+@pytest.mark.parametrize("m, B, k", [(1, 100, 37), (2, 240, 37), (1, 64, 1100)])
+def test_fused_share_chain_against_numpy_and_thread_counts(rng, float_dtype, m, B, k):
+    """Shares of the weight gradient (fused_plan "shares"): the threads add up the chunks'
+    shares as a chain, each passing its running sums on, and each updates its own copy of the
+    weights, with no barrier.  Against float64 NumPy (momentum, weight decay, chunks of 16 rows
+    and a partial one, a short last batch, rows longer than 8 vectors); the same bits on 1, 2
+    and 3 threads (with 3, the splits of short batches leave a thread without a chunk); a NaN
+    target halfway stops every team at its minibatch, after its update."""
+    n = 1030
     assert _kernels().fused_plan(B, k, m, float_dtype, np.dtype(float_dtype).itemsize) == \
-        "shares, one barrier"
+        "shares"
     X = rng.standard_normal((n, k)).astype(float_dtype)
     T = (X @ rng.standard_normal((k, m)) + 0.3).astype(float_dtype)
     W0 = (rng.standard_normal((k, m)) / 8).astype(float_dtype)

@@ -104,8 +104,8 @@ def fused_sgd(X: _Rows, labels: _Int64s | None, targets: _Floats | None, perm: _
     index of the first batch whose loss was not finite, or -1."""
 
 def fused_plan(batch: int, k: int, m: int, dtype: Any, x_itemsize: int) -> str:
-    """How fused_sgd sums a minibatch's weight gradient for these sizes: "panels", "rows",
-    "shares" or "shares, one barrier"."""
+    """How fused_sgd sums a minibatch's weight gradient for these sizes: "panels", "rows" or
+    "shares"."""
 
 def fused_scratch(batch: int, k: int, m: int, dtype: Any,
                   x_itemsize: int) -> tuple[np.ndarray, ...]:

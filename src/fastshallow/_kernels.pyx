@@ -711,7 +711,6 @@ cdef extern from "fs_kernels.h" nogil:
     int FS_FUSED_CHUNK
     fs_i64 fs_fused_share_rows(fs_i64 batch, fs_i64 m, int panel, fs_i64 row_esize,
                                fs_i64 esize)
-    int fs_fused_one_barrier(fs_i64 batch, fs_i64 sr, fs_i64 m, fs_i64 k, fs_i64 esize)
     ctypedef struct fs_fused_args_f32:
         const void *X
         int x_u8
@@ -854,28 +853,24 @@ def _scratch_shapes(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
             (batch, m),                                   # G: loss gradient
             (_nchunks(m, pw) * batch * pw if panel else 1,),  # Gp: G in panels
             # the weight gradient: k x m (panels) or m x k; when phase 1 leaves shares
-            # (fs_fused_share_rows), two buffers of one m x k and one m share per chunk of rows
-            (2 * nch * (k * m + m) if sr > 0 else k * m,),
+            # (fs_fused_share_rows), one m x k and one m share per chunk of rows
+            (nch * (k * m + m) if sr > 0 else k * m,),
             (m,),                                         # db
             (batch,),                                     # per-row loss
             (batch,),                                     # per-row hit (int64)
-            (2 * nch if sr > 0 else 1,),                  # with shares: each chunk's loss
-            (2 * nch if sr > 0 else 1,))                  # and hits (int64)
+            (nch if sr > 0 else 1,),                      # with shares: each chunk's loss
+            (nch if sr > 0 else 1,))                      # and hits (int64)
 
 
 def fused_plan(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
     """How fused_sgd sums a minibatch's weight gradient for these sizes: "panels" (many
-    outputs), "rows" (phase 2 reads every row of the batch), "shares" (phase 1 leaves each chunk
-    of rows a share, phase 2 adds them up) or "shares, one barrier" (every thread adds up all
-    the shares and updates its own copy of the weights)."""
+    outputs), "rows" (after a barrier each thread sums its weight rows' gradient over every
+    row of the batch) or "shares" (phase 1 leaves each chunk of rows a share, which the threads
+    add up as a chain, without a barrier)."""
     dtype = np.dtype(dtype)
     if m > FS_DOT_MAX:
         return "panels"
-    cdef fs_i64 sr = fs_fused_share_rows(batch, m, 0, x_itemsize, dtype.itemsize)
-    if sr == 0:
-        return "rows"
-    return "shares, one barrier" if fs_fused_one_barrier(batch, sr, m, k, dtype.itemsize) \
-        else "shares"
+    return "shares" if fs_fused_share_rows(batch, m, 0, x_itemsize, dtype.itemsize) else "rows"
 
 
 def fused_scratch(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
@@ -978,7 +973,7 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
         else:
             bad = fs_fused_sgd_f64(&a64, t0, t1)
     if bad == -2:
-        raise MemoryError("no memory for the threads' copies of the weights")
+        raise MemoryError("no memory for the threads' running sums and copies of the weights")
     return bad
 
 
