@@ -1208,7 +1208,7 @@ FS_INLINE void FS_S(fs_chain_add)(FS_T *acc, const FS_T *from, const FS_T *share
     }
 }
 
-/* fs_fused_sgd when phase 1 leaves small shares (sr > 0): no barrier.  The minibatch's
+/* fs_fused_sgd when phase 1 leaves shares (sr > 0), without a barrier.  The minibatch's
  * gradient is its chunks' shares added in chunk order, and thread i runs phase 1 on chunks
  * [c_i, c_i+1), after those of threads 0..i-1; so the threads add them up as a chain: thread i
  * takes the running sums (shares, bias shares, loss, hits) of thread i - 1, adds its own
@@ -1228,10 +1228,11 @@ static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, 
     const int mom = a->V != NULL;
     const size_t sums = fs_round64(sizeof(FS_T) * (size_t)(mk + m));
     const size_t slot = sums + fs_round64(sizeof(fs_chain_tail));
-    const size_t own = (size_t)((mk + m) * (1 + mom));  /* weights, bias, momentum */
+    /* a thread's copies of weights, bias (and momentum), whole lines apart */
+    const size_t own = fs_round64(sizeof(FS_T) * (size_t)((mk + m) * (1 + mom))) / sizeof(FS_T);
     /* a 64-byte line per thread's flag; two slots of running sums per thread; the copies */
     char *block = aligned_alloc(64, 64 * (size_t)nt + 2 * slot * (size_t)nt +
-                                        fs_round64(sizeof(FS_T) * own * (size_t)nt));
+                                        sizeof(FS_T) * own * (size_t)nt);
     if (!block) return -2;
     memset(block, 0, 64 * (size_t)nt);
     char *slots = block + 64 * (size_t)nt;

@@ -39,9 +39,9 @@ PROBE_DIVISOR = 4
 class ThreadChooser:
     """Picks, segment by segment, between one thread and the full team, by measured speed.
 
-    Each minibatch ends with a barrier or two; when another process holds a core, a descheduled
-    team member stalls every barrier by a scheduler time slice and two threads run many times
-    slower than one.  Results are bit-identical for any thread count, so the fused path is free
+    Each minibatch ends with the threads waiting for one another; when another process holds a
+    core, a descheduled team member stalls every such wait by a scheduler time slice and two
+    threads run many times slower than one.  Results are bit-identical for any thread count, so the fused path is free
     to switch: it times both, keeps the faster, and re-times the other in case the machine has
     changed or the first timing was unlucky: 2 segments after the first choice, then after gaps
     that double up to `probe_every` segments.  It switches only for a clear gain, so timing
@@ -166,7 +166,7 @@ class FusedTrainer:
         batch_loss = np.zeros(nb)
         batch_hits = np.zeros(nb, np.int64)
         scratch = _k().fused_scratch(B, k, m, W.dtype, self.X.dtype.itemsize)
-        # Per-minibatch work decides: its barriers cost more than a small minibatch takes.
+        # Per-minibatch work decides: the threads' waits cost more than a small minibatch takes.
         nt = resolve_threads(num_threads, B * k * max(m, 4))
         if num_threads is None:  # the default: adapt to how busy the machine is
             if self.chooser is None or self.chooser.team != nt:
