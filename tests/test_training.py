@@ -417,6 +417,42 @@ def test_fused_training_with_a_smaller_team_than_asked(env, threads):
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr
 
 
+_ONE_CORE_SCRIPT = """
+import os
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before OpenMP starts any thread
+import time
+import numpy as np, fastshallow as fs
+rng = np.random.default_rng(0)
+X = rng.standard_normal((50000, 100)).astype(np.float32)
+y = (X[:, :3].sum(axis=1)).astype(np.float32)
+
+def epoch(threads):
+    it = fs.DataLoader(fs.ArrayDataset(X, y), 256, shuffle=True, seed=0)
+    net = fs.nn.Dense(1, in_units=100, rng=0)
+    opt = fs.optim.SGD(net.parameters(), lr=0.01)
+    start = time.perf_counter()
+    fs.train_epoch(net, it, fs.losses.L2Loss(), opt, num_threads=threads)
+    return time.perf_counter() - start
+
+epoch(1), epoch(2)
+print(min(epoch(1) for _ in range(3)), min(epoch(2) for _ in range(3)))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_fused_chain_with_more_threads_than_cores():
+    """The shares path's threads wait for one another's running sums by spinning, then yield
+    the core: with two threads on one core, a thread spinning for a long time keeps the one it
+    waits for off the core, and every minibatch cost a scheduler time slice (with the first
+    spin limit, 30-60 times one thread's epoch).  On one core two threads may be slower than
+    one, but not by much."""
+    res = subprocess.run([sys.executable, "-c", _ONE_CORE_SCRIPT], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    one, two = map(float, res.stdout.split())
+    assert two < 4 * one + 0.02, (one, two)
+
+
 def test_fused_sgd_refuses_scratch_made_for_other_sizes():
     """The compiled step trusts its work buffers' sizes, which depend on how it sums (shares or
     not): scratch for a smaller batch, other outputs or other examples is refused up front."""
