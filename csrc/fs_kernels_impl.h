@@ -1189,13 +1189,13 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, const fs
 }
 
 /* acc = from + shares[c0] + shares[c0 + 1] + ... + shares[c1 - 1] (n values each, stride
- * apart), added in that order; from NULL starts at shares[c0].  acc may be from. */
+ * apart), added in that order; from NULL starts at shares[c0] (then c0 < c1). */
 FS_INLINE void FS_S(fs_chain_add)(FS_T *acc, const FS_T *from, const FS_T *shares, fs_i64 stride,
                                   fs_i64 c0, fs_i64 c1, fs_i64 n)
 {
     if (!from) from = shares + c0++ * stride;
     if (c0 == c1) {
-        if (acc != from) memcpy(acc, from, sizeof(FS_T) * n);
+        memcpy(acc, from, sizeof(FS_T) * n);
         return;
     }
     const FS_T *s0 = shares + c0 * stride;
@@ -1305,20 +1305,16 @@ static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, 
             }
             fs_i64 c0 = lo / sr;
             const fs_i64 c1 = (hi + sr - 1) / sr;
-            if (c0 < c1) {
+            if (from || c0 < c1) {  /* a thread without chunks passes the sums on as they came */
                 FS_S(fs_chain_add)(acc, from, a->dW, mk, c0, c1, mk);
                 FS_S(fs_chain_add)(acc + mk, from ? from + mk : NULL, dbs, m, c0, c1, m);
-                if (!run.have) {
-                    run.loss = a->chunk_loss[c0];
-                    run.hits = a->chunk_hits[c0++];
-                }
-                for (; c0 < c1; c0++) {
-                    run.loss += a->chunk_loss[c0];
-                    run.hits += a->chunk_hits[c0];
-                }
                 run.have = 1;
-            } else if (from) {
-                memcpy(acc, from, sizeof(FS_T) * (size_t)(mk + m));
+            }
+            /* Totals start at 0 before the first chunk: 0 + x is x, as a chunk's loss, summed
+             * from +0, is never -0. */
+            for (; c0 < c1; c0++) {
+                run.loss += a->chunk_loss[c0];
+                run.hits += a->chunk_hits[c0];
             }
             run.secs = took;  /* phase 1 alone: the wait above is another thread's time */
             run.work = (double)(hi - lo);

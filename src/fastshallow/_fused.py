@@ -41,10 +41,10 @@ class ThreadChooser:
 
     Each minibatch ends with the threads waiting for one another; when another process holds a
     core, a descheduled team member stalls every such wait by a scheduler time slice and two
-    threads run many times slower than one.  Results are bit-identical for any thread count, so the fused path is free
-    to switch: it times both, keeps the faster, and re-times the other in case the machine has
-    changed or the first timing was unlucky: 2 segments after the first choice, then after gaps
-    that double up to `probe_every` segments.  It switches only for a clear gain, so timing
+    threads run many times slower than one.  Results are bit-identical for any thread count, so
+    the fused path is free to switch: it times both, keeps the faster, and re-times the other in
+    case the machine has changed or the first timing was unlucky: 2 segments after the first
+    choice, then after gaps that double up to `probe_every` segments.  It switches only for a clear gain, so timing
     noise does not make it flip: 10% back to the team, 50% to one thread.  On a quiet machine
     a segment of the team can take a third longer than the next (the first of a run, which
     wakes the threads and reads rows nobody requested ahead, more), and with 10% one thread then
