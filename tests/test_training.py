@@ -358,6 +358,39 @@ def test_default_thread_choice_times_the_other_team_on_short_segments(rng, monke
     assert sum(n for n, _ in calls) == 24 and len(calls) == 3, calls
 
 
+@pytest.mark.parametrize("seconds, first_epoch, second_epoch", [
+    (1e9, [16, 24], [40]),  # every timed segment long enough for the rest of the epoch
+    (0.0, [16] + [1] * 24, [1] * 40),  # no time at all: one minibatch a call
+])
+def test_segments_are_sized_by_the_time_the_last_one_took(rng, monkeypatch, seconds,
+                                                           first_epoch, second_epoch):
+    """The first compiled call of a trainer runs SEGMENT minibatches; every later one as many as
+    take SEGMENT_SECONDS at the speed the last call ran, across epochs too.  The results do not
+    depend on how the epoch is cut."""
+    from fastshallow import _fused
+
+    real, calls = _fused._k(), []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def fused_sgd(self, *args):
+            calls.append(args[-3] - args[-4])
+            return real.fused_sgd(*args)
+
+    X, y = blobs(rng, n=40 * 64, k=40)  # 40 minibatches of 64, too small to count as work
+    loss = fs.losses.SoftmaxCrossEntropyLoss()
+    ref, _ = run(fs.ArrayDataset(X, y), loss, N_CLASSES, fused=True, threads=2, epochs=2)
+    monkeypatch.setattr(_fused, "_k", Spy)
+    monkeypatch.setattr(_fused, "SEGMENT_SECONDS", seconds)
+    monkeypatch.setattr(_fused, "SEGMENT_WORK", 0)
+    net, _ = run(fs.ArrayDataset(X, y), loss, N_CLASSES, fused=True, threads=2, epochs=2)
+    assert calls == first_epoch + second_epoch
+    for a, b in zip(net.parameters(), ref.parameters()):
+        assert_bits_equal(a.data, b.data)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="x86-64 ISA switch")
 def test_fused_training_without_avx512():
     """Without AVX-512 the fused step gathers each chunk's rows into scratch and multiplies the

@@ -24,15 +24,20 @@ from .optim import SGD
 
 LOSS_SOFTMAX_XENT, LOSS_L2, LOSS_HUBER = 0, 1, 2
 
-# Minibatches per compiled call: enough to make the call overhead vanish, few enough that the
-# progress bar moves, Ctrl-C is honoured within a fraction of a second, and the thread count can
-# be chosen again often.  Minibatches with less than SEGMENT_WORK / SEGMENT multiply-adds go
-# SEGMENT_WORK worth per call (a millisecond or two): a call costs about 15 us, which is more
-# than 16 tiny minibatches take, and 4% of an epoch of 1,000,000 x 100 at 16 per call.
+# Minibatches per compiled call (a segment).  A call costs more than its minibatches: the call
+# itself (about 15 us) and, on a team, waking the threads and waiting for them in its first
+# minibatches -- about 65 us in all on 2 threads, 5-13% of a Fashion-MNIST epoch in calls of 16
+# minibatches and 4-11% of an epoch of linear regression 1,000,000 x 100 in calls of 81.  So
+# segments are sized by time: SEGMENT_SECONDS at the speed the last call ran, which makes the
+# calls' cost vanish while the progress bar still moves, Ctrl-C is honoured within a fraction of
+# a second and the thread count can be chosen again often.  Until a call has been timed, a
+# segment is SEGMENT minibatches, or SEGMENT_WORK multiply-adds' worth of small ones (a
+# millisecond or two).
+SEGMENT_SECONDS = 0.02
 SEGMENT = 16
 SEGMENT_WORK = 1 << 23
-# A segment that re-times the thread count not in use (ThreadChooser) is this much shorter:
-# a few minibatches time it, and on a quiet machine it is the slower choice.
+# A segment that re-times the thread count not in use (ThreadChooser) is this much shorter than
+# an untimed one: a few minibatches time it, and on a quiet machine it is the slower choice.
 PROBE_DIVISOR = 4
 
 
@@ -139,6 +144,7 @@ class FusedTrainer:
     opt: SGD
     batch_size: int
     chooser: Optional[ThreadChooser] = None
+    batch_seconds: float = 0.0  # per minibatch in the last timed segment, which sizes the next
 
     def run_epoch(self, order: np.ndarray, epoch: int, num_threads=None,
                   on_batches: Optional[Callable[[int], None]] = None):
@@ -174,20 +180,29 @@ class FusedTrainer:
             chooser = self.chooser
         else:  # an explicit request is honoured as given
             chooser = None
-        segment = max(SEGMENT, SEGMENT_WORK // max(B * k * max(m, 4), 1))
+        untimed = max(SEGMENT, SEGMENT_WORK // max(B * k * max(m, 4), 1))
         try:
             t0 = 0
             while t0 < nb:
                 threads = chooser.pick() if chooser is not None else nt
                 probe = chooser is not None and threads != chooser.current
-                t1 = min(nb, t0 + (max(1, segment // PROBE_DIVISOR) if probe else segment))
+                if probe:
+                    size = max(1, untimed // PROBE_DIVISOR)
+                elif self.batch_seconds > 0:
+                    size = max(1, int(SEGMENT_SECONDS / self.batch_seconds))
+                else:
+                    size = untimed
+                t1 = min(nb, t0 + size)
                 start = time.perf_counter()
                 bad = _k().fused_sgd(self.X, self.labels, self.targets, order, B, self.loss_kind,
                                      self.smooth, self.delta, Wp, b, V, vb, lrs, opt.momentum,
                                      opt.weight_decay, self.scale, batch_loss, batch_hits,
                                      t0, t1, threads, scratch)
+                secs = time.perf_counter() - start
+                if not probe:
+                    self.batch_seconds = secs / (t1 - t0)
                 if chooser is not None:
-                    chooser.record(threads, time.perf_counter() - start, t1 - t0)
+                    chooser.record(threads, secs, t1 - t0)
                 if bad >= 0:
                     raise diverged(epoch, int(bad) + 1, float(lrs[bad]))
                 if on_batches is not None:
