@@ -69,6 +69,28 @@ def test_benchmark_contenders_for_the_book_regression_agree():
     assert abs(loop - fused) <= 1e-6 * loop
 
 
+def test_bench_times_contenders_in_turns(monkeypatch):
+    """`fastshallow bench` takes turns -- one run of each contender, then again -- so that a
+    machine whose speed drifts slows them alike; each gets the median of its own runs."""
+    from fastshallow import bench
+
+    clock, order = [0.0], []
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+
+    def contender(name, seconds):
+        def fn():
+            order.append(name)
+            clock[0] += seconds.pop(0)
+            return name.upper()
+        return fn
+
+    got = bench.time_in_turns([("a", contender("a", [1.0, 5.0, 2.0]), 3),
+                               ("b", contender("b", [7.0]), 1),
+                               ("c", contender("c", [4.0, 3.0]), 2)])
+    assert order == ["a", "b", "c", "a", "c", "a"]
+    assert got == [("a", 2.0, "A"), ("b", 7.0, "B"), ("c", 3.5, "C")]
+
+
 def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "fastshallow", *args], capture_output=True,
                           text=True, timeout=300, env={**os.environ, **(env or {})})

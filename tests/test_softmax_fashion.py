@@ -127,3 +127,26 @@ def test_predict_titles_show_true_and_predicted_labels(book_runs, tmp_path):
     guess = fs.get_fashion_mnist_labels(pred[:6])
     assert titles == [f"{t}\n{p}" for t, p in zip(truth, guess)]
     assert (tmp_path / "p.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_bench_command_prints_every_task_with_ratios(capsys):
+    """`fastshallow bench` on the real data, kept short: every task's table, fastshallow first
+    at 1.0x, every contender reaching a sensible accuracy or loss."""
+    from fastshallow import cli
+
+    assert cli.main(["bench", "--epochs", "1", "--repeats", "1", "--threads", "2", "--no-torch",
+                     "--no-linreg"]) == 0
+    out = capsys.readouterr().out
+    rows = re.findall(r"^  (\S.*?)\s+(\d+\.\d{4})\s+(\d+\.\d)x  (test acc|loss) (\S+)$", out,
+                      re.M)
+    names = [r[0] for r in rows]
+    assert names == ["fastshallow", "numpy", "fastshallow, 2 threads", "fastshallow, 1 thread",
+                     "fastshallow, per-batch loop", "fastshallow, fs.train_epoch",
+                     "numpy, per-batch loop"], out
+    assert [r[2] for r in rows if r[0] in ("fastshallow", "fastshallow, 2 threads",
+                                           "fastshallow, per-batch loop")] == ["1.0"] * 3, out
+    accs = [float(r[4]) for r in rows if r[3] == "test acc"]
+    assert len(accs) == 4 and min(accs) > 0.7, out
+    losses = [float(r[4]) for r in rows if r[3] == "loss"]
+    assert len(losses) == 3 and max(losses) < 1e-4, out
+    assert "1 epochs" in out and "one epoch" in out and "the book's linear regression" in out

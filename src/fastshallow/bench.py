@@ -265,19 +265,27 @@ def torch_book_loop(X, y, seed: int = 0, num_threads=None) -> float:
 
 # ---- the table -------------------------------------------------------------------------------
 
-def _median_time(fn: Callable[[], object], repeats: int) -> Tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
+def time_in_turns(contenders: List[Tuple[str, Callable[[], object], int]]
+                  ) -> List[Tuple[str, float, object]]:
+    """Time each (name, fn, runs) contender `runs` times, taking turns -- one run of each, then
+    again -- so that a machine whose speed drifts over minutes (shared ones do, by 2x) slows
+    every contender alike and the ratios hold.  Returns (name, median seconds, last result)."""
+    times: Dict[str, List[float]] = {name: [] for name, _, _ in contenders}
+    results: Dict[str, object] = {}
+    for turn in range(max((runs for _, _, runs in contenders), default=0)):
+        for name, fn, runs in contenders:
+            if turn < runs:
+                t0 = time.perf_counter()
+                results[name] = fn()
+                times[name].append(time.perf_counter() - t0)
+    return [(name, statistics.median(times[name]), results[name]) for name, _, _ in contenders]
 
 
 def run(epochs: int = 10, repeats: int = 3, num_threads: Optional[int] = None,
         torch: bool = True, dataloader: bool = True, linreg: bool = True,
         out=print) -> List[Dict]:
-    """Time every contender and print a table of medians and ratios to fastshallow."""
+    """Time every contender, task by task and in turns within a task, and print a table of
+    medians and ratios to fastshallow (the first row of each task)."""
     import fastshallow as fs
 
     data = fashion_arrays()
@@ -290,48 +298,49 @@ def run(epochs: int = 10, repeats: int = 3, num_threads: Optional[int] = None,
     except ImportError:
         have_torch = False
     threads = num_threads or fs.get_num_threads()
-    rows: List[Dict] = []
+    tasks: List[Tuple[str, list]] = []
 
-    def add(task, name, fn, reps):
-        secs, result = _median_time(fn, reps)
-        rows.append({"task": task, "contender": name, "seconds": secs, "result": result})
-
-    task = f"softmax regression, Fashion-MNIST, {epochs} epochs"
-    add(task, "fastshallow", lambda: fastshallow_softmax(loaders, epochs, num_threads=threads),
-        repeats)
-    add(task, "numpy", lambda: numpy_softmax(data_f32, epochs), repeats)
+    task = [("fastshallow", lambda: fastshallow_softmax(loaders, epochs, num_threads=threads),
+             repeats),
+            ("numpy", lambda: numpy_softmax(data_f32, epochs), repeats)]
     if have_torch:
-        add(task, "pytorch (preloaded tensors)",
-            lambda: torch_preloaded_softmax(data_f32, epochs, num_threads=threads), repeats)
+        task.append(("pytorch (preloaded tensors)",
+                     lambda: torch_preloaded_softmax(data_f32, epochs, num_threads=threads),
+                     repeats))
         if dataloader:
-            add(task, "pytorch (DataLoader)",
-                lambda: torch_dataloader_softmax(data_f32, epochs, num_threads=threads), 1)
-    task1 = "softmax regression, Fashion-MNIST, one epoch"
-    for t in sorted({1, threads}):
-        add(task1, f"fastshallow, {t} thread{'s' if t > 1 else ''}",
-            lambda t=t: fastshallow_softmax(loaders, 1, num_threads=t), max(repeats, 5))
+            task.append(("pytorch (DataLoader)",
+                         lambda: torch_dataloader_softmax(data_f32, epochs, num_threads=threads),
+                         1))
+    tasks.append((f"softmax regression, Fashion-MNIST, {epochs} epochs", task))
+    tasks.append(("softmax regression, Fashion-MNIST, one epoch",
+                  [(f"fastshallow, {t} thread{'s' if t > 1 else ''}",
+                    lambda t=t: fastshallow_softmax(loaders, 1, num_threads=t), max(repeats, 5))
+                   for t in sorted({threads, 1}, reverse=True)]))
     if linreg:
         X, y = linreg_data()
-        task2 = "linear regression 1,000,000 x 100, one epoch"
-        add(task2, "fastshallow", lambda: fastshallow_linreg_epoch(X, y, num_threads=threads),
-            repeats)
-        add(task2, "numpy", lambda: numpy_linreg_epoch(X, y), repeats)
+        tasks.append(("linear regression 1,000,000 x 100, one epoch",
+                      [("fastshallow", lambda: fastshallow_linreg_epoch(X, y, num_threads=threads),
+                        repeats),
+                       ("numpy", lambda: numpy_linreg_epoch(X, y), repeats)]))
     Xs, ys = book_linreg_data()
-    task3 = "the book's linear regression (1000 x 2, batch 10, 3 epochs)"
-    add(task3, "fastshallow, per-batch loop", lambda: fastshallow_book_loop(Xs, ys),
-        max(repeats, 15))
-    add(task3, "fastshallow, fs.train_epoch", lambda: fastshallow_book_fused(Xs, ys),
-        max(repeats, 15))
-    add(task3, "numpy, per-batch loop", lambda: numpy_book_loop(Xs, ys), max(repeats, 15))
+    task = [("fastshallow, per-batch loop", lambda: fastshallow_book_loop(Xs, ys),
+             max(repeats, 15)),
+            ("fastshallow, fs.train_epoch", lambda: fastshallow_book_fused(Xs, ys),
+             max(repeats, 15)),
+            ("numpy, per-batch loop", lambda: numpy_book_loop(Xs, ys), max(repeats, 15))]
     if have_torch:
-        add(task3, "pytorch, DataLoader loop", lambda: torch_book_loop(Xs, ys, num_threads=threads),
-            repeats)
+        task.append(("pytorch, DataLoader loop",
+                     lambda: torch_book_loop(Xs, ys, num_threads=threads), repeats))
+    tasks.append(("the book's linear regression (1000 x 2, batch 10, 3 epochs)", task))
 
     from ._ext import kernels
 
     out(f"fastshallow {fs.__version__}, {threads} threads, {kernels().isa()}")
-    for task_name in dict.fromkeys(r["task"] for r in rows):
-        group = [r for r in rows if r["task"] == task_name]
+    rows: List[Dict] = []
+    for task_name, contenders in tasks:
+        group = [{"task": task_name, "contender": name, "seconds": secs, "result": res}
+                 for name, secs, res in time_in_turns(contenders)]
+        rows += group
         base = group[0]["seconds"]
         out(f"\n{task_name}")
         out(f"  {'contender':34s} {'median s':>10s} {'vs fastshallow':>15s}  result")
