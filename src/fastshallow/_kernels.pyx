@@ -796,9 +796,11 @@ def _aligned_zeros(shape, dtype):
     """Zeros starting on a 64-byte boundary (NumPy promises 16): the kernels' vector loads of a
     weight row then stay within cache lines."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    buf = np.zeros(nbytes + 64, np.uint8)
-    start = -buf.ctypes.data % 64
+    cdef Py_ssize_t nbytes = dtype.itemsize, start
+    for s in shape:
+        nbytes *= s
+    cdef cnp.ndarray buf = np.zeros(nbytes + 64, np.uint8)
+    start = (64 - <size_t>cnp.PyArray_DATA(buf) % 64) % 64
     return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
@@ -918,7 +920,7 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
         a = &a64
     want = _scratch_shapes(batch, k, m, np.float32 if floating is float else np.float64,
                            X.dtype.itemsize)
-    if len(scratch) != len(want) or any(np.shape(buf) != shape
+    if len(scratch) != len(want) or any(getattr(buf, "shape", None) != shape
                                         for buf, shape in zip(scratch, want)):
         raise ValueError("the scratch was made by fused_scratch for other sizes or examples")
     a.X = _data_ptr(X)
