@@ -137,14 +137,14 @@ def test_bench_command_prints_every_task_with_ratios(capsys):
     assert cli.main(["bench", "--epochs", "1", "--repeats", "1", "--threads", "2", "--no-torch",
                      "--no-linreg"]) == 0
     out = capsys.readouterr().out
-    rows = re.findall(r"^  (\S.*?)\s+(\d+\.\d{4})\s+(\d+\.\d)x  (test acc|loss) (\S+)$", out,
+    rows = re.findall(r"^  (\S.*?)\s+(\d+\.\d{4})\s+(\d+\.\d\d)x  (test acc|loss) (\S+)$", out,
                       re.M)
     names = [r[0] for r in rows]
     assert names == ["fastshallow", "numpy", "fastshallow, 2 threads", "fastshallow, 1 thread",
                      "fastshallow, per-batch loop", "fastshallow, fs.train_epoch",
                      "numpy, per-batch loop"], out
     assert [r[2] for r in rows if r[0] in ("fastshallow", "fastshallow, 2 threads",
-                                           "fastshallow, per-batch loop")] == ["1.0"] * 3, out
+                                           "fastshallow, per-batch loop")] == ["1.00"] * 3, out
     accs = [float(r[4]) for r in rows if r[3] == "test acc"]
     assert len(accs) == 4 and min(accs) > 0.7, out
     losses = [float(r[4]) for r in rows if r[3] == "loss"]

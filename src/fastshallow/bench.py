@@ -347,6 +347,6 @@ def run(epochs: int = 10, repeats: int = 3, num_threads: Optional[int] = None,
         for r in group:
             res = r["result"]
             res_s = f"test acc {res:.4f}" if "softmax" in task_name else f"loss {res:.4g}"
-            out(f"  {r['contender']:34s} {r['seconds']:10.4f} {r['seconds'] / base:14.1f}x  "
+            out(f"  {r['contender']:34s} {r['seconds']:10.4f} {r['seconds'] / base:14.2f}x  "
                 f"{res_s}")
     return rows
