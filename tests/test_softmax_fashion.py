@@ -147,6 +147,7 @@ def test_bench_command_prints_every_task_with_ratios(capsys):
                                            "fastshallow, per-batch loop")] == ["1.00"] * 3, out
     accs = [float(r[4]) for r in rows if r[3] == "test acc"]
     assert len(accs) == 4 and min(accs) > 0.7, out
+    assert accs[2] == accs[3], out  # the same model on 2 threads and on 1
     losses = [float(r[4]) for r in rows if r[3] == "loss"]
     assert len(losses) == 3 and max(losses) < 1e-4, out
     assert "1 epochs" in out and "one epoch" in out and "the book's linear regression" in out
