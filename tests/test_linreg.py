@@ -89,6 +89,8 @@ def test_bench_times_contenders_in_turns(monkeypatch):
                                ("c", contender("c", [4.0, 3.0]), 2)])
     assert order == ["a", "b", "c", "a", "c", "a"]
     assert got == [("a", 2.0, "A"), ("b", 7.0, "B"), ("c", 3.5, "C")]
+    with pytest.raises(ValueError, match="'b' needs at least one run"):
+        bench.time_in_turns([("a", lambda: 1, 1), ("b", lambda: 2, 0)])
 
 
 def run_cli(*args, env=None):

@@ -274,6 +274,9 @@ def time_in_turns(contenders: List[Tuple[str, Callable[[], object], int]]
     """Time each (name, fn, runs) contender `runs` times, taking turns -- one run of each, then
     again -- so that a machine whose speed drifts over minutes (shared ones do, by 2x) slows
     every contender alike and the ratios hold.  Returns (name, median seconds, last result)."""
+    for name, _, runs in contenders:
+        if runs < 1:
+            raise ValueError(f"contender {name!r} needs at least one run, got {runs}")
     times: Dict[str, List[float]] = {name: [] for name, _, _ in contenders}
     results: Dict[str, object] = {}
     for turn in range(max((runs for _, _, runs in contenders), default=0)):
