@@ -131,7 +131,7 @@ def test_predict_titles_show_true_and_predicted_labels(book_runs, tmp_path):
 
 def test_bench_command_prints_every_task_with_ratios(capsys):
     """`fastshallow bench` on the real data, kept short: every task's table, fastshallow first
-    at 1.0x, every contender reaching a sensible accuracy or loss."""
+    at 1.00x, every contender reaching a sensible accuracy or loss."""
     from fastshallow import cli
 
     assert cli.main(["bench", "--epochs", "1", "--repeats", "1", "--threads", "2", "--no-torch",

@@ -379,7 +379,7 @@ def test_segments_are_sized_by_the_time_the_last_one_took(rng, monkeypatch, seco
             calls.append(args[-3] - args[-4])
             return real.fused_sgd(*args)
 
-    X, y = blobs(rng, n=40 * 64, k=40)  # 40 minibatches of 64, too small to count as work
+    X, y = blobs(rng, n=40 * 64, k=40)  # 40 minibatches of 64; no untimed size from work
     loss = fs.losses.SoftmaxCrossEntropyLoss()
     ref, _ = run(fs.ArrayDataset(X, y), loss, N_CLASSES, fused=True, threads=2, epochs=2)
     monkeypatch.setattr(_fused, "_k", Spy)
