@@ -1188,6 +1188,20 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, const fs
                      a->V ? a->V + j * k + k0 : NULL);
 }
 
+/* The loss of batch rows [r0, r1), summed in order; their hits into *hits. */
+FS_INLINE double FS_S(fs_row_totals)(const FS_S(fs_fused_args) *a, fs_i64 r0, fs_i64 r1,
+                                     fs_i64 *hits)
+{
+    double s = 0;
+    fs_i64 h = 0;
+    for (fs_i64 r = r0; r < r1; r++) {
+        s += a->rowloss[r];
+        h += a->rowhit[r];
+    }
+    *hits = h;
+    return s;
+}
+
 /* acc = from + shares[c0] + shares[c0 + 1] + ... + shares[c1 - 1] (n values each, stride
  * apart), added in that order; from NULL starts at shares[c0] (then c0 < c1). */
 FS_INLINE void FS_S(fs_chain_add)(FS_T *acc, const FS_T *from, const FS_T *shares, fs_i64 stride,
@@ -1281,14 +1295,7 @@ static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, 
                 FS_S(fs_fused_rows)(&my, sr, pos, bn, r0, rows, left > 0 ? pos + B + r0 : NULL,
                                     left > 0 ? (left < rows ? left : rows) : 0);
                 FS_S(fs_colsum)(my.G + r0 * m, m, rows, m, dbs + c * m);
-                double s = 0;
-                fs_i64 hits = 0;
-                for (fs_i64 r = r0; r < r0 + rows; r++) {
-                    s += my.rowloss[r];
-                    hits += my.rowhit[r];
-                }
-                a->chunk_loss[c] = s;
-                a->chunk_hits[c] = hits;
+                a->chunk_loss[c] = FS_S(fs_row_totals)(a, r0, r0 + rows, a->chunk_hits + c);
             }
 
             const double took = team > 1 ? omp_get_wtime() - start : 0;
@@ -1433,14 +1440,8 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
                 for (fs_i64 j = 0; j < m; j++)
                     FS_S(fs_sgd_one)(a->b + j, a->db[j], lr, (FS_T)bn, a->momentum, a->wd,
                                      a->vb ? a->vb + j : NULL);
-                double s = 0;
-                fs_i64 hits = 0;
-                for (fs_i64 r = 0; r < bn; r++) {
-                    s += a->rowloss[r];
-                    hits += a->rowhit[r];
-                }
+                const double s = FS_S(fs_row_totals)(a, 0, bn, a->batch_hits + t);
                 a->batch_loss[t] = s;
-                a->batch_hits[t] = hits;
                 if (!isfinite(s)) bad = t;
             }
             work2[me] = (double)(hi - lo) + (me == 0 ? 1 : 0);

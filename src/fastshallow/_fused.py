@@ -49,12 +49,12 @@ class ThreadChooser:
     threads run many times slower than one.  Results are bit-identical for any thread count, so
     the fused path is free to switch: it times both, keeps the faster, and re-times the other in
     case the machine has changed or the first timing was unlucky: 2 segments after the first
-    choice, then after gaps that double up to `probe_every` segments.  It switches only for a clear gain, so timing
-    noise does not make it flip: 10% back to the team, 50% to one thread.  On a quiet machine
-    a segment of the team can take a third longer than the next (the first of a run, which
-    wakes the threads and reads rows nobody requested ahead, more), and with 10% one thread then
-    ran whole epochs at half to two thirds of the speed; a core held by another process makes
-    the team many times slower."""
+    choice, then after gaps that double up to `probe_every` segments.  It switches only for a
+    clear gain, so timing noise does not make it flip: 10% back to the team, 50% to one
+    thread.  On a quiet machine a segment of the team can take a third longer than the next
+    (the first of a run, which wakes the threads and reads rows nobody requested ahead, more),
+    and with 10% one thread then ran whole epochs at half to two thirds of the speed; a core
+    held by another process makes the team many times slower."""
 
     ONE_THREAD_GAIN = 1.5
 
@@ -173,14 +173,15 @@ class FusedTrainer:
         batch_hits = np.zeros(nb, np.int64)
         scratch = _k().fused_scratch(B, k, m, W.dtype, self.X.dtype.itemsize)
         # Per-minibatch work decides: the threads' waits cost more than a small minibatch takes.
-        nt = resolve_threads(num_threads, B * k * max(m, 4))
+        work = B * k * max(m, 4)
+        nt = resolve_threads(num_threads, work)
         if num_threads is None:  # the default: adapt to how busy the machine is
             if self.chooser is None or self.chooser.team != nt:
                 self.chooser = ThreadChooser(nt)
             chooser = self.chooser
         else:  # an explicit request is honoured as given
             chooser = None
-        untimed = max(SEGMENT, SEGMENT_WORK // max(B * k * max(m, 4), 1))
+        untimed = max(SEGMENT, SEGMENT_WORK // max(work, 1))
         try:
             t0 = 0
             while t0 < nb:
