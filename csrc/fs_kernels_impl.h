@@ -1024,7 +1024,14 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
  * for term, so the bits are too; reading each row once, in one place, made a 1,000,000 x 100
  * epoch about a fifth faster than three passes over the chunk.  Each row's successor in the
  * next minibatch (rows [0, npf) of pf, whose idx is then set) is requested on the way, with its
- * target (up to 6% faster). */
+ * target (up to 6% faster).  This is as fast as the memory allows: a C loop that only reads the
+ * rows and targets in the same order, requesting them the same way, took as long as the
+ * compiled epoch (36.3 ms against 36.3-37.5, 2 threads); a row of 400 bytes spans 7 lines and
+ * its target one more, 512 bytes an example.  In that loop, requests a minibatch ahead into L1
+ * instead took 1.27-1.31x as long (fill buffers), for the first line or two of each row only
+ * (leaving the rest to the hardware prefetcher) 1.4x, non-temporal ones 8 to 32 rows ahead
+ * 1.24-1.77x, none at all 1.8x; also requesting each row into L1 4 rows before its use,
+ * 0.98-1.04x. */
 FS_V4_TARGET FS_INLINE void FS_S(fs_fused_one_body_v4)(const FS_S(fs_fused_args) *a,
                                                       const FS_S(fs_rows) *src, const int mode,
                                                       fs_i64 r0, fs_i64 rows, const fs_i64 *pos,
@@ -1374,7 +1381,19 @@ static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, 
  * slower one at every barrier), and the result still does not depend on the thread count.
  * When phase 1 leaves shares of the weight gradient, fs_fused_sgd_chain runs the batches
  * instead.  Returns the index of the first batch whose loss was not finite (training stops
- * after its update), or -1. */
+ * after its update), or -1.
+ * Where a second thread's time goes (Fashion-MNIST, phases timed per thread in one process, 10
+ * epochs each way): phase 1 ran 1.7-2.0x and phase 2 1.45-1.65x as fast as on one thread, and
+ * each thread waited 0.3-0.85 ms an epoch at each barrier.  Phase 2 reads half of its rows
+ * from the other core's cache, and the weights each thread updates there go to the other core
+ * for the next phase 1: the cost of splitting by rows, then by weight rows (a pure multiply-add
+ * loop runs 1.93-2.01x as fast on two threads here).  Tried, 2 threads, epochs alternating in
+ * one process: requesting in phase 1 the parts of the other thread's rows that phase 2 reads
+ * moved the time instead of saving it (phase 2 0.2-0.95 ms an epoch shorter, phase 1
+ * 0.15-0.85 ms longer: 0.94-1.03 of the time as one burst a chunk, 1.04-1.05 spread over the
+ * rows); requesting the other thread's weights at the start of phase 1, 1.00 into L2 and 1.13
+ * into L1; pushing lines the other core reads next out to the shared cache (CLDEMOTE) after
+ * writing or reading them: the rows 1.05, the weights 1.01, the output gradients 0.97-1.01. */
 static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64 t1)
 {
     const fs_i64 k = a->k, m = a->m, B = a->batch;
