@@ -1393,7 +1393,12 @@ static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, 
  * 0.15-0.85 ms longer: 0.94-1.03 of the time as one burst a chunk, 1.04-1.05 spread over the
  * rows); requesting the other thread's weights at the start of phase 1, 1.00 into L2 and 1.13
  * into L1; pushing lines the other core reads next out to the shared cache (CLDEMOTE) after
- * writing or reading them: the rows 1.05, the weights 1.01, the output gradients 0.97-1.01. */
+ * writing or reading them: the rows 1.05, the weights 1.01, the output gradients 0.97-1.01.
+ * A stand-alone prototype that splits the weight rows in both phases instead (each thread reads
+ * only its fixed half of every example and keeps its half of the weights; the partial outputs
+ * cross once a minibatch, one barrier) took 1.04-1.25x as long on 2 threads and 0.93-1.09x
+ * on one: no rows cross, but fixed halves cannot follow the cores' speeds (its faster thread
+ * waited 5 ms an epoch). */
 static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64 t1)
 {
     const fs_i64 k = a->k, m = a->m, B = a->batch;
