@@ -1396,7 +1396,7 @@ static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, 
  * writing or reading them: the rows 1.05, the weights 1.01, the output gradients 0.97-1.01.
  * A stand-alone prototype that splits the weight rows in both phases instead (each thread reads
  * only its fixed half of every example and keeps its half of the weights; the partial outputs
- * cross once a minibatch, one barrier) took 1.04-1.25x as long on 2 threads and 0.93-1.09x
+ * cross once a minibatch, one barrier) took 1.08-1.25x as long on 2 threads and 0.93-1.09x
  * on one: no rows cross, but fixed halves cannot follow the cores' speeds (its faster thread
  * waited 5 ms an epoch). */
 static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64 t1)
