@@ -1,0 +1,158 @@
+/* What this machine allows, to set the fused kernels' times against (not part of the package
+ * or its tests).  Build and run:
+ *
+ *   gcc -O3 -fopenmp -o /tmp/machine_bounds benches/native/machine_bounds.c
+ *   /tmp/machine_bounds gather 2    # the reads of a linear-regression epoch, on 2 threads
+ *   /tmp/machine_bounds fma         # multiply-adds alone: 2 threads against 1
+ *
+ * gather: the reads of one epoch of linear regression, 1,000,000 x 100 float32 rows, batch 256,
+ * made as the fused step makes them (rows in a shuffled order, each minibatch split between the
+ * threads, every row's successor in the next minibatch requested into L2 with its target) with
+ * only the arithmetic that uses every value read (a dot product and a gradient share); then the
+ * same rows read in order.  Medians of 9 epochs.  Compare with the linear-regression row of
+ * `python -m pytest benches/bench_training.py --benchmark-only`, run just before or after.
+ *
+ * fma: 12 independent chains of 512-bit multiply-adds (about 20 ms of work), on one thread and
+ * then split over two, 41 times in turns; prints the quartiles of the two-thread speed-up.
+ *
+ * Both need AVX-512. */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define N 1000000
+#define K 100
+#define B 256
+#define AVX512 __attribute__((target("avx512f")))
+
+static int cmp(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Every line of [p, p + bytes), into L2: prefetcht2, the library's FS_PREFETCH. */
+static void request(const char *p, int bytes)
+{
+    for (int off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T2);
+    _mm_prefetch(p + bytes - 1, _MM_HINT_T2);
+}
+
+/* One epoch over the rows in `order`; returns its seconds. */
+AVX512 static double epoch(const float *X, const float *Y, const int64_t *order, int nt)
+{
+    double total = 0;
+    const double t0 = omp_get_wtime();
+#pragma omp parallel num_threads(nt) reduction(+ : total)
+    {
+        const int me = omp_get_thread_num(), team = omp_get_num_threads();
+        __m512 w[7], share[7];
+        for (int v = 0; v < 7; v++) {
+            w[v] = _mm512_set1_ps(0.01f);
+            share[v] = _mm512_setzero_ps();
+        }
+        for (int64_t t = 0; t * B < N; t++) {
+            const int64_t *pos = order + t * B;
+            const int64_t bn = N - t * B < B ? N - t * B : B, left = N - (t + 1) * B;
+            for (int64_t r = bn * me / team; r < bn * (me + 1) / team; r++) {
+                if (r < left) {
+                    request((const char *)(X + pos[B + r] * K), K * (int)sizeof(float));
+                    _mm_prefetch((const char *)(Y + pos[B + r]), _MM_HINT_T2);
+                }
+                const float *x = X + pos[r] * K;
+                __m512 xv[7], acc = _mm512_setzero_ps();
+                for (int v = 0; v < 7; v++) {  /* 100 = 6 vectors of 16 and 4 values */
+                    xv[v] = v < 6 ? _mm512_loadu_ps(x + 16 * v)
+                                  : _mm512_maskz_loadu_ps(0xF, x + 96);
+                    acc = _mm512_fmadd_ps(xv[v], w[v], acc);
+                }
+                const float g = _mm512_reduce_add_ps(acc) - Y[pos[r]];
+                for (int v = 0; v < 7; v++)
+                    share[v] = _mm512_fmadd_ps(_mm512_set1_ps(g * 1e-9f), xv[v], share[v]);
+                total += g;
+            }
+#pragma omp barrier
+        }
+        for (int v = 0; v < 7; v++) total += _mm512_reduce_add_ps(share[v]);
+    }
+    if (total == 0.123) puts("");  /* keeps the sums alive */
+    return omp_get_wtime() - t0;
+}
+
+static int gather(int nt)
+{
+    const size_t bytes = (size_t)N * K * sizeof(float), huge = (size_t)2 << 20;
+    float *X = aligned_alloc(huge, (bytes + huge - 1) / huge * huge);
+    float *Y = malloc(sizeof(float) * N);
+    int64_t *shuffled = malloc(sizeof(int64_t) * N), *in_order = malloc(sizeof(int64_t) * N);
+    if (!X || !Y || !shuffled || !in_order) return fputs("out of memory\n", stderr), 1;
+    madvise(X, bytes, MADV_HUGEPAGE);  /* as NumPy asks for its large arrays */
+    for (size_t i = 0; i < (size_t)N * K; i++) X[i] = (float)(i % 7) * 0.1f;
+    uint64_t s = 88172645463325252ull;
+    for (int64_t i = 0; i < N; i++) {
+        Y[i] = (float)(i % 5);
+        shuffled[i] = in_order[i] = i;
+    }
+    for (int64_t i = N - 1; i > 0; i--) {  /* Fisher-Yates, xorshift64 */
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        const int64_t j = (int64_t)(s % (uint64_t)(i + 1)), tmp = shuffled[i];
+        shuffled[i] = shuffled[j];
+        shuffled[j] = tmp;
+    }
+    double ts[9], tq[9];
+    for (int rep = 0; rep < 9; rep++) {
+        ts[rep] = epoch(X, Y, shuffled, nt);
+        tq[rep] = epoch(X, Y, in_order, nt);
+    }
+    qsort(ts, 9, sizeof(double), cmp);
+    qsort(tq, 9, sizeof(double), cmp);
+    printf("linear-regression reads, %d thread(s): shuffled %.1f ms, in order %.1f ms "
+           "(medians of 9 epochs)\n", nt, 1e3 * ts[4], 1e3 * tq[4]);
+    return 0;
+}
+
+AVX512 static float chains(long steps)
+{
+    __m512 a[12];
+    const __m512 b = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(0.0001f);
+    for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps((float)i * 0.001f);
+    for (long t = 0; t < steps; t++)
+        for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
+    float sum = 0;
+    for (int i = 0; i < 12; i++) sum += _mm512_reduce_add_ps(a[i]);
+    return sum;
+}
+
+static int multiply_adds(void)
+{
+    const long steps = 4000000;
+    double ratio[41];
+    for (int rep = 0; rep < 41; rep++) {
+        float sum = 0;
+        double t = omp_get_wtime();
+        sum += chains(2 * steps);
+        const double one = omp_get_wtime() - t;
+        t = omp_get_wtime();
+#pragma omp parallel num_threads(2) reduction(+ : sum)
+        sum += chains(steps);
+        ratio[rep] = one / (omp_get_wtime() - t);
+        if (sum == 0.123f) puts("");
+    }
+    qsort(ratio, 41, sizeof(double), cmp);
+    printf("multiply-adds, 2 threads against 1 (41 turns): quartiles %.2f %.2f %.2f, "
+           "range %.2f-%.2f\n", ratio[10], ratio[20], ratio[30], ratio[0], ratio[40]);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (!__builtin_cpu_supports("avx512f")) return fputs("this needs AVX-512\n", stderr), 1;
+    if (argc >= 2 && !strcmp(argv[1], "fma")) return multiply_adds();
+    if (argc >= 2 && !strcmp(argv[1], "gather")) return gather(argc >= 3 ? atoi(argv[2]) : 2);
+    fputs("usage: machine_bounds gather [threads] | machine_bounds fma\n", stderr);
+    return 2;
+}
