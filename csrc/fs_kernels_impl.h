@@ -1024,17 +1024,16 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
  * for term, so the bits are too; reading each row once, in one place, made a 1,000,000 x 100
  * epoch about a fifth faster than three passes over the chunk.  Each row's successor in the
  * next minibatch (rows [0, npf) of pf, whose idx is then set) is requested on the way, with its
- * target (up to 6% faster).  This is about as fast as reading the rows allows: a C loop that
- * only reads the rows and targets in the same order, requesting them the same way
+ * target (up to 6% faster).  This is about as fast as reading the rows allows: a C loop that only
+ * reads the rows and targets in the same order, requesting them the same way
  * (benches/native/machine_bounds.c), took about as long as the compiled epoch (26.6-37.1 ms
  * against 27.0-37.5, 2 threads, runs taken in turns); a row of 400 bytes spans 7 lines and its
- * target one more, 512 bytes an example, and the same rows read in order took 0.6 of the time
- * of shuffled ones (random lines cost the memory more than their bytes).  In that loop,
- * requests a minibatch ahead into L1
- * instead took 1.27-1.31x as long (fill buffers), for the first line or two of each row only
- * (leaving the rest to the hardware prefetcher) 1.4x, non-temporal ones 8 to 32 rows ahead
- * 1.24-1.77x, none at all 1.8x; also requesting each row into L1 4 rows before its use,
- * 0.98-1.04x. */
+ * target one more, 512 bytes an example, and the same rows read in order took 0.6 of the time of
+ * shuffled ones (random lines cost the memory more than their bytes).  In that loop, requests a
+ * minibatch ahead into L1 instead took 1.27-1.31x as long (fill buffers), for the first line or
+ * two of each row only (leaving the rest to the hardware prefetcher) 1.4x, non-temporal ones 8
+ * to 32 rows ahead 1.24-1.77x, none at all 1.8x; also requesting each row into L1 4 rows before
+ * its use, 0.98-1.04x. */
 FS_V4_TARGET FS_INLINE void FS_S(fs_fused_one_body_v4)(const FS_S(fs_fused_args) *a,
                                                       const FS_S(fs_rows) *src, const int mode,
                                                       fs_i64 r0, fs_i64 rows, const fs_i64 *pos,
@@ -1386,22 +1385,22 @@ static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, 
  * instead.  Returns the index of the first batch whose loss was not finite (training stops
  * after its update), or -1.
  * Where a second thread's time goes (Fashion-MNIST, phases timed per thread in one process, 10
- * epochs each way): phase 1 ran 1.7-2.0x and phase 2 1.45-1.65x as fast as on one thread, and each
- * thread waited 0.3-0.85 ms an epoch at each barrier.  Phase 2 reads half of its rows from the
- * other core's cache, and the weights each thread updates there go to the other core for the next
- * phase 1: the cost of splitting by rows, then by weight rows (a pure multiply-add loop runs
- * 1.93-2.01x as fast on two threads here: `machine_bounds fma`).  Tried, 2 threads, epochs
+ * epochs each way): phase 1 ran 1.7-2.0x and phase 2 1.45-1.65x as fast as on one thread, and
+ * each thread waited 0.3-0.85 ms an epoch at each barrier.  Phase 2 reads half of its rows from
+ * the other core's cache, and the weights each thread updates there go to the other core for the
+ * next phase 1: the cost of splitting by rows, then by weight rows (a pure multiply-add loop
+ * runs 1.93-2.01x as fast on two threads here: `machine_bounds fma`).  Tried, 2 threads, epochs
  * alternating in one process: requesting in phase 1 the parts of the other thread's rows that
- * phase 2 reads moved the time instead of saving it (phase 2 0.2-0.95 ms an epoch shorter, phase 1
- * 0.15-0.85 ms longer: 0.94-1.03 of the time as one burst a chunk, 1.04-1.05 spread over the
- * rows); requesting the other thread's weights at the start of phase 1, 1.00 into L2 and 1.13 into
- * L1; pushing lines the other core reads next out to the shared cache (CLDEMOTE) after writing or
- * reading them: the rows 1.05, the weights 1.01, the output gradients 0.97-1.01.  A stand-alone
- * prototype that splits the weight rows in both phases instead (each thread reads only its fixed
- * half of every example and keeps its half of the weights; the partial outputs cross once a
- * minibatch, one barrier) took 1.08-1.25x as long on 2 threads and 0.93-1.09x on one: no rows
- * cross, but fixed halves cannot follow the cores' speeds (its faster thread waited 5 ms an
- * epoch). */
+ * phase 2 reads moved the time instead of saving it (phase 2 0.2-0.95 ms an epoch shorter, phase
+ * 1 0.15-0.85 ms longer: 0.94-1.03 of the time as one burst a chunk, 1.04-1.05 spread over the
+ * rows); requesting the other thread's weights at the start of phase 1, 1.00 into L2 and 1.13
+ * into L1; pushing lines the other core reads next out to the shared cache (CLDEMOTE) after
+ * writing or reading them: the rows 1.05, the weights 1.01, the output gradients 0.97-1.01.  A
+ * stand-alone prototype that splits the weight rows in both phases instead (each thread reads
+ * only its fixed half of every example and keeps its half of the weights; the partial outputs
+ * cross once a minibatch, one barrier) took 1.08-1.25x as long on 2 threads and 0.93-1.09x on
+ * one: no rows cross, but fixed halves cannot follow the cores' speeds (its faster thread waited
+ * 5 ms an epoch). */
 static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64 t1)
 {
     const fs_i64 k = a->k, m = a->m, B = a->batch;
