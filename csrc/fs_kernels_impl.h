@@ -1400,7 +1400,8 @@ static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, 
  * only its fixed half of every example and keeps its half of the weights; the partial outputs
  * cross once a minibatch, one barrier) took 1.08-1.25x as long on 2 threads and 0.93-1.09x on
  * one: no rows cross, but fixed halves cannot follow the cores' speeds (its faster thread waited
- * 5 ms an epoch). */
+ * 5 ms an epoch).  Even with its split following the cores' speeds, which would make the bits
+ * depend on the split (so only as a bound), it took 0.975-1.07x as long on 2 threads. */
 static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64 t1)
 {
     const fs_i64 k = a->k, m = a->m, B = a->batch;
