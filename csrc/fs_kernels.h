@@ -144,11 +144,10 @@ static inline int64_t fs_fused_share_rows(int64_t batch, int64_t m, int panel, i
 #define FS_FUSED_COLS 16  /* phase 2 splits the weight rows at multiples of this */
 
 /* What a thread passes down the chain of fs_fused_sgd_chain besides the running sums of the
- * shares: the running loss and hits, whether any chunk came yet, and its phase-1 timing. */
+ * shares: the running loss and hits, and its phase-1 timing. */
 typedef struct {
     double loss, secs, work;
     int64_t hits;
-    int have;
 } fs_chain_tail;
 
 static inline size_t fs_round64(size_t n) { return (n + 63) / 64 * 64; }

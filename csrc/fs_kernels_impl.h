@@ -1312,19 +1312,19 @@ static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, 
             /* the chain: thread me - 1's running sums plus my chunks' */
             FS_T *acc = (FS_T *)FS_SLOT(p, me);
             fs_chain_tail *tail = (fs_chain_tail *)(FS_SLOT(p, me) + sums);
-            const FS_T *from = NULL;
-            fs_chain_tail run = {0, 0, 0, 0, 0};
+            /* Every thread computes the same split, so rows before mine went to threads before
+             * me: thread me - 1 holds running sums exactly when lo > 0. */
+            const FS_T *from = lo > 0 ? (const FS_T *)FS_SLOT(p, me - 1) : NULL;
+            fs_chain_tail run = {0, 0, 0, 0};
             if (me > 0) {
                 fs_wait_for(FS_READY(me - 1), seq);
                 run = *(const fs_chain_tail *)(FS_SLOT(p, me - 1) + sums);
-                if (run.have) from = (const FS_T *)FS_SLOT(p, me - 1);
             }
             fs_i64 c0 = lo / sr;
             const fs_i64 c1 = (hi + sr - 1) / sr;
             if (from || c0 < c1) {  /* a thread without chunks passes the sums on as they came */
                 FS_S(fs_chain_add)(acc, from, a->dW, mk, c0, c1, mk);
                 FS_S(fs_chain_add)(acc + mk, from ? from + mk : NULL, dbs, m, c0, c1, m);
-                run.have = 1;
             }
             /* Totals start at 0 before the first chunk: 0 + x is x, as a chunk's loss, summed
              * from +0, is never -0. */
