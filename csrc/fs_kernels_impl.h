@@ -1024,16 +1024,17 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
  * for term, so the bits are too; reading each row once, in one place, made a 1,000,000 x 100
  * epoch about a fifth faster than three passes over the chunk.  Each row's successor in the
  * next minibatch (rows [0, npf) of pf, whose idx is then set) is requested on the way, with its
- * target (up to 6% faster).  This is about as fast as reading the rows allows: a C loop that only
- * reads the rows and targets in the same order, requesting them the same way
- * (benches/native/machine_bounds.c), took about as long as the compiled epoch (26.6-37.1 ms
- * against 27.0-37.5, 2 threads, runs taken in turns); a row of 400 bytes spans 7 lines and its
- * target one more, 512 bytes an example, and the same rows read in order took 0.6 of the time of
- * shuffled ones (random lines cost the memory more than their bytes).  In that loop, requests a
- * minibatch ahead into L1 instead took 1.27-1.31x as long (fill buffers), for the first line or
- * two of each row only (leaving the rest to the hardware prefetcher) 1.4x, non-temporal ones 8
- * to 32 rows ahead 1.24-1.77x, none at all 1.8x; also requesting each row into L1 4 rows before
- * its use, 0.98-1.04x. */
+ * target (up to 6% faster).  This is about as fast as reading the rows allows: a C loop that
+ * reads the rows and targets in the same order, requests them the same way and does the same
+ * arithmetic (benches/native/machine_bounds.c) took 0.90-1.16x as long as the compiled epoch (2
+ * threads, four runs taken in turns), and with the loads only added up 0.81-0.94x; a row of 400
+ * bytes spans 7 lines and its target one more, 512 bytes an example, and the same rows read in
+ * order took 0.6 of the time of shuffled ones (random lines cost the memory more than their
+ * bytes).  In that loop, requests a minibatch ahead into L1 instead took 1.27-1.31x as long
+ * (fill buffers), for the first line or two of each row only (leaving the rest to the hardware
+ * prefetcher) 1.4x, non-temporal ones 8 to 32 rows ahead 1.24-1.77x, none at all 1.8x; also
+ * requesting each row into L1 4 rows before its use, 0.98-1.04x; rows in pairs (each row's sums
+ * unchanged, the two rows' steps interleaved) 0.94-0.97x, but here 0.99-1.02x. */
 FS_V4_TARGET FS_INLINE void FS_S(fs_fused_one_body_v4)(const FS_S(fs_fused_args) *a,
                                                       const FS_S(fs_rows) *src, const int mode,
                                                       fs_i64 r0, fs_i64 rows, const fs_i64 *pos,
