@@ -93,6 +93,53 @@ def test_bench_times_contenders_in_turns(monkeypatch):
         bench.time_in_turns([("a", lambda: 1, 1), ("b", lambda: 2, 0)])
 
 
+def test_perfect_team_adds_up_the_cpus_speeds():
+    """A perfect team of CPUs that take t_i alone takes 1 / sum(1 / t_i): two equal CPUs halve
+    the time, a CPU twice as slow adds half a CPU."""
+    from fastshallow import bench
+
+    assert bench.perfect_team_seconds([0.02, 0.02]) == pytest.approx(0.01)
+    assert bench.perfect_team_seconds([0.02, 0.04]) == pytest.approx(0.04 / 3)
+    assert bench.perfect_team_seconds([0.03]) == pytest.approx(0.03)
+    for bad in ([], [0.02, 0.0], [-1.0]):
+        with pytest.raises(ValueError, match="positive times"):
+            bench.perfect_team_seconds(bad)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux CPU affinity")
+def test_on_cpu_holds_the_calling_thread_then_lets_go():
+    """The wrapped call runs on the one CPU; afterwards, even when it raised, the thread may use
+    the CPUs it had before."""
+    from fastshallow import bench
+
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+    assert bench.on_cpu(lambda: os.sched_getaffinity(0), cpu)() == {cpu}
+    assert os.sched_getaffinity(0) == before
+
+    def boom():
+        raise KeyError("inside")
+
+    with pytest.raises(KeyError, match="inside"):
+        bench.on_cpu(boom, cpu)()
+    assert os.sched_getaffinity(0) == before
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux CPU affinity")
+def test_per_cpu_timing_refuses_a_team_that_is_not_the_process_cpus():
+    """Which CPUs a smaller team runs on is up to the system, and one thread has no team: both
+    are refused with what to do instead."""
+    from fastshallow import bench
+
+    cpus = sorted(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match=f"use --threads {len(cpus)}"):
+        bench.team_cpus(1)
+    with pytest.raises(ValueError, match="the team has 99"):
+        bench.team_cpus(99)
+    if len(cpus) >= 2:
+        assert bench.team_cpus(len(cpus)) == cpus
+
+
 def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "fastshallow", *args], capture_output=True,
                           text=True, timeout=300, env={**os.environ, **(env or {})})

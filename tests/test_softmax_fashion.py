@@ -151,3 +151,36 @@ def test_bench_command_prints_every_task_with_ratios(capsys):
     losses = [float(r[4]) for r in rows if r[3] == "loss"]
     assert len(losses) == 3 and max(losses) < 1e-4, out
     assert "1 epochs" in out and "one epoch" in out and "the book's linear regression" in out
+
+
+def test_bench_per_cpu_times_one_thread_on_each_cpu(capsys):
+    """`fastshallow bench --per-cpu`: one-thread rows held to each CPU of the team (the same
+    model as the team's), and the team set against a perfect team of those CPUs, computed from
+    the rows as printed; the process may use all its CPUs again afterwards.  A process with one
+    CPU has no team to compare, and is told so."""
+    from fastshallow import cli
+
+    cpus = sorted(os.sched_getaffinity(0))
+    argv = ["bench", "--epochs", "1", "--repeats", "1", "--threads", str(len(cpus)),
+            "--no-torch", "--no-linreg", "--per-cpu"]
+    if len(cpus) < 2:
+        assert cli.main(argv) == 1
+        assert "needs a team of 2 or more threads" in capsys.readouterr().err
+        return
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert sorted(os.sched_getaffinity(0)) == cpus
+    rows = re.findall(r"^  (fastshallow, .*?)\s+(\d+\.\d{4})\s+\d+\.\d\dx  test acc (\S+)$",
+                      out, re.M)
+    assert [r[0] for r in rows] == [f"fastshallow, {len(cpus)} threads", "fastshallow, 1 thread"] \
+        + [f"fastshallow, 1 thread on CPU {c}" for c in cpus], out
+    assert len({r[2] for r in rows}) == 1, out
+    team, one = float(rows[0][1]), float(rows[1][1])
+    perfect = 1 / sum(1 / float(r[1]) for r in rows[2:])
+    m = re.search(r"a perfect team of them would take (\d+\.\d{4}) s, (\d+\.\d\d)x faster than "
+                  r"1 thread;\n  the team took (\d+\.\d{4}) s, (\d+\.\d\d) of that speed", out)
+    assert m, out
+    assert float(m[1]) == pytest.approx(perfect, abs=2e-4)
+    assert float(m[2]) == pytest.approx(one / perfect, rel=0.03)
+    assert float(m[3]) == team
+    assert float(m[4]) == pytest.approx(perfect / team, rel=0.03)

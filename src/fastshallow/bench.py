@@ -9,9 +9,10 @@ images preloaded as a float32 array in [0, 1] (not timed); fastshallow reads the
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -288,13 +289,58 @@ def time_in_turns(contenders: List[Tuple[str, Callable[[], object], int]]
     return [(name, statistics.median(times[name]), results[name]) for name, _, _ in contenders]
 
 
+def team_cpus(threads: int) -> List[int]:
+    """The CPUs a team of `threads` runs on, for timing one thread on each: every CPU this
+    process may use, which must be as many as the team has threads (else which ones the team
+    would use is up to the system)."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise RuntimeError("timing one thread per CPU needs os.sched_setaffinity (Linux)")
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads < 2 or len(cpus) != threads:
+        raise ValueError(f"timing one thread per CPU needs a team of 2 or more threads on "
+                         f"exactly the CPUs this process may use ({len(cpus)}: {cpus}); the "
+                         f"team has {threads} (use --threads {len(cpus)}, or taskset -c to "
+                         f"choose the CPUs)")
+    return cpus
+
+
+def on_cpu(fn: Callable[[], object], cpu: int) -> Callable[[], object]:
+    """`fn` made to run with the calling thread held to `cpu`, and released to the CPUs it had
+    afterwards.  One-thread runs of the kernels compute on the calling thread, so this times
+    one core alone.  (Threads started while it holds would inherit the one CPU: call it only
+    once the team's threads exist, as `run` does by timing the team first.)"""
+    def call():
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cpu})
+        try:
+            return fn()
+        finally:
+            os.sched_setaffinity(0, before)
+    return call
+
+
+def perfect_team_seconds(alone: Sequence[float]) -> float:
+    """How long a team would take if it shared the work perfectly among CPUs that take `alone`
+    seconds each on their own: their speeds add up, 1 / sum(1 / t).  The CPUs of a shared
+    virtual machine can differ a lot in speed, and then the team's speed-up over one thread
+    depends on which CPU that thread ran on; this is the bound to set the team's time
+    against."""
+    if not alone or min(alone) <= 0:
+        raise ValueError(f"need positive times, got {list(alone)}")
+    return 1.0 / sum(1.0 / t for t in alone)
+
+
 def run(epochs: int = 10, repeats: int = 3, num_threads: Optional[int] = None,
         torch: bool = True, dataloader: bool = True, linreg: bool = True,
-        out=print) -> List[Dict]:
+        per_cpu: bool = False, out=print) -> List[Dict]:
     """Time every contender, task by task and in turns within a task, and print a table of
-    medians and ratios to fastshallow (the first row of each task)."""
+    medians and ratios to fastshallow (the first row of each task).  With `per_cpu`, the
+    one-epoch task also times one thread held to each CPU of the team, and says how the team
+    compares with a perfect team of those CPUs."""
     import fastshallow as fs
 
+    threads = num_threads or fs.get_num_threads()
+    cpus = team_cpus(threads) if per_cpu else []  # refused before any data is loaded
     data = fashion_arrays()
     loaders = fashion_loaders()
     data_f32 = (data[0].astype(np.float32) / 255, data[1], data[2].astype(np.float32) / 255,
@@ -304,7 +350,6 @@ def run(epochs: int = 10, repeats: int = 3, num_threads: Optional[int] = None,
         have_torch = torch
     except ImportError:
         have_torch = False
-    threads = num_threads or fs.get_num_threads()
     tasks: List[Tuple[str, list]] = []
 
     task = [("fastshallow", lambda: fastshallow_softmax(loaders, epochs, num_threads=threads),
@@ -319,10 +364,15 @@ def run(epochs: int = 10, repeats: int = 3, num_threads: Optional[int] = None,
                          lambda: torch_dataloader_softmax(data_f32, epochs, num_threads=threads),
                          1))
     tasks.append((f"softmax regression, Fashion-MNIST, {epochs} epochs", task))
-    tasks.append(("softmax regression, Fashion-MNIST, one epoch",
+    one_epoch = "softmax regression, Fashion-MNIST, one epoch"
+    # the team first in every turn: its threads exist before any run holds a CPU
+    tasks.append((one_epoch,
                   [(f"fastshallow, {t} thread{'s' if t > 1 else ''}",
                     lambda t=t: fastshallow_softmax(loaders, 1, num_threads=t), max(repeats, 5))
-                   for t in sorted({threads, 1}, reverse=True)]))
+                   for t in sorted({threads, 1}, reverse=True)]
+                  + [(f"fastshallow, 1 thread on CPU {c}",
+                      on_cpu(lambda: fastshallow_softmax(loaders, 1, num_threads=1), c),
+                      max(repeats, 5)) for c in cpus]))
     if linreg:
         X, y = linreg_data()
         tasks.append(("linear regression 1,000,000 x 100, one epoch",
@@ -356,4 +406,9 @@ def run(epochs: int = 10, repeats: int = 3, num_threads: Optional[int] = None,
             res_s = f"test acc {res:.4f}" if "softmax" in task_name else f"loss {res:.4g}"
             out(f"  {r['contender']:34s} {r['seconds']:10.4f} {r['seconds'] / base:14.2f}x  "
                 f"{res_s}")
+        if task_name == one_epoch and cpus:
+            perfect = perfect_team_seconds([r["seconds"] for r in group[-len(cpus):]])
+            out(f"  one thread on each CPU: a perfect team of them would take {perfect:.4f} s, "
+                f"{group[1]['seconds'] / perfect:.2f}x faster than 1 thread;")
+            out(f"  the team took {base:.4f} s, {perfect / base:.2f} of that speed")
     return rows

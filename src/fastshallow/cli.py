@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--no-dataloader", action="store_true",
                     help="leave out PyTorch's DataLoader loop (the slowest contender)")
     bn.add_argument("--no-linreg", action="store_true", help="leave out linear regression")
+    bn.add_argument("--per-cpu", action="store_true",
+                    help="also time one thread on each CPU of the team, and compare the team "
+                         "with a perfect team of those CPUs (Linux)")
 
     sub.add_parser("config", help="print the build configuration")
     return p
@@ -195,7 +198,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .bench import run
 
             run(args.epochs, args.repeats, args.threads, torch=not args.no_torch,
-                dataloader=not args.no_dataloader, linreg=not args.no_linreg)
+                dataloader=not args.no_dataloader, linreg=not args.no_linreg,
+                per_cpu=args.per_cpu)
             return 0
         import fastshallow as fs
 
