@@ -179,6 +179,13 @@ static inline fs_i64 fs_split_at(const double *cum, int i, int nt, fs_i64 n, fs_
     return at < n ? at : n;
 }
 
+/* The first of the chunks of `unit` items (the last one partial) that starts at or after item
+ * `at` of a split by fs_split_at, so that a thread's items [lo, hi) are the chunks
+ * [fs_chunk_at(lo), fs_chunk_at(hi)).  Rounding up matters at n when n is not a multiple of
+ * the unit: a thread left with [n, n) has no chunk, while rounding lo down gave it the partial
+ * last chunk too, which the thread before it had already added to the sums. */
+static inline fs_i64 fs_chunk_at(fs_i64 at, fs_i64 unit) { return (at + unit - 1) / unit; }
+
 /* New shares (cumulative, into cum) in proportion to each thread's speed, work[i] / secs[i],
  * smoothed over minibatches; a thread without a timing keeps its speed.  No thread gets less
  * than an eighth of the fastest one's share: one that was descheduled for a moment would

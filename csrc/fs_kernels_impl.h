@@ -1321,8 +1321,8 @@ static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, 
                 fs_wait_for(FS_READY(me - 1), seq);
                 run = *(const fs_chain_tail *)(FS_SLOT(p, me - 1) + sums);
             }
-            fs_i64 c0 = lo / sr;
-            const fs_i64 c1 = (hi + sr - 1) / sr;
+            fs_i64 c0 = fs_chunk_at(lo, sr);
+            const fs_i64 c1 = fs_chunk_at(hi, sr);
             if (from || c0 < c1) {  /* a thread without chunks passes the sums on as they came */
                 FS_S(fs_chain_add)(acc, from, a->dW, mk, c0, c1, mk);
                 FS_S(fs_chain_add)(acc + mk, from ? from + mk : NULL, dbs, m, c0, c1, m);

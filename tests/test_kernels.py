@@ -894,6 +894,73 @@ def test_fused_share_chain_against_numpy_and_thread_counts(rng, float_dtype, m, 
         assert np.isnan(Wp).all() and np.isnan(b).all()  # the batch's update was applied
 
 
+def test_fused_split_gives_every_row_and_chunk_to_exactly_one_thread(rng):
+    """The fused step's split (fused_split): consecutive threads' rows tile the minibatch, cut
+    at multiples of the unit, and their chunks tile the chunks, each thread's chunks being
+    exactly its rows.  Over every minibatch length up to 300 (a partial last chunk, short
+    batches), 1 to 4 threads, speeds as unequal as the rebalancing allows (1 to 8) and equal.
+    A thread left with nothing at the end of a batch whose last chunk is partial once took that
+    chunk as well, and the chain added it twice."""
+    split = _kernels().fused_split
+    speeds = [np.ones(nt) for nt in range(1, 5)]
+    speeds += [rng.uniform(1, 8, nt) for nt in range(2, 5) for _ in range(30)]
+    speeds += [np.array(s, float) for s in ([1, 8], [8, 1], [1, 1, 8], [8, 8, 1], [1, 8, 8, 1])]
+    for sp in speeds:
+        cum = np.concatenate([[0], np.cumsum(sp) / sp.sum()])
+        cum[-1] = 1
+        for unit in (4, 16):
+            for n in range(0, 301):
+                got = split(cum, n, unit)
+                assert len(got) == len(sp)
+                assert got[0][0] == 0 and got[-1][1] == n, (sp, n, got)
+                assert got[0][2] == 0 and got[-1][3] == -(-n // unit), (sp, n, got)
+                for (lo, hi, c0, c1), nxt in zip(got, got[1:] + [None]):
+                    assert lo <= hi and c0 <= c1, (sp, n, got)
+                    assert lo % unit == 0 or lo == n, (sp, n, got)
+                    assert (lo, hi) == (min(c0 * unit, n), min(c1 * unit, n)), (sp, n, got)
+                    if nxt is not None:
+                        assert (hi, c1) == (nxt[0], nxt[2]), (sp, n, got)
+    with pytest.raises(ValueError, match="at least 2 cumulative shares"):
+        split([1.0], 10, 4)
+
+
+def test_fused_share_chain_thread_left_without_rows(rng):
+    """A thread whose part of a minibatch is empty at its end adds no chunk.  Minibatches of 14
+    rows (one partial chunk), each its own call, so each is split evenly (no timings yet): 3
+    threads get rows [0, 0), [0, 14) and [14, 14).  The third once added the partial chunk a
+    second time: here in every minibatch, elsewhere whenever the measured speeds split a batch
+    that way (in 92 of 3000 runs of a 3-thread chain whose last batch had 30 rows).  Against
+    NumPy and one thread, to the bit."""
+    n, B, k, m = 70, 14, 37, 1
+    X = rng.standard_normal((n, k))
+    T = X @ rng.standard_normal((k, m)) + 0.3
+    W0, perm = rng.standard_normal((k, m)) / 8, rng.permutation(n).astype(np.int64)
+    nb = n // B
+    lrs = np.full(nb, 0.05)
+    assert _kernels().fused_plan(B, k, m, np.float64, 8) == "shares"
+    assert _kernels().fused_split([0, 1 / 3, 2 / 3, 1], B, 16) == \
+        [(0, 0, 0, 0), (0, 14, 0, 1), (14, 14, 1, 1)]
+    scratch = _kernels().fused_scratch(B, k, m, np.float64, 8)
+    zeros = np.zeros((k, m)), np.zeros(m)
+    W_np, b_np, loss_np = _numpy_sgd_l2(X, T, perm, B, W0, zeros[1], *zeros, lrs, 0.0, 0.0)
+
+    def run(nt):
+        Wp, b = _kernels().to_working_layout(W0), np.zeros(m)
+        loss, hits = np.zeros(nb), np.zeros(nb, np.int64)
+        for t in range(nb):
+            assert _kernels().fused_sgd(X, None, T, perm, B, 1, 0.0, 0.0, Wp, b, None, None,
+                                        lrs, 0.0, 0.0, 1.0, loss, hits, t, t + 1, nt,
+                                        scratch) == -1
+        return Wp, b, loss
+
+    want = run(1)
+    np.testing.assert_allclose(want[0].T, W_np, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(want[2], loss_np, rtol=1e-10)
+    for nt in (2, 3):
+        for got, ref in zip(run(nt), want):
+            assert_bits_equal(got, ref, f"{nt} threads")
+
+
 def test_fused_forward_counts_numpy_argmax_hits(rng, float_dtype):
     """The compiled hit count of the test accuracy: forward of each chunk of rows, then NumPy's
     argmax (the first largest; a NaN counts as largest) against the labels.  Against NumPy on

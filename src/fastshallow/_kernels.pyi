@@ -107,6 +107,10 @@ def fused_plan(batch: int, k: int, m: int, dtype: Any, x_itemsize: int) -> str:
     """How fused_sgd sums a minibatch's weight gradient for these sizes: "panels", "rows" or
     "shares"."""
 
+def fused_split(cum: Any, n: int, unit: int) -> list[tuple[int, int, int, int]]:
+    """How fused_sgd splits n items among threads whose shares before thread i add up to
+    cum[i]: for each thread, its items [lo, hi) and its chunks of `unit` items [c0, c1)."""
+
 def fused_scratch(batch: int, k: int, m: int, dtype: Any,
                   x_itemsize: int) -> tuple[np.ndarray, ...]:
     """Work buffers for fused_sgd over examples of `x_itemsize` bytes per feature (1: uint8),

@@ -711,6 +711,8 @@ cdef extern from "fs_kernels.h" nogil:
     int FS_FUSED_CHUNK
     fs_i64 fs_fused_share_rows(fs_i64 batch, fs_i64 m, int panel, fs_i64 row_esize,
                                fs_i64 esize)
+    fs_i64 fs_split_at(const double *cum, int i, int nt, fs_i64 n, fs_i64 unit)
+    fs_i64 fs_chunk_at(fs_i64 at, fs_i64 unit)
     ctypedef struct fs_fused_args_f32:
         const void *X
         int x_u8
@@ -873,6 +875,22 @@ def fused_plan(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
     if m > FS_DOT_MAX:
         return "panels"
     return "shares" if fs_fused_share_rows(batch, m, 0, x_itemsize, dtype.itemsize) else "rows"
+
+
+def fused_split(cum, fs_i64 n, fs_i64 unit):
+    """How fused_sgd splits n items (rows, or weight rows) among threads whose shares before
+    thread i add up to cum[i] (cum[0] = 0, cum[-1] = 1): for each thread, its items [lo, hi)
+    and the chunks of `unit` items [c0, c1) whose sums it adds to the chain."""
+    cdef double[::1] c = np.ascontiguousarray(cum, dtype=np.float64)
+    cdef int nt = c.shape[0] - 1
+    if nt < 1 or unit < 1 or n < 0:
+        raise ValueError(f"need at least 2 cumulative shares, unit >= 1 and n >= 0; got "
+                         f"{c.shape[0]}, {unit}, {n}")
+    out = []
+    for i in range(nt):
+        lo, hi = fs_split_at(&c[0], i, nt, n, unit), fs_split_at(&c[0], i + 1, nt, n, unit)
+        out.append((lo, hi, fs_chunk_at(lo, unit), fs_chunk_at(hi, unit)))
+    return out
 
 
 def fused_scratch(fs_i64 batch, fs_i64 k, fs_i64 m, dtype, fs_i64 x_itemsize):
