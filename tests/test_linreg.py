@@ -125,12 +125,15 @@ def test_on_cpu_holds_the_calling_thread_then_lets_go():
     assert os.sched_getaffinity(0) == before
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux CPU affinity")
 def test_per_cpu_timing_refuses_a_team_that_is_not_the_process_cpus():
     """Which CPUs a smaller team runs on is up to the system, and one thread has no team: both
-    are refused with what to do instead."""
+    are refused with what to do instead (and everything without CPU affinity: not Linux)."""
     from fastshallow import bench
 
+    if not hasattr(os, "sched_setaffinity"):
+        with pytest.raises(RuntimeError, match="needs os.sched_setaffinity"):
+            bench.team_cpus(2)
+        return
     cpus = sorted(os.sched_getaffinity(0))
     with pytest.raises(ValueError, match=f"use --threads {len(cpus)}"):
         bench.team_cpus(1)

@@ -157,12 +157,16 @@ def test_bench_per_cpu_times_one_thread_on_each_cpu(capsys):
     """`fastshallow bench --per-cpu`: one-thread rows held to each CPU of the team (the same
     model as the team's), and the team set against a perfect team of those CPUs, computed from
     the rows as printed; the process may use all its CPUs again afterwards.  A process with one
-    CPU has no team to compare, and is told so."""
+    CPU has no team to compare, and is told so; so is one without CPU affinity (not Linux)."""
     from fastshallow import cli
 
+    argv = ["bench", "--epochs", "1", "--repeats", "1", "--no-torch", "--no-linreg", "--per-cpu"]
+    if not hasattr(os, "sched_setaffinity"):  # not Linux: refused, saying why
+        assert cli.main(argv + ["--threads", "2"]) == 1
+        assert "needs os.sched_setaffinity" in capsys.readouterr().err
+        return
     cpus = sorted(os.sched_getaffinity(0))
-    argv = ["bench", "--epochs", "1", "--repeats", "1", "--threads", str(len(cpus)),
-            "--no-torch", "--no-linreg", "--per-cpu"]
+    argv += ["--threads", str(len(cpus))]
     if len(cpus) < 2:
         assert cli.main(argv) == 1
         assert "needs a team of 2 or more threads" in capsys.readouterr().err
