@@ -280,7 +280,7 @@ def test_interrupted_plot_writes_keep_the_old_image(tmp_path, monkeypatch):
     with pytest.raises(Interrupted):
         anim.add(2, 0.5)
     _assert_intact(png, old)
-    # The training loop's live plot: an epoch whose image write fails leaves the last good one.
+    # The training loop's live plot: a drawing whose image write fails leaves the last good one.
     monkeypatch.setattr(Figure, "savefig", real)
     X, y = fs.synthetic_data([1.0, 2.0], 0.5, 40, seed=0)
     net = nn.Dense(1, in_units=2, rng=0)
@@ -288,7 +288,7 @@ def test_interrupted_plot_writes_keep_the_old_image(tmp_path, monkeypatch):
 
     def fail_on_second(self, fh, **kw):
         calls.append(1)
-        if len(calls) == 3:  # the initial draw, epoch 1, then epoch 2 fails
+        if len(calls) == 2:  # epoch 1, then the last drawing (epochs 2-3, throttled) fails
             fh.write(b"junk")
             raise KeyboardInterrupt
         return real(self, fh, **kw)

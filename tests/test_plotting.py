@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("matplotlib")
 PIL_Image = pytest.importorskip("PIL.Image")
 
+import fastshallow as fs  # noqa: E402
 from fastshallow import plotting  # noqa: E402
 
 NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -346,6 +347,59 @@ def test_animator_mtime_advances(tmp_path):
     assert os.stat(path).st_mtime_ns > first - 10 ** 9
 
 
+def test_animator_min_interval_draws_the_first_point_then_at_most_that_often(
+        tmp_path, monkeypatch, no_ipython):
+    """With min_interval, the first point is drawn at once; points added sooner than that
+    after the last drawing wait (kept in X / Y) for the next add that comes late enough,
+    flush(), save() (which draws them, not publishing) or close()."""
+    path = tmp_path / "throttled.png"
+    clock = [100.0]
+    monkeypatch.setattr(plotting.time, "monotonic", lambda: clock[0])
+    writes = []
+    real_save = plotting._save_figure
+    monkeypatch.setattr(plotting, "_save_figure",
+                        lambda fig, p, **kw: writes.append(str(p)) or real_save(fig, p, **kw))
+    anim = plotting.Animator(legend=["loss"], path=path, min_interval=1.0)
+
+    def points_drawn():
+        return len(anim.axes[0].get_lines()[0].get_xdata()) if anim.axes[0].get_lines() else 0
+
+    anim.add(1, 1.0)
+    assert len(writes) == 1 and points_drawn() == 1
+    first = path.read_bytes()
+    for x in (2, 3):
+        clock[0] += 0.4
+        anim.add(x, 1.0 / x)
+    assert len(writes) == 1 and path.read_bytes() == first and points_drawn() == 1
+    assert anim.X == [[1, 2, 3]]
+    anim.flush()
+    assert len(writes) == 2 and path.read_bytes() != first and points_drawn() == 3
+    anim.flush()  # nothing new: nothing written
+    assert len(writes) == 2
+    clock[0] += 1.0
+    anim.add(4, 0.2)  # a second after the last drawing: drawn at once
+    assert len(writes) == 3 and points_drawn() == 4
+    clock[0] += 0.1
+    anim.add(5, 0.1)
+    other = tmp_path / "copy.png"
+    anim.save(other)
+    assert points_drawn() == 5 and writes[-1] == str(other) and other.exists()
+    anim.close()  # still not published to `path`: close does it
+    assert writes[-1] == str(path) and len(writes) == 5
+
+
+def test_train_draws_its_curve_once_more_after_the_last_epoch(tmp_path):
+    """fs.train flushes the animator when it ends: a throttled one shows every epoch."""
+    X, y = fs.synthetic_data([1.0, 2.0], 0.5, 40, seed=0)
+    net = fs.nn.Dense(1, in_units=2, rng=0)
+    anim = plotting.Animator(legend=["train loss", "train acc", "test acc"],
+                             path=tmp_path / "c.png", min_interval=1e9)
+    fs.train(net, fs.load_array((X, y), 10, seed=0), None, fs.losses.L2Loss(), 4,
+             fs.optim.SGD(net.parameters(), lr=0.03), verbose=False, animator=anim)
+    assert anim.X[0] == [1, 2, 3, 4]
+    np.testing.assert_array_equal(anim.axes[0].get_lines()[0].get_xdata(), [1, 2, 3, 4])
+
+
 def test_animator_svg_file(tmp_path):
     path = tmp_path / "live.svg"
     anim = plotting.Animator(legend=["loss"], path=path)
@@ -409,6 +463,10 @@ def test_animator_lines_from_legend_and_first_add():
     (dict(figsize=(3, 0)), ValueError, "figsize"),
     (dict(path="curve.txt"), ValueError, "extension"),
     (dict(path="/nonexistent-folder-xyz/curve.png"), FileNotFoundError, "does not exist"),
+    (dict(min_interval=-1), ValueError, "min_interval"),
+    (dict(min_interval=float("nan")), ValueError, "min_interval"),
+    (dict(min_interval="1"), TypeError, "min_interval"),
+    (dict(min_interval=True), TypeError, "min_interval"),
 ])
 def test_animator_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):

@@ -28,6 +28,7 @@ import math
 import numbers
 import os
 import sys
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
@@ -144,6 +145,14 @@ def _check_figsize(name: str, figsize) -> Tuple[float, float]:
             raise ValueError(f"{name} must hold two positive finite numbers, got {figsize!r}")
         out.append(float(v))
     return out[0], out[1]
+
+
+def _check_interval(name: str, v) -> float:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds, got {v!r}")
+    if not (math.isfinite(float(v)) and float(v) >= 0):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {v!r}")
+    return float(v)
 
 
 def _check_legend(legend, n_lines: Optional[int] = None) -> Optional[List[str]]:
@@ -343,6 +352,10 @@ class Animator:
     * otherwise nothing is shown; the data stays in :attr:`X` / :attr:`Y` and the figure in
       :attr:`fig`, and :meth:`save` writes it whenever wanted.
 
+    Drawing takes a tenth of a second or more, longer than a fast epoch: with ``min_interval``
+    seconds, a point added sooner than that after the last drawing is kept and drawn with the
+    next one, or by :meth:`flush` (and :meth:`close`).  The first point is drawn at once.
+
     Only the first of ``nrows * ncols`` subplots is drawn on; the others are left for the caller.
     The number of lines is fixed by ``legend`` when given, else by the first :meth:`add`.
     """
@@ -353,10 +366,11 @@ class Animator:
                  ylim: Optional[Tuple[float, float]] = None, xscale: str = "linear",
                  yscale: str = "linear", fmts: Sequence[str] = DEFAULT_FMTS, nrows: int = 1,
                  ncols: int = 1, figsize: Tuple[float, float] = (3.5, 2.5),
-                 path: Optional[PathLike] = None) -> None:
+                 path: Optional[PathLike] = None, min_interval: float = 0.0) -> None:
         nrows = positive_int("nrows", nrows)
         ncols = positive_int("ncols", ncols)
         figsize = _check_figsize("figsize", figsize)
+        self.min_interval: float = _check_interval("min_interval", min_interval)
         self.legend: Optional[List[str]] = _check_legend(legend) or None
         self.fmts: Tuple[str, ...] = _check_fmts(fmts)
         self.path: Optional[str] = None
@@ -378,6 +392,8 @@ class Animator:
         self._n_lines: Optional[int] = n
         self._handle = None
         self._closed = False
+        self._shown_at = -math.inf  # when the figure was last published
+        self._pending = False  # points added since then
         self._draw()  # labels, limits and grid show even before the first point
 
     @property
@@ -421,8 +437,17 @@ class Animator:
         for i, a, b in points:
             self.X[i].append(a)
             self.Y[i].append(b)
-        self._draw()
-        self._publish()
+        self._pending = True
+        if time.monotonic() - self._shown_at >= self.min_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Draw and publish the points added since the figure was last published, if any."""
+        if self._pending and not self._closed:
+            self._draw()
+            self._publish()
+            self._pending = False
+            self._shown_at = time.monotonic()
 
     def _draw(self) -> None:
         ax = self.axes[0]
@@ -456,15 +481,21 @@ class Animator:
             self._handle.update(bundle, raw=True)
 
     def save(self, path: PathLike, dpi: Optional[float] = None) -> str:
-        """Write the current figure to ``path`` (format from the extension), atomically.
-        Returns the path written."""
+        """Write the current figure, with every point added so far, to ``path`` (format from the
+        extension), atomically.  Returns the path written."""
+        if self._pending and not self._closed:
+            self._draw()
         return _save_figure(self.fig, path, dpi=dpi)
 
     def close(self) -> None:
-        """Release the figure. Further :meth:`add` calls raise; closing twice is harmless."""
+        """Publish any points not shown yet, then release the figure. Further :meth:`add` calls
+        raise; closing twice is harmless."""
         if not self._closed:
-            self._closed = True
-            self.fig.clear()
+            try:
+                self.flush()
+            finally:
+                self._closed = True
+                self.fig.clear()
 
     def __enter__(self) -> "Animator":
         return self

@@ -23,6 +23,11 @@ from .optim import SGD
 
 __all__ = ["History", "TrainingDiverged", "train_epoch", "train"]
 
+# Seconds between two drawings of the curve image `train` writes for plot_path: enough to follow
+# a long run, and a run of fast epochs is not slowed by drawing (one drawing, 0.1-0.2 s here,
+# took longer than an epoch, and the epoch after it found its caches cold).
+PLOT_INTERVAL = 1.0
+
 
 @dataclass
 class History:
@@ -120,7 +125,9 @@ def train(net, train_iter, test_iter, loss, num_epochs: int, updater, *,
 
     Prints one line per epoch when `verbose`, shows a progress bar over minibatches (default:
     when stderr is a terminal), and feeds an :class:`~fastshallow.plotting.Animator` -- the
-    given one, or a new one rewriting the image file `plot_path` each epoch -- and calls
+    given one, or a new one rewriting the image file `plot_path` after the first epoch, then at
+    most once every PLOT_INTERVAL seconds, and after the last (drawing one takes a tenth of a
+    second or more, several times a fast epoch) -- and calls
     ``callback(epoch, history)`` after each epoch when given.  Returns a
     :class:`History`.  Raises :class:`TrainingDiverged` naming the epoch and minibatch when the
     loss stops being finite."""
@@ -134,7 +141,8 @@ def train(net, train_iter, test_iter, loss, num_epochs: int, updater, *,
         from .plotting import Animator
 
         animator = Animator(xlabel="epoch", xlim=[1, max(num_epochs, 2)],
-                            legend=["train loss", "train acc", "test acc"], path=plot_path)
+                            legend=["train loss", "train acc", "test acc"], path=plot_path,
+                            min_interval=PLOT_INTERVAL)
     bar = _progress(num_epochs * len(train_iter), progress)
     step = bar.update if bar is not None else None
     try:
@@ -167,4 +175,6 @@ def train(net, train_iter, test_iter, loss, num_epochs: int, updater, *,
     finally:
         if bar is not None:
             bar.close()
+        if animator is not None:
+            animator.flush()  # the epochs a throttled animator has not drawn yet
     return hist
