@@ -349,9 +349,9 @@ def test_animator_mtime_advances(tmp_path):
 
 def test_animator_min_interval_draws_the_first_point_then_at_most_that_often(
         tmp_path, monkeypatch, no_ipython):
-    """With min_interval, the first point is drawn at once; points added sooner than that
-    after the last drawing wait (kept in X / Y) for the next add that comes late enough,
-    flush(), save() (which draws them, not publishing) or close()."""
+    """With min_interval, points added sooner than that after the last drawing (or the
+    Animator's creation) wait, kept in X / Y, for the next add that comes late enough, flush(),
+    save() (which draws them, not publishing) or close()."""
     path = tmp_path / "throttled.png"
     clock = [100.0]
     monkeypatch.setattr(plotting.time, "monotonic", lambda: clock[0])
@@ -364,13 +364,16 @@ def test_animator_min_interval_draws_the_first_point_then_at_most_that_often(
     def points_drawn():
         return len(anim.axes[0].get_lines()[0].get_xdata()) if anim.axes[0].get_lines() else 0
 
-    anim.add(1, 1.0)
-    assert len(writes) == 1 and points_drawn() == 1
+    clock[0] += 0.5
+    anim.add(1, 1.0)  # half a second after creation: waits
+    assert writes == [] and not path.exists() and points_drawn() == 0
+    clock[0] += 0.5
+    anim.add(2, 0.5)  # a second after creation: drawn, with the point before
+    assert len(writes) == 1 and points_drawn() == 2
     first = path.read_bytes()
-    for x in (2, 3):
-        clock[0] += 0.4
-        anim.add(x, 1.0 / x)
-    assert len(writes) == 1 and path.read_bytes() == first and points_drawn() == 1
+    clock[0] += 0.4
+    anim.add(3, 0.3)
+    assert len(writes) == 1 and path.read_bytes() == first and points_drawn() == 2
     assert anim.X == [[1, 2, 3]]
     anim.flush()
     assert len(writes) == 2 and path.read_bytes() != first and points_drawn() == 3

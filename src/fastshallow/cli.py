@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="folder holding the four Fashion-MNIST .gz files (default: search "
                     "$FASTSHALLOW_DATA, the cache, /usr/share/datasets/fashion-mnist, then download)")
     tr.add_argument("--plot", metavar="PATH", default="training.png",
-                    help="training-curve image, rewritten after the first epoch, at most once "
-                         "a second, and at the end (.png or .svg; '' for none)")
+                    help="training-curve image, rewritten at most once a second and at the "
+                         "end (.png or .svg; '' for none)")
     tr.add_argument("--predictions", metavar="PATH", default="predictions.png",
                     help="grid of test images with true and predicted labels ('' for none)")
     tr.add_argument("--save", metavar="PATH", default=None, help="save the model (.npz)")

@@ -353,8 +353,8 @@ class Animator:
       :attr:`fig`, and :meth:`save` writes it whenever wanted.
 
     Drawing takes a tenth of a second or more, longer than a fast epoch: with ``min_interval``
-    seconds, a point added sooner than that after the last drawing is kept and drawn with the
-    next one, or by :meth:`flush` (and :meth:`close`).  The first point is drawn at once.
+    seconds, a point added sooner than that after the last drawing (or the Animator's creation)
+    is kept and drawn with the next one, or by :meth:`flush` (and :meth:`close`).
 
     Only the first of ``nrows * ncols`` subplots is drawn on; the others are left for the caller.
     The number of lines is fixed by ``legend`` when given, else by the first :meth:`add`.
@@ -392,7 +392,7 @@ class Animator:
         self._n_lines: Optional[int] = n
         self._handle = None
         self._closed = False
-        self._shown_at = -math.inf  # when the figure was last published
+        self._shown_at = time.monotonic()  # when the figure was last published (or made)
         self._pending = False  # points added since then
         self._draw()  # labels, limits and grid show even before the first point
 

@@ -125,9 +125,9 @@ def train(net, train_iter, test_iter, loss, num_epochs: int, updater, *,
 
     Prints one line per epoch when `verbose`, shows a progress bar over minibatches (default:
     when stderr is a terminal), and feeds an :class:`~fastshallow.plotting.Animator` -- the
-    given one, or a new one rewriting the image file `plot_path` after the first epoch, then at
-    most once every PLOT_INTERVAL seconds, and after the last (drawing one takes a tenth of a
-    second or more, several times a fast epoch) -- and calls
+    given one, or a new one rewriting the image file `plot_path` at most once every
+    PLOT_INTERVAL seconds and after the last epoch (drawing one takes a tenth of a second or
+    more, several times a fast epoch) -- and calls
     ``callback(epoch, history)`` after each epoch when given.  Returns a
     :class:`History`.  Raises :class:`TrainingDiverged` naming the epoch and minibatch when the
     loss stops being finite."""
