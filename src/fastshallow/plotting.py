@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._checks import positive_int
+from ._checks import positive_int, real
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from matplotlib.axes import Axes
@@ -145,14 +145,6 @@ def _check_figsize(name: str, figsize) -> Tuple[float, float]:
             raise ValueError(f"{name} must hold two positive finite numbers, got {figsize!r}")
         out.append(float(v))
     return out[0], out[1]
-
-
-def _check_interval(name: str, v) -> float:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a number of seconds, got {v!r}")
-    if not (math.isfinite(float(v)) and float(v) >= 0):
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {v!r}")
-    return float(v)
 
 
 def _check_legend(legend, n_lines: Optional[int] = None) -> Optional[List[str]]:
@@ -370,7 +362,7 @@ class Animator:
         nrows = positive_int("nrows", nrows)
         ncols = positive_int("ncols", ncols)
         figsize = _check_figsize("figsize", figsize)
-        self.min_interval: float = _check_interval("min_interval", min_interval)
+        self.min_interval: float = real("min_interval", min_interval, low=0.0)  # seconds
         self.legend: Optional[List[str]] = _check_legend(legend) or None
         self.fmts: Tuple[str, ...] = _check_fmts(fmts)
         self.path: Optional[str] = None
