@@ -963,15 +963,16 @@ def test_fused_share_chain_thread_left_without_rows(rng):
 
 def test_fused_step_same_bits_on_any_team_over_random_shapes(rng):
     """The fused step on 2 and 3 threads against one thread, to the bit, over 150 random
-    trainings: softmax (float or uint8 rows), squared and Huber losses, 1 to 16 outputs, batch
-    sizes with partial chunks, short last batches, momentum or not, and epochs cut into calls
-    at random (each call starts from an even split; later minibatches follow the measured
-    speeds, which differ from run to run).  Each team runs each training 5 times, one thread
-    between runs.  With the chain's old chunk rounding, about 2 runs in 100 differed."""
+    trainings: softmax (float or uint8 rows), squared and Huber losses, 1 to 33 outputs (past
+    16 the weights are in panels), batch sizes with partial chunks, short last batches,
+    momentum, weight decay and label smoothing or not, and epochs cut into calls at random
+    (each call starts from an even split; later minibatches follow the measured speeds, which
+    differ from run to run).  Each team runs each training 5 times, one thread between runs.
+    With the chain's old chunk rounding, about 2 runs in 100 differed."""
     for _ in range(150):
         dt = np.dtype(rng.choice(["float32", "float64"]))
         loss_kind = int(rng.integers(0, 3))  # softmax cross-entropy, squared, Huber
-        m = int(rng.choice([1, 2, 3, 10] if loss_kind else [2, 3, 10, 16]))
+        m = int(rng.choice([1, 2, 3, 10, 17] if loss_kind else [2, 3, 10, 16, 17, 33]))
         k = int(rng.choice([5, 16, 37, 100, 130]))
         B = int(rng.choice([10, 14, 30, 48, 64, 100, 256]))
         n = int(rng.integers(B, 6 * B))
@@ -985,9 +986,12 @@ def test_fused_step_same_bits_on_any_team_over_random_shapes(rng):
         nb = -(-n // B)
         lrs = np.full(nb, 0.05, dt)
         mom = float(rng.choice([0.0, 0.9]))
+        wd = float(rng.choice([0.0, 1e-3]))
+        smooth = float(rng.choice([0.0, 0.1])) if loss_kind == 0 else 0.0
         cuts = sorted({0, nb, *rng.integers(0, nb, int(rng.integers(0, 4))).tolist()})
         scratch = _kernels().fused_scratch(B, k, m, dt, X.dtype.itemsize)
-        what = dict(dtype=dt.name, loss=loss_kind, m=m, k=k, B=B, n=n, u8=u8, cuts=cuts)
+        what = dict(dtype=dt.name, loss=loss_kind, m=m, k=k, B=B, n=n, u8=u8, cuts=cuts,
+                    momentum=mom, wd=wd, smooth=smooth)
 
         def run(nt):
             Wp, b = _kernels().to_working_layout(W0), np.zeros(m, dt)
@@ -995,8 +999,8 @@ def test_fused_step_same_bits_on_any_team_over_random_shapes(rng):
             vb = np.zeros(m, dt) if mom else None
             loss, hits = np.zeros(nb), np.zeros(nb, np.int64)
             for t0, t1 in zip(cuts, cuts[1:]):
-                assert _kernels().fused_sgd(X, labels, T, perm, B, loss_kind, 0.0, 1.0, Wp, b,
-                                            V, vb, lrs, mom, 0.0, 1 / 255 if u8 else 1.0,
+                assert _kernels().fused_sgd(X, labels, T, perm, B, loss_kind, smooth, 1.0, Wp,
+                                            b, V, vb, lrs, mom, wd, 1 / 255 if u8 else 1.0,
                                             loss, hits, t0, t1, nt, scratch) == -1, what
             return Wp, b, loss, hits
 

@@ -244,7 +244,7 @@ def test_gather_rows(src_dtype, out_dtype, n, trailing, count, scale, ls, index_
 
 @PROFILE
 @given(kind=st.sampled_from(["softmax", "softmax-u8", "l2", "huber"]), dtype=DTYPES,
-       n=st.integers(0, 90), k=st.integers(1, 40), m=st.integers(1, 12),
+       n=st.integers(0, 90), k=st.integers(1, 40), m=st.integers(1, 40),
        batch=st.sampled_from([1, 2, 7, 32, 33, 64, 1000]), momentum=st.sampled_from([0.0, 0.9]),
        wd=st.sampled_from([0.0, 1e-3]), smooth=st.sampled_from([0.0, 0.1]),
        epochs=st.integers(1, 2), seed=SEEDS)
