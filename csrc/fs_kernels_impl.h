@@ -1402,7 +1402,11 @@ static fs_i64 FS_S(fs_fused_sgd_chain)(const FS_S(fs_fused_args) *a, fs_i64 sr, 
  * cross once a minibatch, one barrier) took 1.08-1.25x as long on 2 threads and 0.93-1.09x on
  * one: no rows cross, but fixed halves cannot follow the cores' speeds (its faster thread waited
  * 5 ms an epoch).  Even with its split following the cores' speeds, which would make the bits
- * depend on the split (so only as a bound), it took 0.975-1.07x as long on 2 threads. */
+ * depend on the split (so only as a bound), it took 0.975-1.07x as long on 2 threads.  Handing
+ * out each phase's work in pieces from an atomic counter instead of in measured shares (same
+ * bits; 16 to 64 rows, 32 to 112 weight rows a piece) took 1.10-1.37x as long on 2 threads
+ * (three in-process A/Bs of 21 epochs each), presumably because a thread's pieces then change
+ * from minibatch to minibatch, so more of what it reads was last touched by the other core. */
 static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64 t1)
 {
     const fs_i64 k = a->k, m = a->m, B = a->batch;
