@@ -971,7 +971,8 @@ FS_INLINE FS_T FS_S(fs_regression_row)(const FS_T *z, const FS_T *t, fs_i64 m, i
             gj = d;
         } else {
             l = delta * (fabs(d) - (FS_T)0.5 * delta);
-            gj = d > 0 ? delta : -delta;
+            /* clip(d, -delta, delta): a NaN residual stays NaN, as the loss and NumPy have it */
+            gj = d > delta ? delta : d < -delta ? -delta : d;
         }
         s += l;
         g[j] = gj / (FS_T)m;

@@ -630,6 +630,51 @@ def test_regression_loss_huber_is_l2_inside_delta(rng, float_dtype):
         assert_bits_equal(a, b)
 
 
+@pytest.mark.parametrize("delta", (None, 0.5))
+def test_regression_loss_nan_and_inf_as_numpy(float_dtype, delta):
+    """Non-finite predictions or targets give NumPy's values, not finite stand-ins: a NaN
+    residual a NaN loss and gradient (with Huber too, beyond the threshold as far as the
+    comparison with it can tell), an infinite one an infinite loss and a gradient of +-inf
+    (squared) or +-delta (Huber); the other outputs of the row keep their finite gradients."""
+    nan, inf = np.nan, np.inf
+    P = np.array([[nan, 0.3], [inf, -0.2], [-inf, 0.1], [0.4, 0.2], [1.0, 2.0]], float_dtype)
+    T = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [nan, 0.0], [inf, 2.0]], float_dtype)
+    loss, grad = K.regression_loss(P, T, delta=delta)
+    with np.errstate(invalid="ignore"):
+        ref_loss, ref_grad = ref_regression(P, T, delta)
+    for got, ref in ((loss, ref_loss), (grad, ref_grad)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(got) * np.sign(got),
+                                      np.isinf(ref) * np.sign(ref))
+        finite = np.isfinite(ref)
+        assert_close(got[finite], ref[finite], dtype=float_dtype)
+
+
+@pytest.mark.parametrize("layout", ("fortran", "strided", "reversed", "1-D"))
+def test_regression_loss_any_layout(rng, float_dtype, layout):
+    """Predictions and targets in any memory layout give the contiguous copies' bits."""
+    P = rng.standard_normal((41, 3)).astype(float_dtype)
+    T = rng.standard_normal((41, 3)).astype(float_dtype)
+    if layout == "fortran":
+        Pl, Tl = np.asfortranarray(P), np.asfortranarray(T)
+    elif layout == "strided":
+        Pl = np.repeat(P, 2, axis=1)[:, ::2]
+        Tl = np.repeat(T, 2, axis=0)[::2]
+    elif layout == "reversed":
+        Pl, Tl = P[::-1].copy()[::-1], T[:, ::-1].copy()[:, ::-1]
+    else:
+        P, T = P[:, 0].copy(), T[:, 0].copy()
+        Pl, Tl = np.repeat(P, 3)[::3], np.repeat(T, 3)[::3]
+    assert not (Pl.flags.c_contiguous or Tl.flags.c_contiguous)
+    for delta in (None, 0.5):
+        want = K.regression_loss(P, T, delta=delta)
+        for got, w in zip(K.regression_loss(Pl, Tl, delta=delta), want):
+            assert_bits_equal(got, w, f"{layout} delta={delta}")
+        ref_loss, ref_grad = ref_regression(P, T, delta)
+        assert_close(want[0], ref_loss, dtype=float_dtype)
+        assert_close(want[1], ref_grad, dtype=float_dtype)
+
+
 def test_regression_loss_empty(float_dtype):
     loss, grad = K.regression_loss(np.zeros((0, 2), float_dtype), np.zeros(0))
     assert loss.shape == (0,) and grad.shape == (0, 2) and loss.dtype == float_dtype
@@ -821,21 +866,99 @@ def test_fused_step_losses_and_hits_match_per_batch_kernels(rng, float_dtype, m)
             assert_bits_equal(bb, b, msg)
 
 
-def _numpy_sgd_l2(X, T, perm, B, W, b, V, vb, lrs, momentum, wd):
-    """Minibatch SGD with momentum and L2 loss (averaged over the m outputs) in float64: the
-    final weights and bias, and each batch's loss sum."""
+def _numpy_fused_sgd(X, scale, labels, T, perm, B, kind, smooth, delta, W, b, V, vb, lrs,
+                     momentum, wd):
+    """Minibatch SGD as the fused step runs it, in float64: rows X[perm] * scale in minibatches
+    of B; kind 0 softmax cross-entropy (labels, smoothing), 1 squared and 2 Huber (targets T,
+    averaged over the m outputs); momentum and weight decay as fs.optim.SGD has them.  The
+    final weights and bias, each batch's loss sum and each batch's hits (softmax)."""
     W, b, V, vb = (a.astype(np.float64) for a in (W, b, V, vb))
-    losses = []
+    m = W.shape[1]
+    losses, hits = [], []
     for t, s in enumerate(range(0, len(perm), B)):
         idx = perm[s:s + B]
-        d = X[idx].astype(np.float64) @ W + b - T[idx]
-        losses.append(float((0.5 * d * d).mean(axis=1).sum()))
-        g = d / W.shape[1]
-        for p, v, grad in ((W, V, X[idx].T @ g), (b, vb, g.sum(axis=0))):
+        xb = X[idx].astype(np.float64) * scale
+        Z = xb @ W + b
+        if kind == 0:
+            ref_loss, G = ref_xent(Z, labels[idx], smooth)
+            hits.append(int((Z.argmax(axis=1) == labels[idx]).sum()))
+        else:
+            ref_loss, G = ref_regression(Z, T[idx], delta if kind == 2 else None)
+            hits.append(0)
+        losses.append(float(ref_loss.sum()))
+        for p, v, grad in ((W, V, xb.T @ G), (b, vb, G.sum(axis=0))):
             v *= momentum
             v += grad / len(idx) + wd * p
             p -= lrs[t] * v
-    return W, b, losses
+    return W, b, losses, hits
+
+
+def _fused_start(rng, n, k, m, B, dtype):
+    """A fused run's starting point: weights, bias and momentum buffers (as if trained
+    before), a permutation of n rows, and its number of minibatches of B."""
+    W0 = (rng.standard_normal((k, m)) / 8).astype(dtype)
+    b0 = rng.standard_normal(m).astype(dtype)
+    V0 = (rng.standard_normal((k, m)) / 8).astype(dtype)
+    vb0 = rng.standard_normal(m).astype(dtype)
+    return W0, b0, V0, vb0, rng.permutation(n).astype(np.int64), -(-n // B)
+
+
+def _run_fused(X, labels, T, perm, B, kind, smooth, delta, start, lrs, momentum, wd, scale,
+               nt):
+    """fused_sgd over every minibatch from `start` (W0, b0, V0, vb0 as _fused_start gives):
+    (first bad batch or -1, W, b, V, vb, batch losses, batch hits), W and V as k x m."""
+    W0, b0, V0, vb0 = start
+    (k, m), nb = W0.shape, len(lrs)
+    Wp, b = _kernels().to_working_layout(W0), b0.copy()
+    Vp, vb = _kernels().to_working_layout(V0), vb0.copy()
+    loss, hits = np.zeros(nb), np.zeros(nb, np.int64)
+    bad = _kernels().fused_sgd(X, labels, T, perm, B, kind, smooth, delta, Wp, b, Vp, vb, lrs,
+                               momentum, wd, scale, loss, hits, 0, nb, nt,
+                               _kernels().fused_scratch(B, k, m, W0.dtype, X.dtype.itemsize))
+    W, V = (_kernels().from_working_layout(P, k, m, np.empty((k, m), W0.dtype))
+            for P in (Wp, Vp))
+    return bad, W, b, V, vb, loss, hits
+
+
+@pytest.mark.parametrize("kind, m, u8, k", [
+    (0, 10, True, 37), (0, 10, False, 130), (0, 17, False, 37), (0, 33, True, 130),
+    (1, 10, True, 37), (1, 17, False, 130), (2, 1, False, 37), (2, 3, True, 130),
+    (2, 17, True, 37)])
+def test_fused_step_against_numpy(rng, float_dtype, kind, m, u8, k):
+    """Minibatches of the fused step against float64 NumPy, for each loss with momentum and
+    weight decay on a learning rate that changes by minibatch: softmax with label smoothing,
+    squared and Huber losses (past its threshold too); uint8 rows scaled on the way in and
+    float rows; few outputs and panels (17, 33); rows with a partial last vector (37); a
+    short last minibatch.  One and two threads give the same bits."""
+    n, B = 203, 48
+    if u8:
+        X, scale = rng.integers(0, 256, (n, k), dtype=np.uint8), 1 / 255
+    else:
+        X, scale = rng.standard_normal((n, k)).astype(float_dtype), 1.0
+    labels = rng.integers(0, m, n) if kind == 0 else None
+    T = None if kind == 0 else (2 * rng.standard_normal((n, m))).astype(float_dtype)
+    *start, perm, nb = _fused_start(rng, n, k, m, B, float_dtype)
+    lrs = np.linspace(0.2, 0.05, nb).astype(float_dtype)
+    smooth, delta = (0.1, 0.0) if kind == 0 else (0.0, 1.0)
+    # uint8 rows are scaled in the weights' precision
+    W_np, b_np, loss_np, hits_np = _numpy_fused_sgd(
+        X, float(float_dtype.type(scale)), labels, T, perm, B, kind, smooth, delta, *start,
+        lrs.astype(np.float64), 0.9, 1e-3)
+    outs = [_run_fused(X, labels, T, perm, B, kind, smooth, delta, start, lrs, 0.9, 1e-3, scale,
+                       nt) for nt in (1, 2)]
+    bad, W, b, _, _, loss, hits = outs[0]
+    assert bad == -1
+    tol = rtol_for(float_dtype)
+    np.testing.assert_allclose(W, W_np, rtol=tol, atol=tol * np.abs(W_np).max())
+    np.testing.assert_allclose(b, b_np, rtol=tol, atol=tol * np.abs(b_np).max())
+    np.testing.assert_allclose(loss, loss_np, rtol=tol)
+    # an argmax may go the other way where two outputs are within rounding of each other
+    assert np.abs(hits - hits_np).sum() <= 1, (hits, hits_np)
+    if kind == 2:  # residuals on both sides of the threshold
+        W0, b0 = start[:2]
+        assert 0.1 < np.mean(np.abs(X[perm[:B]] * scale @ W0 + b0 - T[perm[:B]]) > delta) < 0.9
+    for got, want in zip(outs[1], outs[0]):
+        assert_bits_equal(got, want, "2 threads")
 
 
 @pytest.mark.parametrize("m, B, k", [(1, 100, 37), (2, 240, 37), (1, 64, 1100)])
@@ -851,47 +974,36 @@ def test_fused_share_chain_against_numpy_and_thread_counts(rng, float_dtype, m, 
         "shares"
     X = rng.standard_normal((n, k)).astype(float_dtype)
     T = (X @ rng.standard_normal((k, m)) + 0.3).astype(float_dtype)
-    W0 = (rng.standard_normal((k, m)) / 8).astype(float_dtype)
-    b0 = rng.standard_normal(m).astype(float_dtype)
-    V0 = (rng.standard_normal((k, m)) / 8).astype(float_dtype)  # as if trained before
-    vb0 = rng.standard_normal(m).astype(float_dtype)
-    perm = rng.permutation(n).astype(np.int64)
-    nb = -(-n // B)
+    *start, perm, nb = _fused_start(rng, n, k, m, B, float_dtype)
     lrs = np.linspace(0.05, 0.01, nb).astype(float_dtype)
-    W_np, b_np, loss_np = _numpy_sgd_l2(X, T, perm, B, W0, b0, V0, vb0, lrs, 0.9, 1e-3)
+    W_np, b_np, loss_np, _ = _numpy_fused_sgd(X, 1.0, None, T, perm, B, 1, 0.0, 0.0, *start,
+                                              lrs, 0.9, 1e-3)
 
     def run(T, nt):
-        Wp, b = _kernels().to_working_layout(W0), b0.copy()
-        V, vb = _kernels().to_working_layout(V0), vb0.copy()
-        loss, hits = np.zeros(nb), np.zeros(nb, np.int64)
-        bad = _kernels().fused_sgd(X, None, T, perm, B, 1, 0.0, 0.0, Wp, b, V, vb, lrs, 0.9,
-                                   1e-3, 1.0, loss, hits, 0, nb, nt,
-                                   _kernels().fused_scratch(B, k, m, float_dtype,
-                                                            X.dtype.itemsize))
-        return bad, Wp, b, V, vb, loss
+        return _run_fused(X, None, T, perm, B, 1, 0.0, 0.0, start, lrs, 0.9, 1e-3, 1.0, nt)[:6]
 
     tol = 1e-4 if float_dtype == np.float32 else 1e-10
     first = None
     for nt in (1, 2, 3):
-        bad, Wp, b, V, vb, loss = run(T, nt)
+        bad, W, b, V, vb, loss = run(T, nt)
         assert bad == -1
-        np.testing.assert_allclose(Wp.T, W_np, rtol=tol, atol=tol)
+        np.testing.assert_allclose(W, W_np, rtol=tol, atol=tol)
         np.testing.assert_allclose(b, b_np, rtol=tol, atol=tol)
         np.testing.assert_allclose(loss, loss_np, rtol=10 * tol)
         if first is None:
-            first = (Wp, b, V, vb, loss)
-        for got, want in zip((Wp, b, V, vb, loss), first):
+            first = (W, b, V, vb, loss)
+        for got, want in zip((W, b, V, vb, loss), first):
             assert_bits_equal(got, want, f"{nt} threads")
 
     stop = nb // 2
     T_bad = T.copy()
     T_bad[perm[stop * B + 3]] = np.nan
     for nt in (1, 2, 3):
-        bad, Wp, b, V, vb, loss = run(T_bad, nt)
+        bad, W, b, V, vb, loss = run(T_bad, nt)
         assert bad == stop, f"{nt} threads"
         assert_bits_equal(loss[:stop], first[4][:stop], f"{nt} threads")
         assert np.isnan(loss[stop]) and not loss[stop + 1:].any()
-        assert np.isnan(Wp).all() and np.isnan(b).all()  # the batch's update was applied
+        assert np.isnan(W).all() and np.isnan(b).all()  # the batch's update was applied
 
 
 def test_fused_split_gives_every_row_and_chunk_to_exactly_one_thread(rng):
@@ -942,7 +1054,8 @@ def test_fused_share_chain_thread_left_without_rows(rng):
         [(0, 0, 0, 0), (0, 14, 0, 1), (14, 14, 1, 1)]
     scratch = _kernels().fused_scratch(B, k, m, np.float64, 8)
     zeros = np.zeros((k, m)), np.zeros(m)
-    W_np, b_np, loss_np = _numpy_sgd_l2(X, T, perm, B, W0, zeros[1], *zeros, lrs, 0.0, 0.0)
+    W_np, b_np, loss_np, _ = _numpy_fused_sgd(X, 1.0, None, T, perm, B, 1, 0.0, 0.0, W0,
+                                              zeros[1], *zeros, lrs, 0.0, 0.0)
 
     def run(nt):
         Wp, b = _kernels().to_working_layout(W0), np.zeros(m)
@@ -1120,6 +1233,11 @@ def test_matmul_bias_threads_identical(rng, float_dtype, m):
     b = rng.standard_normal(m).astype(float_dtype)
     _assert_threads_identical(lambda nt: (K.matmul_bias(X, W, b, num_threads=nt),),
                               n * k * m, f"matmul_bias m={m}")
+    # no bias, and inputs in Fortran order (copied by the wrapper)
+    _assert_threads_identical(lambda nt: (K.matmul_bias(np.asfortranarray(X),
+                                                        np.asfortranarray(W),
+                                                        num_threads=nt),),
+                              n * k * m, f"matmul_bias m={m}, no bias")
 
 
 @pytest.mark.parametrize("m", (1, 3, 10, 16, 17, 33))
@@ -1131,48 +1249,57 @@ def test_matmul_bias_backward_threads_identical(rng, float_dtype, m):
                               n * k * m, f"matmul_bias_backward m={m}")
 
 
-def test_softmax_kernels_threads_identical(rng, float_dtype):
-    n, m = 5000, 10
+@pytest.mark.parametrize("m", (1, 3, 10, 17, 33))
+def test_softmax_kernels_threads_identical(rng, float_dtype, m):
+    n = 40_000 // m + 7  # chunks of rows and a partial one
     Z = (5 * rng.standard_normal((n, m))).astype(float_dtype)
     y = rng.integers(0, m, n)
-    _assert_threads_identical(
-        lambda nt: K.softmax_cross_entropy(Z, y, label_smoothing=0.1, num_threads=nt),
-        n * m * 8, "softmax_cross_entropy")
+    for smooth in (0.0, 0.1, 1.0):
+        _assert_threads_identical(
+            lambda nt: K.softmax_cross_entropy(Z, y, label_smoothing=smooth, num_threads=nt),
+            n * m * 8, f"softmax_cross_entropy m={m} smoothing={smooth}")
     _assert_threads_identical(lambda nt: (K.softmax(Z, num_threads=nt),), n * m * 8, "softmax")
     _assert_threads_identical(lambda nt: (K.log_softmax(Z, num_threads=nt),), n * m * 8,
                               "log_softmax")
 
 
-def test_sgd_update_threads_identical(rng, float_dtype):
+@pytest.mark.parametrize("momentum, velocity", ((0.9, True), (0.0, True), (0.0, False)))
+def test_sgd_update_threads_identical(rng, float_dtype, momentum, velocity):
     size = 300_001  # 37 chunks of 8192 and a tail
     p0 = rng.standard_normal(size).astype(float_dtype)
     g = rng.standard_normal(size).astype(float_dtype)
 
     def run(nt):
-        p, v = p0.copy(), np.zeros_like(p0)
+        p, v = p0.copy(), np.zeros_like(p0) if velocity else None
         for _ in range(3):
-            K.sgd_update(p, g, 0.1, 7, momentum=0.9, weight_decay=1e-3, velocity=v,
+            K.sgd_update(p, g, 0.1, 7, momentum=momentum, weight_decay=1e-3, velocity=v,
                          num_threads=nt)
-        return p, v
+        return (p,) if v is None else (p, v)
 
-    _assert_threads_identical(run, size * 4, "sgd_update")
+    _assert_threads_identical(run, size * 4, f"sgd_update momentum={momentum}")
 
 
+@pytest.mark.parametrize("m", (1, 3, 17))
 @pytest.mark.parametrize("delta", (None, 0.7))
-def test_regression_loss_threads_identical(rng, float_dtype, delta):
-    P = rng.standard_normal((30_001, 3)).astype(float_dtype)  # 938 chunks of 32 rows and a tail
-    T = rng.standard_normal((30_001, 3)).astype(float_dtype)
+def test_regression_loss_threads_identical(rng, float_dtype, delta, m):
+    n = 90_001 // m  # chunks of 32 rows and a tail
+    P = rng.standard_normal((n, m)).astype(float_dtype)
+    T = rng.standard_normal((n, m)).astype(float_dtype)
     _assert_threads_identical(lambda nt: K.regression_loss(P, T, delta=delta, num_threads=nt),
-                              P.size * 4, "regression_loss")
+                              P.size * 4, f"regression_loss m={m}")
 
 
-@pytest.mark.parametrize("src_dtype", (np.uint8, np.float32))
-def test_gather_rows_threads_identical(rng, src_dtype):
-    src = rng.integers(0, 256, (3000, 784)).astype(src_dtype)
-    idx = rng.integers(0, 3000, 1000)
-    _assert_threads_identical(lambda nt: (K.gather_rows(src, idx, scale=1 / 255,
+@pytest.mark.parametrize("k", (1, 17, 784))
+@pytest.mark.parametrize("src_dtype, out_dtype", ((np.uint8, np.float32), (np.uint8, np.float64),
+                                                  (np.float32, np.float32),
+                                                  (np.float64, np.float64)))
+def test_gather_rows_threads_identical(rng, src_dtype, out_dtype, k):
+    rows = 300_000 // k + 5
+    src = rng.integers(0, 256, (rows // 3 + 1, k)).astype(src_dtype)
+    idx = rng.integers(0, len(src), rows)
+    _assert_threads_identical(lambda nt: (K.gather_rows(src, idx, scale=1 / 255, dtype=out_dtype,
                                                         num_threads=nt),),
-                              1000 * 784, "gather_rows")
+                              rows * k, f"gather_rows k={k}")
 
 
 @pytest.mark.parametrize("n", (_kernels().PERM_BUCKETED, _kernels().PERM_BUCKETED * 2 + 12345))
@@ -1180,6 +1307,92 @@ def test_permutation_threads_identical(n):
     # From PERM_BUCKETED rows on, three parallel passes (several blocks and buckets).
     _assert_threads_identical(lambda nt: (K.permutation(n, 2024, num_threads=nt),), n,
                               "permutation")
+
+
+def _misaligned(a):
+    """A C-contiguous copy of `a` whose data starts one byte past an element boundary (as
+    np.frombuffer at an odd offset gives)."""
+    raw = bytearray(a.nbytes + 1)
+    out = np.frombuffer(raw, a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    assert out.flags.c_contiguous and not out.flags.aligned
+    return out
+
+
+def test_misaligned_arrays_are_copied_or_refused(rng, float_dtype):
+    """C code may read a float only at a multiple of its size: misaligned inputs are copied
+    (the aligned copy's bits), misaligned arrays to write into are refused."""
+    X = rng.standard_normal((37, 13)).astype(float_dtype)
+    W = rng.standard_normal((13, 20)).astype(float_dtype)
+    b = rng.standard_normal(20).astype(float_dtype)
+    Z = rng.standard_normal((37, 20)).astype(float_dtype)
+    y = np.arange(37) % 20
+    mis = _misaligned
+    calls = [
+        (lambda a: K.matmul_bias(a[0], a[1], a[2]), (X, W, b)),
+        (lambda a: K.matmul_bias_backward(a[0], a[1]), (X, Z)),
+        (lambda a: K.softmax_cross_entropy(a[0], y, label_smoothing=0.1), (Z,)),
+        (lambda a: K.softmax(a[0]), (Z,)),
+        (lambda a: K.regression_loss(a[0], a[1], delta=0.5), (Z, Z[::-1].copy())),
+        (lambda a: K.gather_rows(a[0], y[::-1].copy()), (X,)),
+    ]
+    for i, (call, args) in enumerate(calls):
+        want = call(args)
+        got = call([mis(a) for a in args])
+        for g, w in zip(got if isinstance(got, tuple) else (got,),
+                        want if isinstance(want, tuple) else (want,)):
+            assert_bits_equal(g, w, f"call {i}")
+    with pytest.raises(ValueError, match="param must be C-contiguous and aligned"):
+        K.sgd_update(mis(b), b, 0.1, 3)
+    with pytest.raises(ValueError, match="out must be C-contiguous and aligned"):
+        K.matmul_bias(X, W, b, out=mis(np.zeros((37, 20), float_dtype)))
+
+
+def test_fast_paths_on_two_threads_give_the_validated_paths_bits(rng, float_dtype):
+    """The compiled recognizers (*_if_plain) that the wrappers try first when num_threads is
+    not given run the kernel themselves on the default team: on two threads, at sizes well
+    above SERIAL_WORK, their results must be the validated path's on one thread, bit for bit
+    (into `out` too, and for (n,) targets of (n, 1) predictions)."""
+    k_ = _kernels()
+    work = 4 * _config.SERIAL_WORK
+    X = rng.standard_normal((1001, 131)).astype(float_dtype)
+    W = rng.standard_normal((131, 17)).astype(float_dtype)
+    b = rng.standard_normal(17).astype(float_dtype)
+    assert X.shape[0] * X.shape[1] * W.shape[1] >= work
+    out = np.full((1001, 17), np.nan, float_dtype)
+    assert k_.matmul_bias_if_plain(X, W, b, out, 2, _config.SERIAL_WORK) is out
+    assert_bits_equal(out, K.matmul_bias(X, W, b, num_threads=1), "matmul_bias")
+
+    G = rng.standard_normal((1001, 5)).astype(float_dtype)
+    got = k_.matmul_bias_backward_if_plain(X, G, 2, _config.SERIAL_WORK)
+    for a, w in zip(got, K.matmul_bias_backward(X, G, num_threads=1)):
+        assert_bits_equal(a, w, "matmul_bias_backward")
+
+    P = rng.standard_normal((90_001, 1)).astype(float_dtype)
+    T = rng.standard_normal(90_001).astype(float_dtype)
+    for delta in (None, 0.3):
+        got = k_.regression_loss_if_plain(P, T, delta is not None, delta or 0.0, 2,
+                                          _config.SERIAL_WORK)
+        for a, w in zip(got, K.regression_loss(P, T, delta=delta, num_threads=1)):
+            assert_bits_equal(a, w, f"regression_loss delta={delta}")
+
+    p = rng.standard_normal(100_003).astype(float_dtype)
+    g = rng.standard_normal(100_003).astype(float_dtype)
+    v = rng.standard_normal(100_003).astype(float_dtype)
+    p1, v1 = p.copy(), v.copy()
+    assert k_.sgd_update_if_plain(p, g, 0.1, 7, 0.9, 1e-3, v, 2, _config.SERIAL_WORK)
+    K.sgd_update(p1, g, 0.1, 7, momentum=0.9, weight_decay=1e-3, velocity=v1, num_threads=1)
+    assert_bits_equal(p, p1, "sgd_update")
+    assert_bits_equal(v, v1, "sgd_update velocity")
+
+    src = rng.integers(0, 256, (500, 785)).astype(float_dtype)
+    idx = rng.integers(0, 500, 1001)
+    for s in (src, src.astype(np.uint8)):
+        odt = np.float32 if s.dtype == np.uint8 else float_dtype
+        out = np.full((1001, 785), np.nan, odt)
+        assert k_.gather_rows_if_plain(s, idx, out, 1 / 255, 2, _config.SERIAL_WORK) is out
+        assert_bits_equal(out, K.gather_rows(s, idx, scale=1 / 255, num_threads=1),
+                          f"gather_rows from {s.dtype}")
 
 
 # ---- bad input ----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def as_array(name: str, a, *, ndim: int | tuple | None = None, dtypes=FLOAT_DTYP
     # The common case -- already a C-contiguous float array -- costs well under a microsecond,
     # which matters when a kernel call on a minibatch takes a few.
     if (type(a) is np.ndarray and dtype is None and not finite and allow_empty
-            and a.dtype in _FAST_DTYPES and a.flags.c_contiguous
+            and a.dtype in _FAST_DTYPES and a.flags.c_contiguous and a.flags.aligned
             and (ndim is None or a.ndim == ndim) and dtypes is FLOAT_DTYPES and a.ndim):
         return a
     try:
@@ -50,6 +50,8 @@ def as_array(name: str, a, *, ndim: int | tuple | None = None, dtypes=FLOAT_DTYP
         raise TypeError(f"{name} must have dtype {names}, got {arr.dtype}")
     else:
         arr = np.asarray(arr, order="C")
+    if not arr.flags.aligned:  # (np.frombuffer at an odd offset) C reads it as its type: copy
+        arr = arr.copy()
     if ndim is not None:
         allowed = ndim if isinstance(ndim, tuple) else (ndim,)
         if arr.ndim not in allowed:
@@ -73,8 +75,8 @@ def as_out(name: str, out, shape: tuple, dtype, inputs=()) -> np.ndarray:
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
     if out.dtype != np.dtype(dtype):
         raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
+    if not (out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError(f"{name} must be C-contiguous and aligned to its element size")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
     for other_name, other in inputs:
@@ -89,8 +91,9 @@ def as_writeable(name: str, a, dtypes=FLOAT_DTYPES) -> np.ndarray:
         raise TypeError(f"{name} must be a numpy array (it is updated in place), got {_describe(a)}")
     if a.dtype not in dtypes:
         raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (it is updated in place)")
+    if not (a.flags.c_contiguous and a.flags.aligned):
+        raise ValueError(f"{name} must be C-contiguous and aligned to its element size (it is "
+                         "updated in place)")
     if not a.flags.writeable:
         raise ValueError(f"{name} is read-only and cannot be updated in place")
     return a
@@ -180,13 +183,25 @@ def float_dtype(name: str, dtype) -> np.dtype:
     return dt
 
 
+def native(dtype) -> np.dtype:
+    """`dtype` in this machine's byte order.  '>f4' holds the same numbers as float32 but
+    compares unequal to it, so a dtype choice made on it would quietly differ."""
+    dt = np.dtype(dtype)
+    return dt if dt.isnative else dt.newbyteorder("=")
+
+
 def real(name: str, v, *, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False) -> float:
     """A finite real scalar within the given bounds."""
     if type(v) is not float and type(v) is not int and (
             isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)):
         raise TypeError(f"{name} must be a real number, got {_describe(v)}")
-    v = float(v)
+    try:
+        v = float(v)
+    except OverflowError:  # an int (or Fraction, Decimal) beyond float range
+        digits = int(abs(int(v)).bit_length() * math.log10(2)) + 1  # str() may refuse it
+        raise ValueError(f"{name} must be finite, got a number of about {digits} digits") \
+            from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     if low is not None and (v < low or (low_open and v == low)):
