@@ -3,6 +3,7 @@ checks."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -164,15 +165,58 @@ def test_learning_rate_follows_the_schedule(rng):
         np.testing.assert_allclose(before - p.data, lr, rtol=1e-14)
 
 
-@pytest.mark.parametrize("bad", [-0.5, 0.0, float("nan"), float("inf")])
-def test_a_learning_rate_changed_to_a_bad_value_is_refused_at_the_step(bad):
+@pytest.mark.parametrize("attr, bad", [
+    ("lr", -0.5), ("lr", 0.0), ("lr", float("nan")), ("lr", float("inf")), ("lr", "0.1"),
+    ("momentum", 1.5), ("momentum", -0.5), ("momentum", 1.0), ("weight_decay", -1.0),
+    ("weight_decay", float("inf")), ("schedule", lambda step: 1.0)])
+def test_a_hyperparameter_changed_to_a_bad_value_is_refused_when_assigned(attr, bad):
+    """As the constructor refuses it (same error): both training paths read these attributes
+    at their own times, and neither can undo a step taken with a bad value."""
+    with pytest.raises((TypeError, ValueError)) as made:
+        SGD([Parameter(np.ones(3))], **{"lr": 0.1, attr: bad})
     p = Parameter(np.ones(3))
-    opt = SGD([p], lr=0.1)
-    opt.lr = bad
+    opt = SGD([p], lr=0.1, momentum=0.5, weight_decay=0.01)
+    before = getattr(opt, attr)
+    with pytest.raises(type(made.value), match=f"^{re.escape(str(made.value))}$"):
+        setattr(opt, attr, bad)
+    assert getattr(opt, attr) is before
+    p.grad[...] = 1.0
+    opt.step(1)
+    np.testing.assert_allclose(p.data, 1.0 - 0.1 * (1.0 + 0.01))
+
+
+@pytest.mark.parametrize("factor", [-5.0, 0.0, float("nan"), float("inf")])
+def test_a_schedule_giving_a_bad_rate_is_refused_at_the_step(factor):
+    class Bad(fs.optim.Schedule):
+        def factor(self, step):
+            return factor
+
+    p = Parameter(np.ones(3))
+    opt = SGD([p], lr=0.1, schedule=Bad())
     p.grad[...] = 1.0
     with pytest.raises(ValueError, match="learning rate must be a finite number > 0"):
         opt.step(1)
     np.testing.assert_array_equal(p.data, 1.0)  # untouched
+    assert opt.num_steps == 0
+
+
+@pytest.mark.parametrize("lr, wd, what", [(1e39, 0.0, "learning rate"),
+                                          (0.1, 1e39, "weight_decay")])
+def test_a_rate_or_decay_infinite_in_float32_is_refused_before_any_update(lr, wd, what):
+    """The update runs in the parameters' dtype: 1e39 is finite in float64, inf in float32."""
+    wide, narrow = Parameter(np.ones(3)), Parameter(np.ones(2, np.float32))
+    for p in (wide, narrow):
+        p.grad[...] = 1.0
+    opt = SGD([wide, narrow], lr=lr, weight_decay=wd)
+    with pytest.raises(ValueError, match=rf"{what} must be at most 3.40282e\+38 for float32"):
+        opt.step(1)
+    # checked before the float64 parameter ahead of it was updated
+    np.testing.assert_array_equal(wide.data, 1.0)
+    np.testing.assert_array_equal(narrow.data, 1.0)
+    assert opt.num_steps == 0
+    opt.params = [wide]  # float64 alone: a finite rate and decay, so it steps
+    opt.step(1)
+    assert opt.num_steps == 1
 
 
 def test_momentum_buffers_must_fit_the_parameters():

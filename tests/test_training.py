@@ -50,8 +50,13 @@ def make(kind, rng, dtype=np.float32, uint8=False, scaled=False, k=None, outputs
             ds = fs.ArrayDataset(X.astype(dtype), y)
         return ds, fs.losses.SoftmaxCrossEntropyLoss(), classes
     w = rng.normal(size=(k or 13, outputs) if outputs else k or 13)
-    X, y = fs.synthetic_data(w, 0.7, 1200, seed=rng, dtype=dtype)
-    ds = ScaledImages((X * 255).astype(dtype), y) if scaled else fs.ArrayDataset(X, y)
+    if uint8:  # pixels in, targets a linear function of the scaled pixels plus noise
+        X = rng.integers(0, 256, (1200, len(w)), dtype=np.uint8)
+        y = (X * ScaledImages.scale) @ w + 0.7 + rng.normal(0, 0.01, (1200,) + w.shape[1:])
+        ds = ScaledImages(X, y.astype(dtype))
+    else:
+        X, y = fs.synthetic_data(w, 0.7, 1200, seed=rng, dtype=dtype)
+        ds = ScaledImages((X * 255).astype(dtype), y) if scaled else fs.ArrayDataset(X, y)
     loss = fs.losses.L2Loss() if kind == "l2" else fs.losses.HuberLoss(0.5)
     return ds, loss, outputs or 1
 
@@ -102,6 +107,10 @@ CASES = [
     dict(kind="softmax", outputs=24, dtype=np.float64, wd=1e-3),
     dict(kind="l2", outputs=17, wd=1e-3, lr=1.0, epochs=4),
     dict(kind="huber", outputs=40, k=64, scaled=True, dtype=np.float64, lr=20.0, epochs=4),
+    # Regression from uint8 rows (scaled on the way in): one output, a few, and panels.
+    dict(kind="l2", uint8=True, k=100, momentum=0.9, lr=0.02, epochs=6),
+    dict(kind="huber", uint8=True, k=37, outputs=3, lr=0.5, epochs=6),
+    dict(kind="l2", uint8=True, k=20, outputs=17, wd=1e-3, lr=1.0, epochs=6),
 ]
 
 
@@ -125,7 +134,9 @@ def test_fused_path_matches_per_batch_loop(case, rng):
         # or less): training did something
         assert h_fused.train_acc[-1] > (0.5 if outputs else 0.8 if (k or 37) >= 37 else 0.3)
     else:
-        assert h_fused.train_loss[-1] < 0.05 * h_fused.train_loss[0]
+        # pixels scaled to [0, 1] are far from centred, which slows plain SGD down (the bias
+        # and the weights pull against each other): less progress is asked of them
+        assert h_fused.train_loss[-1] < (0.5 if uint8 else 0.05) * h_fused.train_loss[0]
 
 
 @pytest.mark.parametrize("kind, k, classes, plan", [
@@ -371,6 +382,9 @@ def test_default_thread_choice_times_the_other_team_on_short_segments(rng, monke
 
     calls = spy_on_fused_calls(monkeypatch)
     monkeypatch.setattr(_fused, "resolve_threads", lambda num_threads, work: 2)
+    # Segments after the probe are sized by the time the last took: on a busy machine the rest
+    # of the epoch could take more than one.  Here any time is short enough.
+    monkeypatch.setattr(_fused, "SEGMENT_SECONDS", 1e9)
     X, y = blobs(rng, n=3000, k=400, uint8=True)  # 12 minibatches of 256; segments of 16
     run(ScaledImages(X, y), fs.losses.SoftmaxCrossEntropyLoss(), N_CLASSES, fused=True,
         threads=None, batch=256, epochs=2)

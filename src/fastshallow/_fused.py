@@ -9,6 +9,8 @@ per-batch loop ``loss(net(X), y).backward(); trainer.step(len(X))`` computes, in
 """
 from __future__ import annotations
 
+import functools
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -20,7 +22,7 @@ from ._config import resolve_threads
 from ._ext import kernels as _k
 from .losses import HuberLoss, L2Loss, SoftmaxCrossEntropyLoss
 from .nn import Dense, Flatten, Sequential
-from .optim import SGD
+from .optim import SGD, decay_error
 
 LOSS_SOFTMAX_XENT, LOSS_L2, LOSS_HUBER = 0, 1, 2
 
@@ -93,14 +95,31 @@ class ThreadChooser:
 
 
 class TrainingDiverged(FloatingPointError):
-    """Training produced a non-finite loss."""
+    """Training produced a non-finite loss or non-finite parameters."""
 
 
-def diverged(epoch: int, batch: int, lr: float) -> TrainingDiverged:
+def diverged(epoch: int, batch: int, lr: float, what: str = "the training loss",
+             where: str = "") -> TrainingDiverged:
+    """`lr`: the rate of that minibatch's step (NaN when unknown, as for a user's updater)."""
+    rate = f" (learning rate {lr:g})" if math.isfinite(lr) else ""
+    # Only a rate one could pass back is suggested: not inf or NaN, nor one that is zero.
+    hint = f" (e.g. {lr / 10:g})" if math.isfinite(lr) and lr / 10 > 0 else ""
     return TrainingDiverged(
-        f"the training loss became NaN or infinite in epoch {epoch}, minibatch {batch} "
-        f"(learning rate {lr:g}); the parameters have diverged -- try a smaller learning rate "
-        f"(e.g. {lr / 10:g}) or check the data for extreme values")
+        f"{what} became NaN or infinite in epoch {epoch}, minibatch {batch}{where}{rate}; the "
+        f"parameters have diverged -- try a smaller learning rate{hint} or check the data for "
+        f"extreme values")
+
+
+def parameters_diverged(params, epoch: int, batch: int, lr: float) -> None:
+    """Raise TrainingDiverged when a parameter is NaN or infinite after the epoch's last
+    minibatch, `batch`.  Each loss is computed before its minibatch's update, so an update
+    that breaks the parameters shows in the next minibatch's loss -- except the last one,
+    which only this shows (and it costs microseconds: the parameters, not the data)."""
+    for p in params:
+        data = getattr(p, "_data", None)  # None: a deferred parameter no update has reached
+        if data is not None and not np.isfinite(data).all():
+            raise diverged(epoch, batch, lr, what=f"the parameter {p.name!r}",
+                           where=", the epoch's last update")
 
 
 def find_dense(net) -> Optional[Dense]:
@@ -116,8 +135,10 @@ def find_dense(net) -> Optional[Dense]:
 
 
 def _kernel_rows(X: np.ndarray, dense: Dense) -> bool:
-    """X is what the fused kernels read: C-contiguous 2-D rows of uint8 or the layer's dtype."""
-    return X.ndim == 2 and X.dtype in (np.uint8, dense.dtype) and X.flags.c_contiguous
+    """X is what the fused kernels read: C-contiguous, aligned 2-D rows of uint8 or the
+    layer's dtype."""
+    return (isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype in (np.uint8, dense.dtype)
+            and X.flags.c_contiguous and X.flags.aligned)
 
 
 def dataset_arrays(data_iter):
@@ -131,49 +152,153 @@ def dataset_arrays(data_iter):
     return X, y, (1.0 if scale is None else float(scale))
 
 
+def _loss_numbers(loss) -> tuple:
+    """(loss kind, label smoothing, Huber delta), checked as the losses' constructors check them
+    (they are public attributes, which the per-batch loop reads at every minibatch)."""
+    if isinstance(loss, SoftmaxCrossEntropyLoss):
+        return (LOSS_SOFTMAX_XENT, C.real("label_smoothing", loss.label_smoothing, low=0.0,
+                                          high=1.0), 0.0)
+    if isinstance(loss, HuberLoss):
+        return LOSS_HUBER, 0.0, C.real("delta", loss.delta, low=0.0, low_open=True)
+    return LOSS_L2, 0.0, 0.0
+
+
+def epoch_data(dense: Dense, loader, arrays, classify: bool, first: bool = True) -> tuple:
+    """``((X, labels, targets, scale), "")`` for the compiled step to read unchecked for a whole
+    epoch, taken from `arrays` (the loader's dataset_arrays) as they are now, or ``(None, why
+    not)``; raises ValueError for data that contradict themselves or the layer (and, when
+    `first`, for targets that are not finite).
+
+    The data are read afresh for every epoch: the dataset (its arrays, its length) and the labels
+    are the caller's, whom nothing stops from changing them between epochs (a callback), or
+    while an epoch runs (another thread)."""
+    X, y, scale = arrays
+    if not _kernel_rows(X, dense):
+        return None, (f"the features ({getattr(X, 'dtype', type(X).__name__)}, {np.shape(X)}) "
+                      f"are not uint8 or {dense.dtype} rows")
+    # A view of our own: reading the images in place is the point of the fused path, but the
+    # caller's array object could be given another shape or dtype in place.
+    X = X.view()
+    n = len(loader.dataset)
+    if n != X.shape[0]:  # the epoch's indices come from len(dataset): they must be rows of X
+        raise ValueError(f"the training dataset says it has {n} examples but its as_arrays() "
+                         f"features have {X.shape[0]} rows")
+    if dense.in_units is not None and dense.in_units != X.shape[1]:  # None: not built yet
+        raise ValueError(f"the network expects {dense.in_units} features, the training data "
+                         f"has {X.shape[1]}")
+    m = dense.units
+    if classify:
+        # Every label indexes the outputs for a whole epoch: the step reads a private copy,
+        # checked after copying, so no later change to the caller's labels (often the very
+        # int64 array given) can reach it.  Copying and checking 60000 labels takes about
+        # 30 us, next to a 15 ms epoch.
+        return (X, C.as_labels("labels", np.array(y), n_classes=m, length=n), None, scale), ""
+    # Targets are read in place: their size is fixed by this view, and a value changed
+    # meanwhile can only change the numbers (a NaN loss is reported as divergence).  So their
+    # values are checked before the first epoch only (a pass over them is 1% of an epoch of
+    # linear regression on 1,000,000 x 100).
+    T = C.as_array("targets", y, dtype=dense.dtype, finite=first)
+    if T.size != n * m:
+        return None, f"the targets have shape {T.shape}, not one value per output"
+    return (X, None, T.reshape(n, m), scale), ""
+
+
 @dataclass
 class FusedTrainer:
     dense: Dense
-    X: np.ndarray
-    labels: Optional[np.ndarray]
-    targets: Optional[np.ndarray]
-    scale: float
-    loss_kind: int
-    smooth: float
-    delta: float
+    loader: object  # the DataLoader, whose dataset is read again for every epoch
+    loss: object
     opt: SGD
-    batch_size: int
+    data: Optional[tuple] = None  # plan's epoch_data, for the first epoch
     chooser: Optional[ThreadChooser] = None
     batch_seconds: float = 0.0  # per minibatch in the last timed segment, which sizes the next
+
+    def _data(self) -> tuple:
+        """This epoch's (X, labels, targets, scale): plan's for the first, then read again."""
+        data, self.data = self.data, None
+        if data is not None:
+            return data
+        arrays = dataset_arrays(self.loader)
+        why = "the training dataset no longer exposes its arrays (as_arrays())"
+        if arrays is not None:
+            data, why = epoch_data(self.dense, self.loader, arrays,
+                                   isinstance(self.loss, SoftmaxCrossEntropyLoss), first=False)
+        if data is None:
+            raise ValueError(f"the training data have changed since training started and the "
+                             f"fused kernels can no longer train on them: {why}")
+        return data
+
+    def _check_optimizer(self, W, b, momentum: float) -> tuple:
+        """(index of the weight in opt.params, of the bias, momentum buffers or None): the
+        optimizer's list of parameters is public and may have been changed since `plan`."""
+        d, opt = self.dense, self.opt
+        if not _holds_exactly(opt, d):
+            raise ValueError("the optimizer no longer holds exactly the Dense layer's "
+                             "parameters: make a new SGD for new parameters")
+        iw = next(i for i, p in enumerate(opt.params) if p is d.weight)
+        ib = next(i for i, p in enumerate(opt.params) if p is d.bias)
+        vel = opt.velocity if momentum else None  # as SGD.step: no buffers without momentum
+        if vel is not None and (len(vel) != 2 or any(
+                getattr(v, "shape", None) != p.shape or v.dtype != p.dtype
+                for v, p in ((vel[iw], W), (vel[ib], b)))):
+            raise ValueError("the optimizer's momentum buffers do not fit the layer's "
+                             "parameters: make a new SGD for new parameters")
+        return iw, ib, vel
 
     def run_epoch(self, order: np.ndarray, epoch: int, num_threads=None,
                   on_batches: Optional[Callable[[int], None]] = None):
         """Train one epoch over `order`; returns (mean loss, accuracy or nan)."""
         d, opt = self.dense, self.opt
+        X, labels, targets, scale = self._data()
+        kind, smooth, delta = _loss_numbers(self.loss)
+        # The compiled step trusts every index and size: check them here, where it is cheap
+        # (the order: 8 us for 60000 rows).
+        order = C.as_indices("the epoch's order", order, X.shape[0])
+        batch_size = C.positive_int("batch_size", self.loader.batch_size)
         W, b = d.weight.data, d.bias.data
         k, m = W.shape
+        if W.shape != (X.shape[1], d.units) or b.shape != (d.units,):
+            raise RuntimeError(f"the layer's parameters (weight {W.shape}, bias {b.shape}) do "
+                               f"not fit {X.shape[1]} features and {d.units} outputs")
         n = len(order)
-        B = max(1, min(self.batch_size, n))  # a batch larger than the data is one short batch
+        B = max(1, min(batch_size, n))  # a batch larger than the data is one short batch
         nb = -(-n // B)
         if nb == 0:
             return float("nan"), float("nan")
-        vel = opt.velocity
-        iw = next(i for i, p in enumerate(opt.params) if p is d.weight)
-        ib = next(i for i, p in enumerate(opt.params) if p is d.bias)
-        # The compiled step trusts every size: check them here, where it is cheap.
-        if (W.shape != (self.X.shape[1], d.units) or b.shape != (d.units,)
-                or (vel is not None and (vel[iw].shape != W.shape or vel[ib].shape != b.shape))):
-            raise RuntimeError(f"the layer's parameters (weight {W.shape}, bias {b.shape}) do "
-                               f"not fit {self.X.shape[1]} features and {d.units} outputs")
+        # Read once: the compiled calls of this epoch must agree with the checks (whether
+        # there are momentum buffers, the decay's range).
+        momentum, wd = opt.momentum, opt.weight_decay
+        iw, ib, vel = self._check_optimizer(W, b, momentum)
+        lrs = opt.epoch_rates(nb, W.dtype)  # refused as SGD.step refuses, before any update
+        err = decay_error(wd, W.dtype)
+        if err is not None:
+            raise err
+        vw, vb = (vel[iw], vel[ib]) if vel is not None else (None, None)
         Wp = _k().to_working_layout(W)
-        V = _k().to_working_layout(vel[iw]) if vel is not None else None
-        vb = vel[ib] if vel is not None else None
-        lrs = (opt.lr * opt.schedule.factors(opt.num_steps, nb)).astype(W.dtype)
+        V = _k().to_working_layout(vw) if vw is not None else None
         batch_loss = np.zeros(nb)
         batch_hits = np.zeros(nb, np.int64)
-        scratch = _k().fused_scratch(B, k, m, W.dtype, self.X.dtype.itemsize)
+        scratch = _k().fused_scratch(B, k, m, W.dtype, X.dtype.itemsize)
+        step = functools.partial(_k().fused_sgd, X, labels, targets, order, B, kind, smooth,
+                                 delta, Wp, b, V, vb, lrs, momentum, wd, scale, batch_loss,
+                                 batch_hits)
+        try:
+            self._segments(step, scratch, nb, B * k * max(m, 4), num_threads, epoch, lrs,
+                           on_batches)
+        finally:
+            _k().from_working_layout(Wp, k, m, W)
+            if V is not None:
+                _k().from_working_layout(V, k, m, vw)
+            opt.num_steps += nb
+        parameters_diverged((d.weight, d.bias), epoch, nb, float(lrs[-1]))
+        acc = batch_hits.sum() / n if labels is not None else float("nan")
+        return float(batch_loss.sum() / n), float(acc)
+
+    def _segments(self, step, scratch, nb: int, work: int, num_threads, epoch: int, lrs,
+                  on_batches) -> None:
+        """Minibatches [0, nb) by ``step(t0, t1, threads, scratch)``, in segments sized by time
+        and with the thread count chosen for each (`work`: per minibatch)."""
         # Per-minibatch work decides: the threads' waits cost more than a small minibatch takes.
-        work = B * k * max(m, 4)
         nt = resolve_threads(num_threads, work)
         if num_threads is None:  # the default: adapt to how busy the machine is
             if self.chooser is None or self.chooser.team != nt:
@@ -182,40 +307,29 @@ class FusedTrainer:
         else:  # an explicit request is honoured as given
             chooser = None
         untimed = max(SEGMENT, SEGMENT_WORK // max(work, 1))
-        try:
-            t0 = 0
-            while t0 < nb:
-                threads = chooser.pick() if chooser is not None else nt
-                probe = chooser is not None and threads != chooser.current
-                if probe:
-                    size = max(1, untimed // PROBE_DIVISOR)
-                elif self.batch_seconds > 0:
-                    size = max(1, int(SEGMENT_SECONDS / self.batch_seconds))
-                else:
-                    size = untimed
-                t1 = min(nb, t0 + size)
-                start = time.perf_counter()
-                bad = _k().fused_sgd(self.X, self.labels, self.targets, order, B, self.loss_kind,
-                                     self.smooth, self.delta, Wp, b, V, vb, lrs, opt.momentum,
-                                     opt.weight_decay, self.scale, batch_loss, batch_hits,
-                                     t0, t1, threads, scratch)
-                secs = time.perf_counter() - start
-                if not probe:
-                    self.batch_seconds = secs / (t1 - t0)
-                if chooser is not None:
-                    chooser.record(threads, secs, t1 - t0)
-                if bad >= 0:
-                    raise diverged(epoch, int(bad) + 1, float(lrs[bad]))
-                if on_batches is not None:
-                    on_batches(t1 - t0)
-                t0 = t1
-        finally:
-            _k().from_working_layout(Wp, k, m, W)
-            if V is not None:
-                _k().from_working_layout(V, k, m, vel[iw])
-            opt.num_steps += nb
-        acc = batch_hits.sum() / n if self.labels is not None else float("nan")
-        return float(batch_loss.sum() / n), float(acc)
+        t0 = 0
+        while t0 < nb:
+            threads = chooser.pick() if chooser is not None else nt
+            probe = chooser is not None and threads != chooser.current
+            if probe:
+                size = max(1, untimed // PROBE_DIVISOR)
+            elif self.batch_seconds > 0:
+                size = max(1, int(SEGMENT_SECONDS / self.batch_seconds))
+            else:
+                size = untimed
+            t1 = min(nb, t0 + size)
+            start = time.perf_counter()
+            bad = step(t0, t1, threads, scratch)
+            secs = time.perf_counter() - start
+            if not probe:
+                self.batch_seconds = secs / (t1 - t0)
+            if chooser is not None:
+                chooser.record(threads, secs, t1 - t0)
+            if bad >= 0:
+                raise diverged(epoch, int(bad) + 1, float(lrs[bad]))
+            if on_batches is not None:
+                on_batches(t1 - t0)
+            t0 = t1
 
 
 def plan(net, train_iter, loss, updater) -> tuple[Optional[FusedTrainer], str]:
@@ -233,39 +347,23 @@ def plan(net, train_iter, loss, updater) -> tuple[Optional[FusedTrainer], str]:
 
     if not isinstance(train_iter, DataLoader):
         return None, "the training data is not a fastshallow DataLoader"
+    if not _holds_exactly(updater, dense):
+        return None, "the optimizer does not hold exactly the Dense layer's parameters"
     arrays = dataset_arrays(train_iter)
     if arrays is None:
         return None, "the training dataset does not expose its arrays (as_arrays())"
-    X, y, scale = arrays
-    if not _kernel_rows(X, dense):
-        return None, f"the features ({X.dtype}, {X.shape}) are not uint8 or {dense.dtype} rows"
-    if len(train_iter.dataset) != X.shape[0]:
-        # The epoch's indices come from len(dataset): they must all be rows of X.
-        raise ValueError(f"the training dataset says it has {len(train_iter.dataset)} examples "
-                         f"but its as_arrays() features have {X.shape[0]} rows")
-    if not dense.initialized:
-        dense._prepare(np.zeros((1, X.shape[1]), dense.dtype))
-    if dense.in_units != X.shape[1]:
-        raise ValueError(f"the network expects {dense.in_units} features, the training data "
-                         f"has {X.shape[1]}")
+    _loss_numbers(loss)  # refused now rather than at the first epoch
+    data, why = epoch_data(dense, train_iter, arrays, isinstance(loss, SoftmaxCrossEntropyLoss))
+    if data is None:
+        return None, why
+    if not dense.initialized:  # after every check: a refused call changes nothing
+        dense._prepare(np.zeros((1, data[0].shape[1]), dense.dtype))
+    return FusedTrainer(dense, train_iter, loss, updater, data), ""
+
+
+def _holds_exactly(opt: SGD, dense: Dense) -> bool:
     params = dense.parameters()
-    if len(updater.params) != 2 or {id(p) for p in updater.params} != {id(p) for p in params}:
-        return None, "the optimizer does not hold exactly the Dense layer's parameters"
-    m = dense.units
-    labels = targets = None
-    smooth = delta = 0.0
-    if isinstance(loss, SoftmaxCrossEntropyLoss):
-        kind, smooth = LOSS_SOFTMAX_XENT, loss.label_smoothing
-        labels = C.as_labels("labels", y, n_classes=m, length=X.shape[0])
-    else:
-        kind = LOSS_L2 if isinstance(loss, L2Loss) else LOSS_HUBER
-        delta = getattr(loss, "delta", 0.0)
-        T = C.as_array("targets", y, dtype=dense.dtype, finite=True)
-        if T.size != X.shape[0] * m:
-            return None, f"the targets have shape {T.shape}, not one value per output"
-        targets = T.reshape(X.shape[0], m)
-    return FusedTrainer(dense, X, labels, targets, scale, kind, smooth, delta, updater,
-                        train_iter.batch_size), ""
+    return len(opt.params) == 2 and {id(p) for p in opt.params} == {id(p) for p in params}
 
 
 def label_codes(y) -> Optional[np.ndarray]:

@@ -242,6 +242,17 @@ class DataLoader:
         self.epoch = 0
         self._buffers = BatchBuffers()
 
+    @property
+    def batch_size(self) -> int:
+        """Examples per minibatch (> 0); the last may have fewer unless `drop_last`."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value) -> None:
+        # Checked when assigned, as by the constructor: len(), epoch_order() and both training
+        # paths divide by it.
+        self._batch_size = C.positive_int("batch_size", value)
+
     def __len__(self) -> int:
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)

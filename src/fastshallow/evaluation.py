@@ -6,6 +6,7 @@ from typing import Optional
 import numpy as np
 
 from . import _fused
+from .data import DataLoader
 from .metrics import accuracy
 
 __all__ = ["evaluate_accuracy", "evaluate_loss", "predict"]
@@ -24,17 +25,40 @@ def _batches(data_iter):
 def evaluate_accuracy(net, data_iter, *, num_threads: Optional[int] = None) -> float:
     """The fraction of examples of `data_iter` whose argmax prediction is the label.  For a
     single Dense layer on an array-backed loader with numeric labels, one compiled call counts
-    the hits (forward and argmax, chunk by chunk while each chunk's outputs are in cache)."""
-    fast = _fused.can_forward(net, data_iter)
-    labels = _fused.label_codes(fast[2]) if fast is not None else None
-    if labels is not None and len(labels) == len(fast[1]):
-        dense, X, _, scale = fast
-        return _fused.count_hits(dense, X, labels, scale, num_threads) / max(len(X), 1)
+    the hits (forward and argmax, chunk by chunk while each chunk's outputs are in cache), of
+    the very rows an iteration would yield, and the loader advances as an iteration would."""
+    fast = _fast_rows(net, data_iter)
+    if fast is not None:
+        dense, X, labels, scale = fast
+        if not len(X):  # as the loop: no examples, no accuracy
+            return float("nan")
+        return _fused.count_hits(dense, X, labels, scale, num_threads) / len(X)
     correct = total = 0
     for X, y in _batches(data_iter):
         correct += accuracy(net(X), y)
         total += np.asarray(y).size
     return correct / total if total else float("nan")
+
+
+def _fast_rows(net, data_iter) -> Optional[tuple]:
+    """(dense, X, label codes, scale) of exactly the rows iterating `data_iter` would yield,
+    when one compiled call can count the hits, else None.  Taking them advances the loader as
+    an iteration would (its epoch count and, when shuffling, its random stream): the answer,
+    and whatever the loader does next (it may be the training loader too), are the loop's."""
+    if not isinstance(data_iter, DataLoader) or type(data_iter).__iter__ is not (
+            DataLoader.__iter__) or type(data_iter).epoch_order is not DataLoader.epoch_order:
+        return None  # a loader of its own may yield other rows than its dataset's arrays
+    fast = _fused.can_forward(net, data_iter)
+    if fast is None or len(data_iter.dataset) != len(fast[1]):
+        return None
+    dense, X, y, scale = fast
+    labels = _fused.label_codes(y)
+    if labels is None or len(labels) != len(X):
+        return None
+    order = data_iter.epoch_order()
+    if len(order) < len(X):  # drop_last: only the rows of whole batches
+        X, labels = X[order], labels[order]
+    return dense, X, labels, scale
 
 
 def evaluate_loss(net, data_iter, loss) -> float:

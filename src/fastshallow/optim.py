@@ -21,6 +21,33 @@ from .autograd import Parameter
 
 __all__ = ["SGD", "Schedule", "ConstantSchedule", "CosineSchedule", "StepSchedule"]
 
+_F32 = np.dtype(np.float32)
+# The updates run in the parameters' dtype, and a rate or decay above this is infinite in
+# float32 (in float64 the check that it is finite suffices).
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def rate_error(lr: float, step: int, dtype=None) -> Optional[ValueError]:
+    """The error for a step's learning rate (base rate times schedule factor) that the update
+    cannot use on parameters of `dtype`, else None: one test and one message, so that the
+    per-batch loop and the fused path refuse the same rates alike."""
+    if not (math.isfinite(lr) and lr > 0):
+        return ValueError(f"the learning rate must be a finite number > 0, got {lr} at step "
+                          f"{step}")
+    if lr > F32_MAX and dtype == _F32:
+        return ValueError(f"the learning rate must be at most {F32_MAX:g} for float32 "
+                          f"parameters (the update runs in their dtype), got {lr:g} at step "
+                          f"{step}")
+    return None
+
+
+def decay_error(weight_decay: float, dtype) -> Optional[ValueError]:
+    """The error for a weight decay that is infinite in the parameters' dtype, else None."""
+    if weight_decay > F32_MAX and dtype == _F32:
+        return ValueError(f"weight_decay must be at most {F32_MAX:g} for float32 parameters "
+                          f"(the update runs in their dtype), got {weight_decay:g}")
+    return None
+
 
 class Schedule:
     """A learning-rate factor as a function of the step number (0-based)."""
@@ -93,27 +120,82 @@ class SGD:
             raise TypeError("params must be a non-empty list of fastshallow Parameters "
                             "(e.g. net.parameters())")
         self.params: List[Parameter] = params
-        self.lr = C.real("lr", lr, low=0.0, low_open=True)
-        self.momentum = C.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
-        self.weight_decay = C.real("weight_decay", weight_decay, low=0.0)
-        if schedule is not None and not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a fastshallow.optim.Schedule, got {schedule!r}")
-        self.schedule = schedule or ConstantSchedule()
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.schedule = schedule
         self.num_steps = 0
         # Momentum buffers, created on the first step (parameters may still be deferred now).
         self._velocity: Optional[List[np.ndarray]] = None
 
+    # The hyperparameters are public and users change them between epochs: a bad value is
+    # refused when assigned, as by the constructor, before the per-batch loop or the fused path
+    # can use it (each read them at its own time, and neither could undo a step taken with it).
+    @property
+    def lr(self) -> float:
+        """The base learning rate (> 0), before the schedule's factor."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self._lr = C.real("lr", value, low=0.0, low_open=True)
+
+    @property
+    def momentum(self) -> float:
+        """In [0, 1)."""
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value) -> None:
+        self._momentum = C.real("momentum", value, low=0.0, high=1.0, high_open=True)
+
+    @property
+    def weight_decay(self) -> float:
+        """>= 0."""
+        return self._weight_decay
+
+    @weight_decay.setter
+    def weight_decay(self, value) -> None:
+        self._weight_decay = C.real("weight_decay", value, low=0.0)
+
+    @property
+    def schedule(self) -> Schedule:
+        """The learning-rate factor by step (assigning None means constant)."""
+        return self._schedule
+
+    @schedule.setter
+    def schedule(self, value) -> None:
+        if value is not None and not isinstance(value, Schedule):
+            raise TypeError(f"schedule must be a fastshallow.optim.Schedule, got {value!r}")
+        self._schedule = value or ConstantSchedule()
+
     @property
     def velocity(self) -> Optional[List[np.ndarray]]:
         """One momentum buffer per parameter (None without momentum)."""
-        if self.momentum and self._velocity is None:
+        if self._momentum and self._velocity is None:
             self._velocity = [np.zeros_like(p.data) for p in self.params]
         return self._velocity
 
     @property
     def learning_rate(self) -> float:
         """The learning rate the next step will use."""
-        return self.lr * self.schedule.factor(self.num_steps)
+        return self._lr * self._schedule.factor(self.num_steps)
+
+    def epoch_rates(self, count: int, dtype) -> np.ndarray:
+        """The learning rates of the next `count` steps, in `dtype`, for updates made elsewhere
+        (the fused path): refused as `step` would refuse them, all before the first is used."""
+        start = self.num_steps
+        factors = np.asarray(self._schedule.factors(start, count), dtype=np.float64)
+        if factors.shape != (count,):  # the compiled step reads one rate per minibatch
+            raise ValueError(f"{type(self._schedule).__name__}.factors({start}, {count}) must "
+                             f"return {count} factors, got shape {factors.shape}")
+        lrs = self._lr * factors
+        # rate_error's test for a whole epoch at once (NaN fails both comparisons)
+        ok = (lrs > 0) & (lrs <= (F32_MAX if dtype == _F32 else np.finfo(np.float64).max))
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise rate_error(float(lrs[i]), start + i, dtype)
+        return lrs.astype(dtype)
 
     def step(self, batch_size: int = 1) -> None:
         """Update every parameter from its ``.grad`` (the gradient of the summed loss of a
@@ -123,14 +205,14 @@ class SGD:
         # much as the update.
         if type(batch_size) is not int or batch_size <= 0:
             batch_size = C.positive_int("batch_size", batch_size)
-        if type(self) is SGD and type(self.schedule) is ConstantSchedule:
-            lr = self.lr
+        if type(self) is SGD and type(self._schedule) is ConstantSchedule:
+            lr = self._lr
         else:
             lr = self.learning_rate
-        if not (math.isfinite(lr) and lr > 0):  # `lr` is a public attribute: checked every step
-            raise ValueError(f"the learning rate must be a finite number > 0, got {lr} at step "
-                             f"{self.num_steps}")
-        vel = self.velocity if self.momentum else None
+        if not (math.isfinite(lr) and lr > 0):  # a schedule's factor is only known here
+            raise rate_error(lr, self.num_steps)
+        wd = self._weight_decay
+        vel = self.velocity if self._momentum else None
         team = get_num_threads()
         update = _k().sgd_update
         # The arrays are the parameters' own (C-contiguous, of one dtype and shape), and a
@@ -145,6 +227,8 @@ class SGD:
             data = p._data
             if data is None:
                 p._need()  # raises: a layer that has not seen its input size yet
+            if (lr > F32_MAX or wd > F32_MAX) and data.dtype == _F32:
+                raise rate_error(lr, self.num_steps, _F32) or decay_error(wd, _F32)
             v = None if vel is None else vel[i]
             if v is not None and (v.shape != data.shape or v.dtype != data.dtype):
                 raise ValueError(f"the momentum buffer of {p.name!r} has shape {v.shape} "
@@ -152,7 +236,7 @@ class SGD:
                                  "a new SGD for new parameters")
             work.append((data, p._grad, v))
         for data, grad, v in work:
-            update(data, grad, lr, float(batch_size), self.momentum, self.weight_decay, v,
+            update(data, grad, lr, float(batch_size), self._momentum, wd, v,
                    1 if data.size * 4 < SERIAL_WORK else team)
         self.num_steps += 1
 

@@ -73,8 +73,7 @@ def _loop_epoch(net, train_iter, loss, updater, epoch: int, on_batch=None):
                             f"batch size, got {type(updater).__name__}")
         s = float(np.sum(l, dtype=np.float64))  # a float32 sum could overflow
         if not math.isfinite(s):
-            lr = updater.learning_rate if isinstance(updater, SGD) else float("nan")
-            raise _fused.diverged(epoch, b, lr)
+            raise _fused.diverged(epoch, b, _last_rate(updater))
         if classify is None:
             classify = np.asarray(y).dtype.kind in "iu" and np.ndim(y_hat) == 2
         loss_sum += s
@@ -84,7 +83,23 @@ def _loop_epoch(net, train_iter, loss, updater, epoch: int, on_batch=None):
             on_batch(1)
     if not count:
         return float("nan"), float("nan")
+    _fused.parameters_diverged(_updated(net, updater), epoch, b, _last_rate(updater))
     return loss_sum / count, (hits / count if classify else float("nan"))
+
+
+def _last_rate(updater) -> float:
+    """The learning rate of the step just taken (NaN when the updater is the user's own)."""
+    if not isinstance(updater, SGD):
+        return float("nan")
+    return updater.lr * updater.schedule.factor(max(updater.num_steps - 1, 0))
+
+
+def _updated(net, updater) -> list:
+    """The parameters the updater changes, as far as they can be known."""
+    if isinstance(updater, SGD):
+        return updater.params
+    params = getattr(net, "parameters", None)
+    return params() if callable(params) else []
 
 
 def train_epoch(net, train_iter, loss, updater, *, fused: Optional[bool] = None,
@@ -130,7 +145,8 @@ def train(net, train_iter, test_iter, loss, num_epochs: int, updater, *,
     more, several times a fast epoch) -- and calls
     ``callback(epoch, history)`` after each epoch when given.  Returns a
     :class:`History`.  Raises :class:`TrainingDiverged` naming the epoch and minibatch when the
-    loss stops being finite."""
+    loss or the parameters stop being finite.  The dataset, loader, loss and optimizer may be
+    changed between epochs (by `callback`): both paths train on them as they then are."""
     from . import _checks as C
 
     num_epochs = C.positive_int("num_epochs", num_epochs, allow_zero=True)
