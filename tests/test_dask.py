@@ -3,6 +3,8 @@ data-parallel ``fit_dask`` (local SGD + model averaging), on a LocalCluster of t
 127.0.0.1 started once for the module."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -152,6 +154,76 @@ def test_fit_dask_refuses_what_it_cannot_do(client, rng):
         fit_dask(SGDClassifier(), da.from_array(X, 50), da.from_array(y, 50))
     with pytest.raises(ValueError, match="y must have shape"):
         fit_dask(SoftmaxRegression(), da.from_array(X, 50), da.from_array(y[:-1], 50))
+
+
+def test_fit_dask_foreign_byte_order_is_native(client, rng):
+    """'>f4' blocks hold float32 numbers: a float32 model, bit for bit the native one."""
+    X, y = teacher_data(rng, 400)
+    a = fit_dask(SoftmaxRegression(epochs=2, random_state=0),
+                 da.from_array(X.astype(">f4"), 200), da.from_array(y.astype(">i8"), 200))
+    b = fit_dask(SoftmaxRegression(epochs=2, random_state=0), da.from_array(X, 200),
+                 da.from_array(y, 200))
+    assert a.coef_.dtype == np.float32 and a.classes_.dtype == b.classes_.dtype
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (10, 0)])
+def test_fit_dask_says_when_the_data_are_empty(client, shape):
+    with pytest.raises(ValueError, match="X is empty"):
+        fit_dask(SoftmaxRegression(), da.zeros(shape, chunks=5),
+                 da.zeros(shape[0], chunks=5, dtype=np.int64))
+
+
+def learned(est) -> dict:
+    """Copies of everything `est` has learned (its public attributes ending in _)."""
+    return {k: copy.deepcopy(v) for k, v in vars(est).items()
+            if k.endswith("_") and not k.startswith("_")}
+
+
+def last_row(a, value):
+    a = np.array(a, copy=True)
+    a[-1] = value
+    return a
+
+
+@pytest.mark.parametrize("params,change,match", [
+    ({}, dict(sample_weight=last_row(np.ones(200), -1.0)), "sample_weight must be >= 0"),
+    ({}, dict(sample_weight=last_row(np.ones(200), np.nan)), "sample_weight must be finite"),
+    ({}, dict(sample_weight=np.ones(200) + 1j), "sample_weight must hold real numbers"),
+    ({}, dict(local_threads=5000), "local_threads"),
+    ({"lr": 10.0}, dict(lr_scale=1e308), "lr \\* lr_scale"),
+    ({}, dict(X=lambda X: last_row(X, np.nan)), "NaN"),  # seen only by a worker, midway
+], ids=["negative-weight", "nan-weight", "complex-weight", "local_threads", "lr-overflow",
+        "nan-in-X"])
+def test_fit_dask_failures_leave_the_estimator_as_it_was(client, rng, params, change, match):
+    X, y = teacher_data(rng, 200)
+    est = fit_dask(SoftmaxRegression(epochs=2, random_state=0), da.from_array(X, 50),
+                   da.from_array(y, 50))
+    before, pred = learned(est), est.predict(X)
+    kw = dict(change)
+    XX = kw.pop("X", lambda X: X)(X)
+    if "sample_weight" in kw:
+        kw["sample_weight"] = da.from_array(kw["sample_weight"], 50)
+    est.set_params(**params)
+    with pytest.raises((TypeError, ValueError), match=match):
+        fit_dask(est, da.from_array(XX, 50), da.from_array(y, 50), **kw)
+    after = learned(est)
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+    np.testing.assert_array_equal(est.predict(X), pred)
+
+
+@pytest.mark.parametrize("w", [5e-324, 1e307])
+def test_fit_dask_uniform_weights_of_any_size_are_no_weights(client, rng, w):
+    X, y = teacher_data(rng, 200)
+    dX, dy = da.from_array(X, 50), da.from_array(y, 50)
+    ref = fit_dask(SoftmaxRegression(epochs=2, random_state=0), dX, dy,
+                   sample_weight=da.ones(200, chunks=50))
+    got = fit_dask(SoftmaxRegression(epochs=2, random_state=0), dX, dy,
+                   sample_weight=da.full(200, w, chunks=50))
+    np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-6)
 
 
 @pytest.mark.fashion

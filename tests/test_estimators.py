@@ -3,12 +3,15 @@ weights, partial_fit, warm starts, determinism, the closed form, and (marked ``f
 accuracy on Fashion-MNIST against ``fs.train`` with the same settings."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
 
 from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import fastshallow as fs  # noqa: E402
@@ -88,6 +91,30 @@ def test_float32_is_trained_in_float32_and_float64_in_float64(rng, est):
         assert out.dtype == dtype
     m = clone(est).fit(X.astype(np.int64), y)  # other numbers: float64
     assert m.coef_.dtype == np.float64
+
+
+@pytest.mark.parametrize("cls,float_dtype", [
+    (SoftmaxRegression, np.dtype(np.float32)), (SoftmaxRegression, np.dtype(np.float64)),
+    (LinearRegression, np.dtype(np.float32))], ids=["softmax-f4", "softmax-f8", "linear-f4"])
+def test_foreign_byte_order_trains_as_native(rng, cls, float_dtype):
+    """'>f4' holds float32 numbers: the same dtype and bits as the native array, for fit,
+    partial_fit and predict (validate_data alone would make it float64), and native labels.
+    ('>f8' regression targets and features always became float64, so that case is no test.)"""
+    X, y = blobs(rng, n=200, dtype=float_dtype) if cls is SoftmaxRegression else \
+        regression(rng, n=200, dtype=float_dtype)[:2]
+    Xb, yb = X.astype(X.dtype.newbyteorder(">")), y.astype(y.dtype.newbyteorder(">"))
+    ref = cls(epochs=2, random_state=0).fit(X, y)
+    got = cls(epochs=2, random_state=0).fit(Xb, yb)
+    assert got.coef_.dtype == float_dtype
+    np.testing.assert_array_equal(got.coef_, ref.coef_)
+    assert got.predict(Xb).dtype == ref.predict(X).dtype
+    np.testing.assert_array_equal(got.predict(Xb), ref.predict(X))
+    kw = {"classes": np.unique(yb)} if cls is SoftmaxRegression else {}
+    part = cls(random_state=0).partial_fit(Xb, yb, **kw)
+    np.testing.assert_array_equal(part.coef_, cls(random_state=0).partial_fit(X, y, **(
+        {"classes": np.unique(y)} if kw else {})).coef_)
+    if cls is SoftmaxRegression:
+        assert got.classes_.dtype == part.classes_.dtype == ref.classes_.dtype
 
 
 def test_float32_and_float64_fits_agree(rng):
@@ -230,6 +257,35 @@ def test_weights_shift_the_minibatch_fit(rng):
     assert abs(weighted - repeated) < 0.03
 
 
+@pytest.mark.parametrize("make", [
+    lambda: SoftmaxRegression(batch_size=8, epochs=3, random_state=0),
+    lambda: LinearRegression(batch_size=8, epochs=3, random_state=0),
+    lambda: LinearRegression(solver="closed_form"),
+], ids=["softmax", "linear-sgd", "closed-form"])
+@pytest.mark.parametrize("w", [5e-324, 1e307, np.finfo(np.float64).max])
+def test_uniform_weights_of_any_size_are_no_weights(rng, make, w):
+    """Weights are relative however large or small: their sum overflowing float64 (or being
+    subnormal) must not turn them all into 0 (or inf)."""
+    X, y = blobs(rng, n=40, k=3) if isinstance(make(), SoftmaxRegression) else \
+        regression(rng, n=40, k=3)[:2]
+    ref = make().fit(X, y, sample_weight=np.ones(len(y)))
+    got = make().fit(X, y, sample_weight=np.full(len(y), w))
+    np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(got.intercept_, ref.intercept_, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("w", [5e-324, 1e307])
+def test_score_with_uniform_weights_of_any_size_is_the_plain_score(rng, w):
+    X, y = blobs(rng, n=60, spread=0.5)
+    Xr, yr, _ = regression(rng, n=60, noise=0.5)
+    for est, XX, yy in ((SoftmaxRegression(random_state=0).fit(X, y), X, y),
+                        (LinearRegression(random_state=0).fit(Xr, yr), Xr, yr)):
+        plain = est.score(XX, yy)
+        assert 0 < plain < 1
+        assert est.score(XX, yy, sample_weight=np.full(len(yy), w)) == pytest.approx(plain)
+
+
 def test_bad_sample_weight(rng):
     X, y = blobs(rng, n=50)
     est = SoftmaxRegression()
@@ -282,6 +338,36 @@ def test_partial_fit_epochs_equal_fit(rng):
     np.testing.assert_array_equal(a.coef_, r.coef_)
 
 
+@pytest.mark.parametrize("param, value", [("lr", 1e-12), ("weight_decay", 1e3)])
+def test_partial_fit_follows_set_params(rng, param, value):
+    """A setting changed between partial_fit calls applies to the next call, as in
+    scikit-learn: a learning rate of 1e-12 leaves the model where it was, a large weight decay
+    pulls it far (each against a copy trained on with the old setting)."""
+    X, y = blobs(rng)
+    clf = SoftmaxRegression(random_state=0).partial_fit(X, y, classes=np.unique(y))
+    same = SoftmaxRegression(random_state=0).partial_fit(X, y, classes=np.unique(y))
+    np.testing.assert_array_equal(same.coef_, clf.coef_)
+    before = clf.coef_.copy()
+    clf.set_params(**{param: value}).partial_fit(X, y)
+    same.partial_fit(X, y)
+    moved, moved_old = np.abs(clf.coef_ - before).max(), np.abs(same.coef_ - before).max()
+    if param == "lr":
+        assert moved < 1e-9 < moved_old
+    else:  # an update with a decay of 1e3 at lr 0.1 flips and grows the weights
+        assert moved > 10 * moved_old
+
+
+def test_weighted_fit_reports_a_last_update_that_diverges(rng):
+    """One minibatch, weighted: its loss is finite, the update it makes is not, and nothing
+    later shows it -- but the fit says so, and leaves the estimator as it was."""
+    X = rng.normal(size=(20, 3)) * 1e6
+    y = X @ np.array([1.0, 2.0, 3.0])
+    reg = LinearRegression(lr=1e300, batch_size=64, epochs=1, random_state=0)
+    with pytest.raises(fs.TrainingDiverged, match="epoch 1, minibatch 1, the epoch's last"):
+        reg.fit(X, y, sample_weight=np.ones(20))
+    assert not hasattr(reg, "coef_")
+
+
 def test_partial_fit_only_for_sgd():
     assert hasattr(LinearRegression(), "partial_fit")
     assert not hasattr(LinearRegression(solver="closed_form"), "partial_fit")
@@ -325,6 +411,66 @@ def test_bad_hyper_parameters_are_refused_at_fit(rng, params, match):
     est = SoftmaxRegression(**params)  # accepted by __init__, as scikit-learn requires
     with pytest.raises((ValueError, TypeError), match=match):
         est.fit(X, y)
+
+
+def learned(est) -> dict:
+    """Copies of everything `est` has learned (its public attributes ending in _)."""
+    return {k: copy.deepcopy(v) for k, v in vars(est).items()
+            if k.endswith("_") and not k.startswith("_")}
+
+
+def assert_same_model(est, before: dict) -> None:
+    after = learned(est)
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("cls,call,match", [
+    (SoftmaxRegression, lambda m, X, y: m.fit(X[:, :5], np.where(y == 0, 7, y),
+                                              sample_weight=np.ones(len(y) - 1)), "100 weights"),
+    (SoftmaxRegression, lambda m, X, y: m.fit(X[:, :5], y, sample_weight=-np.ones(len(y))),
+     ">= 0"),
+    (SoftmaxRegression, lambda m, X, y: m.set_params(num_threads=5000).fit(X, y),
+     "num_threads"),
+    (LinearRegression, lambda m, X, y: m.fit(X, np.c_[y, y], sample_weight=np.ones(len(y) - 1)),
+     "100 weights"),
+    (LinearRegression, lambda m, X, y: m.set_params(solver="closed_form").fit(
+        X[:, :2], y, sample_weight=[np.nan] * len(y)), "finite"),
+], ids=["softmax-short-weights", "softmax-negative-weights", "softmax-num_threads",
+        "linear-short-weights", "closed-form-nan-weights"])
+def test_refused_calls_leave_a_fitted_model_as_it_was(rng, cls, call, match):
+    """Before, these changed n_features_in_, classes_, the target shape or the weights
+    themselves, and then raised: a model that predicted wrong or not at all."""
+    X, y = blobs(rng, n=100) if cls is SoftmaxRegression else regression(rng, n=100)[:2]
+    model = cls(epochs=2, random_state=0).fit(X, y)
+    before, pred = learned(model), model.predict(X)
+    with pytest.raises(ValueError, match=match):
+        call(model, X, y)
+    model.set_params(num_threads=None, **({"solver": "sgd"} if cls is LinearRegression else {}))
+    assert_same_model(model, before)
+    np.testing.assert_array_equal(model.predict(X), pred)
+
+
+def test_a_failed_call_leaves_the_model_as_it_was(rng):
+    """TrainingDiverged in the middle of partial_fit: the layer, the optimizer (momentum, step
+    count) and the shuffling generator are all put back, so that the next call continues as
+    if the failed one had never been made.  A first fit that fails leaves no model."""
+    X, y = blobs(rng, n=300)
+    est = SoftmaxRegression(batch_size=32, momentum=0.9, random_state=0)
+    est.partial_fit(X, y, classes=[0, 1, 2])
+    twin, before = copy.deepcopy(est), learned(est)
+    with pytest.raises(fs.TrainingDiverged):  # confident and wrong: the steps overflow
+        est.partial_fit(X * 1e300, rng.permutation(y))
+    assert_same_model(est, before)
+    np.testing.assert_array_equal(est.partial_fit(X, y).coef_, twin.partial_fit(X, y).coef_)
+    Xr, yr, _ = regression(rng)
+    reg = LinearRegression(random_state=0)
+    with pytest.raises(fs.TrainingDiverged):
+        reg.fit(Xr * 1e100, yr)
+    assert learned(reg) == {}
+    with pytest.raises(NotFittedError):
+        reg.predict(Xr)
 
 
 def test_bad_solver(rng):

@@ -3,6 +3,7 @@ without reading them, the results against in-memory fits, and the peak resident 
 fit on a file larger than the memory it is allowed (measured in a subprocess)."""
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import os
@@ -94,6 +95,37 @@ def test_iter_chunks_refuses_bad_input():
         next(iter_chunks(X, chunk_rows=0))
     with pytest.raises(TypeError, match="real numbers"):
         next(iter_chunks(np.array([["a"]])))
+
+
+def test_iter_chunks_checks_its_arguments_when_called():
+    """Not at the first next(): a caller that sets things up between the two must not find
+    out after having done so."""
+    X = np.zeros((10, 2), np.float32)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        iter_chunks(X, chunk_rows=0)
+    with pytest.raises(ValueError, match="others\\[0\\]"):
+        iter_chunks(X, np.zeros(9))
+
+
+def test_foreign_byte_order_files_train_as_native(tmp_path, rng):
+    """A big-endian file holds the same numbers: the same chunks (dtype and bits, labels
+    included) and the same model as the native file."""
+    X, y = teacher_data(rng, 300, k=4, c=3, dtype=np.float64)
+    for dt in (np.dtype(np.float64), np.dtype(np.float32)):
+        native = to_memmap(tmp_path, f"le.{dt.char}", X.astype(dt))
+        swapped = to_memmap(tmp_path, f"be.{dt.char}", X.astype(dt.newbyteorder(">")))
+        yb = y.astype(">i8")
+        for scale in (None, 0.5):
+            got = next(iter_chunks(swapped, yb, shuffle=False, scale=scale))
+            ref = next(iter_chunks(native, y, shuffle=False, scale=scale))
+            for g, r in zip(got, ref):
+                assert g.dtype == r.dtype
+                np.testing.assert_array_equal(g, r)
+        kw = dict(chunk_rows=100, block_rows=50)
+        a = fit_out_of_core(SoftmaxRegression(epochs=2, random_state=0), swapped, yb, **kw)
+        b = fit_out_of_core(SoftmaxRegression(epochs=2, random_state=0), native, y, **kw)
+        assert a.coef_.dtype == dt and a.classes_.dtype == b.classes_.dtype
+        np.testing.assert_array_equal(a.coef_, b.coef_)
 
 
 def vm_rss_kb() -> int:
@@ -231,6 +263,89 @@ def test_warm_start_and_foreign_estimators(tmp_path, rng):
         fit_out_of_core(LinearRegression(solver="closed_form"), Xm, y.astype(float))
     with pytest.raises(ValueError, match="rows"):
         fit_out_of_core(SoftmaxRegression(), Xm, y[:-1])
+
+
+def learned(est) -> dict:
+    """Copies of everything `est` has learned (its public attributes ending in _)."""
+    return {k: copy.deepcopy(v) for k, v in vars(est).items()
+            if k.endswith("_") and not k.startswith("_")}
+
+
+def assert_same_model(est, before: dict) -> None:
+    after = learned(est)
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+
+
+def last_row(a, value):
+    a = a.copy()
+    a[-1] = value
+    return a
+
+
+ONES = np.ones(300)
+
+
+@pytest.mark.parametrize("cls,change,match", [
+    (SoftmaxRegression, dict(sample_weight=ONES[1:]), "sample_weight must be a 1-D array of 300"),
+    (SoftmaxRegression, dict(sample_weight=last_row(ONES, -0.5)), "sample_weight must be >= 0"),
+    (SoftmaxRegression, dict(sample_weight=last_row(ONES, np.nan)), "sample_weight must be fin"),
+    (SoftmaxRegression, dict(chunk_rows=0), "chunk_rows"),
+    (SoftmaxRegression, dict(dtype=np.int32), "dtype"),
+    (SoftmaxRegression, dict(scale=float("nan")), "scale"),
+    (SoftmaxRegression, dict(X=lambda X: X + 0j), "real numbers"),
+    (SoftmaxRegression, dict(classes=[0, 1]), "not in classes"),
+    (SoftmaxRegression, dict(num_threads=5000), "num_threads"),
+    (LinearRegression, dict(y=lambda y: last_row(y.astype(float), np.inf)), "y must be finite"),
+], ids=["short-weights", "negative-weight", "nan-weight", "chunk_rows", "int-dtype", "nan-scale",
+        "complex-X", "classes", "num_threads", "inf-target"])
+def test_refused_calls_leave_the_estimator_as_it_was(rng, cls, change, match):
+    """Everything that can be checked before training is, before the estimator changes --
+    also what is in the last row of the weights or the targets -- and the error names the
+    argument."""
+    X, y = teacher_data(rng, 300, k=4, c=3, dtype=np.float64)
+    est = cls(epochs=2, random_state=0).fit(X, y)
+    before, pred = learned(est), est.predict(X)
+    kw = dict(change, chunk_rows=change.get("chunk_rows", 50), block_rows=50)
+    XX, yy = kw.pop("X", lambda X: X)(X), kw.pop("y", lambda y: y)(y)
+    est.set_params(num_threads=kw.pop("num_threads", None))
+    with pytest.raises((TypeError, ValueError), match=match):
+        fit_out_of_core(est, XX, yy, **kw)
+    est.set_params(num_threads=None)
+    assert_same_model(est, before)
+    np.testing.assert_array_equal(est.predict(X), pred)
+
+
+def test_a_failure_midway_puts_the_estimator_back(rng):
+    """A NaN in the last row of X shows only when its chunk is trained: by then earlier chunks
+    have changed the model, and the call puts it back -- ours and scikit-learn's."""
+    from sklearn.linear_model import SGDClassifier
+
+    X, y = teacher_data(rng, 300, k=4, c=3, dtype=np.float64)
+    bad = last_row(X, np.nan)
+    for est in (SoftmaxRegression(epochs=2, random_state=0, warm_start=True),
+                SGDClassifier(random_state=0)):
+        fit_out_of_core(est, X, y, chunk_rows=50, block_rows=50, random_state=1)
+        before, pred = learned(est), est.predict(X)
+        with pytest.raises(ValueError, match="NaN"):
+            fit_out_of_core(est, bad, y, chunk_rows=50, block_rows=50, random_state=0)
+        assert_same_model(est, before)
+        np.testing.assert_array_equal(est.predict(X), pred)
+
+
+@pytest.mark.parametrize("w", [5e-324, 1e307])
+def test_uniform_weights_of_any_size_are_no_weights(rng, w):
+    """Weights relative to the file's mean must survive their sum overflowing (or being
+    subnormal): before, 1e307 everywhere made every weight 0 and nothing was learned."""
+    X, y = teacher_data(rng, 300, k=4, c=3, dtype=np.float64)
+    for cls, t in ((SoftmaxRegression, y), (LinearRegression, X @ np.arange(4.0))):
+        kw = dict(chunk_rows=50, block_rows=50)
+        ref = fit_out_of_core(cls(epochs=2, random_state=0), X, t, sample_weight=ONES, **kw)
+        got = fit_out_of_core(cls(epochs=2, random_state=0), X, t,
+                              sample_weight=np.full(300, w), **kw)
+        np.testing.assert_allclose(got.coef_, ref.coef_, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-12)
 
 
 # ---- peak resident memory --------------------------------------------------------------------

@@ -56,7 +56,7 @@ schedule follows a global step count, so ``schedule='cosine'`` spans all the rou
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -79,7 +79,8 @@ def _local_round(state: dict, X, y, sw, seed: int, step0: int) -> tuple:
     kw = {"classes": state["classes"]} if state.get("classes") is not None else {}
     est._partial_fit(X, y, sample_weight=sw, epochs=state["local_epochs"],
                      total_steps=state["total_steps"], weight_scale=state["weight_scale"], **kw)
-    weight = float(len(X)) if sw is None else float(np.sum(sw))
+    # The weights' total in the units of their divisor (1 unless the raw sum would overflow)
+    weight = float(len(X)) if sw is None else float(np.sum(sw / state["weight_scale"][0]))
     return est.coef_, est.intercept_, weight, float(np.mean(est.loss_curve_[-1:]))
 
 
@@ -97,11 +98,17 @@ def _average(results: Sequence[tuple], dtype):
 def _fit_averaged(estimator, blocks: List[tuple], block_rows: Sequence[int], n_features: int,
                   dtype, run: Callable[[list], list], *, classes=None, target_shape=None,
                   rounds: Optional[int], local_epochs: int, local_threads: Optional[int],
-                  weight_scale: Optional[float], random_state, lr_scale: float = 1.0):
+                  weight_scale: Optional[Tuple[float, float]], random_state,
+                  lr_scale: float = 1.0):
     """The averaging loop, independent of how tasks run: `blocks` are (X, y, sw) per
     partition (arrays or Dask delayed objects), `run(calls)` executes a list of
-    ``(function, args)`` and returns their results in order."""
-    from .estimators import LinearRegression, SoftmaxRegression
+    ``(function, args)`` and returns their results in order.  `weight_scale`: the (divisor,
+    factor) of estimators._weight_scale for the whole set's weights.
+
+    Everything is checked before the estimator changes; when a round fails (a NaN in some
+    block, a partition that diverges) the estimator is put back as it was."""
+    from .estimators import (LinearRegression, SoftmaxRegression, _check_threads,
+                             _unchanged_on_error)
 
     if not isinstance(estimator, (SoftmaxRegression, LinearRegression)):
         raise TypeError("fit_dask trains fastshallow's SoftmaxRegression or LinearRegression; "
@@ -113,11 +120,38 @@ def _fit_averaged(estimator, blocks: List[tuple], block_rows: Sequence[int], n_f
         rounds = max(1, estimator.epochs // local_epochs)
     rounds = C.positive_int("rounds", rounds)
     if local_threads is not None:
-        C.positive_int("local_threads", local_threads)
+        _check_threads("local_threads", local_threads)
     lr_scale = C.real("lr_scale", lr_scale, low=0.0, low_open=True)
+    C.real("lr * lr_scale (the partitions' learning rate)", estimator.lr * lr_scale)
     B = estimator.batch_size
     steps_per_round = local_epochs * max(-(-int(r) // B) for r in block_rows)
-    total_steps = rounds * steps_per_round
+    rng = _round_rng(estimator.random_state, random_state)
+    with _unchanged_on_error(estimator):
+        template = _begin_run(estimator, n_features, dtype, rounds * steps_per_round, classes,
+                              target_shape, lr_scale)
+        state = {"template": template, "threads": local_threads,
+                 "n_features": n_features, "dtype": np.dtype(dtype),
+                 "total_steps": rounds * steps_per_round,
+                 "classes": classes if classes is None else estimator.classes_,
+                 "target_shape": target_shape, "local_epochs": local_epochs,
+                 "weight_scale": weight_scale}
+        return _rounds(estimator, state, blocks, run, rng, rounds, steps_per_round)
+
+
+def _round_rng(rs, random_state) -> np.random.Generator:
+    """The generator of the partitions' seeds: `random_state`, else one derived from the
+    estimator's `rs`."""
+    if random_state is None:
+        random_state = ([rs, 2] if isinstance(rs, int) and not isinstance(rs, bool)
+                        else rs if isinstance(rs, np.random.Generator) else None)
+    return np.random.default_rng(random_state) if not isinstance(
+        random_state, np.random.Generator) else random_state
+
+
+def _begin_run(estimator, n_features: int, dtype, total_steps: int, classes, target_shape,
+               lr_scale: float):
+    """A fresh global model (warm-starting: the current coefficients in it); returns the
+    template every partition copies."""
     warm = estimator.warm_start and hasattr(estimator, "_net")
     if warm:
         coef0, icpt0 = estimator.coef_, estimator.intercept_
@@ -132,32 +166,45 @@ def _fit_averaged(estimator, blocks: List[tuple], block_rows: Sequence[int], n_f
     template.lr = estimator.lr * lr_scale
     for name in ("_net", "_opt", "_rng", "coef_", "intercept_"):
         template.__dict__.pop(name, None)
-    rs = estimator.random_state
-    if random_state is None:
-        random_state = ([rs, 2] if isinstance(rs, int) and not isinstance(rs, bool)
-                        else rs if isinstance(rs, np.random.Generator) else None)
-    rng = np.random.default_rng(random_state) if not isinstance(
-        random_state, np.random.Generator) else random_state
-    state = {"template": template, "threads": local_threads,
-             "n_features": n_features, "dtype": np.dtype(dtype), "total_steps": total_steps,
-             "classes": classes if classes is None else estimator.classes_,
-             "target_shape": target_shape, "local_epochs": local_epochs,
-             "weight_scale": weight_scale}
+    return template
+
+
+def _rounds(estimator, state: dict, blocks, run, rng, rounds: int, steps_per_round: int):
+    """Train every partition from the global model and average, `rounds` times."""
     curve = []
     for r in range(rounds):
         state = dict(state, coef=estimator.coef_, intercept=estimator.intercept_)
         seeds = rng.integers(0, 2**63 - 1, size=len(blocks))
         calls = [(_local_round, (state, Xb, yb, swb, int(seeds[i]), r * steps_per_round))
                  for i, (Xb, yb, swb) in enumerate(blocks)]
-        coef, icpt, loss = _average(run(calls), np.dtype(dtype))
+        coef, icpt, loss = _average(run(calls), state["dtype"])
         estimator.coef_ = coef
         estimator.intercept_ = icpt[()]  # a 0-d average (1-D regression target) -> scalar
         curve.append(loss)
     estimator._load()
-    estimator._opt.num_steps = total_steps
-    estimator.n_iter_ = rounds * local_epochs
+    estimator._opt.num_steps = state["total_steps"]
+    estimator.n_iter_ = rounds * state["local_epochs"]
     estimator.loss_curve_ = curve
     return estimator
+
+
+def _relative_weights(sw, n: int, compute) -> Tuple[float, float]:
+    """The (divisor, factor) of estimators._weight_scale for the Dask array of weights, after
+    checking them: a bad weight would otherwise show only on some worker, midway through a
+    round."""
+    import dask.array as da
+
+    from .estimators import _ratio, _weight_scale
+
+    finite, low, top, mean = compute([da.isfinite(sw).all(), sw.min(), sw.max(), sw.mean()])
+    if not finite:
+        raise ValueError("sample_weight must be finite, found NaN or inf")
+    if low < 0:
+        raise ValueError(f"sample_weight must be >= 0, found {float(low):g}")
+    if not top > 0:
+        raise ValueError("sample_weight must have a positive sum (all weights are zero)")
+    return _weight_scale(_ratio(1.0, float(mean)), float(top),
+                         lambda m: float(compute([(sw / m).sum()])[0]), n)
 
 
 def fit_dask(estimator, X, y, *, classes=None, sample_weight=None, rounds: Optional[int] = None,
@@ -176,7 +223,11 @@ def fit_dask(estimator, X, y, *, classes=None, sample_weight=None, rounds: Optio
     sample weight).  `classes` defaults to the labels in y.  The tasks run on `client` (a
     ``distributed.Client``) when given, else on Dask's current scheduler -- a
     ``distributed.Client`` created earlier becomes the default.  The blocks are persisted
-    first, so each round reuses them where they are."""
+    first, so each round reuses them where they are.
+
+    The arguments (the weights' values included) are checked before the estimator changes;
+    when a round fails (a NaN in some block, a partition that diverges) the estimator is put
+    back as it was before the call."""
     import dask
     import dask.array as da
 
@@ -185,9 +236,13 @@ def fit_dask(estimator, X, y, *, classes=None, sample_weight=None, rounds: Optio
                         "(use estimator.fit for in-memory data)")
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D, got shape {X.shape}")
-    if np.dtype(X.dtype).kind not in "uif":
+    if 0 in X.shape:
+        raise ValueError(f"X is empty: shape {X.shape}, while at least one row and one feature "
+                         "are needed")
+    src = C.native(X.dtype)
+    if src.kind not in "uif":
         raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
-    dtype = np.dtype(X.dtype) if np.dtype(X.dtype) in C.FLOAT_DTYPES else np.dtype(np.float64)
+    dtype = src if src in C.FLOAT_DTYPES else np.dtype(np.float64)
     if X.numblocks[1] != 1:
         X = X.rechunk({1: -1})
     y = da.asarray(y)
@@ -198,7 +253,10 @@ def fit_dask(estimator, X, y, *, classes=None, sample_weight=None, rounds: Optio
     sw = None
     weight_scale = None
     if sample_weight is not None:
-        sw = da.asarray(sample_weight).astype(np.float64)
+        sw = da.asarray(sample_weight)
+        if C.native(sw.dtype).kind not in "uif":  # astype would drop imaginary parts
+            raise TypeError(f"sample_weight must hold real numbers, got dtype {sw.dtype}")
+        sw = sw.astype(np.float64)
         if sw.shape != (X.shape[0],):
             raise ValueError(f"sample_weight must have shape ({X.shape[0]},), got {sw.shape}")
         sw = sw.rechunk((X.chunks[0],))
@@ -219,14 +277,12 @@ def fit_dask(estimator, X, y, *, classes=None, sample_weight=None, rounds: Optio
     if is_classifier(estimator):
         if classes is None:
             classes = compute([da.unique(y)])[0]
-        classes = np.unique(np.asarray(classes))
+        classes = np.asarray(classes)
+        classes = np.unique(classes.astype(C.native(classes.dtype), copy=False))
     else:
         target_shape = tuple(int(d) for d in y.shape[1:])
     if sw is not None:
-        mean_w = float(compute([sw.mean()])[0])
-        if not mean_w > 0:
-            raise ValueError("sample_weight must have a positive sum")
-        weight_scale = 1.0 / mean_w
+        weight_scale = _relative_weights(sw, X.shape[0], compute)
     xs = X.to_delayed().ravel().tolist()
     ys = y.to_delayed().ravel().tolist()
     ws = sw.to_delayed().ravel().tolist() if sw is not None else [None] * len(xs)

@@ -21,11 +21,12 @@ gradient of each example scaled by its (normalized) weight -- the same update ru
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import numbers
 import time
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -39,7 +40,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
                       "(pip install 'scikit-learn>=1.6')") from exc
 
 from . import _checks as C
-from ._fused import diverged
+from ._config import MAX_THREADS
+from ._fused import diverged, parameters_diverged
 from .closed_form import least_squares
 from .data import ArrayDataset, DataLoader
 from .kernels import (gather_rows, log_softmax, matmul_bias, matmul_bias_backward, softmax,
@@ -52,6 +54,20 @@ from .training import train_epoch
 __all__ = ["SoftmaxRegression", "LinearRegression"]
 
 _FLOATS = [np.float64, np.float32]  # validate_data keeps these, converts anything else to float64
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+def _check_random_state(random_state) -> None:
+    """Refuse what :func:`_rng_from` cannot use, without drawing from it."""
+    if random_state is None or isinstance(random_state,
+                                          (np.random.Generator, np.random.RandomState)):
+        return
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be >= 0, got {random_state}")
+        return
+    raise TypeError(f"random_state must be None, an int, a numpy RandomState or Generator, got "
+                    f"{type(random_state).__name__} {random_state!r}"[:200])
 
 
 def _rng_from(random_state) -> np.random.Generator:
@@ -59,24 +75,96 @@ def _rng_from(random_state) -> np.random.Generator:
 
     None: fresh entropy; an int: that seed; a ``RandomState``: a seed drawn from it (so that
     successive fits differ, as scikit-learn specifies); a ``Generator``: used as it is."""
+    _check_random_state(random_state)
     if random_state is None:
         return np.random.default_rng()
     if isinstance(random_state, np.random.Generator):
         return random_state
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(int(random_state.randint(0, 2**31 - 1)))
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ValueError(f"random_state must be >= 0, got {random_state}")
-        return np.random.default_rng(int(random_state))
-    raise TypeError(f"random_state must be None, an int, a numpy RandomState or Generator, got "
-                    f"{type(random_state).__name__} {random_state!r}"[:200])
+    return np.random.default_rng(int(random_state))
 
 
-def _sample_weight(sample_weight, n: int, dtype, scale: Optional[float] = None):
-    """Validated weights divided by their mean (so that they sum to n), or None.  With `scale`
-    (the reciprocal of the mean weight of a whole data set streamed in parts) the weights are
-    multiplied by it instead."""
+def _check_threads(name: str, v) -> int:
+    """A thread count the kernels accept, checked with the other settings: the kernel that
+    would refuse it runs only after the model has been reset."""
+    v = C.positive_int(name, v)
+    if v > MAX_THREADS:
+        raise ValueError(f"{name} must be at most {MAX_THREADS}, got {v}")
+    return v
+
+
+def _native(a):
+    """A numpy array in foreign byte order as a native copy (validate_data would turn '>f4' into
+    float64, see _checks.native); anything else as it is."""
+    if isinstance(a, np.ndarray) and not a.dtype.isnative:
+        return a.astype(C.native(a.dtype))
+    return a
+
+
+@contextlib.contextmanager
+def _unchanged_on_error(estimator):
+    """Put back every attribute of `estimator` when the block raises: scikit-learn's
+    validate_data sets n_features_in_ while it checks, and training changes the layer, the
+    optimizer and the generator as it goes, so a refused or failed call would otherwise leave
+    a half-changed model.  Hyper-parameters stay the caller's own objects (a Generator given as
+    random_state is not rewound).  An estimator whose attributes cannot be deep-copied (not one
+    of scikit-learn's) is left as the failed call left it."""
+    state = getattr(estimator, "__dict__", None)
+    try:
+        params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
+        saved = copy.deepcopy(state, {id(v): v for v in params.values()})
+    except Exception:  # documented above: nothing to put back
+        saved = None
+    try:
+        yield
+    except BaseException:
+        if saved is not None:
+            state.clear()
+            state.update(saved)
+        raise
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b, inf rather than an exception when it overflows."""
+    with np.errstate(over="ignore", divide="ignore"):
+        return float(np.float64(a) / np.float64(b))
+
+
+def _weight_scale(factor: float, w_max: float, rescaled_sum: Callable[[float], float],
+                  n: int) -> Tuple[float, float]:
+    """How the n weights w of a data set are made relative (mean 1): ``w / divisor * factor``,
+    returned as (divisor, factor).
+
+    `factor` is the caller's n / sum(w), used with divisor 1 unless the sum overflowed (factor
+    0: every weight would become 0 and nothing be learned) or underflowed (subnormal weights:
+    factor inf or imprecise).  Then the weights are divided by their maximum first, which puts
+    their sum between 1 and n; ``rescaled_sum(w_max)`` must return ``sum(w / w_max)``."""
+    if _TINY <= factor < math.inf:
+        return 1.0, factor
+    return w_max, n / rescaled_sum(w_max)
+
+
+def _score_weights(sample_weight):
+    """Weights for scikit-learn's scores, which are weighted means and so do not change when
+    every weight is divided by the largest: done when their sum is not a normal float64 (it
+    would make the score NaN or 1.0)."""
+    if sample_weight is None:
+        return None
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        return sample_weight  # scikit-learn says what is wrong with it
+    with np.errstate(over="ignore"):
+        if w.size and np.isfinite(w).all() and w.max() > 0 and not _TINY <= w.sum() < math.inf:
+            return w / w.max()
+    return sample_weight
+
+
+def _sample_weight(sample_weight, n: int, dtype, scale: Optional[Tuple[float, float]] = None):
+    """Validated weights relative to their mean (so that they sum to n), or None.  With `scale`
+    (the (divisor, factor) of :func:`_weight_scale` for a whole data set streamed in parts)
+    they are made relative to the mean of that set instead."""
     if sample_weight is None:
         return None
     if isinstance(sample_weight, numbers.Real) and not isinstance(sample_weight, bool):
@@ -90,12 +178,15 @@ def _sample_weight(sample_weight, n: int, dtype, scale: Optional[float] = None):
         raise ValueError("sample_weight must be finite, found NaN or inf")
     if w.size and w.min() < 0:
         raise ValueError(f"sample_weight must be >= 0, found {w.min():g}")
-    if scale is not None:
-        return (w * scale).astype(dtype)
-    total = float(w.sum())
-    if not total > 0:
-        raise ValueError("sample_weight must have a positive sum (all weights are zero)")
-    return (w * (n / total)).astype(dtype)
+    if scale is None:
+        with np.errstate(over="ignore"):
+            total = float(w.sum())
+        if not total > 0:
+            raise ValueError("sample_weight must have a positive sum (all weights are zero)")
+        scale = _weight_scale(_ratio(n, total), float(w.max()),
+                              lambda top: float(np.sum(w / top)), n)
+    divisor, factor = scale
+    return (w / divisor * factor).astype(dtype)
 
 
 class _SGDMixin:
@@ -115,7 +206,8 @@ class _SGDMixin:
         C.real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         C.real("weight_decay", self.weight_decay, low=0.0)
         if self.num_threads is not None:
-            C.positive_int("num_threads", self.num_threads)
+            _check_threads("num_threads", self.num_threads)
+        _check_random_state(self.random_state)
         if not (self.schedule is None or isinstance(self.schedule, Schedule)
                 or self.schedule in ("constant", "cosine")):
             raise ValueError(f"schedule must be None, 'constant', 'cosine' or a "
@@ -199,6 +291,10 @@ class _SGDMixin:
         """Train `epochs` epochs on validated rows X (the model's dtype, C order) with encoded
         targets T (class indices, or float targets of shape (n,) / (n, outputs))."""
         self._load()
+        # Settings changed by set_params since the optimizer was made apply from now on, as
+        # scikit-learn's partial_fit has it (the schedule stays the one the run began with).
+        opt = self._opt
+        opt.lr, opt.momentum, opt.weight_decay = self.lr, self.momentum, self.weight_decay
         loader = DataLoader(ArrayDataset(X, T, check_finite=False), self.batch_size,
                             shuffle=self.shuffle, seed=self._rng)
         loss = self._loss()
@@ -240,6 +336,9 @@ class _SGDMixin:
             W.grad[...] = dW
             b.grad[...] = db
             self._opt.step(len(idx))
+        if len(order):  # the last update shows in no loss: check what it left
+            parameters_diverged((W, b), epoch, i, self._opt.lr * self._opt.schedule.factor(
+                self._opt.num_steps - 1))
         weight = float(sw[order].sum())
         return total / weight if weight > 0 else 0.0
 
@@ -267,7 +366,7 @@ class _SGDMixin:
     def _linear(self, X) -> np.ndarray:
         """``X @ coef_.T + intercept_`` as (n, outputs), in X's float dtype."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=_FLOATS, order="C", reset=False)
+        X = validate_data(self, _native(X), dtype=_FLOATS, order="C", reset=False)
         coef = np.asarray(self.coef_)
         W = np.ascontiguousarray(coef.reshape(-1, X.shape[1]).T, dtype=X.dtype)
         b = np.ascontiguousarray(np.asarray(self.intercept_).reshape(-1), dtype=X.dtype)
@@ -374,13 +473,20 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
         return np.ascontiguousarray(t, dtype=np.int64)
 
     def _validate_xy(self, X, y, reset: bool, dtype=_FLOATS):
-        X, y = validate_data(self, X, y, dtype=dtype, order="C", reset=reset)
+        X, y = validate_data(self, _native(X), _native(y), dtype=dtype, order="C", reset=reset)
         check_classification_targets(y)
         return X, y
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
-        """Fit on X (n_samples, n_features) and labels y (n_samples,) for `epochs` epochs."""
+        """Fit on X (n_samples, n_features) and labels y (n_samples,) for `epochs` epochs.
+
+        A call that raises (bad input, :class:`fastshallow.TrainingDiverged`) leaves the
+        estimator as it was before it."""
+        with _unchanged_on_error(self):
+            return self._fit(X, y, sample_weight)
+
+    def _fit(self, X, y, sample_weight):
         self._check_params()
         keep = self.warm_start and hasattr(self, "_net")
         X, y = self._validate_xy(X, y, reset=True)
@@ -388,8 +494,8 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
         if keep and not np.array_equal(classes, self.classes_):
             raise ValueError(f"warm_start=True, but y has the classes {classes.tolist()!r}, "
                              f"the previous fit {self.classes_.tolist()!r}")
-        self.classes_ = classes
         sw = _sample_weight(sample_weight, X.shape[0], X.dtype)
+        self.classes_ = classes
         self._start_fit(X.shape[0], X.shape[1], len(classes), X.dtype)
         self._run_epochs(X, self._encode(y), sw, self.epochs)
         return self
@@ -398,15 +504,16 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
         """One epoch over X, y, continuing from the current model.
 
         `classes` (all the labels there will ever be) is required on the first call and, when
-        given later, must be the same."""
-        return self._partial_fit(X, y, classes=classes, sample_weight=sample_weight)
+        given later, must be the same.  A call that raises leaves the estimator as it was."""
+        with _unchanged_on_error(self):
+            return self._partial_fit(X, y, classes=classes, sample_weight=sample_weight)
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None, epochs=1,
                      total_steps=None, weight_scale=None):
         self._check_params()
         first = not hasattr(self, "_net")
         if classes is not None:
-            classes = np.unique(np.asarray(classes))
+            classes = np.unique(_native(np.asarray(classes)))
             if not first and not np.array_equal(classes, self.classes_):
                 raise ValueError(f"classes={classes.tolist()!r} is not the same as on the "
                                  f"first call to partial_fit: {self.classes_.tolist()!r}")
@@ -415,13 +522,16 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
                              "(all the labels the model will see)")
         dtype = _FLOATS if first else self.coef_.dtype
         X, y = self._validate_xy(X, y, reset=first, dtype=dtype)
+        sw = _sample_weight(sample_weight, X.shape[0], X.dtype, weight_scale)
         if first:
             self.classes_ = classes
             self._fresh_model(X.shape[1], len(classes), X.dtype, total_steps)
-        t = self._encode(y)
-        sw = _sample_weight(sample_weight, X.shape[0], X.dtype, weight_scale)
-        self._run_epochs(X, t, sw, epochs)
+        self._run_epochs(X, self._encode(y), sw, epochs)
         return self
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of ``predict(X)`` against y, weighted by `sample_weight`."""
+        return super().score(X, y, sample_weight=_score_weights(sample_weight))
 
     # -- prediction ------------------------------------------------------------------------
     def _scores(self, X) -> np.ndarray:
@@ -519,7 +629,7 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
         return self._y_ndim == 1
 
     def _validate_xy(self, X, y, reset: bool, dtype=_FLOATS):
-        X, y = validate_data(self, X, y, dtype=dtype, order="C", reset=reset,
+        X, y = validate_data(self, _native(X), y, dtype=dtype, order="C", reset=reset,
                              multi_output=True, y_numeric=True)
         if y.ndim == 2 and y.shape[1] == 0:
             raise ValueError("y must have at least one target column, got shape "
@@ -529,14 +639,21 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
         return X, np.ascontiguousarray(y, dtype=X.dtype)
 
     def fit(self, X, y, sample_weight=None):
-        """Fit on X (n_samples, n_features) and targets y ((n_samples,) or (n_samples, m))."""
+        """Fit on X (n_samples, n_features) and targets y ((n_samples,) or (n_samples, m)).
+
+        A call that raises (bad input, :class:`fastshallow.TrainingDiverged`) leaves the
+        estimator as it was before it."""
+        with _unchanged_on_error(self):
+            return self._fit(X, y, sample_weight)
+
+    def _fit(self, X, y, sample_weight):
         self._check_params()
         X, y = self._validate_xy(X, y, reset=True)
         m = 1 if y.ndim == 1 else y.shape[1]
         if self.warm_start and hasattr(self, "_net") and self._y_ndim != y.ndim:
             raise ValueError("warm_start=True, but y changed between 1-D and 2-D")
-        self._y_ndim = y.ndim
         sw = _sample_weight(sample_weight, X.shape[0], X.dtype)
+        self._y_ndim = y.ndim
         if self.solver == "closed_form":
             self._fit_closed_form(X, y, sw, m)
             return self
@@ -586,8 +703,10 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
 
     @available_if(_sgd_solver)
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch of SGD over X, y, continuing from the current model (solver='sgd')."""
-        return self._partial_fit(X, y, sample_weight=sample_weight)
+        """One epoch of SGD over X, y, continuing from the current model (solver='sgd').  A call
+        that raises leaves the estimator as it was."""
+        with _unchanged_on_error(self):
+            return self._partial_fit(X, y, sample_weight=sample_weight)
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None, epochs=1,
                      total_steps=None, weight_scale=None):
@@ -596,14 +715,18 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
         dtype = _FLOATS if first else self.coef_.dtype
         X, y = self._validate_xy(X, y, reset=first, dtype=dtype)
         m = 1 if y.ndim == 1 else y.shape[1]
+        if not first and m != self._net.units:
+            raise ValueError(f"y has {m} target(s), the model {self._net.units}")
+        sw = _sample_weight(sample_weight, X.shape[0], X.dtype, weight_scale)
         if first:
             self._y_ndim = y.ndim
             self._fresh_model(X.shape[1], m, X.dtype, total_steps)
-        elif m != self._net.units:
-            raise ValueError(f"y has {m} target(s), the model {self._net.units}")
-        sw = _sample_weight(sample_weight, X.shape[0], X.dtype, weight_scale)
         self._run_epochs(X, y, sw, epochs)
         return self
+
+    def score(self, X, y, sample_weight=None):
+        """R^2 of ``predict(X)`` against y, weighted by `sample_weight`."""
+        return super().score(X, y, sample_weight=_score_weights(sample_weight))
 
     def predict(self, X) -> np.ndarray:
         """Predictions (n_samples,) or (n_samples, n_targets), in X's float dtype."""

@@ -118,6 +118,34 @@ def _plan(n: int, row_bytes_src: int, row_bytes_out: int, block_rows, chunk_rows
     return block_rows, blocks_per_chunk
 
 
+def _out_dtype(X, dtype) -> np.dtype:
+    """The dtype of X's chunks: `dtype`, else X's float dtype in native byte order (a '>f8'
+    file holds float64 numbers), else float32."""
+    src = C.native(X.dtype)
+    if dtype is not None:
+        dtype = C.float_dtype("dtype", dtype)
+    if src.kind not in "uif":
+        raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+    if dtype is None:
+        return src if src in C.FLOAT_DTYPES else np.dtype(np.float32)
+    return dtype
+
+
+def _layout(X, others, dtype, block_rows, chunk_rows):
+    """Everything iter_chunks checks, done before it reads anything: (n, features, output
+    dtype, block_rows, blocks per chunk)."""
+    n = _rows_of(X, "X")
+    for i, o in enumerate(others):
+        if _rows_of(o, f"others[{i}]") != n:
+            raise ValueError(f"every array must have {n} rows (those of X), others[{i}] has "
+                             f"{o.shape[0]}")
+    out = _out_dtype(X, dtype)
+    k = int(np.prod(X.shape[1:], dtype=np.int64))
+    block_rows, per_chunk = _plan(n, k * np.dtype(X.dtype).itemsize, k * out.itemsize,
+                                  block_rows, chunk_rows)
+    return n, k, out, block_rows, per_chunk
+
+
 def iter_chunks(X, *others, chunk_rows: Optional[int] = None, block_rows: Optional[int] = None,
                 shuffle: bool = True, shuffle_rows: Optional[bool] = None, random_state=None,
                 dtype=None, scale: Optional[float] = None,
@@ -132,28 +160,18 @@ def iter_chunks(X, *others, chunk_rows: Optional[int] = None, block_rows: Option
     `shuffle_rows` (default: `shuffle`), the rows inside each chunk are permuted too.
     `chunk_rows` (default: about 64 MB of output) is rounded down to whole blocks.  The
     chunks are new arrays, not views of X; pages of a memory-mapped X are released once copied
-    (`release_pages`)."""
-    n = _rows_of(X, "X")
-    for i, o in enumerate(others):
-        if _rows_of(o, f"others[{i}]") != n:
-            raise ValueError(f"every array must have {n} rows (those of X), others[{i}] has "
-                             f"{o.shape[0]}")
-    src_dtype = np.dtype(X.dtype)
-    if dtype is None:
-        dtype = src_dtype if src_dtype in C.FLOAT_DTYPES else np.dtype(np.float32)
-    dtype = np.dtype(dtype)
-    if dtype not in C.FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    if src_dtype.kind not in "uif":
-        raise TypeError(f"X must hold real numbers, got dtype {src_dtype}")
+    (`release_pages`).  The arguments are checked by this call, before anything is read."""
+    layout = _layout(X, others, dtype, block_rows, chunk_rows)
     if scale is not None:
         scale = C.real("scale", scale)
     shuffle = bool(shuffle)
     shuffle_rows = shuffle if shuffle_rows is None else bool(shuffle_rows)
     rng = C.seed_or_rng("random_state", random_state)
-    k = int(np.prod(X.shape[1:], dtype=np.int64))
-    block_rows, per_chunk = _plan(n, k * src_dtype.itemsize, k * dtype.itemsize,
-                                  block_rows, chunk_rows)
+    return _chunks(X, others, layout, scale, shuffle, shuffle_rows, rng, release_pages)
+
+
+def _chunks(X, others, layout, scale, shuffle, shuffle_rows, rng, release_pages):
+    n, k, dtype, block_rows, per_chunk = layout
     nblocks = -(-n // block_rows)
     order = rng.permutation(nblocks) if shuffle else np.arange(nblocks)
     releasers = [_PageReleaser(a) if release_pages else None for a in (X,) + others]
@@ -163,7 +181,7 @@ def iter_chunks(X, *others, chunk_rows: Optional[int] = None, block_rows: Option
         spans = [(int(b) * block_rows, min(n, (int(b) + 1) * block_rows)) for b in blocks]
         rows = sum(r1 - r0 for r0, r1 in spans)
         Xc = np.empty((rows, k), dtype)
-        Oc = [np.empty((rows,) + tuple(o.shape[1:]), o.dtype) for o in others]
+        Oc = [np.empty((rows,) + tuple(o.shape[1:]), C.native(o.dtype)) for o in others]
         at = 0
         for r0, r1 in spans:
             part = np.asarray(X[r0:r1]).reshape(r1 - r0, k)
@@ -185,27 +203,99 @@ def iter_chunks(X, *others, chunk_rows: Optional[int] = None, block_rows: Option
         yield (Xc, *Oc)
 
 
-def _unique_labels(y, block: int = 1 << 20) -> np.ndarray:
-    """np.unique of y, reading it in blocks (y may be memory-mapped too)."""
-    n = _rows_of(y, "y")
-    rel = _PageReleaser(y)
-    parts = []
+def _blocks(a, block: int = 1 << 20):
+    """(first row, rows as an array) of `a` block by block (it may be memory-mapped too), the
+    pages of each block released once it has been used."""
+    n = _rows_of(a, "array")
+    rel = _PageReleaser(a)
     for s in range(0, n, block):
-        parts.append(np.unique(np.asarray(y[s:s + block])))
+        yield s, np.asarray(a[s:s + block])
         rel.release(s, min(n, s + block))
+
+
+def _unique_labels(y) -> np.ndarray:
+    """np.unique of y, reading it in blocks."""
+    parts = [np.unique(part) for _, part in _blocks(y)]
     if not parts:
         raise ValueError("y must not be empty")
     return np.unique(np.concatenate(parts))
 
 
-def _streamed_mean(w, block: int = 1 << 20) -> float:
-    n = _rows_of(w, "sample_weight")
-    rel = _PageReleaser(w)
-    total = 0.0
-    for s in range(0, n, block):
-        total += float(np.sum(np.asarray(w[s:s + block], dtype=np.float64)))
-        rel.release(s, min(n, s + block))
-    return total / max(n, 1)
+def _classes(y, classes) -> np.ndarray:
+    """The classes to train: `classes`, else the labels in y.  y is read either way, so that
+    a label outside `classes` is refused before training rather than in some later chunk."""
+    labels = _unique_labels(y)
+    if classes is None:
+        return labels
+    classes = np.asarray(classes)
+    unknown = labels[~np.isin(labels, classes)]
+    if unknown.size:
+        raise ValueError(f"y contains labels not in classes {np.unique(classes).tolist()!r}: "
+                         f"{unknown[:10].tolist()!r}")
+    return classes
+
+
+def _check_targets(y) -> None:
+    """Refuse NaN or inf in float targets before training rather than in some later chunk."""
+    if getattr(getattr(y, "dtype", None), "kind", "") != "f":
+        return
+    for s, part in _blocks(y):
+        bad = np.flatnonzero(~np.isfinite(part.reshape(len(part), -1)).all(axis=1))
+        if bad.size:
+            raise ValueError(f"y must be finite, found NaN or inf in row {s + bad[0]}")
+
+
+def _weight_column(w, n: int):
+    """sample_weight as an array of n rows (a list becomes one)."""
+    if w is None:
+        return None
+    if not (hasattr(w, "shape") and hasattr(w, "__getitem__")):
+        w = C.as_array("sample_weight", w, dtype=np.float64)
+    if len(w.shape) != 1 or w.shape[0] != n:
+        raise ValueError(f"sample_weight must be a 1-D array of {n} weights (one per row of X), "
+                         f"got shape {tuple(w.shape)}")
+    return w
+
+
+def _weight_totals(w) -> Tuple[float, float]:
+    """(sum, max) of the weights, every block checked to be real, finite and >= 0: a bad
+    weight found in the middle of an epoch would stop training halfway."""
+    total, top = 0.0, 0.0
+    for s, part in _blocks(w):
+        part = C.as_array("sample_weight", part, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(part))
+        if bad.size:
+            raise ValueError(f"sample_weight must be finite, found {part[bad[0]]} in row "
+                             f"{s + bad[0]}")
+        low = int(np.argmin(part))
+        if part[low] < 0:
+            raise ValueError(f"sample_weight must be >= 0, found {part[low]:g} in row {s + low}")
+        with np.errstate(over="ignore"):
+            total += float(np.sum(part))
+        top = max(top, float(part.max()))
+    if not top > 0:
+        raise ValueError("sample_weight must have a positive sum (all weights are zero)")
+    return total, top
+
+
+def _relative_weights(w, n: int) -> Tuple[float, float]:
+    """The (divisor, factor) that make the weights relative to their mean over the whole
+    file, not per chunk (see estimators._weight_scale)."""
+    from .estimators import _ratio, _weight_scale
+
+    total, top = _weight_totals(w)
+    factor = _ratio(1.0, _ratio(total, n))  # 1 / mean, as it always was when it is finite
+    return _weight_scale(factor, top, lambda m: _rescaled_sum(w, m), n)
+
+
+def _rescaled_sum(w, top: float) -> float:
+    return sum(float(np.sum(np.asarray(part, np.float64) / top)) for _, part in _blocks(w))
+
+
+def _chunk_weight(wc: np.ndarray, divisor: float) -> float:
+    """The total weight of a chunk, in the units of the relative weights' divisor (summed as
+    given when that is 1, to keep the loss curve's bits)."""
+    return float(np.sum(wc)) if divisor == 1.0 else float(np.sum(wc / divisor))
 
 
 def fit_out_of_core(estimator, X, y, *, classes=None, epochs: Optional[int] = None,
@@ -227,14 +317,22 @@ def fit_out_of_core(estimator, X, y, *, classes=None, epochs: Optional[int] = No
     spans the whole run; afterwards ``n_iter_`` is `epochs` and ``loss_curve_`` holds the
     mean training loss of each epoch.  Any other estimator with ``partial_fit`` (e.g. scikit-learn's
     SGDClassifier) is trained from whatever state it is in.  A classifier's `classes`
-    default to the labels found in y (one streamed pass)."""
-    from sklearn.base import is_classifier
+    default to the labels found in y.
 
-    from .estimators import LinearRegression, SoftmaxRegression
+    Every argument is checked before the estimator changes, y and `sample_weight` in a
+    streamed pass each.  What only the chunks of X show (a NaN in row 10**9, a fit that
+    diverges) stops the run, and the estimator is then put back as it was before the call --
+    unless its attributes cannot be deep-copied (no scikit-learn estimator's): that one is
+    left as the failed call left it."""
+    from sklearn.base import is_classifier, is_regressor
+
+    from .estimators import LinearRegression, SoftmaxRegression, _unchanged_on_error
 
     if not hasattr(estimator, "partial_fit"):
         raise TypeError(f"{type(estimator).__name__} has no partial_fit")
     ours = isinstance(estimator, (SoftmaxRegression, LinearRegression))
+    if ours:
+        estimator._check_params()
     if epochs is None:
         epochs = getattr(estimator, "epochs", 1) if ours else 1
     epochs = C.positive_int("epochs", epochs)
@@ -243,64 +341,75 @@ def fit_out_of_core(estimator, X, y, *, classes=None, epochs: Optional[int] = No
         raise ValueError(f"y must have {n} rows (those of X), got {y.shape[0]}")
     if n == 0:
         raise ValueError("X must have at least one row")
+    sample_weight = _weight_column(sample_weight, n)
     others = (y,) if sample_weight is None else (y, sample_weight)
+    layout = _layout(X, others, dtype, block_rows, chunk_rows)
+    stream = dict(layout=layout, scale=None if scale is None else C.real("scale", scale),
+                  shuffle=True, shuffle_rows=not ours,
+                  rng=_chunk_rng(estimator, random_state, ours), release_pages=release_pages)
     kw = {}
     if is_classifier(estimator):
-        kw["classes"] = _unique_labels(y) if classes is None else np.asarray(classes)
+        kw["classes"] = _classes(y, classes)
+    elif is_regressor(estimator):
+        _check_targets(y)
+    rel = None if sample_weight is None else _relative_weights(sample_weight, n)
+    with _unchanged_on_error(estimator):
+        total_steps = _start(estimator, n, layout, epochs) if ours else None
+        curve = [_epoch(estimator, X, others, stream, kw, ours, total_steps, rel)
+                 for _ in range(epochs)]
+        if ours:
+            estimator.n_iter_ = epochs
+            estimator.loss_curve_ = curve
+    return estimator
+
+
+def _chunk_rng(estimator, random_state, ours: bool) -> np.random.Generator:
+    """The generator of the chunk order: `random_state`, else one derived from the
+    estimator's own."""
     if random_state is None and ours:
         rs = estimator.random_state
         if isinstance(rs, int) and not isinstance(rs, bool):
             random_state = np.random.default_rng([rs, 1])  # not the stream of the weights
         elif isinstance(rs, np.random.Generator):
             random_state = rs
-    rng = C.seed_or_rng("random_state", random_state)
-    total_steps = weight_scale = None
-    if ours:
-        estimator._check_params()
-        warm = estimator.warm_start and hasattr(estimator, "_net")
-        if not warm:
-            estimator._forget()
-        src = np.dtype(X.dtype)
-        k = int(np.prod(X.shape[1:], dtype=np.int64))
-        out = np.dtype(dtype) if dtype is not None else (
-            src if src in C.FLOAT_DTYPES else np.dtype(np.float32))
-        block, per_chunk = _plan(n, k * src.itemsize, k * out.itemsize, block_rows, chunk_rows)
-        # Minibatches per epoch when the chunks are the unshuffled groups of blocks (the
-        # shuffled groups differ by at most one minibatch per chunk): what a cosine schedule
-        # is stretched over.
-        rows = block * per_chunk
-        full, rest = divmod(n, rows)
-        B = estimator.batch_size
-        total_steps = epochs * (full * -(-rows // B) + -(-rest // B))
-        if sample_weight is not None:
-            # Weights relative to the mean over the whole set, not per chunk.
-            mean_w = _streamed_mean(sample_weight)
-            if not mean_w > 0:
-                raise ValueError("sample_weight must have a positive sum")
-            weight_scale = 1.0 / mean_w
-        if warm:
-            estimator._new_optimizer(total_steps)
-    curve = []
-    for _ in range(epochs):
-        loss_sum = 0.0
-        for parts in iter_chunks(X, *others, chunk_rows=chunk_rows, block_rows=block_rows,
-                                 shuffle=True, shuffle_rows=not ours, random_state=rng,
-                                 dtype=dtype, scale=scale, release_pages=release_pages):
-            Xc, yc = parts[0], parts[1]
-            if sample_weight is not None:
-                kw["sample_weight"] = parts[2]
-            if ours:
-                estimator._partial_fit(Xc, yc, total_steps=total_steps,
-                                       weight_scale=weight_scale, **kw)
-                loss_sum += estimator.loss_curve_[-1] * (
-                    len(Xc) if sample_weight is None else float(np.sum(parts[2])))
-            else:
-                estimator.partial_fit(Xc, yc, **kw)
-            del parts, Xc, yc
+    return C.seed_or_rng("random_state", random_state)
+
+
+def _start(estimator, n: int, layout, epochs: int) -> int:
+    """A fresh model (or, warm-starting, the current one with a new optimizer) for a run of
+    `epochs` epochs; returns its number of minibatches."""
+    warm = estimator.warm_start and hasattr(estimator, "_net")
+    if not warm:
+        estimator._forget()
+    # Minibatches per epoch when the chunks are the unshuffled groups of blocks (the
+    # shuffled groups differ by at most one minibatch per chunk): what a cosine schedule
+    # is stretched over.
+    rows = layout[3] * layout[4]
+    full, rest = divmod(n, rows)
+    B = estimator.batch_size
+    total_steps = epochs * (full * -(-rows // B) + -(-rest // B))
+    if warm:
+        estimator._new_optimizer(total_steps)
+    return total_steps
+
+
+def _epoch(estimator, X, others, stream: dict, kw: dict, ours: bool, total_steps,
+           rel) -> Optional[float]:
+    """One pass over the chunks, each trained with partial_fit; for our estimators the
+    epoch's mean loss, weighted like the training (`rel`: see _relative_weights)."""
+    loss_sum = 0.0
+    for parts in _chunks(X, others, **stream):
+        Xc, yc = parts[0], parts[1]
+        if len(parts) > 2:
+            kw["sample_weight"] = parts[2]
         if ours:
-            total = n if weight_scale is None else n / weight_scale
-            curve.append(loss_sum / total)
-    if ours:
-        estimator.n_iter_ = epochs
-        estimator.loss_curve_ = curve
-    return estimator
+            estimator._partial_fit(Xc, yc, total_steps=total_steps, weight_scale=rel, **kw)
+            loss_sum += estimator.loss_curve_[-1] * (
+                len(Xc) if rel is None else _chunk_weight(parts[2], rel[0]))
+        else:
+            estimator.partial_fit(Xc, yc, **kw)
+        del parts, Xc, yc
+    if not ours:
+        return None
+    n = stream["layout"][0]
+    return loss_sum / (n if rel is None else n / rel[1])
