@@ -948,6 +948,17 @@ BAD = [
     ("lstsq X complex", lambda c: fs.least_squares(X42 + 1j, f64(4)), TypeError,
      r"X .*complex"),
     ("lstsq y bool", lambda c: fs.least_squares(X42, [True] * 4), TypeError, r"y .*bool"),
+    ("lstsq solution overflows", lambda c: fs.least_squares(X42 * 1e-300, f64(4) * 1e300),
+     ValueError, r"least-squares solution is too large for float64"),
+    # scalars where distributions are expected; numbers past float and int64 ranges
+    ("entropy scalar", lambda c: fs.entropy(1.0), ValueError, r"p must be a distribution"),
+    ("kl scalars", lambda c: fs.kl_divergence(1.0, 1.0), ValueError,
+     r"p must be a distribution"),
+    ("permutation n huge", lambda c: K.permutation(2**63, 0), ValueError, r"n must be at most"),
+    ("SGD lr past float", lambda c: optim.SGD(dense(), lr=10**400), ValueError,
+     r"lr must be finite, got a number of about 401 digits"),
+    ("sgd_update lr past float", lambda c: K.sgd_update(f64(3), f64(3), 10**400, 1), ValueError,
+     r"lr must be finite"),
 ]
 
 

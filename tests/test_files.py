@@ -143,6 +143,7 @@ def test_gzip_bomb_and_absurd_headers_are_refused_with_bounded_memory(tmp_path):
     (tmp_path / "absurd.gz").write_bytes(gz(bytes([0, 0, 8, 3]) + struct.pack(
         ">III", 2**32 - 1, 2**32 - 1, 2**32 - 1)))
     (tmp_path / "overflow").write_bytes(bytes([0, 0, 8, 2]) + struct.pack(">II", 2**16, 2**16))
+    (tmp_path / "rank").write_bytes(bytes([0, 0, 8, 255]) + struct.pack(">255I", *[1] * 255))
     tracemalloc.start()
     try:
         with pytest.raises(DataFileError, match=r"bomb\.gz: the IDX header says dimensions "
@@ -154,6 +155,10 @@ def test_gzip_bomb_and_absurd_headers_are_refused_with_bounded_memory(tmp_path):
         with pytest.raises(DataFileError, match=r"overflow: IDX header claims dimensions "
                                                 r"\(65536, 65536\) = 4294967296 values"):
             read_idx(tmp_path / "overflow")
+        with pytest.raises(DataFileError, match=r"rank: IDX header claims 255 dimensions"):
+            read_idx(tmp_path / "rank")
+        with pytest.raises(DataFileError, match=r"rank: IDX header claims 255 dimensions"):
+            fs.open_idx(tmp_path / "rank")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -422,6 +427,45 @@ def test_command_line_refuses_an_impossible_save_path_before_training(tmp_path, 
     bad = tmp_path / "no-such-folder" / "m.npz"
     assert cli.main(["train", "--save", str(bad)]) == 2
     assert not bad.parent.exists()
+
+
+def _refuse_new_files_in(folder, monkeypatch):
+    """As in a folder that exists but takes no new file (a read-only mount, /proc): os.open
+    fails there, which root's permission bits would not arrange."""
+    real_open = os.open
+
+    def refusing_open(path, *args, **kwargs):
+        if os.path.dirname(os.fspath(path)) == str(folder):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+
+
+@pytest.mark.parametrize("flag, name", [("--save", "m.npz"), ("--plot", "curve.png"),
+                                        ("--predictions", "grid.png")])
+def test_command_line_refuses_an_unwritable_folder_before_training(tmp_path, monkeypatch,
+                                                                   capsys, flag, name):
+    """The folder exists, but no file can be created in it: found out before the data is read
+    (the loader would fail the test), and the message names the user's path."""
+    _refuse_new_files_in(tmp_path, monkeypatch)
+    monkeypatch.setattr("fastshallow.datasets.load_data_fashion_mnist",
+                        lambda *a, **k: pytest.fail("training started"))
+    path = tmp_path / name
+    assert cli.main(["train", "--plot", "", "--predictions", "", flag, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag}: [Errno 13] cannot write {path}: Permission denied" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_writes_name_the_file_not_its_temporary(tmp_path, monkeypatch):
+    net = nn.Dense(2, in_units=3, rng=0)
+    _refuse_new_files_in(tmp_path, monkeypatch)
+    with pytest.raises(PermissionError, match=f"cannot write {tmp_path / 'm.npz'}: "):
+        net.save(tmp_path / "m.npz")
+    with pytest.raises(PermissionError, match="cannot write .*curve.png: Permission denied"):
+        fs.Animator().save(tmp_path / "curve.png")
+    assert os.listdir(tmp_path) == []
 
 
 def test_damage_counts():

@@ -427,6 +427,30 @@ def test_saving_a_deferred_network_fails_cleanly(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.parametrize("bad", (np.nan, np.inf, -np.inf))
+def test_a_diverged_network_is_not_saved(tmp_path, rng, bad):
+    """load refuses NaN and inf parameters, so save refuses to write them: the previous file
+    stays, and nothing else is left in the folder."""
+    net = trained_like(rng)
+    p = tmp_path / "m.npz"
+    net.save(p)
+    old = p.read_bytes()
+    net[1].bias.data[2] = bad
+    with pytest.raises(ValueError, match="parameter 1 .*NaN or inf.*nothing was saved"):
+        net.save(p)
+    assert p.read_bytes() == old
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_save_and_load_take_a_bytes_path(tmp_path, rng):
+    net = trained_like(rng)
+    p = os.fsencode(tmp_path / "m.npz")
+    net.save(p)
+    for a, b in zip(net.parameters(), fs.nn.load(p).parameters()):
+        assert_bits_equal(a.data, b.data)
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
 def test_interrupted_save_leaves_the_old_file_intact(tmp_path, rng, monkeypatch):
     net = trained_like(rng)
     p = tmp_path / "m.npz"

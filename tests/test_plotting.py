@@ -464,6 +464,8 @@ def test_animator_lines_from_legend_and_first_add():
     (dict(ncols=-1), ValueError, "ncols"),
     (dict(nrows=1.5), TypeError, "nrows"),
     (dict(figsize=(3, 0)), ValueError, "figsize"),
+    (dict(figsize=(101, 2)), ValueError, "figsize"),
+    (dict(nrows=33, ncols=32), ValueError, "nrows . ncols must be at most 1024"),
     (dict(path="curve.txt"), ValueError, "extension"),
     (dict(path="/nonexistent-folder-xyz/curve.png"), FileNotFoundError, "does not exist"),
     (dict(min_interval=-1), ValueError, "min_interval"),
@@ -474,6 +476,18 @@ def test_animator_lines_from_legend_and_first_add():
 def test_animator_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         plotting.Animator(**kwargs)
+
+
+@pytest.mark.parametrize("dpi, exc", [(0, ValueError), (-5, ValueError), (1e6, ValueError),
+                                      (float("nan"), ValueError), ("high", TypeError)])
+def test_animator_save_refuses_a_bad_dpi_and_writes_nothing(tmp_path, dpi, exc):
+    anim = plotting.Animator()
+    anim.add(1, 2.0)
+    with pytest.raises(exc, match="dpi"):
+        anim.save(tmp_path / "curve.png", dpi=dpi)
+    assert os.listdir(tmp_path) == []
+    anim.save(tmp_path / "curve.png", dpi=50)  # a sensible one is taken
+    assert os.listdir(tmp_path) == ["curve.png"]
 
 
 def test_animator_close():
@@ -600,6 +614,9 @@ def test_show_images_standardized_floats_are_stretched():
     ((np.zeros((2, 4, 4)), 1, 2), dict(titles=["a"]), ValueError, "titles has 1"),
     ((np.zeros((2, 4, 4)), 1, 2), dict(titles="ab"), TypeError, "titles"),
     ((np.zeros((2, 4, 4)), 1, 2), dict(scale=0), ValueError, "scale"),
+    # a grid of 90,000 subplots took minutes and gigabytes before it was refused
+    ((np.zeros((1, 2, 2)), 300, 300), {}, ValueError, "num_rows . num_cols must be at most"),
+    ((np.zeros((1, 2, 2)), 1, 30), dict(scale=4), ValueError, "120 x 4 inches"),
     ((np.array([[["a"]]]), 1, 1), {}, TypeError, "real numbers"),
 ])
 def test_show_images_bad_arguments(args, kwargs, exc, match):

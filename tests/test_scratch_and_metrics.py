@@ -4,12 +4,14 @@ ArrayDataset and DataLoader."""
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pytest
 
 import fastshallow as fs
 from fastshallow import Parameter
+from conftest import assert_bits_equal
 
 TRUE_W = np.array([2, -3.4])
 TRUE_B = 4.2
@@ -255,6 +257,26 @@ def test_least_squares_multi_output(rng):
         wj, bj = fs.least_squares(X, Y[:, j])
         np.testing.assert_allclose(w[:, j], wj, rtol=1e-10, atol=1e-12)
         assert b[j] == pytest.approx(bj, rel=1e-10)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_least_squares_at_the_ends_of_the_float_range(rng, capfd, fit_intercept):
+    """Finite data of any size gives the answer that scaling predicts: near 1e308, where
+    centering and LAPACK's sums of squares overflowed (LAPACK printed an error and the SVD
+    failed to converge), and near 1e-300; scaling by powers of two is exact, so the bits are
+    the unscaled problem's."""
+    X = rng.normal(size=(40, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 3.0 + rng.normal(0, 0.1, 40)
+    w, b = fs.least_squares(X, y, fit_intercept)
+    for ex, ey in ((1020, 1021), (-990, -1000), (1000, -20)):
+        ws, bs = fs.least_squares(X * 2.0**ex, y * 2.0**ey, fit_intercept)
+        assert_bits_equal(ws, w * 2.0**(ey - ex))
+        assert bs == b * 2.0**ey
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w, b = fs.least_squares([[1e308], [1.5e308], [-1e308]], [1.0, 1.0, 1.0], fit_intercept)
+    assert abs(w[0]) < 1e-300 and b == pytest.approx(1.0 if fit_intercept else 0.0)
+    assert capfd.readouterr().err == ""
 
 
 def test_least_squares_without_intercept(rng):

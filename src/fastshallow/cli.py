@@ -135,6 +135,17 @@ def _check_output_paths(args) -> Optional[str]:
             return f"--save: folder {folder!r} does not exist"
         if os.path.isdir(args.save):
             return f"--save: {args.save!r} is a folder, not a file name"
+    from ._io import check_writable
+
+    # a folder can exist and still refuse new files (permissions, read-only mounts, /proc):
+    # find out now rather than after training
+    for flag, path in (("--plot", args.plot), ("--predictions", args.predictions),
+                       ("--save", args.save)):
+        if path:
+            try:
+                check_writable(path)
+            except OSError as exc:
+                return f"{flag}: {exc}"
     return None
 
 
@@ -211,6 +222,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as exc:
         print(f"fastshallow {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:  # e.g. --examples / --features far beyond this machine
+        print(f"fastshallow {args.command}: error: not enough memory ({exc})", file=sys.stderr)
         return 1
 
 

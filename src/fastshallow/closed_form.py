@@ -23,11 +23,28 @@ def least_squares(X, y, fit_intercept: bool = True):
         raise ValueError(f"y must have {X.shape[0]} rows (one per example), got shape {Y.shape}")
     if X.shape[0] == 0:
         raise ValueError("X must have at least one example")
+    # Solved for X / sx and y / sy, so that centering and the SVD cannot overflow on huge
+    # (finite) values; powers of two scale exactly, which leaves every other answer's bits as
+    # they were.
+    sx, sy = _power_of_two_near(X), _power_of_two_near(Y)
+    Xs, Ys = X / sx, Y / sy
     if fit_intercept:
-        x_mean, y_mean = X.mean(axis=0), Y.mean(axis=0)
-        w, *_ = np.linalg.lstsq(X - x_mean, Y - y_mean, rcond=None)
-        b = y_mean - x_mean @ w
+        x_mean, y_mean = Xs.mean(axis=0), Ys.mean(axis=0)
+        ws, *_ = np.linalg.lstsq(Xs - x_mean, Ys - y_mean, rcond=None)
+        bs = y_mean - x_mean @ ws
     else:
-        w, *_ = np.linalg.lstsq(X, Y, rcond=None)
-        b = np.zeros(Y.shape[1:]) if Y.ndim == 2 else 0.0
+        ws, *_ = np.linalg.lstsq(Xs, Ys, rcond=None)
+        bs = np.zeros(Y.shape[1:])
+    with np.errstate(over="ignore"):
+        w, b = ws * (sy / sx), bs * sy
+    if not (np.isfinite(w).all() and np.isfinite(b).all()):
+        raise ValueError("the least-squares solution is too large for float64 (y is "
+                         f"about {sy:.3g} where X is about {sx:.3g})")
     return w, (float(b) if Y.ndim == 1 else b)
+
+
+def _power_of_two_near(A: np.ndarray) -> float:
+    """The greatest power of two not above max |A| (1 for an all-zero A): A over it lies
+    within (-2, 2), and it is itself a finite float."""
+    top = float(np.max(np.abs(A), initial=0.0))
+    return 1.0 if top == 0 else float(np.ldexp(1.0, int(np.frexp(top)[1]) - 1))

@@ -29,6 +29,9 @@ def accuracy(y_hat, y) -> float:
 
 def _dist(name: str, p) -> np.ndarray:
     P = C.as_array(name, p, dtype=np.float64, finite=True, allow_empty=False)
+    if P.ndim == 0:
+        raise ValueError(f"{name} must be a distribution (a vector of probabilities, or an "
+                         f"array of them along its last axis), got the scalar {P}")
     if (P < 0).any():
         raise ValueError(f"{name} must hold probabilities >= 0")
     s = P.sum(axis=-1)

@@ -65,6 +65,11 @@ class Block:
         if not isinstance(path, (str, bytes, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         arrays = {f"p{i}": p.data for i, p in enumerate(self.parameters())}
+        # load refuses such a file (a model that diverged is no model), so it is not written
+        for name, a in arrays.items():
+            if not np.isfinite(a).all():
+                raise ValueError(f"parameter {name[1:]} (shape {a.shape}) holds NaN or inf: "
+                                 "training diverged; nothing was saved")
         meta = json.dumps({"format": _FORMAT, "model": self._config()})
         arrays["__meta__"] = np.frombuffer(meta.encode(), dtype=np.uint8)
         with atomic_write(path) as f:
@@ -76,7 +81,7 @@ class Block:
         """Load parameters saved by :meth:`save` into this network (same architecture)."""
         other = load(path)
         if not _compatible(self, other):
-            raise ValueError(f"{os.fspath(path)} holds a different architecture: "
+            raise ValueError(f"{os.fsdecode(path)} holds a different architecture: "
                              f"{other._config()} (this network: {self._config()})")
         self._adopt(other)
         return self
@@ -360,7 +365,7 @@ def load(path) -> Block:
     checked against the arrays it holds before any parameter is allocated."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    path = os.fspath(path)
+    path = os.fsdecode(path)
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)

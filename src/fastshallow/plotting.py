@@ -29,12 +29,12 @@ import numbers
 import os
 import sys
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ._checks import positive_int, real
+from ._io import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from matplotlib.axes import Axes
@@ -132,6 +132,13 @@ def use_svg_display() -> None:
 # argument checks
 # --------------------------------------------------------------------------------------------
 
+# Past these a figure is not something to look at, and drawing it takes minutes and gigabytes
+# (every subplot is a matplotlib Axes; a 100-inch side is 10,000 pixels at the default dpi).
+MAX_SUBPLOTS = 1024
+MAX_INCHES = 100.0
+MAX_DPI = 1200.0
+
+
 def _check_figsize(name: str, figsize) -> Tuple[float, float]:
     try:
         w, h = figsize
@@ -141,10 +148,19 @@ def _check_figsize(name: str, figsize) -> Tuple[float, float]:
     for v in (w, h):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
             raise TypeError(f"{name} must hold two real numbers, got {figsize!r}")
-        if not (math.isfinite(float(v)) and float(v) > 0):
-            raise ValueError(f"{name} must hold two positive finite numbers, got {figsize!r}")
+        if not (math.isfinite(float(v)) and 0 < float(v) <= MAX_INCHES):
+            raise ValueError(f"{name} must hold two numbers in (0, {MAX_INCHES:g}] (inches), "
+                             f"got {figsize!r}")
         out.append(float(v))
     return out[0], out[1]
+
+
+def _check_grid(rows_name: str, rows, cols_name: str, cols) -> Tuple[int, int]:
+    rows, cols = positive_int(rows_name, rows), positive_int(cols_name, cols)
+    if rows * cols > MAX_SUBPLOTS:
+        raise ValueError(f"{rows_name} * {cols_name} must be at most {MAX_SUBPLOTS} subplots, "
+                         f"got {rows} * {cols} = {rows * cols}")
+    return rows, cols
 
 
 def _check_legend(legend, n_lines: Optional[int] = None) -> Optional[List[str]]:
@@ -195,23 +211,10 @@ def _check_save_path(name: str, path) -> Tuple[str, str]:
 
 
 def _save_figure(fig: "Figure", path, dpi=None) -> str:
-    """Write `fig` to `path` atomically: a temporary file in the same folder, then os.replace,
-    so a reader never sees a half-written image."""
+    """Write `fig` to `path` atomically, so a reader never sees a half-written image."""
     path, fmt = _check_save_path("path", path)
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    # os.open with 0o666 lets the umask decide the final permissions, like a plain open() would.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=dpi if dpi is not None else "figure")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format=fmt, dpi=dpi if dpi is not None else "figure")
     return path
 
 
@@ -359,8 +362,7 @@ class Animator:
                  yscale: str = "linear", fmts: Sequence[str] = DEFAULT_FMTS, nrows: int = 1,
                  ncols: int = 1, figsize: Tuple[float, float] = (3.5, 2.5),
                  path: Optional[PathLike] = None, min_interval: float = 0.0) -> None:
-        nrows = positive_int("nrows", nrows)
-        ncols = positive_int("ncols", ncols)
+        nrows, ncols = _check_grid("nrows", nrows, "ncols", ncols)
         figsize = _check_figsize("figsize", figsize)
         self.min_interval: float = real("min_interval", min_interval, low=0.0)  # seconds
         self.legend: Optional[List[str]] = _check_legend(legend) or None
@@ -475,6 +477,8 @@ class Animator:
     def save(self, path: PathLike, dpi: Optional[float] = None) -> str:
         """Write the current figure, with every point added so far, to ``path`` (format from the
         extension), atomically.  Returns the path written."""
+        if dpi is not None:  # beyond print resolutions, a figure of inches is gigapixels
+            dpi = real("dpi", dpi, low=0.0, low_open=True, high=MAX_DPI)
         if self._pending and not self._closed:
             self._draw()
         return _save_figure(self.fig, path, dpi=dpi)
@@ -570,12 +574,15 @@ def show_images(imgs, num_rows: int, num_cols: int, titles: Optional[Sequence[An
     one title per image (or per cell shown). Each cell is ``scale`` inches square. ``path``
     additionally saves the figure there (format from the extension), atomically.
     """
-    num_rows = positive_int("num_rows", num_rows)
-    num_cols = positive_int("num_cols", num_cols)
+    num_rows, num_cols = _check_grid("num_rows", num_rows, "num_cols", num_cols)
     if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
         raise TypeError(f"scale must be a real number, got {scale!r}")
     if not (math.isfinite(float(scale)) and scale > 0):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    if max(num_rows, num_cols) * float(scale) > MAX_INCHES:
+        raise ValueError(f"the figure would be {num_cols * float(scale):g} x "
+                         f"{num_rows * float(scale):g} inches (num_cols and num_rows times "
+                         f"scale); at most {MAX_INCHES:g} on a side")
     images = _as_images(imgs)
     shown = min(len(images), num_rows * num_cols)
     title_list: Optional[List[str]] = None

@@ -23,6 +23,8 @@ __all__ = ["DataFileError", "IDXArray", "read_idx", "parse_idx_header", "MAX_ELE
 #: Headers describing more values than this are refused before allocating (2**31 bytes is already
 #: 45 times the largest Fashion-MNIST file, and past what int32 sizes in the kernels can index).
 MAX_ELEMENTS = 2**31
+#: NumPy's limit on dimensions (an IDX header's rank byte allows 255).
+MAX_NDIM = 32
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _UINT8 = 0x08
@@ -77,6 +79,10 @@ def parse_idx_header(path, magic: bytes, dims_bytes: bytes | None = None,
         raise DataFileError(path, f"IDX file with {ndim} dimension(s) (magic number "
                                   f"0x{magic[:4].hex()}), expected {expected_ndim} "
                                   f"(magic 0x0000080{expected_ndim})")
+    if ndim > MAX_NDIM:
+        raise DataFileError(path, f"IDX header claims {ndim} dimensions, more than the "
+                                  f"{MAX_NDIM} an array can have; the file is corrupt or not "
+                                  "a dataset file")
     if dims_bytes is None:
         return ndim
     if len(dims_bytes) < 4 * ndim:
