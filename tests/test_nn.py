@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -363,6 +364,53 @@ def test_initializer_objects_directly():
     assert z.shape == (4,) and not z.any()
 
 
+_SHAPE = r"must return an array of the shape it is given"
+
+
+@pytest.mark.parametrize("which, bad, exc, message", [
+    ("weight", lambda s, dt, r: np.ones(7, dt), ValueError,
+     rf"weight_initializer {_SHAPE}, \(3, 2\), got shape \(7,\)"),
+    ("weight", lambda s, dt, r: np.ones(s[::-1], dt), ValueError,
+     rf"weight_initializer {_SHAPE}, \(3, 2\), got shape \(2, 3\)"),
+    ("weight", lambda s, dt, r: 0.5, ValueError, rf"weight_initializer {_SHAPE}.*got shape \(\)"),
+    ("weight", lambda s, dt, r: np.full(s, np.nan), ValueError,
+     r"the weight_initializer's result must be finite"),
+    ("weight", lambda s, dt, r: np.full(s, 1e300), ValueError,  # inf in the layer's float32
+     r"the weight_initializer's result must be finite"),
+    ("weight", lambda s, dt, r: np.ones(s, complex), TypeError,
+     r"the weight_initializer's result must hold real numbers"),
+    ("bias", lambda s, dt, r: np.zeros(1, dt), ValueError,
+     rf"bias_initializer {_SHAPE}, \(2,\), got shape \(1,\)"),
+])
+def test_a_bad_initializer_result_is_refused_and_a_deferred_layer_stays_deferred(which, bad, exc,
+                                                                               message):
+    """A parameter keeps the shape it is first given: a wrong one would fail every later call."""
+    kw = {f"{which}_initializer": bad}
+    with pytest.raises(exc, match=message):
+        Dense(2, in_units=3, **kw)
+    layer = Dense(2, **kw)
+    X = np.ones((1, 3), np.float32)
+    with pytest.raises(exc, match=message):
+        layer(X)
+    assert layer.in_units is None and not layer.initialized
+    layer.weight_initializer = layer.bias_initializer = init.Constant(0.5)  # fixed: it works
+    assert_bits_equal(np.asarray(layer(X)), np.full((1, 2), 2.0, np.float32))
+    assert layer.in_units == 3
+
+
+def test_initialize_with_a_failing_initializer_keeps_weights_and_initializer():
+    class SevenOnes(init.Initializer):
+        def __call__(self, shape, dtype, rng):
+            return np.ones(7, dtype)
+
+    layer = Dense(2, in_units=3, rng=0)
+    weights, initializer = layer.weight.data.copy(), layer.weight_initializer
+    with pytest.raises(ValueError, match=rf"weight_initializer {_SHAPE}, \(3, 2\)"):
+        layer.initialize(SevenOnes())
+    assert_bits_equal(layer.weight.data, weights)
+    assert layer.weight_initializer is initializer
+
+
 # -- Sequential ---------------------------------------------------------------------------------------
 
 def test_sequential_basics(rng):
@@ -380,6 +428,51 @@ def test_sequential_basics(rng):
     ref = (X.astype(np.float64) @ W1 + b1) @ W2 + b2
     np.testing.assert_allclose(Y, ref, rtol=1e-5, atol=1e-7)
     assert net.parameters() == [net[0].weight, net[0].bias, net[1].weight, net[1].bias]
+
+
+def test_the_same_block_twice_in_one_network_is_refused(rng):
+    """Used twice, a layer would get only its last use's gradient and be updated twice."""
+    d = Dense(3, in_units=3, rng=1)
+    twice = r"Dense\(3 -> 3, float32\) would appear twice in this network"
+    with pytest.raises(ValueError, match=twice):
+        Sequential(d, d)
+    with pytest.raises(ValueError, match=twice):
+        Sequential(d, Sequential(Flatten(), d))
+    net = Sequential(d)
+    with pytest.raises(ValueError, match=twice):
+        net.add(d)
+    with pytest.raises(ValueError, match=r"Sequential\(Dense.*\) would appear twice"):
+        net.add(net)  # a network inside itself
+    with pytest.raises(TypeError, match="fastshallow blocks, got str"):
+        net.add(Dense(2), "not a block")  # refused whole: the good block is not added either
+    assert len(net) == 1 and net.parameters() == [d.weight, d.bias]
+    # separate networks may share a layer: each call builds its own way back
+    shared = Sequential(d, Dense(2, rng=0))
+    assert shared.parameters()[:2] == [d.weight, d.bias]
+    X = rng.normal(size=(4, 3)).astype(np.float32)
+    # a part of a network that later gains a block the network already holds
+    inner = Sequential(Flatten())
+    outer = Sequential(inner, d)
+    inner.add(d)
+    assert inner(X).shape == (4, 3)  # on its own, inner is a valid network
+    again = r"Dense\(3 -> 3, float32\) appears twice in this network"
+    with pytest.raises(ValueError, match=again):
+        outer(X)
+    with pytest.raises(ValueError, match=again):
+        outer.parameters()
+
+
+def test_an_empty_batch_of_images_gives_an_empty_result():
+    X = np.zeros((0, 1, 2, 2), np.float32)
+    assert Flatten()(X).shape == (0, 4)
+    for net in (Dense(3, in_units=4, rng=0), Sequential(Flatten(), Dense(3, rng=0))):
+        Y = net(X)
+        assert Y.shape == (0, 3) and Y.dtype == np.float32
+        for p in net.parameters():
+            p.grad[...] = 1.0
+        Y.backward()  # the gradient of an empty sum
+        for p in net.parameters():
+            assert not p.grad.any()
 
 
 # -- saving and loading ------------------------------------------------------------------------------
@@ -418,6 +511,40 @@ def test_load_parameters_into_a_fresh_deferred_network(tmp_path, rng):
         Sequential(Flatten(), Dense(4)).load_parameters(p)
     with pytest.raises(ValueError, match="different architecture"):
         Dense(3).load_parameters(p)
+
+
+@pytest.mark.parametrize("target, where", [
+    (lambda: Sequential(Dense(3, in_units=4, rng=5), Dense(2, in_units=5, rng=5)),
+     r"layer 1, Dense\(5 -> 2, float32\)"),
+    (lambda: Sequential(Dense(3, in_units=4, rng=5), Sequential(Dense(2, in_units=5, rng=5))),
+     r"layer 1\.0, Dense\(5 -> 2, float32\)"),
+    (lambda: Sequential(Dense(3, in_units=4, rng=5),
+                        Dense(2, weight_initializer=lambda s, dt, r: np.ones(7, dt))),
+     None),
+])
+def test_load_parameters_that_do_not_fit_change_nothing(tmp_path, target, where):
+    path = str(tmp_path / "m.npz")
+    saved = Sequential(Dense(3, in_units=4, rng=0), Dense(2, in_units=3, rng=0))
+    if isinstance(target()[1], Sequential):
+        saved = Sequential(saved[0], Sequential(saved[1]))
+    saved.save(path)
+    net = target()
+    before = [p.data.copy() for p in net.parameters() if p.initialized]
+    message = (rf"{re.escape(path)} does not fit {where}: the file's has 3 inputs; nothing was "
+               "loaded") if where else r"weight_initializer must return an array of the shape"
+    with pytest.raises(ValueError, match=message):
+        net.load_parameters(path)
+    after = [p.data for p in net.parameters() if p.initialized]
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        assert_bits_equal(a, b)
+
+
+def test_load_parameters_into_a_layer_of_another_input_size_names_it(tmp_path):
+    path = str(tmp_path / "m.npz")
+    Dense(2, in_units=3, rng=0).save(path)
+    with pytest.raises(ValueError, match=r"does not fit this layer, Dense\(5 -> 2, float32\)"):
+        Dense(2, in_units=5).load_parameters(path)
 
 
 def test_saving_a_deferred_network_fails_cleanly(tmp_path):

@@ -240,6 +240,41 @@ def test_momentum_buffers_must_fit_the_parameters():
         opt.step(1)
 
 
+@pytest.mark.parametrize("buffer, message", [
+    ("data", r"parameter 'second' must have dtype float32 or float64, got int64"),
+    ("grad", r"the gradient of 'second' has dtype int64, the parameter float64")])
+def test_a_buffer_whose_dtype_was_reassigned_is_refused_before_any_update(buffer, message):
+    """An array's dtype can be reassigned in place, and the compiled update reads raw memory.
+    (int64 has float64's size: unchecked, this gives garbage rather than a crash.)"""
+    first, second = Parameter(np.ones(3), name="first"), Parameter(np.ones(2), name="second")
+    for p in (first, second):
+        p.grad[...] = 1.0
+    opt = SGD([first, second], lr=0.5)
+    getattr(second, buffer).dtype = np.int64
+    with pytest.raises(TypeError, match=message):
+        opt.step(1)
+    np.testing.assert_array_equal(first.data, 1.0)  # checked before the first update
+    assert opt.num_steps == 0
+    # float64 again, though not the very same dtype object: it steps
+    getattr(second, buffer).dtype = np.dtype(np.float64, metadata={"why": "test"})
+    opt.step(1)
+    np.testing.assert_array_equal(first.data, 0.5)
+    np.testing.assert_array_equal(second.data, 0.5)
+
+
+def test_a_parameter_resized_in_place_is_refused_before_any_update():
+    """ndarray.resize changes an array's size in place; the update reads as many gradient
+    elements as the parameter has.  (Shrunk here, so that unchecked it reads too few.)"""
+    first, second = Parameter(np.ones(3), name="first"), Parameter(np.ones(4), name="second")
+    for p in (first, second):
+        p.grad[...] = 1.0
+    second.data.resize((2,), refcheck=False)
+    with pytest.raises(ValueError, match=r"the gradient of 'second' has shape \(4,\), the "
+                                         r"parameter \(2,\)"):
+        SGD([first, second], lr=0.5).step(1)
+    np.testing.assert_array_equal(first.data, 1.0)
+
+
 def test_a_subclass_learning_rate_is_used():
     class WarmUp(SGD):
         @property

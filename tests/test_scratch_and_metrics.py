@@ -90,6 +90,27 @@ def test_scratch_sgd_is_the_formula(rng):
         fs.sgd([w], 0.1, 0)
 
 
+def test_scratch_sgd_checks_every_parameter_before_updating_any():
+    ok = Parameter(np.ones(3), name="ok")
+    ok.grad[...] = 1.0
+    with pytest.raises(RuntimeError, match="parameter 'weight' is not initialized yet"):
+        fs.sgd([ok, fs.nn.Dense(2).weight], 0.5, 1)
+    np.testing.assert_array_equal(ok.data, 1.0)
+    bad = Parameter(np.ones(2), name="bad")
+    bad.data.dtype = np.int64  # reassigned in place: the update would read it as float64
+    with pytest.raises(TypeError, match=r"parameter 'bad' must have dtype float32 or float64, "
+                                        r"got int64"):
+        fs.sgd([ok, bad], 0.5, 1)
+    np.testing.assert_array_equal(ok.data, 1.0)
+    frozen = Parameter(np.ones(2), name="frozen")
+    frozen.data.flags.writeable = False
+    with pytest.raises(ValueError, match=r"parameter 'frozen' is read-only"):
+        fs.sgd([ok, frozen], 0.5, 1)
+    np.testing.assert_array_equal(ok.data, 1.0)
+    fs.sgd([ok], 0.5, 1)
+    np.testing.assert_array_equal(ok.data, 0.5)
+
+
 def test_linreg_bad_arguments(rng):
     w, b = Parameter(np.zeros((2, 1))), Parameter(np.zeros(1))
     with pytest.raises(ValueError, match="2 columns"):
@@ -100,6 +121,12 @@ def test_linreg_bad_arguments(rng):
         fs.linreg(np.zeros((4, 2)), Parameter(np.zeros((2, 3))), Parameter(np.zeros(2)))
     with pytest.raises(ValueError, match="one target per prediction"):
         fs.squared_loss(np.zeros((4, 1)), np.zeros(3))
+
+
+def test_linreg_refuses_a_0d_w():
+    with pytest.raises(ValueError, match=r"w must have shape \(k,\) or \(k, m\) \(one row per "
+                                         r"column of X\), got shape \(\)"):
+        fs.linreg(np.ones((3, 1)), Parameter(np.float64(2.0)), Parameter(np.zeros(1)))
 
 
 # -- from scratch: softmax and cross-entropy --------------------------------------------------------

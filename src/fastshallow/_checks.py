@@ -11,6 +11,7 @@ import numbers
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = FLOAT_DTYPES
 INT64_MAX = np.iinfo(np.int64).max
 _FAST_DTYPES = frozenset(FLOAT_DTYPES)
 
@@ -99,6 +100,29 @@ def as_writeable(name: str, a, dtypes=FLOAT_DTYPES) -> np.ndarray:
     return a
 
 
+def parameter_buffers(name: str, data: np.ndarray, grad: np.ndarray) -> None:
+    """Raise unless a Parameter's `data` and `grad` can go to the compiled update as they are.
+
+    A Parameter allocates both itself (C-contiguous, of its native float dtype), but an
+    array's dtype and writeable flag can be reassigned in place and its size changed
+    (ndarray.resize), and the update reads as many elements of data's type from grad as data
+    has.  This runs for every parameter on every minibatch, so the usual case is recognized by
+    identity, size and flag alone; anything else is checked in full."""
+    dt = data.dtype
+    if (grad.dtype is dt and (dt is _F32 or dt is _F64) and grad.size == data.size
+            and data.flags.writeable):
+        return
+    as_writeable(f"parameter {name!r}", data)
+    if grad.dtype != data.dtype:
+        raise TypeError(f"the gradient of {name!r} has dtype {grad.dtype}, the parameter "
+                        f"{data.dtype}")
+    if grad.shape != data.shape:
+        raise ValueError(f"the gradient of {name!r} has shape {grad.shape}, the parameter "
+                         f"{data.shape}")
+    if not (grad.flags.c_contiguous and grad.flags.aligned):
+        raise ValueError(f"the gradient of {name!r} must be C-contiguous and aligned")
+
+
 def as_labels(name: str, y, n_classes: int | None = None, length: int | None = None) -> np.ndarray:
     """Integer class labels as a C-contiguous int64 vector, each in [0, n_classes).
 
@@ -168,6 +192,25 @@ def positive_int(name: str, v, *, allow_zero: bool = False) -> int:
     if v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v}")
     return v
+
+
+def function(name: str, f, what: str = "callable"):
+    """`f` when it can be called; `what` says what it should be (e.g. "a loss function")."""
+    if not callable(f):
+        raise TypeError(f"{name} must be {what}, got {_describe(f)}")
+    return f
+
+
+def boolean(name: str, v, *, allow_none: bool = False) -> bool | None:
+    """A bool (or NumPy bool, or the int 0 or 1, as in verbose=1): a string such as "no" or
+    "False" is truthy, so taking any value's truth would quietly do the opposite of what was
+    meant."""
+    if v is None and allow_none:
+        return None
+    if isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and v in (0, 1)):
+        return bool(v)
+    what = "None, True or False" if allow_none else "True or False"
+    raise TypeError(f"{name} must be {what}, got {_describe(v)}")
 
 
 def float_dtype(name: str, dtype) -> np.dtype:

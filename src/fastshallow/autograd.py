@@ -16,6 +16,18 @@ from . import _checks as C
 __all__ = ["Parameter", "Tensor", "tensor"]
 
 
+def _param_dtype(name: str, dtype) -> np.dtype:
+    """A parameter's dtype: float32 or float64 in native byte order, the only buffers the
+    compiled updates read ('>f4' is taken as float32: the same numbers)."""
+    try:
+        dt = C.native(dtype)
+    except Exception:
+        raise TypeError(f"{name}: dtype must be float32 or float64, got {dtype!r:.60}") from None
+    if dt not in C.FLOAT_DTYPES:
+        raise TypeError(f"{name}: dtype must be float32 or float64, got {dt}")
+    return dt
+
+
 class Parameter:
     """A trainable array with its gradient.
 
@@ -23,21 +35,27 @@ class Parameter:
     same shape and receives the gradient of the *summed* minibatch loss on ``backward()``
     (overwritten, not accumulated, as in Gluon's default).  A layer whose input size is not known
     yet holds *deferred* parameters: they exist (an optimizer can be built on them) but reading
-    their values raises until the first forward pass gives them a shape."""
+    their values raises until the first forward pass gives them a shape.
+
+    dtype: float32 or float64 (a byte-swapped float is taken as the native one of its size);
+    without it, float32 or float64 values keep their precision and others become float32."""
 
     def __init__(self, data=None, name: str = "param", dtype=None):
         self.name = name
         self._data = self._grad = None
-        self._dtype = np.dtype(dtype) if dtype is not None else None
+        self._dtype = None if dtype is None else _param_dtype(name, dtype)
         if data is not None:
             self.initialize(data)
 
     def initialize(self, data) -> None:
         """Give the parameter its values (its gradient is reset to zeros)."""
-        given = np.asarray(data)
+        given = C.as_array(self.name, data, dtypes=None)
         dtype = self._dtype
         if dtype is None:
-            dtype = given.dtype if given.dtype in C.FLOAT_DTYPES else np.dtype(np.float32)
+            # '>f8' data hold float64 numbers: keep their precision, in native order.
+            dtype = C.native(given.dtype)
+            if dtype not in C.FLOAT_DTYPES:
+                dtype = np.dtype(np.float32)
         arr = C.as_array(self.name, given, dtype=dtype)
         # A parameter keeps its shape for life: its layer, its optimizer's momentum buffer and
         # the fused trainer all size their buffers from it.
@@ -59,14 +77,19 @@ class Parameter:
                                "its input size on the first call -- pass in_units= or call the "
                                "network on a batch first")
 
+    # Read on every minibatch (the book's sgd reads both): the test is inlined, and _need
+    # called only to raise.
     @property
     def data(self) -> np.ndarray:
-        self._need()
-        return self._data
+        data = self._data
+        if data is None:
+            self._need()
+        return data
 
     @property
     def grad(self) -> np.ndarray:
-        self._need()
+        if self._data is None:
+            self._need()
         return self._grad
 
     @property

@@ -8,7 +8,9 @@ Calling a layer returns a :class:`~fastshallow.autograd.Tensor` whose ``backward
 """
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 from typing import Iterator, List, Optional
 
@@ -83,11 +85,16 @@ class Block:
         if not _compatible(self, other):
             raise ValueError(f"{os.fsdecode(path)} holds a different architecture: "
                              f"{other._config()} (this network: {self._config()})")
-        self._adopt(other)
+        # Every layer is checked before any takes the file's values: a refusal halfway would
+        # leave a network that is neither the old one nor the file's.
+        for apply in self._plan_adopt(other, os.fsdecode(path), None):
+            apply()
         return self
 
-    def _adopt(self, other: "Block") -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _plan_adopt(self, other: "Block", path: str, where: Optional[str]) -> list:
+        """Check that `other`'s parameters fit this block (`where`: its index path in the
+        network, None at the top) and return the calls that copy them in."""
+        raise NotImplementedError  # pragma: no cover - abstract
 
 
 def _compatible(a: Block, b: Block) -> bool:
@@ -102,6 +109,25 @@ def _strip_in(cfg):
     if isinstance(cfg, list):
         return [_strip_in(v) for v in cfg]
     return cfg
+
+
+def _rows(X: np.ndarray) -> np.ndarray:
+    """(batch, ...) as (batch, features).  The width is computed, not left to reshape's -1,
+    which cannot be inferred from an empty batch."""
+    return X.reshape(X.shape[0], math.prod(X.shape[1:]))
+
+
+def _initial(name: str, fn, shape: tuple, dtype: np.dtype, rng) -> np.ndarray:
+    """`fn`'s values for a new parameter of `shape`, checked: an initializer may be the user's
+    own, and a parameter keeps the shape it is first given, so a wrong one would make every
+    later call fail."""
+    values = fn(shape, dtype, rng)
+    with np.errstate(over="ignore"):  # a value the dtype cannot hold is refused just below
+        arr = C.as_array(f"the {name}'s result", values, dtype=dtype, finite=True)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must return an array of the shape it is given, {shape}, got "
+                         f"shape {arr.shape}")
+    return arr
 
 
 class Dense(Block):
@@ -132,7 +158,7 @@ class Dense(Block):
         self.weight = Parameter(name="weight", dtype=self.dtype)
         self.bias = Parameter(name="bias", dtype=self.dtype) if self.use_bias else None
         if self.in_units is not None:
-            self._create()
+            self._create(self.in_units)
 
     # Read-only: the parameters' shapes and dtype follow these, and the compiled training path
     # sizes its buffers from them, so they may not drift apart.
@@ -151,22 +177,32 @@ class Dense(Block):
         """The parameters' dtype."""
         return self._dtype
 
-    def _create(self) -> None:
-        rng = self._rng or default_rng()
-        shape = (self.in_units, self.units)
-        self.weight.initialize(self.weight_initializer(shape, self.dtype, rng))
-        if self.bias is not None:
-            self.bias.initialize(self.bias_initializer((self.units,), self.dtype, rng))
+    def _draw(self, in_units: int, weight_init, rng) -> tuple:
+        """Initial (weight, bias) for `in_units` inputs, checked before the layer takes them."""
+        rng = rng or default_rng()
+        W = _initial("weight_initializer", weight_init, (in_units, self.units), self.dtype, rng)
+        b = None if self.bias is None else _initial("bias_initializer", self.bias_initializer,
+                                                    (self.units,), self.dtype, rng)
+        return W, b
+
+    def _set(self, in_units: int, W: np.ndarray, b: Optional[np.ndarray]) -> None:
+        self._in_units = in_units
+        self.weight.initialize(W)
+        if b is not None:
+            self.bias.initialize(b)
+
+    def _create(self, in_units: int) -> None:
+        # Drawn first, set after: a failing initializer leaves a deferred layer deferred.
+        self._set(in_units, *self._draw(in_units, self.weight_initializer, self._rng))
 
     def initialize(self, init=None, force_reinit=False, rng=None):
-        if init is not None:
-            if not isinstance(init, _init.Initializer):
-                raise TypeError(f"init must be a fastshallow.init initializer, got {init!r}")
-            self.weight_initializer = init
-        if rng is not None:
-            self._rng = C.seed_or_rng("rng", rng)
+        if init is not None and not isinstance(init, _init.Initializer):
+            raise TypeError(f"init must be a fastshallow.init initializer, got {init!r}")
+        rng = self._rng if rng is None else C.seed_or_rng("rng", rng)
+        weight_init = self.weight_initializer if init is None else init
         if self.in_units is not None and (force_reinit or init is not None):
-            self._create()
+            self._set(self.in_units, *self._draw(self.in_units, weight_init, rng))
+        self.weight_initializer, self._rng = weight_init, rng
         return self
 
     @property
@@ -188,10 +224,9 @@ class Dense(Block):
             if not self.flatten:
                 raise ValueError(f"X must be 2-D for a Dense layer with flatten=False, "
                                  f"got shape {X.shape}")
-            X = X.reshape(X.shape[0], -1)
+            X = _rows(X)
         if self.in_units is None:
-            self._in_units = C.positive_int("the number of input features", X.shape[1])
-            self._create()
+            self._create(C.positive_int("the number of input features", X.shape[1]))
         elif X.shape[1] != self.in_units:
             raise ValueError(f"X must have {self.in_units} features per example (this layer's "
                              f"in_units), got shape {X.shape}")
@@ -237,12 +272,24 @@ class Dense(Block):
         return {"type": "Dense", "units": self.units, "in_units": self.in_units,
                 "use_bias": self.use_bias, "flatten": self.flatten, "dtype": self.dtype.name}
 
-    def _adopt(self, other: "Dense") -> None:
-        if self.in_units is None:
-            self._in_units = other.in_units
-            self._create()
-        for mine, theirs in zip(self.parameters(), other.parameters()):
-            mine.set_data(theirs.data)
+    def _plan_adopt(self, other: "Dense", path: str, where: Optional[str]) -> list:
+        if self.in_units is not None and self.in_units != other.in_units:
+            layer = "this layer" if where is None else f"layer {where}"
+            raise ValueError(f"{path} does not fit {layer}, {self!r}: the file's has "
+                             f"{other.in_units} inputs; nothing was loaded")
+        # A deferred layer is created (then overwritten) as it always was, drawing from the
+        # random stream that later layers draw from too -- but drawn now, so that a failing
+        # initializer also stops the load before anything changed.
+        drawn = None if self.in_units is not None else \
+            self._draw(other.in_units, self.weight_initializer, self._rng)
+
+        def apply():
+            if drawn is not None:
+                self._set(other.in_units, *drawn)
+            for mine, theirs in zip(self.parameters(), other.parameters()):
+                mine.set_data(theirs.data)
+
+        return [apply]
 
     def __repr__(self) -> str:
         return (f"Dense({self.in_units if self.in_units is not None else '?'} -> {self.units}, "
@@ -256,7 +303,7 @@ class Flatten(Block):
         arr = np.asarray(X)
         if arr.ndim < 1:
             raise ValueError(f"X must have a batch dimension, got shape {arr.shape}")
-        out = arr.reshape(arr.shape[0], -1)
+        out = _rows(arr)
         upstream = X.grad_fn if isinstance(X, Tensor) else None
         if upstream is None:
             return out
@@ -267,26 +314,65 @@ class Flatten(Block):
     def _config(self):
         return {"type": "Flatten"}
 
-    def _adopt(self, other):
-        pass
+    def _plan_adopt(self, other, path, where):
+        return []
 
     def __repr__(self):
         return "Flatten()"
 
 
+# Changes whenever any Sequential gains blocks, so that a network re-checks its blocks only
+# then, not on every call.
+_generations = itertools.count()
+_generation = next(_generations)
+
+
+def _refuse_repeats(blocks: list, verb: str) -> None:
+    """Raise if a block occurs twice among `blocks` and the blocks they contain."""
+    seen = set()
+    todo = list(blocks)
+    while todo:  # a loop, not recursion: no depth limit, and a cycle is a repeat too
+        blk = todo.pop()
+        if id(blk) in seen:
+            raise ValueError(f"{blk!r} {verb} twice in this network: use a separate block for "
+                             "each place (a layer used twice would get only its last use's "
+                             "gradient and be updated twice)")
+        seen.add(id(blk))
+        if isinstance(blk, Sequential):
+            todo.extend(blk._blocks)
+
+
 class Sequential(Block):
-    """Blocks applied in order.  ``add(*blocks)`` appends; ``net[i]`` is the i-th block."""
+    """Blocks applied in order.  ``add(*blocks)`` appends; ``net[i]`` is the i-th block.  A
+    block may appear once per network (separate networks may share it)."""
+
+    # The value of _generation when this network's blocks were last found distinct.
+    _verified = -1
 
     def __init__(self, *blocks: Block):
         self._blocks: List[Block] = []
         self.add(*blocks)
 
     def add(self, *blocks: Block) -> "Sequential":
+        # A block may appear once per network.  Layers overwrite their gradients (as in Gluon),
+        # so a layer used twice would get its last use's gradient instead of the sum, and
+        # parameters() would list it twice, for SGD to update twice.  Refusing is simpler
+        # than accumulating gradients for a use the book never makes.
         for blk in blocks:
             if not isinstance(blk, Block):
                 raise TypeError(f"Sequential holds fastshallow blocks, got {type(blk).__name__}")
-            self._blocks.append(blk)
+        _refuse_repeats([self, *blocks], "would appear")
+        self._blocks.extend(blocks)
+        global _generation
+        _generation = next(_generations)
         return self
+
+    def _check_distinct(self) -> None:
+        """Called when _verified is stale: a block contained here may have been added to
+        another part of this network since it was built (net[0].add(net[1]))."""
+        seen = _generation  # an add during the walk leaves this stale, to check again
+        _refuse_repeats([self], "appears")
+        self._verified = seen
 
     def __getitem__(self, i) -> Block:
         return self._blocks[i]
@@ -298,6 +384,8 @@ class Sequential(Block):
         return iter(self._blocks)
 
     def parameters(self):
+        if self._verified != _generation:
+            self._check_distinct()
         return [p for blk in self._blocks for p in blk.parameters()]
 
     def initialize(self, init=None, force_reinit=False, rng=None):
@@ -308,6 +396,8 @@ class Sequential(Block):
     def forward(self, X):
         if not self._blocks:
             raise RuntimeError("this Sequential is empty: add layers with net.add(...)")
+        if self._verified != _generation:
+            self._check_distinct()
         for blk in self._blocks:
             X = blk(X)
         return X
@@ -315,9 +405,10 @@ class Sequential(Block):
     def _config(self):
         return {"type": "Sequential", "blocks": [b._config() for b in self._blocks]}
 
-    def _adopt(self, other):
-        for mine, theirs in zip(self._blocks, other._blocks):
-            mine._adopt(theirs)
+    def _plan_adopt(self, other, path, where):
+        return [apply for i, (mine, theirs) in enumerate(zip(self._blocks, other._blocks))
+                for apply in mine._plan_adopt(theirs, path,
+                                              str(i) if where is None else f"{where}.{i}")]
 
     def __repr__(self):
         inner = ", ".join(repr(b) for b in self._blocks)

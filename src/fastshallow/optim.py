@@ -22,6 +22,7 @@ from .autograd import Parameter
 __all__ = ["SGD", "Schedule", "ConstantSchedule", "CosineSchedule", "StepSchedule"]
 
 _F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
 # The updates run in the parameters' dtype, and a rate or decay above this is infinite in
 # float32 (in float64 the check that it is finite suffices).
 F32_MAX = float(np.finfo(np.float32).max)
@@ -206,14 +207,13 @@ class SGD:
         if type(batch_size) is not int or batch_size <= 0:
             batch_size = C.positive_int("batch_size", batch_size)
         if type(self) is SGD and type(self._schedule) is ConstantSchedule:
-            lr = self._lr
+            lr = self._lr  # checked when assigned
         else:
             lr = self.learning_rate
-        if not (math.isfinite(lr) and lr > 0):  # a schedule's factor is only known here
-            raise rate_error(lr, self.num_steps)
+            if not (math.isfinite(lr) and lr > 0):  # a schedule's factor is only known here
+                raise rate_error(lr, self.num_steps)
         wd = self._weight_decay
         vel = self.velocity if self._momentum else None
-        team = get_num_threads()
         update = _k().sgd_update
         # The arrays are the parameters' own (C-contiguous, of one dtype and shape), and a
         # momentum buffer is checked against its parameter (the list of parameters is public):
@@ -222,22 +222,29 @@ class SGD:
         if vel is not None and len(vel) != len(self.params):
             raise ValueError(f"this optimizer has {len(vel)} momentum buffers for "
                              f"{len(self.params)} parameters: make a new SGD for new parameters")
+        huge = lr > F32_MAX or wd > F32_MAX  # for float32 parameters, checked below
         work = []  # everything is checked before any parameter changes
         for i, p in enumerate(self.params):
             data = p._data
             if data is None:
                 p._need()  # raises: a layer that has not seen its input size yet
-            if (lr > F32_MAX or wd > F32_MAX) and data.dtype == _F32:
+            grad, dt, n = p._grad, data.dtype, data.size
+            # C.parameter_buffers' quick test (dtypes reassigned, sizes changed in place),
+            # inlined: a call would cost as much as the test
+            if grad.dtype is not dt or (dt is not _F32 and dt is not _F64) or grad.size != n:
+                C.parameter_buffers(p.name, data, grad)
+            if huge and dt == _F32:
                 raise rate_error(lr, self.num_steps, _F32) or decay_error(wd, _F32)
             v = None if vel is None else vel[i]
-            if v is not None and (v.shape != data.shape or v.dtype != data.dtype):
+            if v is not None and (v.shape != data.shape or v.dtype != dt):
                 raise ValueError(f"the momentum buffer of {p.name!r} has shape {v.shape} "
-                                 f"({v.dtype}), the parameter {data.shape} ({data.dtype}): make "
+                                 f"({v.dtype}), the parameter {data.shape} ({dt}): make "
                                  "a new SGD for new parameters")
-            work.append((data, p._grad, v))
-        for data, grad, v in work:
-            update(data, grad, lr, float(batch_size), self._momentum, wd, v,
-                   1 if data.size * 4 < SERIAL_WORK else team)
+            # (the thread count is looked up only for a parameter large enough to use it)
+            work.append((data, grad, v, 1 if n * 4 < SERIAL_WORK else get_num_threads()))
+        bs, mom = float(batch_size), self._momentum
+        for data, grad, v, nt in work:
+            update(data, grad, lr, bs, mom, wd, v, nt)
         self.num_steps += 1
 
     def zero_grad(self) -> None:

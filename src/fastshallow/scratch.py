@@ -8,11 +8,15 @@ numerically fragile (see :class:`~fastshallow.losses.SoftmaxCrossEntropyLoss` fo
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _checks as C
+from ._config import SERIAL_WORK, get_num_threads
+from ._ext import kernels as _k
 from .autograd import Parameter, Tensor, _tensor
-from .kernels import matmul_bias, matmul_bias_backward, sgd_update
+from .kernels import matmul_bias, matmul_bias_backward
 
 __all__ = ["linreg", "squared_loss", "sgd", "softmax", "cross_entropy"]
 
@@ -28,6 +32,9 @@ def linreg(X, w: Parameter, b: Parameter) -> Tensor:
     """The linear model ``X @ w + b``; `w` is (k, m) or (k,), `b` has m entries or one."""
     w = _param("w", w)
     b = _param("b", b)
+    if w.data.ndim == 0:
+        raise ValueError("w must have shape (k,) or (k, m) (one row per column of X), got "
+                         "shape ()")
     X = C.as_array("X", X, dtype=w.dtype, ndim=2)
     W2 = w.data.reshape(w.data.shape[0], -1)
     if X.shape[1] != W2.shape[0]:
@@ -72,9 +79,26 @@ def sgd(params, lr: float, batch_size: int) -> None:
     if isinstance(params, Parameter) or not hasattr(params, "__iter__"):
         raise TypeError(f"params must be a list of fastshallow Parameters, got "
                         f"{type(params).__name__}")
-    params = [_param(f"params[{i}]", p) for i, p in enumerate(params)]
-    for p in params:
-        sgd_update(p.data, p.grad, lr, batch_size)
+    # Everything is checked before the first update: a refusal after it would leave some
+    # parameters stepped and others not.  What is checked here is all the compiled update
+    # needs, so it runs without the wrapper's per-call checks (as SGD.step does).
+    buffers = []
+    for i, p in enumerate(params):
+        if type(p) is not Parameter:
+            _param(f"params[{i}]", p)
+        data, grad = p.data, p.grad  # p.data raises for a deferred parameter
+        C.parameter_buffers(p.name, data, grad)
+        buffers.append((data, grad))
+    # The book's loop calls this on every minibatch: the usual case costs a few tests.
+    if type(lr) is not float or not 0 < lr < math.inf:
+        lr = C.real("lr", lr, low=0.0, low_open=True)
+    if type(batch_size) is not int or batch_size <= 0:
+        batch_size = C.positive_int("batch_size", batch_size)
+    update, bs = _k().sgd_update, float(batch_size)
+    for data, grad in buffers:
+        if data.size:
+            update(data, grad, lr, bs, 0.0, 0.0, None,
+                   1 if data.size * 4 < SERIAL_WORK else get_num_threads())
 
 
 def softmax(X) -> np.ndarray:
