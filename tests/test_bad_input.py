@@ -507,7 +507,7 @@ BAD = [
      r"root must be a folder path, got an empty string"),
     ("fashion train str", lambda c: FashionMNIST(c.root, train="yes"), TypeError,
      r"train must be True or False"),
-    ("fashion train int", lambda c: FashionMNIST(c.root, train=1), TypeError,
+    ("fashion train int", lambda c: FashionMNIST(c.root, train=2), TypeError,
      r"train must be True or False"),
     ("fashion download str", lambda c: FashionMNIST(c.root, download="no"), TypeError,
      r"download must be True or False"),

@@ -17,7 +17,8 @@ from fastshallow.datasets import (
     get_fashion_mnist_labels,
     load_data_fashion_mnist,
 )
-from fastshallow.data import DataLoader
+from fastshallow.data import ArrayDataset, DataLoader
+from fastshallow.data import load_array as fs_load_array
 from fastshallow.datasets.transforms import resize_bilinear
 
 SCALE = np.float32(1 / 255)
@@ -374,6 +375,41 @@ def test_load_data_checks_arguments_before_reading(kwargs, exc, name, monkeypatc
     monkeypatch.setenv("FASTSHALLOW_MIRRORS", "")
     with pytest.raises(exc, match=name):
         load_data_fashion_mnist(**kwargs)
+
+
+@pytest.mark.fashion
+@pytest.mark.parametrize("load", [lambda root: FashionMNIST(root=root, train=False),
+                                  lambda root: load_data_fashion_mnist(8, root=root)],
+                         ids=["FashionMNIST", "load_data_fashion_mnist"])
+def test_a_root_that_is_no_folder_is_an_error_not_a_reason_to_look_elsewhere(load, tmp_path,
+                                                                             fashion_cache):
+    # The data are found elsewhere (Debian's folder, the decoded cache): a mistyped root= was
+    # passed over for them without a word.
+    with pytest.raises(FileNotFoundError, match=r"root: '.*no-such-folder' does not exist"):
+        load(tmp_path / "no-such-folder")
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match=r"root: '.*a-file' is not a folder"):
+        load(str(tmp_path / "a-file"))
+    # a folder without the files is searched past, as the documented order says
+    (tmp_path / "empty").mkdir()
+    assert load(tmp_path / "empty") is not None
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda ds: DataLoader(ds, 3, shuffle="no"), "shuffle"),
+    (lambda ds: DataLoader(ds, 3, drop_last="no"), "drop_last"),
+    (lambda ds: DataLoader(ds, 3, shuffle=2), "shuffle"),
+    (lambda ds: fs_load_array(ds.arrays, 3, is_train="False"), "is_train"),
+])
+def test_loader_switches_must_be_real_bools(make, name):
+    # A string such as "no" is truthy: taking its truth shuffled what was meant not to be.
+    ds = ArrayDataset(np.arange(10.0).reshape(10, 1), np.arange(10))
+    with pytest.raises(TypeError, match=f"{name} must be True or False, got"):
+        make(ds)
+    loader = DataLoader(ds, 3, shuffle=np.False_, drop_last=np.True_)  # NumPy's bools are bools
+    assert [b[1].tolist() for b in loader] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    loader = DataLoader(ds, 3, shuffle=0, drop_last=1)  # and so are 0 and 1 (verbose=1 style)
+    assert [b[1].tolist() for b in loader] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
 
 
 def test_dataset_checks_arguments():

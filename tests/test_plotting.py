@@ -496,6 +496,26 @@ def test_animator_close():
     with pytest.raises(RuntimeError, match="closed"):
         anim.add(2, 1.0)
     anim.close()  # twice is fine
+    assert anim.closed
+
+
+def test_animator_save_after_close_is_refused_rather_than_blank(tmp_path):
+    # close() released the figure: what save() wrote then was an empty image.
+    anim = plotting.Animator(path=tmp_path / "live.png")
+    anim.add(1, 1.0)
+    anim.close()
+    with pytest.raises(RuntimeError, match=r"closed.*save\(\) before close\(\)"):
+        anim.save(tmp_path / "after.png")
+    assert os.listdir(tmp_path) == ["live.png"]
+
+
+@pytest.mark.parametrize("x, y", [(10**400, 1.0), (1, -(10**400))], ids=["x", "y"])
+def test_animator_add_refuses_a_number_past_the_float_range(x, y):
+    anim = plotting.Animator()
+    anim.add(0, 0.5)
+    with pytest.raises(ValueError, match=r"(x|y) values must fit a float.*401 digits"):
+        anim.add(x, y)
+    assert anim.X == [[0.0]] and anim.Y == [[0.5]]  # nothing of the refused call kept
 
 
 class _FakeHandle:

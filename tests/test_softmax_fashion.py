@@ -185,6 +185,8 @@ def test_bench_per_cpu_times_one_thread_on_each_cpu(capsys):
                   r"1 thread;\n  the team took (\d+\.\d{4}) s, (\d+\.\d\d) of that speed", out)
     assert m, out
     assert float(m[1]) == pytest.approx(perfect, abs=2e-4)
-    assert float(m[2]) == pytest.approx(one / perfect, rel=0.03)
+    # Ratios are printed to 2 decimals from times printed to 4: a few percent of rounding, and
+    # up to 0.005 more when a busy machine makes the ratio small.
+    assert float(m[2]) == pytest.approx(one / perfect, rel=0.03, abs=0.006)
     assert float(m[3]) == team
-    assert float(m[4]) == pytest.approx(perfect / team, rel=0.03)
+    assert float(m[4]) == pytest.approx(perfect / team, rel=0.03, abs=0.006)

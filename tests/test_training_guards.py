@@ -2,8 +2,11 @@
 its labels, the loader, the loss, the optimizer -- never makes the compiled code read outside its
 data, and both training paths use and refuse it alike; rates the update cannot use are refused
 before any parameter changes; divergence only the parameters show is reported; evaluating a
-loader counts what iterating it yields and leaves it as iterating would."""
+loader counts what iterating it yields and leaves it as iterating would.  Both paths report the
+same accuracies; a loss with no gradient and every bad argument are refused before anything
+changes, and an error in the clean-up never hides the one that stopped training."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -249,3 +252,264 @@ def test_a_bad_batch_size_is_refused_when_assigned_as_by_the_constructor(bad):
     with pytest.raises(type(made.value), match=f"^{__import__('re').escape(str(made.value))}$"):
         loader.batch_size = bad
     assert loader.batch_size == 4 and len(loader) == 2
+
+
+# -- both paths report the same accuracies ------------------------------------------------------
+
+def test_evaluate_accuracy_of_one_output_is_what_the_loop_and_the_book_count(rng, monkeypatch):
+    # One output is no choice among classes: accuracy() compares its value with the label.
+    # The compiled count took the argmax of one column, class 0 every time.
+    X = rng.standard_normal((12, 3)).astype(np.float32)
+    y = np.array([0, 1] * 6)
+    d = fs.nn.Dense(1, in_units=3, rng=0)
+    X[:3] = 0  # outputs equal to the bias, 0: hits for label 0
+    d.bias.set_data([0.0])
+    book = fs.accuracy(d(X), y) / len(y)
+    assert 0 < book < 0.5  # neither the argmax's 0.5 nor nothing
+    looped = fs.evaluate_accuracy(d, [(X[:5], y[:5]), (X[5:], y[5:])])
+    assert fs.evaluate_accuracy(d, fs.load_array((X, y), 4, is_train=False)) == looped == book
+
+
+@pytest.mark.parametrize("case", ["float labels", "one output", "int targets, l2",
+                                  "int targets, 2 outputs"])
+def test_both_paths_report_the_same_accuracies(rng, case):
+    X = rng.standard_normal((24, 3)).astype(np.float32)
+    units, loss, y = 3, SOFTMAX(), rng.integers(0, 3, 24).astype(np.float64)
+    if case == "one output":  # a softmax over one output: every label is 0
+        units, y = 1, np.zeros(24, np.int64)
+        X[:5] = 0  # outputs of exactly 0 (the bias), which accuracy() counts as hits
+    elif case.startswith("int targets"):  # regression on whole numbers: no accuracy
+        units, loss = (1, fs.losses.L2Loss()) if case.endswith("l2") else (2, fs.losses.L2Loss())
+        y = rng.integers(0, 3, (24, units) if units > 1 else 24)
+    hists = []
+    for fused in (None, False):
+        net = fs.nn.Dense(units, in_units=3, rng=0)
+        net.bias.set_data(np.zeros(units, np.float32))
+        opt = fs.optim.SGD(net.parameters(), lr=0.1)
+        hists.append(fs.train(net, fs.load_array((X, y), 8, seed=0),
+                              fs.load_array((X, y), 8, is_train=False), loss, 2, opt,
+                              fused=fused, verbose=False, progress=False))
+    fast, loop = hists
+    assert not loop.fused and fast.fused == (case != "one output")
+    np.testing.assert_allclose(fast.train_loss, loop.train_loss, rtol=1e-6)
+    np.testing.assert_array_equal(fast.train_acc, loop.train_acc)
+    np.testing.assert_array_equal(fast.test_acc, loop.test_acc)
+    if case.startswith("int targets"):
+        assert np.isnan(loop.train_acc).all() and np.isnan(loop.test_acc).all()
+    else:
+        assert not np.isnan(loop.train_acc).any() and not np.isnan(loop.test_acc).any()
+
+
+def test_a_softmax_over_one_output_on_insisted_fused_kernels_reports_no_accuracy(rng):
+    X, y = rng.standard_normal((20, 3)).astype(np.float32), np.zeros(20, np.int64)
+    net = fs.nn.Dense(1, in_units=3, rng=0)
+    loss, acc = fs.train_epoch(net, fs.load_array((X, y), 5, seed=0), SOFTMAX(),
+                               fs.optim.SGD(net.parameters(), lr=0.1), fused=True)
+    assert loss == 0.0 and math.isnan(acc)  # not the argmax's 1.0
+
+
+# -- a loss without a gradient -----------------------------------------------------------------
+
+@pytest.mark.parametrize("updater", ["callable", "SGD"])
+def test_a_loss_that_returns_no_gradient_is_refused_before_any_update(rng, updater):
+    # The chapter's from-scratch softmax regression with the chapter's cross_entropy, which
+    # returns plain arrays: the updater would step on stale or zero gradients.
+    X = rng.standard_normal((40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    W = fs.Parameter(rng.normal(0, 0.01, (5, 3)).astype(np.float32))
+    b = fs.Parameter(np.zeros(3, np.float32))
+    fs.squared_loss(fs.linreg(X, W, b), np.ones((40, 3), np.float32)).backward()  # stale
+    W0, b0 = W.data.copy(), b.data.copy()
+    opt = fs.optim.SGD([W, b], lr=0.1)
+    step = (lambda n: fs.sgd([W, b], 0.1, n)) if updater == "callable" else opt
+    with pytest.raises(TypeError, match=r"no gradient.*nothing would be trained.*"
+                                        r"SoftmaxCrossEntropyLoss.*fastshallow Tensor"):
+        fs.train(lambda X: fs.softmax(fs.linreg(X, W, b)), fs.load_array((X, y), 10), None,
+                 fs.cross_entropy, 2, step, verbose=False, progress=False)
+    assert_bits_equal(W.data, W0)
+    assert_bits_equal(b.data, b0)
+    assert opt.num_steps == 0
+
+
+# -- arguments checked before anything changes ---------------------------------------------------
+
+class Open:
+    closed = False
+
+    def add(self, x, y):
+        pass
+
+
+class Closed(Open):
+    closed = True
+
+
+BAD_TRAIN_ARGS = [
+    (dict(callback=5), TypeError, "callback must be None or a callable"),
+    (dict(animator="x"), TypeError, "animator must be None or an Animator"),
+    (dict(animator=object()), TypeError, "animator must be None or an Animator"),
+    (dict(animator=Closed()), ValueError, "animator was closed"),
+    (dict(animator=Open(), plot_path="x.png"), ValueError, "animator or plot_path, not both"),
+    (dict(test_iter=5), TypeError, "test_iter must be None or an iterable"),
+    (dict(fused="yes"), TypeError, "fused must be None, True or False"),
+    (dict(verbose="no"), TypeError, "verbose must be True or False"),
+    (dict(progress="no"), TypeError, "progress must be None, True or False"),
+    (dict(loss=None), TypeError, "loss must be a loss function"),
+    (dict(net=None), TypeError, "net must be a network"),
+    (dict(updater=5), TypeError, "updater must be fastshallow.optim.SGD or a callable"),
+    (dict(train_iter=5), TypeError, "train_iter must be an iterable"),
+]
+# On the fused path only: the per-batch loop builds nothing before the first batch.
+BAD_PLOT_PATHS = [
+    (dict(plot_path="no-such-folder/x.png"), FileNotFoundError, "path: folder"),
+    (dict(plot_path="x.txt"), ValueError, "path must end in an image extension"),
+]
+
+
+@pytest.mark.parametrize("fused, bad, exc, match", [
+    (fused, *case) for fused in (None, False) for case in BAD_TRAIN_ARGS] + [
+    (None, *case) for case in BAD_PLOT_PATHS],
+    ids=lambda v: repr(v)[:40] if isinstance(v, (dict, type(None), bool)) else "")
+def test_bad_train_arguments_are_refused_before_anything_changes(rng, tmp_path, monkeypatch,
+                                                                 fused, bad, exc, match):
+    monkeypatch.chdir(tmp_path)  # plot paths are relative to here
+    X, y = classes_data(rng, n=40, k=4)
+    net = fs.nn.Dense(3)  # deferred: built by the first forward pass or by the fused plan
+    opt = fs.optim.SGD(net.parameters(), lr=0.1)
+    loader = fs.load_array((X, y), 8, seed=0)
+    args = dict(net=net, train_iter=loader, test_iter=None, loss=SOFTMAX(), num_epochs=2,
+                updater=opt, fused=fused, verbose=False, progress=False)
+    args.update(bad)
+    with pytest.raises(exc, match=match):
+        fs.train(**args)
+    assert not net.initialized and opt.num_steps == 0 and loader.epoch == 0
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (dict(num_threads=0), ValueError, "num_threads"),  # the loop has no use for it
+    (dict(updater=5), TypeError, "updater must be"),
+])
+def test_bad_train_epoch_arguments_are_refused_before_a_batch_is_taken(rng, bad, exc, match):
+    X, y = classes_data(rng, n=40, k=4)
+    net = fs.nn.Dense(3, in_units=4, rng=0)
+    opt = fs.optim.SGD(net.parameters(), lr=0.1)
+    loader = fs.load_array((X, y), 8, seed=0)
+    args = dict(updater=opt, fused=False)
+    args.update(bad)
+    with pytest.raises(exc, match=match):
+        fs.train_epoch(net, loader, SOFTMAX(), **args)
+    assert opt.num_steps == 0 and loader.epoch == 0
+
+
+def test_a_progress_bar_over_batches_of_unknown_number(rng, capsys):
+    X, y = classes_data(rng, n=40, k=4)
+    net = fs.nn.Dense(3, in_units=4, rng=0)
+    hist = fs.train(net, ((X[i:i + 8], y[i:i + 8]) for i in range(0, 40, 8)), None, SOFTMAX(),
+                    1, fs.optim.SGD(net.parameters(), lr=0.1), verbose=False, progress=True)
+    assert len(hist) == 1 and "batch" in capsys.readouterr().err  # a bar was shown
+
+
+def test_numpys_false_forces_the_per_batch_loop_as_false_does(rng):
+    X, y = classes_data(rng, n=40, k=4)
+    net = fs.nn.Dense(3, in_units=4, rng=0)
+    hist = fs.train(net, fs.load_array((X, y), 8, seed=0), None, SOFTMAX(), 1,
+                    fs.optim.SGD(net.parameters(), lr=0.1), fused=np.False_, verbose=False,
+                    progress=False)
+    assert not hist.fused
+
+
+class FailingPlot:
+    """An animator whose final drawing fails (a full disk, say)."""
+
+    def add(self, x, y):
+        pass
+
+    def flush(self):
+        raise OSError("no space left on device")
+
+
+def test_a_failing_final_drawing_never_hides_why_training_stopped(rng):
+    X, y = classes_data(rng, n=40, k=4)
+    net = fs.nn.Dense(3, in_units=4, rng=0)
+
+    def stop(epoch, hist):
+        raise KeyError("the callback's own error")
+
+    with pytest.raises(KeyError, match="the callback's own error"):
+        fs.train(net, fs.load_array((X, y), 8, seed=0), None, SOFTMAX(), 2,
+                 fs.optim.SGD(net.parameters(), lr=0.1), verbose=False, progress=False,
+                 animator=FailingPlot(), callback=stop)
+    # with nothing else wrong, the drawing's failure is the error
+    with pytest.raises(OSError, match="no space"):
+        fs.train(net, fs.load_array((X, y), 8, seed=0), None, SOFTMAX(), 1,
+                 fs.optim.SGD(net.parameters(), lr=0.1), verbose=False, progress=False,
+                 animator=FailingPlot())
+
+
+def test_an_animator_of_the_books_kind_without_flush_is_fed(rng):
+    class BookAnimator:
+        def __init__(self):
+            self.points = []
+
+        def add(self, x, y):
+            self.points.append((x, y))
+
+    X, y = classes_data(rng, n=40, k=4)
+    net = fs.nn.Dense(3, in_units=4, rng=0)
+    anim = BookAnimator()
+    hist = fs.train(net, fs.load_array((X, y), 8, seed=0), None, SOFTMAX(), 2,
+                    fs.optim.SGD(net.parameters(), lr=0.1), verbose=False, progress=False,
+                    animator=anim)
+    assert [p[0] for p in anim.points] == [1, 2] and anim.points[1][1][0] == hist.train_loss[1]
+
+
+# -- evaluating and predicting ---------------------------------------------------------------------
+
+def test_evaluate_loss_averages_every_value_the_loss_gives(rng):
+    X, Y = rng.standard_normal((10, 4)), rng.standard_normal((10, 2))
+    net = fs.nn.Dense(2, in_units=4, rng=0, dtype=np.float64)
+    it = fs.load_array((X, Y), 4, is_train=False)
+    # elementwise, as the book's l.sum() / l.numel()
+    assert fs.evaluate_loss(net, it, fs.squared_loss) == pytest.approx(
+        float(np.mean(fs.squared_loss(net(X), Y))), rel=1e-14)
+    # per example: the sum over the batches divided by the rows, as before
+    l2 = fs.losses.L2Loss()
+    per_batch = [np.asarray(l2(net(Xb), Yb)) for Xb, Yb in it]
+    assert fs.evaluate_loss(net, it, l2) == sum(float(p.sum()) for p in per_batch) / 10
+    with pytest.raises(ValueError, match="one value per example.*single number"):
+        fs.evaluate_loss(net, it, lambda a, b: np.asarray(l2(a, b)).mean())
+    with pytest.raises(TypeError, match="loss must be a loss function"):
+        fs.evaluate_loss(net, it, None)
+
+
+def test_evaluate_accuracy_refuses_a_bad_thread_count_on_the_per_batch_path_too(rng):
+    X, y = classes_data(rng, n=10, k=3)
+    net = fs.nn.Dense(3, in_units=3, rng=0)
+    for data in (fs.load_array((X, y), 4, is_train=False), [(X, y)]):
+        with pytest.raises(ValueError, match="num_threads"):
+            fs.evaluate_accuracy(net, data, num_threads=0)
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (dict(n=0), ValueError, "n must be > 0"),
+    (dict(n=True), TypeError, "n must be an int"),
+    (dict(path="no-such-folder/p.png"), FileNotFoundError, "path: folder"),
+    (dict(path="p.txt"), ValueError, "path must end in an image extension"),
+    (dict(labels="abc"), TypeError, "labels must be a function"),
+])
+def test_predict_checks_its_arguments_before_taking_a_batch(rng, tmp_path, monkeypatch, bad,
+                                                            exc, match):
+    monkeypatch.chdir(tmp_path)
+    X, y = classes_data(rng, n=10, k=16)
+    net = fs.nn.Dense(3)
+    loader = fs.load_array((X, y), 4, seed=0)
+    with pytest.raises(exc, match=match):
+        fs.predict(net, loader, **bad)
+    assert not net.initialized and loader.epoch == 0 and os.listdir(tmp_path) == []
+
+
+def test_predict_on_no_batches_says_so():
+    empty = fs.load_array((np.zeros((0, 16), np.float32), np.zeros(0, np.int64)), 4)
+    with pytest.raises(ValueError, match="test_iter yielded no batches"):
+        fs.predict(fs.nn.Dense(3, in_units=16), empty)

@@ -291,7 +291,9 @@ class FusedTrainer:
                 _k().from_working_layout(V, k, m, vw)
             opt.num_steps += nb
         parameters_diverged((d.weight, d.bias), epoch, nb, float(lrs[-1]))
-        acc = batch_hits.sum() / n if labels is not None else float("nan")
+        # One output: the argmax hits would count every row (see plan), not what accuracy()
+        # counts.
+        acc = batch_hits.sum() / n if labels is not None and m > 1 else float("nan")
         return float(batch_loss.sum() / n), float(acc)
 
     def _segments(self, step, scratch, nb: int, work: int, num_threads, epoch: int, lrs,
@@ -332,8 +334,11 @@ class FusedTrainer:
             t0 = t1
 
 
-def plan(net, train_iter, loss, updater) -> tuple[Optional[FusedTrainer], str]:
-    """A FusedTrainer when the fused kernels can run this training, else (None, why not)."""
+def plan(net, train_iter, loss, updater, insist: bool = False
+         ) -> tuple[Optional[FusedTrainer], str]:
+    """A FusedTrainer when the fused kernels can run this training, else (None, why not).
+    `insist`: the caller wants the fused kernels even where the loop would report more (the
+    accuracy of a softmax over one output, which the FusedTrainer then reports as NaN)."""
     dense = find_dense(net)
     if dense is None:
         return None, "the network is not a single Dense layer (optionally after Flatten)"
@@ -341,6 +346,10 @@ def plan(net, train_iter, loss, updater) -> tuple[Optional[FusedTrainer], str]:
         return None, "the Dense layer has no bias"
     if type(loss) not in (SoftmaxCrossEntropyLoss, L2Loss, HuberLoss):
         return None, "the loss is not one of the library's SoftmaxCrossEntropy/L2/Huber losses"
+    if type(loss) is SoftmaxCrossEntropyLoss and dense.units < 2 and not insist:
+        return None, ("a softmax over one output: its accuracy compares that output's value "
+                      "with the label (as the book's accuracy() does), which only the "
+                      "per-batch loop measures")
     if not isinstance(updater, SGD):
         return None, "the updater is not fastshallow.optim.SGD"
     from .data import DataLoader
@@ -402,7 +411,9 @@ def count_hits(dense: Dense, X: np.ndarray, labels: np.ndarray, scale: float,
 def can_forward(net, data_iter) -> Optional[tuple]:
     """(dense, X, y, scale) when `net` on `data_iter` can be evaluated by the fused forward."""
     dense = find_dense(net)
-    if dense is None or not dense.use_bias or not dense.initialized:
+    # One output is not a choice among classes: accuracy() compares its value with the label
+    # (as the book does), where the compiled argmax would always say class 0.
+    if dense is None or not dense.use_bias or not dense.initialized or dense.units < 2:
         return None
     arrays = dataset_arrays(data_iter)
     if arrays is None:

@@ -10,6 +10,7 @@ Plotting needs matplotlib (``pip install "fastshallow[plot]"``); ``d2l.plt`` is 
 """
 from __future__ import annotations
 
+from ._checks import positive_int
 from .data import load_array as _load_array
 from .data import synthetic_data as _synthetic_data
 from .datasets import get_fashion_mnist_labels
@@ -34,8 +35,11 @@ __all__ = [
 
 
 def synthetic_data(w, b, num_examples):
-    """``y = X w + b + noise`` with X ~ N(0, 1) and noise ~ N(0, 0.01^2)."""
-    return _synthetic_data(w, b, num_examples)
+    """``y = X w + b + noise`` with X ~ N(0, 1) and noise ~ N(0, 0.01^2); y is a column
+    (num_examples, 1), as the book's ``y.reshape((-1, 1))``, for a vector `w` (a (k, m)
+    matrix gives (num_examples, m))."""
+    X, y = _synthetic_data(w, b, num_examples)
+    return X, (y.reshape(-1, 1) if y.ndim == 1 else y)
 
 
 def load_array(data_arrays, batch_size, is_train=True):
@@ -63,7 +67,10 @@ def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater):
     """Train with a live plot of loss and accuracies (in Jupyter; elsewhere it prints a line per
     epoch).  Returns the :class:`~fastshallow.training.History` (the book returns nothing and
     asserts on the results; this does not)."""
-    animator = Animator(xlabel="epoch", xlim=[1, num_epochs], ylim=[0.3, 0.9],
+    # Checked before the plot is made, whose axis would refuse it in matplotlib's own words.
+    num_epochs = positive_int("num_epochs", num_epochs, allow_zero=True)
+    # [1, 1] for a single epoch would make matplotlib warn of a singular axis.
+    animator = Animator(xlabel="epoch", xlim=[1, max(num_epochs, 2)], ylim=[0.3, 0.9],
                         legend=["train loss", "train acc", "test acc"])
     return _train(net, train_iter, test_iter, loss, num_epochs, updater, animator=animator)
 

@@ -235,8 +235,8 @@ class DataLoader:
             raise TypeError(f"dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
         self.dataset = dataset
         self.batch_size = C.positive_int("batch_size", batch_size)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
+        self.shuffle = C.boolean("shuffle", shuffle)
+        self.drop_last = C.boolean("drop_last", drop_last)
         C.positive_int("num_workers", num_workers, allow_zero=True)
         self._rng = C.seed_or_rng("seed", seed)
         self.epoch = 0
@@ -306,4 +306,5 @@ def load_array(data_arrays, batch_size: int, is_train: bool = True, seed=None) -
     if not isinstance(data_arrays, (tuple, list)):
         raise TypeError(f"data_arrays must be a tuple or list of arrays, got "
                         f"{type(data_arrays).__name__}")
+    C.boolean("is_train", is_train)  # named as the caller knows it, not as DataLoader's shuffle
     return DataLoader(ArrayDataset(*data_arrays), batch_size, shuffle=is_train, seed=seed)

@@ -5,7 +5,9 @@ from typing import Optional
 
 import numpy as np
 
+from . import _checks as C
 from . import _fused
+from ._config import resolve_threads
 from .data import DataLoader
 from .metrics import accuracy
 
@@ -27,6 +29,8 @@ def evaluate_accuracy(net, data_iter, *, num_threads: Optional[int] = None) -> f
     single Dense layer on an array-backed loader with numeric labels, one compiled call counts
     the hits (forward and argmax, chunk by chunk while each chunk's outputs are in cache), of
     the very rows an iteration would yield, and the loader advances as an iteration would."""
+    C.function("net", net, "a network (a callable taking X)")
+    resolve_threads(num_threads)  # refused on the per-batch path too, which has no use for it
     fast = _fast_rows(net, data_iter)
     if fast is not None:
         dense, X, labels, scale = fast
@@ -62,12 +66,20 @@ def _fast_rows(net, data_iter) -> Optional[tuple]:
 
 
 def evaluate_loss(net, data_iter, loss) -> float:
-    """The mean per-example `loss` of `net` over `data_iter`."""
+    """The mean of the values `loss` gives for `net` over `data_iter`: per example for the
+    library's losses, per example and output for an elementwise one such as
+    :func:`~fastshallow.squared_loss` (as the book's ``l.sum() / l.numel()``)."""
+    C.function("net", net, "a network (a callable taking X)")
+    C.function("loss", loss, "a loss function (a callable taking y_hat and y)")
     total = count = 0.0
     for X, y in _batches(data_iter):
         l = np.asarray(loss(net(X), y))
+        if l.ndim == 0:  # a mean already: averaging means of unequal batches would be wrong
+            raise ValueError("loss must return one value per example (evaluate_loss averages "
+                             "them), got a single number: pass the per-example loss, not its "
+                             "mean or sum")
         total += float(l.sum())
-        count += l.shape[0]
+        count += l.size
     return total / count if count else float("nan")
 
 
@@ -75,10 +87,20 @@ def predict(net, test_iter, n: int = 6, path=None, labels=None):
     """The book's ``predict_ch3``: the first `n` images of the first test batch titled with
     their true and predicted labels.  Returns the matplotlib axes; `path` saves the grid (PNG or
     SVG).  `labels` maps class indices to names (default: Fashion-MNIST's)."""
-    from .plotting import prediction_grid
+    from .plotting import _check_save_path, prediction_grid
 
+    # All checked before the first batch is taken: that advances the loader and may build a
+    # deferred network.
+    n = C.positive_int("n", n)
+    if path is not None:
+        _check_save_path("path", path)
     if labels is None:
         from .datasets import get_fashion_mnist_labels as labels
-    X, y = next(iter(_batches(test_iter)))
+    C.function("labels", labels, "a function mapping class indices to names")
+    C.function("net", net, "a network (a callable taking X)")
+    batch = next(_batches(test_iter), None)
+    if batch is None:
+        raise ValueError("test_iter yielded no batches: there are no images to predict")
+    X, y = batch
     pred = np.asarray(net(X)).argmax(axis=1)
     return prediction_grid(np.asarray(X), labels(np.asarray(y)), labels(pred), n=n, path=path)

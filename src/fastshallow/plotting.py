@@ -427,7 +427,7 @@ class Animator:
                 if not _is_real_scalar(v):
                     raise TypeError(f"{what} values must be real numbers or None, "
                                     f"got {type(v).__name__} {v!r} for line {i}")
-            points.append((i, float(a), float(b)))
+            points.append((i, _as_float("x", a, i), _as_float("y", b, i)))
         for i, a, b in points:
             self.X[i].append(a)
             self.Y[i].append(b)
@@ -476,16 +476,25 @@ class Animator:
 
     def save(self, path: PathLike, dpi: Optional[float] = None) -> str:
         """Write the current figure, with every point added so far, to ``path`` (format from the
-        extension), atomically.  Returns the path written."""
+        extension), atomically.  Returns the path written.  Raises RuntimeError once the
+        Animator is closed: close() released the figure, whose image would be blank."""
+        if self._closed:
+            raise RuntimeError("this Animator was closed, which released its figure: save() "
+                               "before close()")
         if dpi is not None:  # beyond print resolutions, a figure of inches is gigapixels
             dpi = real("dpi", dpi, low=0.0, low_open=True, high=MAX_DPI)
-        if self._pending and not self._closed:
+        if self._pending:
             self._draw()
         return _save_figure(self.fig, path, dpi=dpi)
 
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`: :meth:`add` and :meth:`save` then raise."""
+        return self._closed
+
     def close(self) -> None:
-        """Publish any points not shown yet, then release the figure. Further :meth:`add` calls
-        raise; closing twice is harmless."""
+        """Publish any points not shown yet, then release the figure. Further :meth:`add` and
+        :meth:`save` calls raise; closing twice is harmless."""
         if not self._closed:
             try:
                 self.flush()
@@ -511,6 +520,15 @@ def _is_real_scalar(v) -> bool:
     if isinstance(v, numbers.Real):
         return True
     return isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iuf"
+
+
+def _as_float(what: str, v, line: int) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an int (or Fraction) past the float range: no point to draw
+        digits = int(abs(int(v)).bit_length() * math.log10(2)) + 1  # str() may refuse it
+        raise ValueError(f"{what} values must fit a float (at most about 1.8e308), got a number "
+                         f"of about {digits} digits for line {line}") from None
 
 
 def _is_sequence(v) -> bool:

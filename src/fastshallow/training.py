@@ -14,10 +14,12 @@ from typing import List, Optional
 
 import numpy as np
 
+from . import _checks as C
 from . import _fused
 from ._config import resolve_threads
 from ._fused import TrainingDiverged
 from .evaluation import evaluate_accuracy
+from .losses import HuberLoss, L2Loss, SoftmaxCrossEntropyLoss
 from .metrics import accuracy
 from .optim import SGD
 
@@ -49,6 +51,7 @@ class History:
 
 def _loop_epoch(net, train_iter, loss, updater, epoch: int, on_batch=None):
     """The per-batch loop; returns (mean loss, accuracy or NaN)."""
+    step = updater.step if isinstance(updater, SGD) else updater  # checked by the caller
     loss_sum = hits = count = 0.0
     classify = None
     for b, batch in enumerate(train_iter, 1):
@@ -61,21 +64,16 @@ def _loop_epoch(net, train_iter, loss, updater, epoch: int, on_batch=None):
         y_hat = net(X)
         l = loss(y_hat, y)
         n = np.shape(X)[0]
-        if isinstance(updater, SGD):
-            l.backward()
-            updater.step(n)
-        elif callable(updater):
-            if hasattr(l, "grad_fn"):  # a loss of the user's own may return plain arrays
-                l.backward()
-            updater(n)
-        else:
-            raise TypeError("updater must be fastshallow.optim.SGD or a callable taking the "
-                            f"batch size, got {type(updater).__name__}")
+        backward = getattr(l, "backward", None)
+        if not callable(backward):
+            raise _no_gradient(l)
+        backward()
+        step(n)
         s = float(np.sum(l, dtype=np.float64))  # a float32 sum could overflow
         if not math.isfinite(s):
             raise _fused.diverged(epoch, b, _last_rate(updater))
         if classify is None:
-            classify = np.asarray(y).dtype.kind in "iu" and np.ndim(y_hat) == 2
+            classify = _classifies(loss, y_hat, y)
         loss_sum += s
         hits += accuracy(y_hat, y) if classify else 0.0
         count += np.size(y) if classify else n
@@ -85,6 +83,29 @@ def _loop_epoch(net, train_iter, loss, updater, epoch: int, on_batch=None):
         return float("nan"), float("nan")
     _fused.parameters_diverged(_updated(net, updater), epoch, b, _last_rate(updater))
     return loss_sum / count, (hits / count if classify else float("nan"))
+
+
+def _no_gradient(l) -> TypeError:
+    # Without backward() the updater would step on gradients left at zero or by an earlier
+    # backward: the run would go through its epochs and train nothing, or train wrongly.
+    return TypeError(
+        f"the loss returned {type(l).__name__} values, which carry no gradient (no "
+        f"backward()): the updater would apply none and nothing would be trained; use "
+        f"fastshallow.losses.SoftmaxCrossEntropyLoss() (on the network's raw outputs, not "
+        f"softmax probabilities), or a loss returning a fastshallow Tensor (such as "
+        f"fastshallow.squared_loss or the losses of fastshallow.losses)")
+
+
+def _classifies(loss, y_hat, y) -> bool:
+    """Whether the loop measures accuracy: for the softmax cross-entropy always and for the
+    library's regression losses never, as the fused path does; for a loss of the user's own,
+    when the labels are integers, one per row of 2-D predictions (as accuracy() counts)."""
+    if isinstance(loss, SoftmaxCrossEntropyLoss):
+        return True
+    if isinstance(loss, (L2Loss, HuberLoss)):
+        return False
+    return (np.asarray(y).dtype.kind in "iu" and np.ndim(y_hat) == 2
+            and np.size(y) == np.shape(y_hat)[0])
 
 
 def _last_rate(updater) -> float:
@@ -107,28 +128,47 @@ def train_epoch(net, train_iter, loss, updater, *, fused: Optional[bool] = None,
     """One pass over `train_iter`; returns ``(mean training loss, training accuracy)`` measured
     on the fly, as the book does (accuracy is NaN for regression).  `fused`: None picks the
     fused kernels when they apply, True insists on them, False forces the per-batch loop."""
+    fused = _check_training(net, train_iter, loss, updater, fused, num_threads)
+    epoch = C.positive_int("epoch", epoch)
     runner = _runner(net, train_iter, loss, updater, fused)
     if runner is not None:
         return runner.run_epoch(train_iter.epoch_order(), epoch, num_threads)
     return _loop_epoch(net, train_iter, loss, updater, epoch)
 
 
+def _check_training(net, train_iter, loss, updater, fused, num_threads) -> Optional[bool]:
+    """Refuse what either path would only trip over later (after updates, or after building a
+    deferred network); returns `fused` as None or a bool."""
+    C.function("net", net, "a network (a callable taking X)")
+    if not hasattr(train_iter, "__iter__"):
+        raise TypeError(f"train_iter must be an iterable of (X, y) pairs (such as a "
+                        f"DataLoader), got {type(train_iter).__name__}")
+    C.function("loss", loss, "a loss function (a callable taking y_hat and y)")
+    if not isinstance(updater, SGD) and not callable(updater):
+        raise TypeError("updater must be fastshallow.optim.SGD or a callable taking the batch "
+                        f"size, got {type(updater).__name__}")
+    resolve_threads(num_threads)  # refused on the per-batch path too, which has no use for it
+    return C.boolean("fused", fused, allow_none=True)  # np.False_ forces the loop as False does
+
+
 def _runner(net, train_iter, loss, updater, fused):
     if fused is False:
         return None
-    runner, why = _fused.plan(net, train_iter, loss, updater)
+    runner, why = _fused.plan(net, train_iter, loss, updater, insist=bool(fused))
     if runner is None and fused:
         raise ValueError(f"fused=True, but the fused kernels cannot run this training: {why}")
     return runner
 
 
-def _progress(total: int, enabled: Optional[bool]):
+def _progress(num_epochs: int, train_iter, enabled: Optional[bool]):
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
+    # An iterable without a length (a generator) still gets a bar, counting without a total.
+    total = num_epochs * len(train_iter) if hasattr(train_iter, "__len__") else None
     return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)
 
 
@@ -147,19 +187,17 @@ def train(net, train_iter, test_iter, loss, num_epochs: int, updater, *,
     :class:`History`.  Raises :class:`TrainingDiverged` naming the epoch and minibatch when the
     loss or the parameters stop being finite.  The dataset, loader, loss and optimizer may be
     changed between epochs (by `callback`): both paths train on them as they then are."""
-    from . import _checks as C
-
+    # Every argument is checked before anything changes: the first epoch's updates, the loader's
+    # random stream, a deferred layer the fused path builds (in _runner).
     num_epochs = C.positive_int("num_epochs", num_epochs, allow_zero=True)
-    resolve_threads(num_threads)  # refuse a bad num_threads before any work, on either path
+    fused = _check_training(net, train_iter, loss, updater, fused, num_threads)
+    verbose, progress = _check_reporting(test_iter, verbose, progress, animator, plot_path,
+                                         callback)
+    if animator is None and plot_path is not None:  # refuses a bad plot_path
+        animator = _plot_animator(num_epochs, plot_path)
     runner = _runner(net, train_iter, loss, updater, fused)
     hist = History(fused=runner is not None)
-    if animator is None and plot_path is not None:
-        from .plotting import Animator
-
-        animator = Animator(xlabel="epoch", xlim=[1, max(num_epochs, 2)],
-                            legend=["train loss", "train acc", "test acc"], path=plot_path,
-                            min_interval=PLOT_INTERVAL)
-    bar = _progress(num_epochs * len(train_iter), progress)
+    bar = _progress(num_epochs, train_iter, progress)
     step = bar.update if bar is not None else None
     try:
         for epoch in range(1, num_epochs + 1):
@@ -168,29 +206,78 @@ def train(net, train_iter, test_iter, loss, num_epochs: int, updater, *,
                 tl, ta = runner.run_epoch(train_iter.epoch_order(), epoch, num_threads, step)
             else:
                 tl, ta = _loop_epoch(net, train_iter, loss, updater, epoch, step)
-            classify = not math.isnan(ta)
             va = evaluate_accuracy(net, test_iter, num_threads=num_threads) \
-                if (test_iter is not None and classify) else float("nan")
-            secs = time.perf_counter() - t0
+                if (test_iter is not None and not math.isnan(ta)) else float("nan")
+            hist.seconds.append(time.perf_counter() - t0)
             hist.train_loss.append(tl)
             hist.train_acc.append(ta)
             hist.test_acc.append(va)
-            hist.seconds.append(secs)
-            if verbose:
-                line = f"epoch {epoch}, loss {tl:.4f}"
-                if classify:
-                    line += f", train acc {ta:.3f}"
-                if not math.isnan(va):
-                    line += f", test acc {va:.3f}"
-                msg = f"{line}, {secs:.3f} s"
-                (bar.write(msg) if bar is not None else print(msg, flush=True))
-            if animator is not None:
-                animator.add(epoch, (tl, ta if classify else None, va if classify else None))
+            _report(epoch, hist, verbose, bar, animator)
             if callback is not None:
                 callback(epoch, hist)
-    finally:
+    except BaseException as exc:
+        _finish(bar, animator, exc)
+        raise
+    _finish(bar, animator)
+    return hist
+
+
+def _check_reporting(test_iter, verbose, progress, animator, plot_path, callback) -> tuple:
+    """(verbose, progress) as bools (progress may be None), after refusing what the first
+    epoch's end would trip over."""
+    if test_iter is not None and not hasattr(test_iter, "__iter__"):
+        raise TypeError(f"test_iter must be None or an iterable of (X, y) pairs (such as a "
+                        f"DataLoader), got {type(test_iter).__name__}")
+    if animator is not None:
+        if not callable(getattr(animator, "add", None)):
+            raise TypeError(f"animator must be None or an Animator (anything with "
+                            f"add(x, y)), got {type(animator).__name__}")
+        if getattr(animator, "closed", False) is True:
+            raise ValueError("animator was closed: give an open Animator")
+        if plot_path is not None:
+            raise ValueError("give animator or plot_path, not both (an Animator writes the "
+                             "file given as its own path=)")
+    if callback is not None:
+        C.function("callback", callback, "None or a callable taking (epoch, history)")
+    return C.boolean("verbose", verbose), C.boolean("progress", progress, allow_none=True)
+
+
+def _plot_animator(num_epochs: int, plot_path):
+    from .plotting import Animator
+
+    return Animator(xlabel="epoch", xlim=[1, max(num_epochs, 2)],
+                    legend=["train loss", "train acc", "test acc"], path=plot_path,
+                    min_interval=PLOT_INTERVAL)
+
+
+def _report(epoch: int, hist: History, verbose: bool, bar, animator) -> None:
+    """Print the epoch just recorded in `hist` and add it to the animator."""
+    tl, ta, va = hist.train_loss[-1], hist.train_acc[-1], hist.test_acc[-1]
+    classify = not math.isnan(ta)
+    if verbose:
+        line = f"epoch {epoch}, loss {tl:.4f}"
+        if classify:
+            line += f", train acc {ta:.3f}"
+        if not math.isnan(va):
+            line += f", test acc {va:.3f}"
+        msg = f"{line}, {hist.seconds[-1]:.3f} s"
+        (bar.write(msg) if bar is not None else print(msg, flush=True))
+    if animator is not None:
+        animator.add(epoch, (tl, ta if classify else None, va if classify else None))
+
+
+def _finish(bar, animator, failed: Optional[BaseException] = None) -> None:
+    """Close the progress bar and draw the epochs a throttled animator has not drawn yet (an
+    animator of the user's own may have no flush).  When training failed, a failure here is
+    noted on that error, never raised in its place."""
+    try:
         if bar is not None:
             bar.close()
-        if animator is not None:
-            animator.flush()  # the epochs a throttled animator has not drawn yet
-    return hist
+        flush = getattr(animator, "flush", None)
+        if callable(flush):
+            flush()
+    except Exception as exc:
+        if failed is None:
+            raise
+        if hasattr(failed, "add_note"):  # Python 3.11+
+            failed.add_note(f"(finishing the plot then failed too: {type(exc).__name__}: {exc})")

@@ -1,6 +1,7 @@
 """The book's small utilities: a stopwatch and running sums."""
 from __future__ import annotations
 
+import numbers
 import time
 from typing import List
 
@@ -38,9 +39,11 @@ class Accumulator:
     """Running sums over `n` variables: ``add(*values)``, ``reset()``, ``acc[i]``."""
 
     def __init__(self, n: int):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        # A NumPy int is a count like any other (every other int argument takes one); a bool
+        # or a float is not.
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
-        self.data = [0.0] * n
+        self.data = [0.0] * int(n)
 
     def add(self, *args) -> None:
         if len(args) != len(self.data):

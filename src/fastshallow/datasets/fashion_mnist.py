@@ -35,10 +35,7 @@ _SPLITS = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
            False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
-def _check_bool(name: str, v) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(v).__name__} {v!r}"[:200])
-    return bool(v)
+_check_bool = C.boolean
 
 
 def _check_root(root):
@@ -50,6 +47,15 @@ def _check_root(root):
     if os.fspath(root) in ("", b""):
         raise ValueError("root must be a folder path, got an empty string (use None to search "
                          "the default places)")
+    # A folder named but missing (a typo, an unmounted disk) would otherwise be passed over for
+    # the other places, and the data found there -- or a download -- taken without a word.  A
+    # folder that exists but lacks the files is searched past, as the search order says.
+    folder = os.path.expanduser(os.fspath(root))
+    if not os.path.isdir(folder):
+        kind = NotADirectoryError if os.path.exists(folder) else FileNotFoundError
+        what = "is not a folder" if kind is NotADirectoryError else "does not exist"
+        raise kind(f"root: {os.fsdecode(folder)!r} {what} (root= names the folder holding the "
+                   f"Fashion-MNIST files; use None to search the default places)")
     return root
 
 
@@ -102,7 +108,8 @@ class FashionMNIST:
     """Fashion-MNIST: 28x28 grayscale images of 10 kinds of clothing, 60000 for training and
     10000 for testing, 6000 / 1000 of each class.
 
-    The files are looked for in `root`, then ``$FASTSHALLOW_DATA``, the user cache
+    The files are looked for in `root` (which must be an existing folder: one that is missing
+    is an error, not a reason to look elsewhere), then ``$FASTSHALLOW_DATA``, the user cache
     (``~/.cache/fastshallow/fashion-mnist``, following ``$XDG_CACHE_HOME``) and Debian's
     ``dataset-fashion-mnist`` folder; with `download`, missing ones are downloaded into the
     user cache.  Every copy is checked against the published content (sha256 of the
