@@ -16,6 +16,7 @@ zero from failing spuriously.
 """
 from __future__ import annotations
 
+import copy
 import os
 import zlib
 
@@ -94,6 +95,27 @@ def assert_bits_equal(a, b, err_msg: str = "") -> None:
 
 
 # ---- the real Fashion-MNIST ------------------------------------------------------------------
+
+def learned(est) -> dict:
+    """Copies of everything an estimator has learned (its public attributes ending in _)."""
+    return {k: copy.deepcopy(v) for k, v in vars(est).items()
+            if k.endswith("_") and not k.startswith("_")}
+
+
+def assert_same_model(est, before: dict) -> None:
+    """`est` has learned exactly what `before` (from learned) recorded."""
+    after = learned(est)
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+
+
+def last_row(a, value):
+    """A copy of `a` with its last row set to `value`."""
+    a = np.array(a, copy=True)
+    a[-1] = value
+    return a
+
 
 @pytest.fixture(scope="session")
 def fashion_cache(tmp_path_factory):

@@ -3,7 +3,6 @@ data-parallel ``fit_dask`` (local SGD + model averaging), on a LocalCluster of t
 127.0.0.1 started once for the module."""
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
@@ -18,6 +17,8 @@ import dask  # noqa: E402
 import fastshallow as fs  # noqa: E402
 from fastshallow.distributed import _fit_averaged, fit_dask  # noqa: E402
 from fastshallow.estimators import LinearRegression, SoftmaxRegression  # noqa: E402
+
+from conftest import assert_same_model, last_row, learned  # noqa: E402
 
 Incremental = dask_ml_wrappers.Incremental
 
@@ -174,18 +175,6 @@ def test_fit_dask_says_when_the_data_are_empty(client, shape):
                  da.zeros(shape[0], chunks=5, dtype=np.int64))
 
 
-def learned(est) -> dict:
-    """Copies of everything `est` has learned (its public attributes ending in _)."""
-    return {k: copy.deepcopy(v) for k, v in vars(est).items()
-            if k.endswith("_") and not k.startswith("_")}
-
-
-def last_row(a, value):
-    a = np.array(a, copy=True)
-    a[-1] = value
-    return a
-
-
 @pytest.mark.parametrize("params,change,match", [
     ({}, dict(sample_weight=last_row(np.ones(200), -1.0)), "sample_weight must be >= 0"),
     ({}, dict(sample_weight=last_row(np.ones(200), np.nan)), "sample_weight must be finite"),
@@ -207,10 +196,7 @@ def test_fit_dask_failures_leave_the_estimator_as_it_was(client, rng, params, ch
     est.set_params(**params)
     with pytest.raises((TypeError, ValueError), match=match):
         fit_dask(est, da.from_array(XX, 50), da.from_array(y, 50), **kw)
-    after = learned(est)
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        np.testing.assert_array_equal(after[k], v, err_msg=k)
+    assert_same_model(est, before)
     np.testing.assert_array_equal(est.predict(X), pred)
 
 

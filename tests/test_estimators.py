@@ -17,6 +17,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 import fastshallow as fs  # noqa: E402
 from fastshallow.estimators import LinearRegression, SoftmaxRegression  # noqa: E402
 
+from conftest import assert_same_model, learned  # noqa: E402
+
 # No check of scikit-learn's suite is expected to fail for these estimators; a check that ever
 # must be would be listed here (and in the estimator's docstring) with the reason.
 EXPECTED_FAILED_CHECKS: dict = {}
@@ -411,19 +413,6 @@ def test_bad_hyper_parameters_are_refused_at_fit(rng, params, match):
     est = SoftmaxRegression(**params)  # accepted by __init__, as scikit-learn requires
     with pytest.raises((ValueError, TypeError), match=match):
         est.fit(X, y)
-
-
-def learned(est) -> dict:
-    """Copies of everything `est` has learned (its public attributes ending in _)."""
-    return {k: copy.deepcopy(v) for k, v in vars(est).items()
-            if k.endswith("_") and not k.startswith("_")}
-
-
-def assert_same_model(est, before: dict) -> None:
-    after = learned(est)
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        np.testing.assert_array_equal(after[k], v, err_msg=k)
 
 
 @pytest.mark.parametrize("cls,call,match", [

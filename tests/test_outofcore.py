@@ -3,7 +3,6 @@ without reading them, the results against in-memory fits, and the peak resident 
 fit on a file larger than the memory it is allowed (measured in a subprocess)."""
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 import os
@@ -20,6 +19,8 @@ import fastshallow  # noqa: E402
 from fastshallow.datasets import DataFileError  # noqa: E402
 from fastshallow.estimators import LinearRegression, SoftmaxRegression  # noqa: E402
 from fastshallow.outofcore import fit_out_of_core, iter_chunks, open_idx  # noqa: E402
+
+from conftest import assert_same_model, last_row, learned  # noqa: E402
 
 
 def teacher_data(rng, n, k=20, c=5, dtype=np.float32):
@@ -263,25 +264,6 @@ def test_warm_start_and_foreign_estimators(tmp_path, rng):
         fit_out_of_core(LinearRegression(solver="closed_form"), Xm, y.astype(float))
     with pytest.raises(ValueError, match="rows"):
         fit_out_of_core(SoftmaxRegression(), Xm, y[:-1])
-
-
-def learned(est) -> dict:
-    """Copies of everything `est` has learned (its public attributes ending in _)."""
-    return {k: copy.deepcopy(v) for k, v in vars(est).items()
-            if k.endswith("_") and not k.startswith("_")}
-
-
-def assert_same_model(est, before: dict) -> None:
-    after = learned(est)
-    assert after.keys() == before.keys()
-    for k, v in before.items():
-        np.testing.assert_array_equal(after[k], v, err_msg=k)
-
-
-def last_row(a, value):
-    a = a.copy()
-    a[-1] = value
-    return a
 
 
 ONES = np.ones(300)
