@@ -29,6 +29,7 @@ import pytest
 
 import fastshallow as fs
 from fastshallow import cli, nn
+from fastshallow._io import check_writable
 from fastshallow.datasets import DataFileError, FashionMNIST, read_idx
 from fastshallow.datasets import _download
 from fastshallow.datasets._download import FileSpec
@@ -456,6 +457,16 @@ def test_command_line_refuses_an_unwritable_folder_before_training(tmp_path, mon
     err = capsys.readouterr().err
     assert f"{flag}: [Errno 13] cannot write {path}: Permission denied" in err
     assert os.listdir(tmp_path) == []
+
+
+def test_a_file_name_near_the_length_limit_is_written(tmp_path):
+    """The temporary file beside it takes only the name's start: a 250-byte name is valid,
+    and a temporary name 25 bytes longer would not be."""
+    path = tmp_path / ("m" * 246 + ".npz")
+    nn.Dense(2, in_units=3, rng=0).save(path)
+    fs.Animator().save(tmp_path / ("c" * 246 + ".png"))
+    assert sorted(os.listdir(tmp_path)) == sorted([path.name, "c" * 246 + ".png"])
+    check_writable(path)  # the command line's check before training, which refused it too
 
 
 def test_failed_writes_name_the_file_not_its_temporary(tmp_path, monkeypatch):

@@ -224,7 +224,8 @@ def test_momentum_buffers_must_fit_the_parameters():
     opt = SGD([p], lr=0.1, momentum=0.9)
     opt.step(1)
     opt.params[0] = Parameter(np.zeros(1 << 16, np.float32))
-    with pytest.raises(ValueError, match=r"momentum buffer of 'param' has shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"momentum buffer of 'param' is not a writeable "
+                                         r"C-contiguous float32 array of shape \(65536,\)"):
         opt.step(1)
     # nothing is half-updated: a bad buffer behind a good one stops the step before both
     good, new = Parameter(np.ones(3, np.float32)), Parameter(np.ones(5, np.float32))
@@ -238,6 +239,32 @@ def test_momentum_buffers_must_fit_the_parameters():
     opt.params[1:] = [Parameter(np.ones(2, np.float32)), Parameter(np.zeros(4, np.float32))]
     with pytest.raises(ValueError, match="2 momentum buffers for 3 parameters"):
         opt.step(1)
+
+
+def _read_only(v):
+    v.flags.writeable = False
+    return v
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: v[::-1],  # written past its end before this was checked
+    lambda v: np.repeat(v, 2, axis=0)[::2],
+    np.asfortranarray,
+    _read_only,
+    lambda v: v.astype(np.float64),
+], ids=["reversed", "strided", "fortran", "read-only", "float64"])
+def test_momentum_buffers_put_in_by_hand_are_checked_like_the_parameters(make):
+    """The velocity list is public: a buffer put there must be a writeable C-contiguous array
+    of its parameter's shape and dtype, and nothing is updated when one is not (the fused path:
+    test_training_guards)."""
+    W = Parameter(np.ones((4, 3), np.float32))
+    opt = SGD([W], lr=0.1, momentum=0.9)
+    opt.velocity[0] = make(np.zeros((4, 3), np.float32))
+    W.grad[...] = 1.0
+    with pytest.raises(ValueError, match="momentum buffer of 'param' is not a writeable"):
+        opt.step(1)
+    np.testing.assert_array_equal(W.data, 1.0)
+    assert opt.num_steps == 0
 
 
 @pytest.mark.parametrize("buffer, message", [

@@ -299,6 +299,11 @@ def test_least_squares_at_the_ends_of_the_float_range(rng, capfd, fit_intercept)
         ws, bs = fs.least_squares(X * 2.0**ex, y * 2.0**ey, fit_intercept)
         assert_bits_equal(ws, w * 2.0**(ey - ex))
         assert bs == b * 2.0**ey
+    # targets of very different sizes fitted together: each column as if fitted alone
+    w2, b2 = fs.least_squares(X, np.c_[y, y], fit_intercept)
+    wm, bm = fs.least_squares(X, np.c_[y * 2.0**1000, y * 2.0**-50], fit_intercept)
+    assert_bits_equal(wm, w2 * [2.0**1000, 2.0**-50])
+    assert_bits_equal(bm, b2 * [2.0**1000, 2.0**-50])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         w, b = fs.least_squares([[1e308], [1.5e308], [-1e308]], [1.0, 1.0, 1.0], fit_intercept)

@@ -2,6 +2,7 @@
 thread counts, divergence, and the book's updater-as-a-callable style."""
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -184,10 +185,17 @@ def test_per_batch_loop_is_bit_identical_for_1_and_2_threads(rng):
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_divergence_is_reported_with_epoch_and_batch(fused, rng):
+    """...and the optimizer has counted the steps taken, that minibatch's included (the
+    schedule's clock), on both paths alike."""
     ds, loss, units = make("l2", rng)
+    net = fs.nn.Dense(units, rng=3)
+    opt = fs.optim.SGD(net.parameters(), lr=1e6)
     with pytest.raises(fs.TrainingDiverged,
-                       match=r"epoch 1, minibatch \d+ \(learning rate 1e\+06\).*smaller"):
-        run(ds, loss, units, fused=fused, lr=1e6)
+                       match=r"epoch 1, minibatch (\d+) \(learning rate 1e\+06\).*smaller") as e:
+        fs.train(net, fs.DataLoader(ds, 64, shuffle=True, seed=3), None, loss, 3, opt,
+                 fused=fused, verbose=False, progress=False)
+    batch = int(re.search(r"minibatch (\d+)", str(e.value))[1])
+    assert 1 < batch < len(ds) // 64 and opt.num_steps == batch
 
 
 def test_huge_but_finite_softmax_loss_is_not_divergence(rng):
@@ -503,11 +511,20 @@ def test_fused_chain_with_more_threads_than_cores():
     waits for off the core, and every minibatch cost a scheduler time slice (with the first
     spin limit, 30-60 times one thread's epoch).  On one core two threads may be slower than
     one, but not by much."""
-    res = subprocess.run([sys.executable, "-c", _ONE_CORE_SCRIPT], capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    one, two = map(float, res.stdout.split())
-    assert two < 4 * one + 0.02, (one, two)
+    # Other work on that core can make any run slow for a moment (0.29 s against 0.003 s once,
+    # on a loaded machine): up to three tries, while the fault it guards against lost 30 to
+    # 60 times in every run.
+    timings = []
+    for _ in range(3):
+        res = subprocess.run([sys.executable, "-c", _ONE_CORE_SCRIPT], capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        one, two = map(float, res.stdout.split())
+        timings.append((one, two))
+        if two < 4 * one + 0.02:
+            break
+    else:
+        raise AssertionError(f"(one thread, two threads) on one core, seconds: {timings}")
 
 
 def test_fused_sgd_refuses_scratch_made_for_other_sizes():

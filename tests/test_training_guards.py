@@ -513,3 +513,24 @@ def test_predict_on_no_batches_says_so():
     empty = fs.load_array((np.zeros((0, 16), np.float32), np.zeros(0, np.int64)), 4)
     with pytest.raises(ValueError, match="test_iter yielded no batches"):
         fs.predict(fs.nn.Dense(3, in_units=16), empty)
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_momentum_buffers_swapped_between_epochs_are_refused_before_any_update(rng, fused):
+    """A reversed buffer was written past its end by the compiled update (and on the fused
+    path refused only inside the compiled call, after the step count had moved)."""
+    X, y = classes_data(rng)
+    net = fs.nn.Dense(3, in_units=8, rng=0)
+    saved = {}
+
+    def swap(epoch, hist):
+        vel = opt.velocity
+        vel[0] = np.zeros_like(vel[0])[::-1]
+        saved.update(W=net.weight.data.copy(), steps=opt.num_steps)
+
+    opt = fs.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="momentum buffer"):
+        fs.train(net, fs.load_array((X, y), 16, seed=0), None, SOFTMAX(), 2, opt, fused=fused,
+                 verbose=False, progress=False, callback=swap)
+    assert_bits_equal(net.weight.data, saved["W"])
+    assert opt.num_steps == saved["steps"]

@@ -22,7 +22,7 @@ from ._config import resolve_threads
 from ._ext import kernels as _k
 from .losses import HuberLoss, L2Loss, SoftmaxCrossEntropyLoss
 from .nn import Dense, Flatten, Sequential
-from .optim import SGD, decay_error
+from .optim import SGD, buffer_fits, decay_error
 
 LOSS_SOFTMAX_XENT, LOSS_L2, LOSS_HUBER = 0, 1, 2
 
@@ -238,11 +238,11 @@ class FusedTrainer:
         iw = next(i for i, p in enumerate(opt.params) if p is d.weight)
         ib = next(i for i, p in enumerate(opt.params) if p is d.bias)
         vel = opt.velocity if momentum else None  # as SGD.step: no buffers without momentum
-        if vel is not None and (len(vel) != 2 or any(
-                getattr(v, "shape", None) != p.shape or v.dtype != p.dtype
-                for v, p in ((vel[iw], W), (vel[ib], b)))):
-            raise ValueError("the optimizer's momentum buffers do not fit the layer's "
-                             "parameters: make a new SGD for new parameters")
+        if vel is not None and (len(vel) != 2 or not (
+                buffer_fits(vel[iw], W) and buffer_fits(vel[ib], b))):
+            raise ValueError("the optimizer's momentum buffers are not writeable C-contiguous "
+                             "arrays of the layer's parameters' shapes and dtype: make a new "
+                             "SGD for new parameters")
         return iw, ib, vel
 
     def run_epoch(self, order: np.ndarray, epoch: int, num_threads=None,
@@ -282,14 +282,15 @@ class FusedTrainer:
         step = functools.partial(_k().fused_sgd, X, labels, targets, order, B, kind, smooth,
                                  delta, Wp, b, V, vb, lrs, momentum, wd, scale, batch_loss,
                                  batch_hits)
+        done = [0]  # minibatches updated, also when a later one fails: the schedule's clock
         try:
             self._segments(step, scratch, nb, B * k * max(m, 4), num_threads, epoch, lrs,
-                           on_batches)
+                           on_batches, done)
         finally:
             _k().from_working_layout(Wp, k, m, W)
             if V is not None:
                 _k().from_working_layout(V, k, m, vw)
-            opt.num_steps += nb
+            opt.num_steps += done[0]
         parameters_diverged((d.weight, d.bias), epoch, nb, float(lrs[-1]))
         # One output: the argmax hits would count every row (see plan), not what accuracy()
         # counts.
@@ -297,9 +298,10 @@ class FusedTrainer:
         return float(batch_loss.sum() / n), float(acc)
 
     def _segments(self, step, scratch, nb: int, work: int, num_threads, epoch: int, lrs,
-                  on_batches) -> None:
+                  on_batches, done: list) -> None:
         """Minibatches [0, nb) by ``step(t0, t1, threads, scratch)``, in segments sized by time
-        and with the thread count chosen for each (`work`: per minibatch)."""
+        and with the thread count chosen for each (`work`: per minibatch); done[0] counts the
+        minibatches updated."""
         # Per-minibatch work decides: the threads' waits cost more than a small minibatch takes.
         nt = resolve_threads(num_threads, work)
         if num_threads is None:  # the default: adapt to how busy the machine is
@@ -327,8 +329,10 @@ class FusedTrainer:
                 self.batch_seconds = secs / (t1 - t0)
             if chooser is not None:
                 chooser.record(threads, secs, t1 - t0)
-            if bad >= 0:
+            if bad >= 0:  # the step stops after that minibatch's update
+                done[0] = int(bad) + 1
                 raise diverged(epoch, int(bad) + 1, float(lrs[bad]))
+            done[0] = t1
             if on_batches is not None:
                 on_batches(t1 - t0)
             t0 = t1

@@ -12,7 +12,8 @@ def _temp_beside(path: str):
     os.makedirs(folder, exist_ok=True)
     # Not tempfile.mkstemp: it creates files only the owner may read.  Mode 0o666 lets the
     # umask decide, as a plain open() would.
-    name = f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    # The start of the name only: the whole could pass the file system's 255-byte limit.
+    name = f".{os.path.basename(path)[:40]}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     tmp = os.path.join(folder, name)
     try:
         return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -23,14 +23,18 @@ def least_squares(X, y, fit_intercept: bool = True):
         raise ValueError(f"y must have {X.shape[0]} rows (one per example), got shape {Y.shape}")
     if X.shape[0] == 0:
         raise ValueError("X must have at least one example")
-    # Solved for X / sx and y / sy, so that centering and the SVD cannot overflow on huge
-    # (finite) values; powers of two scale exactly, which leaves every other answer's bits as
-    # they were.
-    sx, sy = _power_of_two_near(X), _power_of_two_near(Y)
-    Xs, Ys = X / sx, Y / sy
+    # Solved for X / sx and y / sy (sy a power of two per target column, so that a small
+    # target fitted beside a huge one keeps its precision), so that centering and the SVD
+    # cannot overflow on huge (finite) values; powers of two scale exactly, which leaves every
+    # other answer's bits as they were.  (One scale for all of X: scaling its columns apart
+    # would change which solution has the minimum norm.)
+    sx, sy = float(_powers_of_two_near(X)), _powers_of_two_near(Y, axis=0)
+    Xs, Ys = X / sx, Y / sy  # the one copy of each, centred in place
     if fit_intercept:
         x_mean, y_mean = Xs.mean(axis=0), Ys.mean(axis=0)
-        ws, *_ = np.linalg.lstsq(Xs - x_mean, Ys - y_mean, rcond=None)
+        Xs -= x_mean
+        Ys -= y_mean
+        ws, *_ = np.linalg.lstsq(Xs, Ys, rcond=None)
         bs = y_mean - x_mean @ ws
     else:
         ws, *_ = np.linalg.lstsq(Xs, Ys, rcond=None)
@@ -39,12 +43,13 @@ def least_squares(X, y, fit_intercept: bool = True):
         w, b = ws * (sy / sx), bs * sy
     if not (np.isfinite(w).all() and np.isfinite(b).all()):
         raise ValueError("the least-squares solution is too large for float64 (y is "
-                         f"about {sy:.3g} where X is about {sx:.3g})")
+                         f"about {np.max(sy):.3g} where X is about {sx:.3g})")
     return w, (float(b) if Y.ndim == 1 else b)
 
 
-def _power_of_two_near(A: np.ndarray) -> float:
-    """The greatest power of two not above max |A| (1 for an all-zero A): A over it lies
-    within (-2, 2), and it is itself a finite float."""
-    top = float(np.max(np.abs(A), initial=0.0))
-    return 1.0 if top == 0 else float(np.ldexp(1.0, int(np.frexp(top)[1]) - 1))
+def _powers_of_two_near(A: np.ndarray, axis=None) -> np.ndarray:
+    """The greatest powers of two not above max |A| (over `axis`; 1 where A is all zero): A
+    over them lies within (-2, 2), and they are finite floats.  (max and -min rather than
+    |A|, which would be another copy of A.)"""
+    top = np.maximum(A.max(axis=axis, initial=0.0), -A.min(axis=axis, initial=0.0))
+    return np.where(top == 0, 1.0, np.ldexp(1.0, np.frexp(top)[1] - 1))

@@ -111,9 +111,16 @@ def _unchanged_on_error(estimator):
     random_state is not rewound).  An estimator whose attributes cannot be deep-copied (not one
     of scikit-learn's) is left as the failed call left it."""
     state = getattr(estimator, "__dict__", None)
+    curve = state.get("loss_curve_") if isinstance(state, dict) else None
+    kept = len(curve) if isinstance(curve, list) else None
     try:
         params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
-        saved = copy.deepcopy(state, {id(v): v for v in params.values()})
+        memo = {id(v): v for v in params.values()}
+        if kept is not None:
+            # Training only appends to the history: it is put back by cutting it, not copied
+            # (a copy at every call made a long stream of partial_fit calls quadratic).
+            memo[id(curve)] = curve
+        saved = copy.deepcopy(state, memo)
     except Exception:  # documented above: nothing to put back
         saved = None
     try:
@@ -122,6 +129,8 @@ def _unchanged_on_error(estimator):
         if saved is not None:
             state.clear()
             state.update(saved)
+            if kept is not None:
+                del curve[kept:]
         raise
 
 

@@ -42,6 +42,15 @@ def rate_error(lr: float, step: int, dtype=None) -> Optional[ValueError]:
     return None
 
 
+def buffer_fits(v, data: np.ndarray) -> bool:
+    """Whether `v` can be the momentum buffer of a parameter holding `data`: the compiled
+    update writes it as data's shape and dtype, contiguous from its first element.  The
+    buffers are the optimizer's own, but its `velocity` list is public: a reversed or strided
+    array put there would be written past its end, a read-only one written anyway."""
+    return (isinstance(v, np.ndarray) and v.shape == data.shape and v.dtype == data.dtype
+            and v.flags.c_contiguous and v.flags.aligned and v.flags.writeable)
+
+
 def decay_error(weight_decay: float, dtype) -> Optional[ValueError]:
     """The error for a weight decay that is infinite in the parameters' dtype, else None."""
     if weight_decay > F32_MAX and dtype == _F32:
@@ -216,7 +225,7 @@ class SGD:
         vel = self.velocity if self._momentum else None
         update = _k().sgd_update
         # The arrays are the parameters' own (C-contiguous, of one dtype and shape), and a
-        # momentum buffer is checked against its parameter (the list of parameters is public):
+        # momentum buffer is checked against its parameter (the lists are public, buffer_fits):
         # the compiled update runs without the wrapper's per-call checks, which would cost
         # more than it does.  (momentum and weight_decay only change numbers, never sizes.)
         if vel is not None and len(vel) != len(self.params):
@@ -236,10 +245,10 @@ class SGD:
             if huge and dt == _F32:
                 raise rate_error(lr, self.num_steps, _F32) or decay_error(wd, _F32)
             v = None if vel is None else vel[i]
-            if v is not None and (v.shape != data.shape or v.dtype != dt):
-                raise ValueError(f"the momentum buffer of {p.name!r} has shape {v.shape} "
-                                 f"({v.dtype}), the parameter {data.shape} ({dt}): make "
-                                 "a new SGD for new parameters")
+            if v is not None and not buffer_fits(v, data):
+                raise ValueError(f"the momentum buffer of {p.name!r} is not a writeable "
+                                 f"C-contiguous {dt} array of shape {data.shape}: make a new "
+                                 "SGD for new parameters")
             # (the thread count is looked up only for a parameter large enough to use it)
             work.append((data, grad, v, 1 if n * 4 < SERIAL_WORK else get_num_threads()))
         bs, mom = float(batch_size), self._momentum
