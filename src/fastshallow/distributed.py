@@ -61,6 +61,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _checks as C
+from . import _fitting
 
 __all__ = ["fit_dask"]
 
@@ -103,12 +104,11 @@ def _fit_averaged(estimator, blocks: List[tuple], block_rows: Sequence[int], n_f
     """The averaging loop, independent of how tasks run: `blocks` are (X, y, sw) per
     partition (arrays or Dask delayed objects), `run(calls)` executes a list of
     ``(function, args)`` and returns their results in order.  `weight_scale`: the (divisor,
-    factor) of estimators._weight_scale for the whole set's weights.
+    factor) of _fitting.weight_scale for the whole set's weights.
 
     Everything is checked before the estimator changes; when a round fails (a NaN in some
     block, a partition that diverges) the estimator is put back as it was."""
-    from .estimators import (LinearRegression, SoftmaxRegression, _check_threads,
-                             _unchanged_on_error)
+    from .estimators import LinearRegression, SoftmaxRegression
 
     if not isinstance(estimator, (SoftmaxRegression, LinearRegression)):
         raise TypeError("fit_dask trains fastshallow's SoftmaxRegression or LinearRegression; "
@@ -120,13 +120,13 @@ def _fit_averaged(estimator, blocks: List[tuple], block_rows: Sequence[int], n_f
         rounds = max(1, estimator.epochs // local_epochs)
     rounds = C.positive_int("rounds", rounds)
     if local_threads is not None:
-        _check_threads("local_threads", local_threads)
+        _fitting.check_threads("local_threads", local_threads)
     lr_scale = C.real("lr_scale", lr_scale, low=0.0, low_open=True)
     C.real("lr * lr_scale (the partitions' learning rate)", estimator.lr * lr_scale)
     B = estimator.batch_size
     steps_per_round = local_epochs * max(-(-int(r) // B) for r in block_rows)
     rng = _round_rng(estimator.random_state, random_state)
-    with _unchanged_on_error(estimator):
+    with _fitting.unchanged_on_error(estimator):
         template = _begin_run(estimator, n_features, dtype, rounds * steps_per_round, classes,
                               target_shape, lr_scale)
         state = {"template": template, "threads": local_threads,
@@ -189,12 +189,10 @@ def _rounds(estimator, state: dict, blocks, run, rng, rounds: int, steps_per_rou
 
 
 def _relative_weights(sw, n: int, compute) -> Tuple[float, float]:
-    """The (divisor, factor) of estimators._weight_scale for the Dask array of weights, after
+    """The (divisor, factor) of _fitting.weight_scale for the Dask array of weights, after
     checking them: a bad weight would otherwise show only on some worker, midway through a
     round."""
     import dask.array as da
-
-    from .estimators import _ratio, _weight_scale
 
     finite, low, top, mean = compute([da.isfinite(sw).all(), sw.min(), sw.max(), sw.mean()])
     if not finite:
@@ -203,7 +201,7 @@ def _relative_weights(sw, n: int, compute) -> Tuple[float, float]:
         raise ValueError(f"sample_weight must be >= 0, found {float(low):g}")
     if not top > 0:
         raise ValueError("sample_weight must have a positive sum (all weights are zero)")
-    return _weight_scale(_ratio(1.0, float(mean)), float(top),
+    return _fitting.weight_scale(_fitting.ratio(1.0, float(mean)), float(top),
                          lambda m: float(compute([(sw / m).sum()])[0]), n)
 
 

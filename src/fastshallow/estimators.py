@@ -21,12 +21,11 @@ gradient of each example scaled by its (normalized) weight -- the same update ru
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import numbers
 import time
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -40,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
                       "(pip install 'scikit-learn>=1.6')") from exc
 
 from . import _checks as C
-from ._config import MAX_THREADS
+from ._fitting import TINY, check_threads, ratio, unchanged_on_error, weight_scale
 from ._fused import diverged, parameters_diverged
 from .closed_form import least_squares
 from .data import ArrayDataset, DataLoader
@@ -54,7 +53,6 @@ from .training import train_epoch
 __all__ = ["SoftmaxRegression", "LinearRegression"]
 
 _FLOATS = [np.float64, np.float32]  # validate_data keeps these, converts anything else to float64
-_TINY = float(np.finfo(np.float64).tiny)
 
 
 def _check_random_state(random_state) -> None:
@@ -85,73 +83,12 @@ def _rng_from(random_state) -> np.random.Generator:
     return np.random.default_rng(int(random_state))
 
 
-def _check_threads(name: str, v) -> int:
-    """A thread count the kernels accept, checked with the other settings: the kernel that
-    would refuse it runs only after the model has been reset."""
-    v = C.positive_int(name, v)
-    if v > MAX_THREADS:
-        raise ValueError(f"{name} must be at most {MAX_THREADS}, got {v}")
-    return v
-
-
 def _native(a):
     """A numpy array in foreign byte order as a native copy (validate_data would turn '>f4' into
     float64, see _checks.native); anything else as it is."""
     if isinstance(a, np.ndarray) and not a.dtype.isnative:
         return a.astype(C.native(a.dtype))
     return a
-
-
-@contextlib.contextmanager
-def _unchanged_on_error(estimator):
-    """Put back every attribute of `estimator` when the block raises: scikit-learn's
-    validate_data sets n_features_in_ while it checks, and training changes the layer, the
-    optimizer and the generator as it goes, so a refused or failed call would otherwise leave
-    a half-changed model.  Hyper-parameters stay the caller's own objects (a Generator given as
-    random_state is not rewound).  An estimator whose attributes cannot be deep-copied (not one
-    of scikit-learn's) is left as the failed call left it."""
-    state = getattr(estimator, "__dict__", None)
-    curve = state.get("loss_curve_") if isinstance(state, dict) else None
-    kept = len(curve) if isinstance(curve, list) else None
-    try:
-        params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
-        memo = {id(v): v for v in params.values()}
-        if kept is not None:
-            # Training only appends to the history: it is put back by cutting it, not copied
-            # (a copy at every call made a long stream of partial_fit calls quadratic).
-            memo[id(curve)] = curve
-        saved = copy.deepcopy(state, memo)
-    except Exception:  # documented above: nothing to put back
-        saved = None
-    try:
-        yield
-    except BaseException:
-        if saved is not None:
-            state.clear()
-            state.update(saved)
-            if kept is not None:
-                del curve[kept:]
-        raise
-
-
-def _ratio(a: float, b: float) -> float:
-    """a / b, inf rather than an exception when it overflows."""
-    with np.errstate(over="ignore", divide="ignore"):
-        return float(np.float64(a) / np.float64(b))
-
-
-def _weight_scale(factor: float, w_max: float, rescaled_sum: Callable[[float], float],
-                  n: int) -> Tuple[float, float]:
-    """How the n weights w of a data set are made relative (mean 1): ``w / divisor * factor``,
-    returned as (divisor, factor).
-
-    `factor` is the caller's n / sum(w), used with divisor 1 unless the sum overflowed (factor
-    0: every weight would become 0 and nothing be learned) or underflowed (subnormal weights:
-    factor inf or imprecise).  Then the weights are divided by their maximum first, which puts
-    their sum between 1 and n; ``rescaled_sum(w_max)`` must return ``sum(w / w_max)``."""
-    if _TINY <= factor < math.inf:
-        return 1.0, factor
-    return w_max, n / rescaled_sum(w_max)
 
 
 def _score_weights(sample_weight):
@@ -165,7 +102,7 @@ def _score_weights(sample_weight):
     except (TypeError, ValueError):
         return sample_weight  # scikit-learn says what is wrong with it
     with np.errstate(over="ignore"):
-        if w.size and np.isfinite(w).all() and w.max() > 0 and not _TINY <= w.sum() < math.inf:
+        if w.size and np.isfinite(w).all() and w.max() > 0 and not TINY <= w.sum() < math.inf:
             return w / w.max()
     return sample_weight
 
@@ -192,7 +129,7 @@ def _sample_weight(sample_weight, n: int, dtype, scale: Optional[Tuple[float, fl
             total = float(w.sum())
         if not total > 0:
             raise ValueError("sample_weight must have a positive sum (all weights are zero)")
-        scale = _weight_scale(_ratio(n, total), float(w.max()),
+        scale = weight_scale(ratio(n, total), float(w.max()),
                               lambda top: float(np.sum(w / top)), n)
     divisor, factor = scale
     return (w / divisor * factor).astype(dtype)
@@ -215,7 +152,7 @@ class _SGDMixin:
         C.real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         C.real("weight_decay", self.weight_decay, low=0.0)
         if self.num_threads is not None:
-            _check_threads("num_threads", self.num_threads)
+            check_threads("num_threads", self.num_threads)
         _check_random_state(self.random_state)
         if not (self.schedule is None or isinstance(self.schedule, Schedule)
                 or self.schedule in ("constant", "cosine")):
@@ -492,7 +429,7 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
 
         A call that raises (bad input, :class:`fastshallow.TrainingDiverged`) leaves the
         estimator as it was before it."""
-        with _unchanged_on_error(self):
+        with unchanged_on_error(self):
             return self._fit(X, y, sample_weight)
 
     def _fit(self, X, y, sample_weight):
@@ -514,7 +451,7 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
 
         `classes` (all the labels there will ever be) is required on the first call and, when
         given later, must be the same.  A call that raises leaves the estimator as it was."""
-        with _unchanged_on_error(self):
+        with unchanged_on_error(self):
             return self._partial_fit(X, y, classes=classes, sample_weight=sample_weight)
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None, epochs=1,
@@ -652,7 +589,7 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
 
         A call that raises (bad input, :class:`fastshallow.TrainingDiverged`) leaves the
         estimator as it was before it."""
-        with _unchanged_on_error(self):
+        with unchanged_on_error(self):
             return self._fit(X, y, sample_weight)
 
     def _fit(self, X, y, sample_weight):
@@ -714,7 +651,7 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch of SGD over X, y, continuing from the current model (solver='sgd').  A call
         that raises leaves the estimator as it was."""
-        with _unchanged_on_error(self):
+        with unchanged_on_error(self):
             return self._partial_fit(X, y, sample_weight=sample_weight)
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None, epochs=1,

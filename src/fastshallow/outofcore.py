@@ -28,6 +28,7 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 
 from . import _checks as C
+from . import _fitting
 
 __all__ = ["open_idx", "iter_chunks", "fit_out_of_core"]
 
@@ -280,12 +281,11 @@ def _weight_totals(w) -> Tuple[float, float]:
 
 def _relative_weights(w, n: int) -> Tuple[float, float]:
     """The (divisor, factor) that make the weights relative to their mean over the whole
-    file, not per chunk (see estimators._weight_scale)."""
-    from .estimators import _ratio, _weight_scale
-
+    file, not per chunk (see _fitting.weight_scale)."""
     total, top = _weight_totals(w)
-    factor = _ratio(1.0, _ratio(total, n))  # 1 / mean, as it always was when it is finite
-    return _weight_scale(factor, top, lambda m: _rescaled_sum(w, m), n)
+    # 1 / mean, as it always was when that is finite
+    factor = _fitting.ratio(1.0, _fitting.ratio(total, n))
+    return _fitting.weight_scale(factor, top, lambda m: _rescaled_sum(w, m), n)
 
 
 def _rescaled_sum(w, top: float) -> float:
@@ -326,7 +326,7 @@ def fit_out_of_core(estimator, X, y, *, classes=None, epochs: Optional[int] = No
     left as the failed call left it."""
     from sklearn.base import is_classifier, is_regressor
 
-    from .estimators import LinearRegression, SoftmaxRegression, _unchanged_on_error
+    from .estimators import LinearRegression, SoftmaxRegression
 
     if not hasattr(estimator, "partial_fit"):
         raise TypeError(f"{type(estimator).__name__} has no partial_fit")
@@ -353,7 +353,7 @@ def fit_out_of_core(estimator, X, y, *, classes=None, epochs: Optional[int] = No
     elif is_regressor(estimator):
         _check_targets(y)
     rel = None if sample_weight is None else _relative_weights(sample_weight, n)
-    with _unchanged_on_error(estimator):
+    with _fitting.unchanged_on_error(estimator):
         total_steps = _start(estimator, n, layout, epochs) if ours else None
         curve = [_epoch(estimator, X, others, stream, kw, ours, total_steps, rel)
                  for _ in range(epochs)]
