@@ -410,6 +410,10 @@ def test_loader_switches_must_be_real_bools(make, name):
     assert [b[1].tolist() for b in loader] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
     loader = DataLoader(ds, 3, shuffle=0, drop_last=1)  # and so are 0 and 1 (verbose=1 style)
     assert [b[1].tolist() for b in loader] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    for name in ("shuffle", "drop_last"):  # assigned later: checked as by the constructor
+        with pytest.raises(TypeError, match=f"{name} must be True or False, got str 'no'"):
+            setattr(loader, name, "no")
+    assert [b[1].tolist() for b in loader] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
 
 
 def test_dataset_checks_arguments():

@@ -540,6 +540,30 @@ def test_load_parameters_that_do_not_fit_change_nothing(tmp_path, target, where)
         assert_bits_equal(a, b)
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_refused_load_leaves_the_random_streams_where_they_were(tmp_path, shared):
+    """A deferred layer draws its initial weights while the load is planned; when a later
+    layer refuses the file, its first call must still draw what it would have drawn (from
+    its own generator, or from the library's shared one)."""
+    path = str(tmp_path / "m.npz")
+    # a file whose layer 1 takes 3 inputs (never run: its sizes need not chain)
+    Sequential(Dense(5, in_units=4, rng=0), Dense(2, in_units=3, rng=0)).save(path)
+
+    def make():
+        if shared:
+            fs.seed(11)
+        rng = None if shared else np.random.default_rng(11)
+        return Sequential(Dense(5, rng=rng), Dense(2, in_units=5, rng=5))
+
+    twin = make()
+    twin(np.zeros((1, 4), np.float32))
+    net = make()
+    with pytest.raises(ValueError, match="nothing was loaded"):
+        net.load_parameters(path)
+    net(np.zeros((1, 4), np.float32))
+    assert_bits_equal(net[0].weight.data, twin[0].weight.data)
+
+
 def test_load_parameters_into_a_layer_of_another_input_size_names_it(tmp_path):
     path = str(tmp_path / "m.npz")
     Dense(2, in_units=3, rng=0).save(path)

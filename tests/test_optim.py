@@ -246,6 +246,15 @@ def _read_only(v):
     return v
 
 
+def test_a_read_only_parameter_is_refused_by_the_step_as_by_fs_sgd():
+    p = Parameter(np.ones(3))
+    p.data.flags.writeable = False
+    p.grad[...] = 1.0
+    with pytest.raises(ValueError, match="parameter 'param' is read-only"):
+        SGD([p], lr=0.5).step(1)
+    np.testing.assert_array_equal(p.data, 1.0)
+
+
 @pytest.mark.parametrize("make", [
     lambda v: v[::-1],  # written past its end before this was checked
     lambda v: np.repeat(v, 2, axis=0)[::2],

@@ -2,6 +2,8 @@
 (the optimizers hand its buffers to compiled code that reads nothing else)."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -46,3 +48,14 @@ def test_set_data_and_initialize_store_the_parameter_dtype_natively():
     deferred.initialize(np.array([1 + 1e-12, 2.0], ">f8"))
     assert deferred.data.dtype == np.float64 and deferred.data.dtype.isnative
     assert deferred.data[0] != 1.0
+
+
+@pytest.mark.parametrize("data", [np.ones(3, ">f8"), np.ones(3, np.float32)])
+def test_parameters_hold_numpys_own_dtypes_also_after_pickling(data):
+    """SGD.step recognizes a parameter's buffers by dtype identity, the quick way; byte-swapped
+    data and unpickled arrays come with equal but distinct dtype objects, which sent every step
+    down the slow full check."""
+    for p in (Parameter(data), pickle.loads(pickle.dumps(Parameter(data)))):
+        want = np.dtype(np.float64) if data.dtype.itemsize == 8 else np.dtype(np.float32)
+        assert p.data.dtype is want and p.grad.dtype is want and p.dtype is want
+        assert_bits_equal(p.data, np.ones(3, want))

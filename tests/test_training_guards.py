@@ -534,3 +534,14 @@ def test_momentum_buffers_swapped_between_epochs_are_refused_before_any_update(r
                  verbose=False, progress=False, callback=swap)
     assert_bits_equal(net.weight.data, saved["W"])
     assert opt.num_steps == saved["steps"]
+
+
+def test_verbose_may_be_a_level(rng, capsys):
+    """verbose=2 is a level elsewhere (Keras, scikit-learn): any int >= 0 is taken as its
+    truth; a string is refused (its truth would be taken for a yes)."""
+    X, y = classes_data(rng, n=40, k=4)
+    for verbose, lines in ((2, 1), (0, 0)):
+        net = fs.nn.Dense(3, in_units=4, rng=0)
+        fs.train(net, fs.load_array((X, y), 8, seed=0), None, SOFTMAX(), 1,
+                 fs.optim.SGD(net.parameters(), lr=0.1), verbose=verbose, progress=False)
+        assert capsys.readouterr().out.count("epoch 1,") == lines

@@ -230,7 +230,9 @@ def native(dtype) -> np.dtype:
     """`dtype` in this machine's byte order.  '>f4' holds the same numbers as float32 but
     compares unequal to it, so a dtype choice made on it would quietly differ."""
     dt = np.dtype(dtype)
-    return dt if dt.isnative else dt.newbyteorder("=")
+    # from its string, NumPy's own instance of it ('<f4' is np.dtype(np.float32) itself),
+    # which the hot paths recognize by identity
+    return dt if dt.isnative else np.dtype(dt.newbyteorder("=").str)
 
 
 def real(name: str, v, *, low: float | None = None, high: float | None = None,

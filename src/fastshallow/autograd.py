@@ -63,9 +63,22 @@ class Parameter:
             raise ValueError(f"{self.name}: new data must have shape {self._data.shape}, got "
                              f"{arr.shape} (a parameter keeps its shape; create a new one "
                              "for another shape)")
-        self._data = np.array(arr, copy=True, order="C")
+        # NumPy's own dtype instances (an equal copy fails the update's test by identity)
+        dtype = C.FLOAT_DTYPES[arr.dtype == C.FLOAT_DTYPES[1]]
+        self._data = np.array(arr, copy=True, order="C", dtype=dtype)
         self._grad = np.zeros_like(self._data)
-        self._dtype = self._data.dtype
+        self._dtype = dtype
+
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled arrays carry equal but distinct dtype objects: give them NumPy's own, as
+        # initialize does (views of the same memory, so nothing is copied).
+        for key in ("_data", "_grad"):
+            a = state.get(key)
+            if isinstance(a, np.ndarray) and a.dtype in C.FLOAT_DTYPES:
+                state[key] = a.view(C.FLOAT_DTYPES[a.dtype == C.FLOAT_DTYPES[1]])
+        if state.get("_dtype") in C.FLOAT_DTYPES:
+            state["_dtype"] = C.FLOAT_DTYPES[state["_dtype"] == C.FLOAT_DTYPES[1]]
+        self.__dict__.update(state)
 
     @property
     def initialized(self) -> bool:

@@ -235,12 +235,31 @@ class DataLoader:
             raise TypeError(f"dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
         self.dataset = dataset
         self.batch_size = C.positive_int("batch_size", batch_size)
-        self.shuffle = C.boolean("shuffle", shuffle)
-        self.drop_last = C.boolean("drop_last", drop_last)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
         C.positive_int("num_workers", num_workers, allow_zero=True)
         self._rng = C.seed_or_rng("seed", seed)
         self.epoch = 0
         self._buffers = BatchBuffers()
+
+    # Checked when assigned, as by the constructor: the string "no" is truthy.
+    @property
+    def shuffle(self) -> bool:
+        """Whether each epoch draws a new order of the examples."""
+        return self._shuffle
+
+    @shuffle.setter
+    def shuffle(self, value) -> None:
+        self._shuffle = C.boolean("shuffle", value)
+
+    @property
+    def drop_last(self) -> bool:
+        """Whether a last, short minibatch is left out."""
+        return self._drop_last
+
+    @drop_last.setter
+    def drop_last(self, value) -> None:
+        self._drop_last = C.boolean("drop_last", value)
 
     @property
     def batch_size(self) -> int:

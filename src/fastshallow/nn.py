@@ -86,8 +86,17 @@ class Block:
             raise ValueError(f"{os.fsdecode(path)} holds a different architecture: "
                              f"{other._config()} (this network: {self._config()})")
         # Every layer is checked before any takes the file's values: a refusal halfway would
-        # leave a network that is neither the old one nor the file's.
-        for apply in self._plan_adopt(other, os.fsdecode(path), None):
+        # leave a network that is neither the old one nor the file's.  Deferred layers draw
+        # their initial weights while the plan is made, so a refusal also puts back the random
+        # streams they drew from.
+        streams = [(g, g.bit_generator.state) for g in _random_streams(self)]
+        try:
+            plan = self._plan_adopt(other, os.fsdecode(path), None)
+        except BaseException:
+            for g, state in streams:
+                g.bit_generator.state = state
+            raise
+        for apply in plan:
             apply()
         return self
 
@@ -95,6 +104,20 @@ class Block:
         """Check that `other`'s parameters fit this block (`where`: its index path in the
         network, None at the top) and return the calls that copy them in."""
         raise NotImplementedError  # pragma: no cover - abstract
+
+
+def _random_streams(block: Block) -> list:
+    """The generators the layers of `block` draw initial weights from (each once)."""
+    gens = {id(default_rng()): default_rng()}
+    todo = [block]
+    while todo:
+        b = todo.pop()
+        if isinstance(b, Sequential):
+            todo.extend(b)
+        g = getattr(b, "_rng", None)
+        if g is not None:
+            gens[id(g)] = g
+    return list(gens.values())
 
 
 def _compatible(a: Block, b: Block) -> bool:

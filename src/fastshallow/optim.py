@@ -240,12 +240,15 @@ class SGD:
             grad, dt, n = p._grad, data.dtype, data.size
             # C.parameter_buffers' quick test (dtypes reassigned, sizes changed in place),
             # inlined: a call would cost as much as the test
-            if grad.dtype is not dt or (dt is not _F32 and dt is not _F64) or grad.size != n:
+            if (grad.dtype is not dt or (dt is not _F32 and dt is not _F64) or grad.size != n
+                    or not data.flags.writeable):
                 C.parameter_buffers(p.name, data, grad)
             if huge and dt == _F32:
                 raise rate_error(lr, self.num_steps, _F32) or decay_error(wd, _F32)
             v = None if vel is None else vel[i]
-            if v is not None and not buffer_fits(v, data):
+            # buffer_fits, with a quick test first (carray: C-contiguous, aligned, writeable)
+            if v is not None and not (v.dtype is dt and v.shape == data.shape
+                                      and v.flags.carray) and not buffer_fits(v, data):
                 raise ValueError(f"the momentum buffer of {p.name!r} is not a writeable "
                                  f"C-contiguous {dt} array of shape {data.shape}: make a new "
                                  "SGD for new parameters")

@@ -7,6 +7,7 @@ size (as the book's ``lambda batch_size: d2l.sgd(params, lr, batch_size)``).
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 import time
 from dataclasses import dataclass, field
@@ -239,6 +240,10 @@ def _check_reporting(test_iter, verbose, progress, animator, plot_path, callback
                              "file given as its own path=)")
     if callback is not None:
         C.function("callback", callback, "None or a callable taking (epoch, history)")
+    # verbose=2 is a level elsewhere (Keras, scikit-learn): any int >= 0 counts as its truth
+    if isinstance(verbose, numbers.Integral) and not isinstance(verbose, (bool, np.bool_)) \
+            and verbose >= 0:
+        verbose = bool(verbose)
     return C.boolean("verbose", verbose), C.boolean("progress", progress, allow_none=True)
 
 
