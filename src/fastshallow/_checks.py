@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 
 import numpy as np
 
@@ -213,6 +214,28 @@ def boolean(name: str, v, *, allow_none: bool = False) -> bool | None:
     raise TypeError(f"{name} must be {what}, got {_describe(v)}")
 
 
+def checked_property(name: str, check, doc: str) -> property:
+    """A property kept as ``_<name>`` whose every assignment, the constructor's included, goes
+    through ``check(name, value)``: settings users change between epochs are refused when
+    assigned, not halfway through the next epoch."""
+    attr = "_" + name
+
+    def assign(self, value) -> None:
+        setattr(self, attr, check(name, value))
+
+    return property(operator.attrgetter(attr), assign, doc=doc)
+
+
+def label_smoothing(v) -> float:
+    """A label smoothing: a real in [0, 1] (1 is the uniform target)."""
+    return real("label_smoothing", v, low=0.0, high=1.0)
+
+
+def huber_delta(v) -> float:
+    """A Huber threshold: a real > 0."""
+    return real("delta", v, low=0.0, low_open=True)
+
+
 def float_dtype(name: str, dtype) -> np.dtype:
     """A dtype argument that must name float32 or float64."""
     try:
@@ -235,6 +258,12 @@ def native(dtype) -> np.dtype:
     return dt if dt.isnative else np.dtype(dt.newbyteorder("=").str)
 
 
+def digits(v) -> int:
+    """About how many decimal digits the integer part of `v` has, for a message about a number
+    too large for a float (str() may refuse to write such an int out)."""
+    return int(abs(int(v)).bit_length() * math.log10(2)) + 1
+
+
 def real(name: str, v, *, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False) -> float:
     """A finite real scalar within the given bounds."""
@@ -244,9 +273,8 @@ def real(name: str, v, *, low: float | None = None, high: float | None = None,
     try:
         v = float(v)
     except OverflowError:  # an int (or Fraction, Decimal) beyond float range
-        digits = int(abs(int(v)).bit_length() * math.log10(2)) + 1  # str() may refuse it
-        raise ValueError(f"{name} must be finite, got a number of about {digits} digits") \
-            from None
+        raise ValueError(f"{name} must be finite, got a number of about {digits(v)} "
+                         "digits") from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     if low is not None and (v < low or (low_open and v == low)):

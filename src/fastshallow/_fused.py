@@ -156,10 +156,9 @@ def _loss_numbers(loss) -> tuple:
     """(loss kind, label smoothing, Huber delta), checked as the losses' constructors check them
     (they are public attributes, which the per-batch loop reads at every minibatch)."""
     if isinstance(loss, SoftmaxCrossEntropyLoss):
-        return (LOSS_SOFTMAX_XENT, C.real("label_smoothing", loss.label_smoothing, low=0.0,
-                                          high=1.0), 0.0)
+        return LOSS_SOFTMAX_XENT, C.label_smoothing(loss.label_smoothing), 0.0
     if isinstance(loss, HuberLoss):
-        return LOSS_HUBER, 0.0, C.real("delta", loss.delta, low=0.0, low_open=True)
+        return LOSS_HUBER, 0.0, C.huber_delta(loss.delta)
     return LOSS_L2, 0.0, 0.0
 
 

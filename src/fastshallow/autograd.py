@@ -28,6 +28,13 @@ def _param_dtype(name: str, dtype) -> np.dtype:
     return dt
 
 
+def _own(dtype: np.dtype) -> np.dtype:
+    """NumPy's own instance of the float32 or float64 `dtype` equals: the compiled update's
+    quick test (SGD.step) recognizes a parameter's dtype by identity, which an equal copy
+    (byte-swapped data made native, an unpickled array) fails."""
+    return C.FLOAT_DTYPES[dtype == C.FLOAT_DTYPES[1]]
+
+
 class Parameter:
     """A trainable array with its gradient.
 
@@ -63,8 +70,7 @@ class Parameter:
             raise ValueError(f"{self.name}: new data must have shape {self._data.shape}, got "
                              f"{arr.shape} (a parameter keeps its shape; create a new one "
                              "for another shape)")
-        # NumPy's own dtype instances (an equal copy fails the update's test by identity)
-        dtype = C.FLOAT_DTYPES[arr.dtype == C.FLOAT_DTYPES[1]]
+        dtype = _own(arr.dtype)
         self._data = np.array(arr, copy=True, order="C", dtype=dtype)
         self._grad = np.zeros_like(self._data)
         self._dtype = dtype
@@ -75,9 +81,9 @@ class Parameter:
         for key in ("_data", "_grad"):
             a = state.get(key)
             if isinstance(a, np.ndarray) and a.dtype in C.FLOAT_DTYPES:
-                state[key] = a.view(C.FLOAT_DTYPES[a.dtype == C.FLOAT_DTYPES[1]])
+                state[key] = a.view(_own(a.dtype))
         if state.get("_dtype") in C.FLOAT_DTYPES:
-            state["_dtype"] = C.FLOAT_DTYPES[state["_dtype"] == C.FLOAT_DTYPES[1]]
+            state["_dtype"] = _own(state["_dtype"])
         self.__dict__.update(state)
 
     @property

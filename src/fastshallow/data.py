@@ -234,7 +234,7 @@ class DataLoader:
                                                    or hasattr(dataset, "get_batch")):
             raise TypeError(f"dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
         self.dataset = dataset
-        self.batch_size = C.positive_int("batch_size", batch_size)
+        self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
         C.positive_int("num_workers", num_workers, allow_zero=True)
@@ -242,35 +242,15 @@ class DataLoader:
         self.epoch = 0
         self._buffers = BatchBuffers()
 
-    # Checked when assigned, as by the constructor: the string "no" is truthy.
-    @property
-    def shuffle(self) -> bool:
-        """Whether each epoch draws a new order of the examples."""
-        return self._shuffle
-
-    @shuffle.setter
-    def shuffle(self, value) -> None:
-        self._shuffle = C.boolean("shuffle", value)
-
-    @property
-    def drop_last(self) -> bool:
-        """Whether a last, short minibatch is left out."""
-        return self._drop_last
-
-    @drop_last.setter
-    def drop_last(self, value) -> None:
-        self._drop_last = C.boolean("drop_last", value)
-
-    @property
-    def batch_size(self) -> int:
-        """Examples per minibatch (> 0); the last may have fewer unless `drop_last`."""
-        return self._batch_size
-
-    @batch_size.setter
-    def batch_size(self, value) -> None:
-        # Checked when assigned, as by the constructor: len(), epoch_order() and both training
-        # paths divide by it.
-        self._batch_size = C.positive_int("batch_size", value)
+    # Checked whenever assigned, by the constructor or later: the string "no" is truthy, and
+    # len(), epoch_order() and both training paths divide by the batch size.
+    shuffle = C.checked_property("shuffle", C.boolean,
+                                 "Whether each epoch draws a new order of the examples.")
+    drop_last = C.checked_property("drop_last", C.boolean,
+                                   "Whether a last, short minibatch is left out.")
+    batch_size = C.checked_property("batch_size", C.positive_int,
+                                    "Examples per minibatch (> 0); the last may have fewer "
+                                    "unless `drop_last`.")
 
     def __len__(self) -> int:
         n = len(self.dataset)

@@ -108,7 +108,7 @@ def softmax_cross_entropy(logits, labels, *, label_smoothing: float = 0.0,
     if m == 0:
         raise ValueError("logits must have at least one column (class)")
     y = C.as_labels("labels", labels, n_classes=m, length=n)
-    eps = C.real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+    eps = C.label_smoothing(label_smoothing)
     loss = np.empty(n, Z.dtype)
     grad = np.empty((n, m), Z.dtype)
     if n:
@@ -231,7 +231,7 @@ def regression_loss(y_hat, y, *, delta: float | None = None,
     `y_hat` is (n, ...) float32 or float64; `y` holds one target per prediction and is read in
     `y_hat`'s shape and dtype.  Returns ``(loss (n,), grad)`` with grad shaped like `y_hat`."""
     if delta is not None:
-        delta = C.real("delta", delta, low=0.0, low_open=True)
+        delta = C.huber_delta(delta)
     if num_threads is None:  # recognized in compiled code when already exactly right
         res = _k().regression_loss_if_plain(y_hat, y, delta is not None,
                                             0.0 if delta is None else delta, get_num_threads(),

@@ -69,7 +69,7 @@ class HuberLoss(Loss):
     (Gluon's ``HuberLoss(rho)`` is this divided by rho.)"""
 
     def __init__(self, delta: float = 1.0):
-        self.delta = C.real("delta", delta, low=0.0, low_open=True)
+        self.delta = C.huber_delta(delta)
 
     def forward(self, y_hat, y) -> Tensor:
         loss, grad = regression_loss(y_hat, y, delta=self.delta)
@@ -83,7 +83,7 @@ class SoftmaxCrossEntropyLoss(Loss):
     uniform distribution: ``(1 - eps) * onehot + eps / classes``."""
 
     def __init__(self, label_smoothing: float = 0.0):
-        self.label_smoothing = C.real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+        self.label_smoothing = C.label_smoothing(label_smoothing)
 
     def forward(self, y_hat, y) -> Tensor:
         Z = C.as_array("y_hat", y_hat, ndim=2)

@@ -109,15 +109,23 @@ class Block:
 def _random_streams(block: Block) -> list:
     """The generators the layers of `block` draw initial weights from (each once)."""
     gens = {id(default_rng()): default_rng()}
-    todo = [block]
-    while todo:
-        b = todo.pop()
-        if isinstance(b, Sequential):
-            todo.extend(b)
+    for b in _within([block]):
         g = getattr(b, "_rng", None)
         if g is not None:
             gens[id(g)] = g
     return list(gens.values())
+
+
+def _within(blocks: list):
+    """`blocks` and every block they contain, each as often as it occurs.  A loop, not
+    recursion: no depth limit; and a Sequential's blocks are taken only after it was yielded,
+    so a caller that stops at a repeat never follows a cycle."""
+    todo = list(blocks)
+    while todo:
+        blk = todo.pop()
+        yield blk
+        if isinstance(blk, Sequential):
+            todo.extend(blk._blocks)
 
 
 def _compatible(a: Block, b: Block) -> bool:
@@ -353,16 +361,12 @@ _generation = next(_generations)
 def _refuse_repeats(blocks: list, verb: str) -> None:
     """Raise if a block occurs twice among `blocks` and the blocks they contain."""
     seen = set()
-    todo = list(blocks)
-    while todo:  # a loop, not recursion: no depth limit, and a cycle is a repeat too
-        blk = todo.pop()
+    for blk in _within(blocks):  # a cycle is a repeat too
         if id(blk) in seen:
             raise ValueError(f"{blk!r} {verb} twice in this network: use a separate block for "
                              "each place (a layer used twice would get only its last use's "
                              "gradient and be updated twice)")
         seen.add(id(blk))
-        if isinstance(blk, Sequential):
-            todo.extend(blk._blocks)
 
 
 class Sequential(Block):

@@ -21,8 +21,7 @@ from .autograd import Parameter
 
 __all__ = ["SGD", "Schedule", "ConstantSchedule", "CosineSchedule", "StepSchedule"]
 
-_F32 = np.dtype(np.float32)
-_F64 = np.dtype(np.float64)
+_F32, _F64 = C.FLOAT_DTYPES
 # The updates run in the parameters' dtype, and a rate or decay above this is infinite in
 # float32 (in float64 the check that it is finite suffices).
 F32_MAX = float(np.finfo(np.float32).max)
@@ -47,8 +46,9 @@ def buffer_fits(v, data: np.ndarray) -> bool:
     update writes it as data's shape and dtype, contiguous from its first element.  The
     buffers are the optimizer's own, but its `velocity` list is public: a reversed or strided
     array put there would be written past its end, a read-only one written anyway."""
+    # carray: C-contiguous, aligned and writeable
     return (isinstance(v, np.ndarray) and v.shape == data.shape and v.dtype == data.dtype
-            and v.flags.c_contiguous and v.flags.aligned and v.flags.writeable)
+            and v.flags.carray)
 
 
 def decay_error(weight_decay: float, dtype) -> Optional[ValueError]:
@@ -114,6 +114,12 @@ class StepSchedule(Schedule):
         return self.gamma ** (step // self.step_size)
 
 
+def _schedule_or_constant(name: str, value) -> Schedule:
+    if value is not None and not isinstance(value, Schedule):
+        raise TypeError(f"{name} must be a fastshallow.optim.Schedule, got {value!r}")
+    return value or ConstantSchedule()
+
+
 class SGD:
     """Minibatch stochastic gradient descent.
 
@@ -141,43 +147,16 @@ class SGD:
     # The hyperparameters are public and users change them between epochs: a bad value is
     # refused when assigned, as by the constructor, before the per-batch loop or the fused path
     # can use it (each read them at its own time, and neither could undo a step taken with it).
-    @property
-    def lr(self) -> float:
-        """The base learning rate (> 0), before the schedule's factor."""
-        return self._lr
-
-    @lr.setter
-    def lr(self, value) -> None:
-        self._lr = C.real("lr", value, low=0.0, low_open=True)
-
-    @property
-    def momentum(self) -> float:
-        """In [0, 1)."""
-        return self._momentum
-
-    @momentum.setter
-    def momentum(self, value) -> None:
-        self._momentum = C.real("momentum", value, low=0.0, high=1.0, high_open=True)
-
-    @property
-    def weight_decay(self) -> float:
-        """>= 0."""
-        return self._weight_decay
-
-    @weight_decay.setter
-    def weight_decay(self, value) -> None:
-        self._weight_decay = C.real("weight_decay", value, low=0.0)
-
-    @property
-    def schedule(self) -> Schedule:
-        """The learning-rate factor by step (assigning None means constant)."""
-        return self._schedule
-
-    @schedule.setter
-    def schedule(self, value) -> None:
-        if value is not None and not isinstance(value, Schedule):
-            raise TypeError(f"schedule must be a fastshallow.optim.Schedule, got {value!r}")
-        self._schedule = value or ConstantSchedule()
+    lr = C.checked_property("lr", lambda name, v: C.real(name, v, low=0.0, low_open=True),
+                            "The base learning rate (> 0), before the schedule's factor.")
+    momentum = C.checked_property(
+        "momentum", lambda name, v: C.real(name, v, low=0.0, high=1.0, high_open=True),
+        "In [0, 1).")
+    weight_decay = C.checked_property("weight_decay", lambda name, v: C.real(name, v, low=0.0),
+                                      ">= 0.")
+    schedule = C.checked_property("schedule", _schedule_or_constant,
+                                  "The learning-rate factor by step (assigning None means "
+                                  "constant).")
 
     @property
     def velocity(self) -> Optional[List[np.ndarray]]:
@@ -246,7 +225,7 @@ class SGD:
             if huge and dt == _F32:
                 raise rate_error(lr, self.num_steps, _F32) or decay_error(wd, _F32)
             v = None if vel is None else vel[i]
-            # buffer_fits, with a quick test first (carray: C-contiguous, aligned, writeable)
+            # buffer_fits, after its quick form (dtypes by identity, as above)
             if v is not None and not (v.dtype is dt and v.shape == data.shape
                                       and v.flags.carray) and not buffer_fits(v, data):
                 raise ValueError(f"the momentum buffer of {p.name!r} is not a writeable "

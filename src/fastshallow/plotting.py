@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._checks import positive_int, real
+from ._checks import digits, positive_int, real
 from ._io import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -526,9 +526,8 @@ def _as_float(what: str, v, line: int) -> float:
     try:
         return float(v)
     except OverflowError:  # an int (or Fraction) past the float range: no point to draw
-        digits = int(abs(int(v)).bit_length() * math.log10(2)) + 1  # str() may refuse it
         raise ValueError(f"{what} values must fit a float (at most about 1.8e308), got a number "
-                         f"of about {digits} digits for line {line}") from None
+                         f"of about {digits(v)} digits for line {line}") from None
 
 
 def _is_sequence(v) -> bool:
