@@ -2,7 +2,10 @@
 missing), the image transforms against independent references, and argument checking."""
 from __future__ import annotations
 
+import gzip
 import math
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -22,6 +25,9 @@ from fastshallow.data import load_array as fs_load_array
 from fastshallow.datasets.transforms import resize_bilinear
 
 SCALE = np.float32(1 / 255)
+# Where the `fashion` tests' real files are (see the fashion_cache fixture).
+REAL_DATA = os.environ.get("FASTSHALLOW_DATA") or "/usr/share/datasets/fashion-mnist"
+REAL_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 # ---- real data ------------------------------------------------------------------------------
@@ -390,9 +396,40 @@ def test_a_root_that_is_no_folder_is_an_error_not_a_reason_to_look_elsewhere(loa
     (tmp_path / "a-file").write_bytes(b"")
     with pytest.raises(NotADirectoryError, match=r"root: '.*a-file' is not a folder"):
         load(str(tmp_path / "a-file"))
-    # a folder without the files is searched past, as the documented order says
+    # A folder without the files is no better: the data was taken from elsewhere, unseen.
     (tmp_path / "empty").mkdir()
-    assert load(tmp_path / "empty") is not None
+    with pytest.raises(fsd.DatasetNotFoundError,
+                       match=r"(?s)no good copy of (t10k|train)-images-idx3-ubyte\.gz.* in .*empty"):
+        load(tmp_path / "empty")
+
+
+@pytest.mark.fashion
+def test_a_root_holding_the_real_files_is_the_one_read_and_a_bad_copy_is_an_error(
+        test, tmp_path):
+    # `test` came from the default places, so the decoded cache holds the same arrays: it must
+    # neither stand in for a bad copy in root= nor hide which files were read.
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    for f in REAL_TEST_FILES:
+        shutil.copy(os.path.join(REAL_DATA, f), good / f)  # missing files fail the test
+    ds = FashionMNIST(good, train=False)
+    assert ds.files == {f[:-3]: str(good / f) for f in REAL_TEST_FILES}
+    np.testing.assert_array_equal(ds.data, test.data)
+    again = FashionMNIST(good, train=False)
+    assert all(again.files[f[:-3]].startswith(str(good / f)) for f in REAL_TEST_FILES)
+    np.testing.assert_array_equal(again.targets, test.targets)
+    images, labels = REAL_TEST_FILES
+    shutil.copy(good / labels, bad / labels)
+    gz = (good / images).read_bytes()
+    raw = bytearray(gzip.decompress(gz))
+    raw[-1] ^= 1  # one pixel of the last image
+    for data, match in ((gz[: len(gz) // 2], "truncated gzip"),
+                        (gzip.compress(bytes(raw), compresslevel=1), "checksum mismatch")):
+        (bad / images).write_bytes(data)
+        with pytest.raises(fsd.DataFileError, match=match) as info:
+            FashionMNIST(bad, train=False)
+        assert info.value.path == str(bad / images)
 
 
 @pytest.mark.parametrize("make, name", [

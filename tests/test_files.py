@@ -95,9 +95,12 @@ def test_every_damaged_idx_file_is_refused_or_decodes_to_the_original(tmp_path, 
         assert same <= 10  # header bytes only (mtime, XFL, OS)
 
 
-def test_corrupt_local_copies_are_skipped_for_a_good_one(tmp_path, monkeypatch):
-    """Recovery: damaged copies in root= are skipped, with a warning naming them, in favour of
-    a good copy in the system folder; the data is the good copy's, every time."""
+def test_corrupt_local_copies_are_skipped_for_a_good_one_but_never_in_a_named_folder(
+        tmp_path, monkeypatch):
+    """Recovery: damaged copies in the user cache are skipped, with a warning naming them, in
+    favour of a good copy in the system folder; the data is the good copy's, every time.  The
+    same damaged copies in a folder the user named (root=) are errors naming them: the user
+    would otherwise believe their copy was used."""
     rng = np.random.default_rng(1)
     arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (8, 28, 28), dtype=np.uint8),
               "train-labels-idx1-ubyte": (np.arange(8) % 10).astype(np.uint8)}
@@ -109,6 +112,8 @@ def test_corrupt_local_copies_are_skipped_for_a_good_one(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setattr(_download, "SYSTEM_DIRS", [str(system)])
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cache = _download.cache_dir()
+    cache.mkdir(parents=True)
     monkeypatch.delenv("FASTSHALLOW_DATA", raising=False)
     monkeypatch.setenv("FASTSHALLOW_MIRRORS", "")
     for n, r in raw.items():
@@ -116,22 +121,33 @@ def test_corrupt_local_copies_are_skipped_for_a_good_one(tmp_path, monkeypatch):
     good_labels = gz(raw["train-labels-idx1-ubyte"])
     (root / "train-labels-idx1-ubyte.gz").write_bytes(good_labels)
     good_images = gz(raw["train-images-idx3-ubyte"])
-    recovered = 0
+    recovered = refused = 0
     variants = [d for i, d in enumerate(_damaged(good_images)) if i % 41 == 0]
     for kind, data in variants:
-        (root / "train-images-idx3-ubyte.gz").write_bytes(data)
-        for f in (tmp_path / "cache").rglob("*.npy"):
+        for folder in (cache, root):
+            (folder / "train-images-idx3-ubyte.gz").write_bytes(data)
+        for f in cache.glob("*.npy"):
             f.unlink()  # the decoded cache would otherwise serve every later load
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = FashionMNIST(root, download=False)
+            ds = FashionMNIST(download=False)
         np.testing.assert_array_equal(ds.data, arrays["train-images-idx3-ubyte"], err_msg=kind)
         if caught:
             assert "skipping a bad copy" in str(caught[0].message), kind
             assert ds.files["train-images-idx3-ubyte"].startswith(str(system)), kind
             recovered += 1
+        try:
+            named = FashionMNIST(root, download=False)
+        except DataFileError as exc:
+            assert str(root / "train-images-idx3-ubyte.gz") in str(exc), kind
+            refused += 1
+        else:  # damage that leaves the content intact (a gzip header byte): root's copy is read
+            np.testing.assert_array_equal(named.data, arrays["train-images-idx3-ubyte"],
+                                          err_msg=kind)
+            assert named.files["train-images-idx3-ubyte"].startswith(str(root)), kind
     COUNTS["idx recovered"] = recovered
     assert recovered >= len(variants) - 3
+    assert refused == recovered  # the same copies are bad wherever they are
 
 
 def test_gzip_bomb_and_absurd_headers_are_refused_with_bounded_memory(tmp_path):

@@ -15,6 +15,7 @@ import socket
 import struct
 import threading
 import tracemalloc
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -286,9 +287,15 @@ def test_search_order_root_env_cache_system(synth, monkeypatch):
     ds = FashionMNIST(root=root, download=False)
     assert ds.files[TRAIN_IMAGES] == str(root / (TRAIN_IMAGES + ".gz"))
     assert_train_equal(ds, s)
-    # The decoded cache now answers, whatever the folders hold.
+    # The decoded cache now answers for root's (unchanged) files, and for the default places.
     ds = FashionMNIST(root=root, download=False)
-    assert ds.files[TRAIN_IMAGES].endswith("(decoded cache)")
+    assert ds.files[TRAIN_IMAGES] == f"{root / (TRAIN_IMAGES + '.gz')} (same bytes as " \
+                                     "verified before; decoded cache)"
+    assert_train_equal(ds, s)
+    monkeypatch.delenv("FASTSHALLOW_DATA")
+    ds = FashionMNIST(download=False)
+    assert ds.files[TRAIN_IMAGES] == f"{_download._decoded_path(s.cache, s.specs[TRAIN_IMAGES])} " \
+                                     "(decoded cache)"
     assert_train_equal(ds, s)
 
 
@@ -303,19 +310,19 @@ def test_recompressed_and_uncompressed_copies_pass(synth):
     assert ds.files[TRAIN_LABELS] == str(root / TRAIN_LABELS)
 
 
-def test_bad_local_copy_is_skipped_with_a_warning(synth, monkeypatch):
+def test_bad_copy_in_root_is_an_error_not_skipped_for_the_next_place(synth, monkeypatch):
     s = synth
     root, env = s.tmp / "root", s.tmp / "env"
     wrong = s.raw[TRAIN_IMAGES][:-1] + b"\x00"  # same length, different content
-    put(root, {TRAIN_IMAGES + ".gz": gz(wrong), TRAIN_LABELS + ".gz": s.gz[TRAIN_LABELS]})
+    put(root, {TRAIN_IMAGES + ".gz": gz(wrong), TRAIN_LABELS: b"\x00\x00\x08"})
     put(env, good_gz(s))
     monkeypatch.setenv("FASTSHALLOW_DATA", str(env))
-    with pytest.warns(RuntimeWarning, match="checksum mismatch") as rec:
-        ds = FashionMNIST(root=root, download=False)
-    assert str(root / (TRAIN_IMAGES + ".gz")) in str(rec[0].message)
-    assert ds.files[TRAIN_IMAGES] == str(env / (TRAIN_IMAGES + ".gz"))
-    assert ds.files[TRAIN_LABELS] == str(root / (TRAIN_LABELS + ".gz"))
-    assert_train_equal(ds, s)
+    with pytest.raises(DataFileError, match="checksum mismatch") as info:
+        FashionMNIST(root=root, download=False)
+    msg = str(info.value)  # one message for both bad files, each named with what is wrong
+    assert f"{root / (TRAIN_IMAGES + '.gz')}: checksum mismatch" in msg
+    assert f"{root / TRAIN_LABELS}: too short for an IDX file" in msg
+    assert str(env) not in msg
 
 
 @pytest.mark.parametrize("damage, match", [
@@ -376,6 +383,120 @@ def test_stale_or_damaged_decoded_cache_is_ignored(synth):
     assert not ds.files[TRAIN_IMAGES].endswith("(decoded cache)")
     assert_train_equal(ds, s)
     assert FashionMNIST(download=False).files[TRAIN_IMAGES].endswith("(decoded cache)")
+
+
+# ---- a folder named by root= or $FASTSHALLOW_DATA ------------------------------------------
+
+NAMED = pytest.mark.parametrize("how", ["root", "env"])
+
+
+def name_folder(how, folder, monkeypatch) -> dict:
+    """The FashionMNIST arguments that name `folder`, by root= or by $FASTSHALLOW_DATA."""
+    if how == "root":
+        return {"root": folder}
+    monkeypatch.setenv("FASTSHALLOW_DATA", str(folder))
+    return {}
+
+
+def good_copies_elsewhere(s) -> None:
+    """Good copies in the system folder and decoded in the cache: what a named folder used to
+    be passed over for, without a word."""
+    put(s.system, good_gz(s, s.arrays))
+    FashionMNIST(download=False)
+    FashionMNIST(train=False, download=False)
+
+
+@NAMED
+def test_a_named_folder_without_the_files_is_an_error_not_a_reason_to_look_elsewhere(
+        synth, server, monkeypatch, how):
+    s = synth
+    good_copies_elsewhere(s)
+    use_mirrors(monkeypatch, serve(server, "good", good_gz(s, s.arrays)))
+    empty = s.tmp / "empty"
+    empty.mkdir()
+    kw = name_folder(how, empty, monkeypatch)
+    with pytest.raises(DatasetNotFoundError) as info:
+        FashionMNIST(**kw)
+    msg = str(info.value)
+    for what in (str(empty), TRAIN_IMAGES + ".gz", TRAIN_LABELS + ".gz",
+                 "root=" if how == "root" else "$FASTSHALLOW_DATA"):
+        assert what in msg, what
+    assert server.hits == []  # nor downloaded
+    # A folder with some of the files: the others are missing from it, not taken elsewhere.
+    partial = s.tmp / "partial"
+    put(partial, good_gz(s))
+    kw = name_folder(how, partial, monkeypatch)
+    assert FashionMNIST(**kw).files[TRAIN_IMAGES] == str(partial / (TRAIN_IMAGES + ".gz"))
+    with pytest.raises(DatasetNotFoundError, match=re.escape(TEST_LABELS + ".gz")):
+        FashionMNIST(train=False, **kw)
+
+
+@NAMED
+@pytest.mark.parametrize("damage, match", [
+    (lambda s: s.gz[TRAIN_IMAGES][: len(s.gz[TRAIN_IMAGES]) // 2], "truncated gzip"),
+    (lambda s: gz(s.raw[TRAIN_IMAGES][:-1] + b"\x07"), "checksum mismatch"),
+], ids=["truncated", "wrong checksum"])
+def test_a_bad_file_in_a_named_folder_is_an_error_though_good_copies_exist(
+        synth, monkeypatch, how, damage, match):
+    s = synth
+    good_copies_elsewhere(s)
+    mine = s.tmp / "mine"
+    put(mine, {TRAIN_IMAGES + ".gz": damage(s), TRAIN_LABELS + ".gz": s.gz[TRAIN_LABELS]})
+    kw = name_folder(how, mine, monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an error, not a warning and another copy
+        with pytest.raises(DataFileError, match=match) as info:
+            FashionMNIST(**kw)
+    assert info.value.path == str(mine / (TRAIN_IMAGES + ".gz"))
+    assert str(mine / (TRAIN_IMAGES + ".gz")) in str(info.value)
+
+
+@NAMED
+def test_good_files_in_a_named_folder_are_the_ones_used_and_later_only_hashed(
+        synth, monkeypatch, how):
+    s = synth
+    good_copies_elsewhere(s)
+    mine = s.tmp / "mine"
+    put(mine, good_gz(s))
+    kw = name_folder(how, mine, monkeypatch)
+    ds = FashionMNIST(download=False, **kw)
+    assert ds.files == {n: str(mine / (n + ".gz")) for n in TRAIN}
+    assert_train_equal(ds, s)
+    # The same bytes again: the decoded cache serves them, without decoding, and says so.
+    decode = _download.read_idx
+    monkeypatch.setattr(_download, "read_idx", lambda *a, **k: pytest.fail("decoded again"))
+    ds = FashionMNIST(download=False, **kw)
+    assert_train_equal(ds, s)
+    for n in TRAIN:
+        assert ds.files[n].startswith(str(mine / (n + ".gz")) + " (")
+        assert ds.files[n].endswith("decoded cache)")
+    monkeypatch.setattr(_download, "read_idx", decode)
+    # Other bytes of the same content (recompressed): checked in full, then used.
+    put(mine, {TRAIN_IMAGES + ".gz": gz(s.raw[TRAIN_IMAGES], level=1)})
+    assert FashionMNIST(**kw).files[TRAIN_IMAGES] == str(mine / (TRAIN_IMAGES + ".gz"))
+    # Other, bad bytes: an error, though the decoded cache holds the right arrays.
+    put(mine, {TRAIN_IMAGES + ".gz": s.gz[TRAIN_IMAGES][:-8]})
+    with pytest.raises(DataFileError, match="truncated gzip"):
+        FashionMNIST(**kw)
+
+
+def test_fastshallow_data_naming_no_folder_is_an_error_as_for_root(synth, monkeypatch):
+    s = synth
+    good_copies_elsewhere(s)
+    monkeypatch.setenv("FASTSHALLOW_DATA", str(s.tmp / "no-such-folder"))
+    with pytest.raises(FileNotFoundError,
+                       match=r"\$FASTSHALLOW_DATA: '.*no-such-folder' does not exist"):
+        FashionMNIST()
+    put(s.tmp, {"a-file": b""})
+    monkeypatch.setenv("FASTSHALLOW_DATA", str(s.tmp / "a-file"))
+    with pytest.raises(NotADirectoryError, match=r"\$FASTSHALLOW_DATA: '.*a-file' is not a folder"):
+        FashionMNIST()
+    # root= comes first: $FASTSHALLOW_DATA is then not used, nor looked at.
+    root = s.tmp / "root"
+    put(root, good_gz(s))
+    assert FashionMNIST(root=root).files[TRAIN_IMAGES] == str(root / (TRAIN_IMAGES + ".gz"))
+    monkeypatch.setenv("FASTSHALLOW_DATA", "")  # empty: not set
+    assert FashionMNIST().files[TRAIN_IMAGES].endswith("(decoded cache)")
 
 
 # ---- downloading ----------------------------------------------------------------------------
@@ -469,17 +590,14 @@ def test_bad_system_file_is_never_touched(synth, server, monkeypatch):
 
 
 def test_nothing_anywhere_gives_one_message_naming_every_place(synth, server, monkeypatch):
-    s = synth
-    root, env = s.tmp / "my-root", s.tmp / "my-env"
-    root.mkdir()
-    monkeypatch.setenv("FASTSHALLOW_DATA", str(env))
+    s = synth  # no folder named (a named one is the only place read: see the tests above)
     down, missing = refused_url(), f"{server.base}/missing/"
     use_mirrors(monkeypatch, down, missing)
     with pytest.raises(DatasetNotFoundError) as info:
-        FashionMNIST(root=root)
+        FashionMNIST()
     msg = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
-    for place in (root, env, s.cache, s.system):
+    for place in ("root= argument: not given", "$FASTSHALLOW_DATA: not given", s.cache, s.system):
         assert str(place) in msg
     for what in ("root=", "FASTSHALLOW_DATA", "apt-get install dataset-fashion-mnist",
                  TRAIN_IMAGES + ".gz", TRAIN_LABELS + ".gz", down + TRAIN_IMAGES + ".gz",
@@ -490,8 +608,8 @@ def test_nothing_anywhere_gives_one_message_naming_every_place(synth, server, mo
     assert down + TRAIN_LABELS + ".gz" not in msg
     assert server.hits == [f"/missing/{TRAIN_IMAGES}.gz", f"/missing/{TRAIN_LABELS}.gz"]
     # The search order is the documented one.
-    assert msg.index(str(root)) < msg.index(str(env)) < msg.index(str(s.cache)) \
-        < msg.index(str(s.system))
+    assert msg.index("root= argument") < msg.index("$FASTSHALLOW_DATA") \
+        < msg.index(str(s.cache)) < msg.index(str(s.system))
     with pytest.raises(DatasetNotFoundError, match="download=False"):
         FashionMNIST(download=False)
     assert leftovers(s.cache) == []

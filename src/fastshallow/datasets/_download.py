@@ -9,6 +9,11 @@ Where the files are looked for, in order (DESIGN.md section 5):
 5. else each missing file is downloaded into the user cache from the first of :data:`MIRRORS`
    (or ``$FASTSHALLOW_MIRRORS``) that serves a good copy.
 
+A folder the user names (1, or else 2) is the only place read: it must exist and hold good copies
+of the files asked for, or the load fails with an error naming each missing or bad file.  Passing
+over it for another copy would leave the user believing their files were used.  Only places 3-5,
+which the user did not choose, are searched past, a bad copy there costing a warning.
+
 Every copy is verified before use: the sha256 of its *decompressed* bytes must match the table
 below, so a recompressed (or uncompressed) copy is as good as the published one, while a truncated,
 corrupt or different file is never used.  Downloads stream into a temporary file in the cache
@@ -19,10 +24,12 @@ ever written to; ``root``, ``$FASTSHALLOW_DATA`` and the system folders are only
 Decoding 26 MB of gzip takes a third of a second, so the decoded arrays are also kept in the user
 cache as ``.npy`` files named after the sha256 of the content they hold: a later load memory-maps
 them in a millisecond, and a change of the expected content (a new table) can never pick up a stale
-one.
+one.  A named folder's file is served from them only when its bytes hash (a fortieth of the time of
+decoding) to those of a file verified before, recorded by an empty marker file in the cache.
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import math
 import os
@@ -39,7 +46,7 @@ from ._idx import DataFileError, read_idx
 
 __all__ = [
     "FileSpec", "FILES", "MIRRORS", "SYSTEM_DIRS", "DatasetNotFoundError", "DownloadError",
-    "cache_dir", "mirrors", "load_files",
+    "cache_dir", "check_folder", "mirrors", "load_files",
 ]
 
 
@@ -100,6 +107,12 @@ _HOW_TO_GET = (
     "folder and pass it as root=... or name it in the FASTSHALLOW_DATA environment variable, or, "
     "with internet access, let it download them (download=True)."
 )
+# What to do instead of naming a folder, by how it was named.
+_INSTEAD = {"root=": "use root=None to search $FASTSHALLOW_DATA, the user cache and Debian's "
+                     "folder, then download",
+            "$FASTSHALLOW_DATA": "unset FASTSHALLOW_DATA to search the user cache and Debian's "
+                                 "folder, then download"}
+ROOT_HINT = "root= names the folder holding the Fashion-MNIST files; " + _INSTEAD["root="]
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -144,11 +157,37 @@ def _places(root) -> List[Tuple[str, Optional[Path]]]:
     return places
 
 
+def check_folder(what: str, folder, instead: str) -> Path:
+    """`folder` (``~`` expanded) when it is an existing folder, else FileNotFoundError or
+    NotADirectoryError naming it by `what`, followed by `instead` (what to do)."""
+    path = Path(os.path.expanduser(os.fspath(folder)))
+    if not path.is_dir():
+        kind, state = ((NotADirectoryError, "is not a folder") if path.exists()
+                       else (FileNotFoundError, "does not exist"))
+        raise kind(f"{what}: {os.fsdecode(os.fspath(path))!r} {state} ({instead})")
+    return path
+
+
+def _named_folder(root) -> Optional[Tuple[str, Path]]:
+    """(how it was named, folder) for the folder the user named -- root=, else
+    $FASTSHALLOW_DATA -- or None.  A named folder that is missing is an error: a typo or an
+    unmounted disk would otherwise go unnoticed while another copy is used."""
+    if root is not None:
+        return "root=", check_folder("root", root, ROOT_HINT)
+    env = os.environ.get("FASTSHALLOW_DATA") or None  # set but empty counts as unset
+    if env is None:
+        return None
+    return "$FASTSHALLOW_DATA", check_folder(
+        "$FASTSHALLOW_DATA", env, "it names the folder holding the Fashion-MNIST files; "
+        + _INSTEAD["$FASTSHALLOW_DATA"])
+
+
 # ---- verification ---------------------------------------------------------------------------
 
-def _load_verified(path, spec: FileSpec) -> np.ndarray:
-    """The decoded content of `path`, or DataFileError when it is not exactly `spec`'s."""
-    arr, digest = read_idx(path, expected_ndim=len(spec.shape))
+def _load_verified(path, spec: FileSpec, file_hash=None) -> np.ndarray:
+    """The decoded content of `path`, or DataFileError when it is not exactly `spec`'s.
+    `file_hash`, when given, is fed the file's bytes as read (see read_idx)."""
+    arr, digest = read_idx(path, expected_ndim=len(spec.shape), file_hash=file_hash)
     if arr.shape != spec.shape:
         raise DataFileError(path, f"holds an array of shape {arr.shape}, expected {spec.shape} "
                                   f"for {spec.name}")
@@ -200,6 +239,29 @@ def _save_decoded(cache: Path, spec: FileSpec, arr: np.ndarray) -> None:
     finally:
         if tmp is not None:
             _unlink_quietly(tmp)
+
+
+def _verified_marker(cache: Path, spec: FileSpec, file_sha256: str) -> Path:
+    # Says: a file whose bytes have this sha256 was decoded and found to hold spec's content.
+    return cache / f"{spec.name}.{spec.sha256[:16]}.verified-file-{file_sha256}"
+
+
+def _mark_verified(cache: Path, spec: FileSpec, file_sha256: str) -> None:
+    try:
+        _verified_marker(cache, spec, file_sha256).touch()  # empty: never half-written
+    except OSError:
+        pass  # like the decoded cache, it only saves time
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:
+        raise DataFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+    return h.hexdigest()
 
 
 def _unlink_quietly(path) -> None:
@@ -313,12 +375,16 @@ def load_files(names, root=None, download: bool = True) -> Tuple[Dict[str, np.nd
     """The decoded, verified arrays of the files `names` (keys of :data:`FILES`).
 
     Returns ``(arrays, sources)``: sources says where each array came from (a file path, with
-    " (decoded cache)" when the ``.npy`` cache served it).  A bad copy found on the way is
-    reported with a warning and skipped.  When some file has no good copy anywhere and cannot
-    be downloaded, raises one error that names every file, every place searched, every bad
-    copy and every failed download, and says how to get the data: DataFileError when bad copies
-    were found, DatasetNotFoundError otherwise."""
+    " (decoded cache)" when the ``.npy`` cache served it).  When the user named a folder
+    (`root`, else ``$FASTSHALLOW_DATA``), see :func:`_load_named`.  Otherwise a bad copy found
+    on the way is reported with a warning and skipped.  When some file has no good copy anywhere
+    and cannot be downloaded, raises one error that names every file, every place searched,
+    every bad copy and every failed download, and says how to get the data: DataFileError when
+    bad copies were found, DatasetNotFoundError otherwise."""
     cache = cache_dir()
+    named = _named_folder(root)
+    if named is not None:
+        return _load_named(names, *named, cache)
     places = _places(root)
     arrays: Dict[str, np.ndarray] = {}
     sources: Dict[str, str] = {}
@@ -361,6 +427,67 @@ def load_files(names, root=None, download: bool = True) -> Tuple[Dict[str, np.nd
     if missing:
         raise _not_found(missing, places, bad, failures, download)
     return arrays, sources
+
+
+def _load_named(names, what: str, folder: Path, cache: Path):
+    """:func:`load_files` from the one folder the user named by `what`: its files, or an error.
+
+    Each file is hashed first (a fortieth of the time of decoding it): when a file of exactly
+    these bytes was verified before, the decoded cache holds its arrays and serves them, the
+    source reading "<file> (same bytes as verified before; decoded cache)".  Any other file is
+    decoded and verified in full.  A missing or bad file is never replaced by another copy:
+    one error names each (DataFileError when some are bad, else DatasetNotFoundError)."""
+    arrays: Dict[str, np.ndarray] = {}
+    sources: Dict[str, str] = {}
+    missing: List[str] = []
+    bad: List[DataFileError] = []
+    for name in names:
+        spec = FILES[name]
+        path = next((folder / f for f in (spec.gz_name, spec.name) if (folder / f).is_file()),
+                    None)
+        if path is None:
+            missing.append(name)
+            continue
+        try:
+            digest = _file_sha256(path)
+            arr = (_load_decoded(cache, spec)
+                   if _verified_marker(cache, spec, digest).is_file() else None)
+            if arr is not None:
+                arrays[name] = arr
+                sources[name] = f"{path} (same bytes as verified before; decoded cache)"
+                continue
+            # The marker names the bytes actually decoded: the file may change meanwhile.
+            file_hash = hashlib.sha256()
+            arr = _load_verified(path, spec, file_hash)
+        except DataFileError as exc:
+            bad.append(exc)
+            continue
+        _save_decoded(cache, spec, arr)
+        _mark_verified(cache, spec, file_hash.hexdigest())
+        arrays[name], sources[name] = arr, os.fspath(path)
+    if missing or bad:
+        raise _named_unusable(what, folder, missing, bad)
+    return arrays, sources
+
+
+def _named_unusable(what, folder, missing, bad) -> Exception:
+    failed = [os.path.basename(exc.path) for exc in bad] + [FILES[n].gz_name for n in missing]
+    lines = [f"Fashion-MNIST data not available: no good copy of {', '.join(failed)} in "
+             f"{folder}, the folder named by {what}."]
+    if bad:
+        lines.append("Bad copies there (not used):")
+        lines += [f"  - {exc}" for exc in bad]
+    if missing:
+        lines.append("Missing there (as .gz or uncompressed): "
+                     + ", ".join(FILES[n].gz_name for n in missing) + ".")
+    lines.append(f"A folder you name is the only place read, so that no other copy is used "
+                 f"unseen: put good copies of these files there, or {_INSTEAD[what]}.")
+    if missing:
+        lines.append(_HOW_TO_GET)
+    msg = "\n".join(lines)
+    if bad:
+        return DataFileError(bad[0].path, bad[0].reason, message=msg)
+    return DatasetNotFoundError(msg)
 
 
 def _not_found(missing, places, bad, failures, download) -> Exception:

@@ -163,6 +163,18 @@ class _Plain:
         return not self._fh.read(1)
 
 
+class _Hashing:
+    """A file's reads, also fed to a hash."""
+
+    def __init__(self, fh, file_hash):
+        self._fh, self._hash = fh, file_hash
+
+    def read(self, n: int) -> bytes:
+        data = self._fh.read(n)
+        self._hash.update(data)
+        return data
+
+
 def open_for_reading(path: str):
     """`path` opened in binary mode, or a DataFileError naming it."""
     try:
@@ -171,19 +183,23 @@ def open_for_reading(path: str):
         raise DataFileError(path, f"cannot be read ({exc.strerror or exc})") from None
 
 
-def read_idx(path, expected_ndim: int | None = None) -> IDXArray:
+def read_idx(path, expected_ndim: int | None = None, *, file_hash=None) -> IDXArray:
     """Decode the IDX file at `path` (gzip-compressed or plain, recognised by content).
 
     Returns the values as a read-only uint8 array of the header's shape and the sha256 of the
     raw IDX bytes, so the caller can check the content without decompressing twice.  Raises
     DataFileError (naming the file) for a bad magic number or type, a rank other than
     `expected_ndim`, an absurd header, a file shorter or longer than its header says, and a
-    truncated or corrupt gzip stream (gzip's own CRC is checked too)."""
+    truncated or corrupt gzip stream (gzip's own CRC is checked too).
+
+    `file_hash` (a hashlib object), when given, is fed every byte read from the file: on success
+    the whole file as stored, so the caller can tie the content to these exact file bytes."""
     path = os.fspath(path)
     with open_for_reading(path) as fh:
         compressed = fh.read(2) == _GZIP_MAGIC
         fh.seek(0)
-        src = _Inflater(fh, path) if compressed else _Plain(fh, path)
+        stream = fh if file_hash is None else _Hashing(fh, file_hash)
+        src = _Inflater(stream, path) if compressed else _Plain(stream, path)
         magic = src.read(4)
         ndim = parse_idx_header(path, magic, expected_ndim=expected_ndim)
         dims_bytes = src.read(4 * ndim)

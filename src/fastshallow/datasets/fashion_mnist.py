@@ -47,15 +47,8 @@ def _check_root(root):
     if os.fspath(root) in ("", b""):
         raise ValueError("root must be a folder path, got an empty string (use None to search "
                          "the default places)")
-    # A folder named but missing (a typo, an unmounted disk) would otherwise be passed over for
-    # the other places, and the data found there -- or a download -- taken without a word.  A
-    # folder that exists but lacks the files is searched past, as the search order says.
-    folder = os.path.expanduser(os.fspath(root))
-    if not os.path.isdir(folder):
-        kind = NotADirectoryError if os.path.exists(folder) else FileNotFoundError
-        what = "is not a folder" if kind is NotADirectoryError else "does not exist"
-        raise kind(f"root: {os.fsdecode(folder)!r} {what} (root= names the folder holding the "
-                   f"Fashion-MNIST files; use None to search the default places)")
+    # Checked here too, so that load_data_fashion_mnist reports it before anything is read.
+    _download.check_folder("root", root, _download.ROOT_HINT)
     return root
 
 
@@ -108,15 +101,26 @@ class FashionMNIST:
     """Fashion-MNIST: 28x28 grayscale images of 10 kinds of clothing, 60000 for training and
     10000 for testing, 6000 / 1000 of each class.
 
-    The files are looked for in `root` (which must be an existing folder: one that is missing
-    is an error, not a reason to look elsewhere), then ``$FASTSHALLOW_DATA``, the user cache
-    (``~/.cache/fastshallow/fashion-mnist``, following ``$XDG_CACHE_HOME``) and Debian's
-    ``dataset-fashion-mnist`` folder; with `download`, missing ones are downloaded into the
-    user cache.  Every copy is checked against the published content (sha256 of the
-    decompressed bytes).  A decoded copy is cached, so loading again takes milliseconds.
+    Where the files (``<name>.gz``, or uncompressed) are read from:
+
+    * a folder you name -- `root`, else ``$FASTSHALLOW_DATA`` -- is the only place read.  It
+      must exist and hold good copies of the split's two files: a missing or bad file there is
+      an error naming it (DatasetNotFoundError, DataFileError), never a silent switch to another
+      copy, and nothing is downloaded (`download` is not used).
+    * else the user cache (``~/.cache/fastshallow/fashion-mnist``, following
+      ``$XDG_CACHE_HOME``), then Debian's ``dataset-fashion-mnist`` folder; a bad copy there
+      is skipped with a warning, and with `download` missing files are downloaded into the
+      user cache.
+
+    Every copy is checked against the published content (sha256 of the decompressed bytes).
+    The decoded arrays are cached, so loading again takes milliseconds; a named folder's files
+    are then only hashed (about 25 ms for the training images) to make sure they are the very
+    bytes verified before.
 
     Attributes: ``data`` (N, 28, 28) uint8 (read-only), ``targets`` (N,) int64, ``classes``
-    (the 10 names), ``files`` (where each array came from).  ``ds[i]`` is ``(image (28, 28)
+    (the 10 names), ``files`` (where each array came from: a file path, followed by
+    " (decoded cache)" -- or for a named folder's file " (same bytes as verified before;
+    decoded cache)" -- when the decoded cache served it).  ``ds[i]`` is ``(image (28, 28)
     uint8, label int)``; ``ds[a:b]`` or ``ds[index_array]`` is ``(images (B, 28, 28), labels
     (B,) int64)``."""
 
@@ -321,14 +325,18 @@ def get_fashion_mnist_labels(labels) -> List[str]:
 
 
 def load_data_fashion_mnist(batch_size: int, resize=None, root=None, seed=None,
-                            num_workers: Optional[int] = None, download: bool = True):
-    """Fashion-MNIST as two minibatch loaders ``(train_iter, test_iter)``.
+                            num_workers: Optional[int] = None, download: bool = True
+                            ) -> Tuple[DataLoader, DataLoader]:
+    """Fashion-MNIST as two minibatch loaders ``(train_iter, test_iter)`` of `batch_size`
+    examples.
 
     Batches are ``(X, y)``: X (B, 1, H, W) float32 in [0, 1] (28x28, or `resize` as an int or
     (height, width)), y (B,) int64.  The training loader reshuffles every epoch (reproducibly
     when `seed` is given); the test loader keeps the file order.  The last batch may be
-    smaller.  `num_workers` is accepted for compatibility with the book and ignored: the
-    compiled gather builds a batch faster than worker processes could hand one over."""
+    smaller.  `root` and `download` choose where the files are read from, as for
+    :class:`FashionMNIST`.  `num_workers` is accepted for compatibility with the book and
+    ignored: the compiled gather builds a batch faster than worker processes could hand one
+    over."""
     batch_size = C.positive_int("batch_size", batch_size)
     size = None if resize is None else _check_size("resize", resize)
     rng = C.seed_or_rng("seed", seed)
