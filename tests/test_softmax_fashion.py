@@ -150,7 +150,8 @@ def test_bench_command_prints_every_task_with_ratios(capsys):
     assert accs[2] == accs[3], out  # the same model on 2 threads and on 1
     losses = [float(r[4]) for r in rows if r[3] == "loss"]
     assert len(losses) == 3 and max(losses) < 1e-4, out
-    assert "1 epochs" in out and "one epoch" in out and "the book's linear regression" in out
+    assert "Fashion-MNIST, 1 epoch\n" in out and "one epoch" in out
+    assert "the book's linear regression" in out
 
 
 def test_bench_per_cpu_times_one_thread_on_each_cpu(capsys):

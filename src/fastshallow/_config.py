@@ -23,6 +23,14 @@ SERIAL_WORK = 1 << 16
 MAX_THREADS = 1024
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _default_threads() -> int:
     global _default
     if _default is None:
@@ -30,10 +38,7 @@ def _default_threads() -> int:
         if env.isdigit() and int(env) > 0:
             _default = min(int(env), MAX_THREADS)
         else:
-            try:
-                _default = max(1, len(os.sched_getaffinity(0)))
-            except (AttributeError, OSError):  # pragma: no cover - non-Linux
-                _default = max(1, os.cpu_count() or 1)
+            _default = usable_cpus()
     return _default
 
 
@@ -70,7 +75,8 @@ def resolve_threads(num_threads: int | None, work: int = SERIAL_WORK) -> int:
 
 
 def show_config(file=None) -> None:
-    """Print the version, the compiler, whether OpenMP is on and how many threads kernels use."""
+    """Print the version, the compiler, whether OpenMP is on and how many threads kernels use,
+    to `file` (default: standard output)."""
     from ._version import __version__
 
     k = _ext.kernels()

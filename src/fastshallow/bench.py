@@ -363,7 +363,8 @@ def run(epochs: int = 10, repeats: int = 3, num_threads: Optional[int] = None,
             task.append(("pytorch (DataLoader)",
                          lambda: torch_dataloader_softmax(data_f32, epochs, num_threads=threads),
                          1))
-    tasks.append((f"softmax regression, Fashion-MNIST, {epochs} epochs", task))
+    plural = "s" if epochs > 1 else ""
+    tasks.append((f"softmax regression, Fashion-MNIST, {epochs} epoch{plural}", task))
     one_epoch = "softmax regression, Fashion-MNIST, one epoch"
     # the team first in every turn: its threads exist before any run holds a CPU
     tasks.append((one_epoch,
