@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastshallow as fs
-from fastshallow import d2l
+from fastshallow import autograd, d2l
 
 TRUE_W, TRUE_B = np.array([2, -3.4]), 4.2
 
@@ -41,21 +41,174 @@ def softmax_data(rng):
     return d2l.load_array((X, y), 20), d2l.load_array((X, y), 50, False)
 
 
-def test_train_ch3_refuses_the_chapters_cross_entropy_which_would_train_nothing(rng, capsys):
+def capture(Z):
+    """Z as a Tensor whose gradient lands in the returned list (a stand-in for linreg)."""
+    got = []
+    return autograd.tensor(Z, got.append), got
+
+
+def onehot(y, m):
+    return np.eye(m)[y]
+
+
+def test_train_ch3_trains_the_chapters_from_scratch_softmax_regression(rng):
+    # 3.6 as ported: Parameters, the book's net and updater, fs.softmax and fs.cross_entropy
+    train_iter, test_iter = softmax_data(rng)
+    W = fs.Parameter(rng.normal(0, 0.01, (5, 3)).astype(np.float32))
+    b = fs.Parameter(np.zeros(3, np.float32))
+
+    def net(X):
+        return fs.softmax(d2l.linreg(X.reshape(-1, 5), W, b))
+
+    hist = d2l.train_ch3(net, train_iter, test_iter, fs.cross_entropy, 4,
+                         lambda batch_size: d2l.sgd([W, b], 0.1, batch_size))
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    assert hist.train_acc[-1] > 0.85 and hist.test_acc[-1] > 0.85
+    assert d2l.evaluate_accuracy(net, test_iter) == hist.test_acc[-1]
+
+
+def test_the_from_scratch_pair_trains_exactly_as_the_stable_loss_does(rng):
+    # Same data order and start: only the loss differs, and its gradient is the same up to
+    # rounding, so after three epochs the parameters agree to float64 rounding.
+    X = rng.standard_normal((90, 5))
+    y = rng.integers(0, 4, 90)
+    W0 = rng.normal(0, 0.5, (5, 4))
+    runs = []
+    for scratch in (True, False):
+        W, b = fs.Parameter(W0), fs.Parameter(np.zeros(4))
+        net = (lambda X: fs.softmax(d2l.linreg(X, W, b))) if scratch else \
+            (lambda X: d2l.linreg(X, W, b))
+        loss = fs.cross_entropy if scratch else fs.losses.SoftmaxCrossEntropyLoss()
+        fs.train(net, fs.load_array((X, y), 16, seed=3), None, loss, 3,
+                 lambda n: d2l.sgd([W, b], 0.5, n), verbose=False, progress=False)
+        runs.append((W.data, b.data))
+    assert np.abs(runs[0][0] - W0).max() > 0.1  # it did move
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=1e-11, atol=1e-12)
+
+
+def test_train_ch3_refuses_a_numpy_cross_entropy_which_would_train_nothing(rng, capsys):
+    # The book's own definition, kept: a NumPy function of a Tensor is a plain array.
+    def cross_entropy(y_hat, y):
+        return -np.log(y_hat[range(len(y_hat)), y])
+
     train_iter, test_iter = softmax_data(rng)
     W = fs.Parameter(rng.normal(0, 0.01, (5, 3)).astype(np.float32))
     b = fs.Parameter(np.zeros(3, np.float32))
     W0 = W.data.copy()
     with pytest.raises(TypeError, match="no gradient.*SoftmaxCrossEntropyLoss"):
         d2l.train_ch3(lambda X: fs.softmax(d2l.linreg(X, W, b)), train_iter, test_iter,
-                      fs.cross_entropy, 3, lambda batch_size: d2l.sgd([W, b], 0.1, batch_size))
+                      cross_entropy, 3, lambda batch_size: d2l.sgd([W, b], 0.1, batch_size))
     np.testing.assert_array_equal(W.data, W0)
     assert capsys.readouterr().out == ""  # not an epoch reported
-    # the same model on raw outputs with the stable loss trains, book-style updater and all
-    hist = d2l.train_ch3(lambda X: d2l.linreg(X, W, b), train_iter, test_iter,
-                         fs.losses.SoftmaxCrossEntropyLoss(), 3,
-                         lambda batch_size: d2l.sgd([W, b], 0.1, batch_size))
-    assert hist.train_loss[-1] < hist.train_loss[0] and hist.train_acc[-1] > 0.8
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (1, 4), (33, 10), (5, 1)])
+def test_scratch_softmax_cross_entropy_gradient_is_the_stable_losss(rng, float_dtype, shape):
+    n, m = shape
+    Z = (rng.standard_normal(shape) * 3).astype(float_dtype)
+    y = rng.integers(0, m, n)
+    g = rng.uniform(0.5, 2, n).astype(float_dtype)
+    tol = 1e-5 if float_dtype == np.float32 else 1e-12
+    Zs, scratch = capture(Z)
+    Zl, stable = capture(Z)
+    fs.cross_entropy(fs.softmax(Zs), y).backward(g)
+    fs.losses.SoftmaxCrossEntropyLoss()(Zl, y).backward(g)
+    assert scratch[0].dtype == float_dtype and scratch[0].shape == shape
+    np.testing.assert_allclose(scratch[0], stable[0], rtol=tol, atol=tol)
+    Z64 = Z.astype(np.float64)
+    P = np.exp(Z64) / np.exp(Z64).sum(1, keepdims=True)
+    ref = g[:, None] * (P - onehot(y, m))
+    np.testing.assert_allclose(scratch[0], ref, rtol=tol, atol=tol)
+    # g omitted (the gradient of the sum) and the book's l.sum().backward() / l.mean()
+    for run, scale in ((lambda l: l.backward(), 1), (lambda l: l.sum().backward(), 1),
+                       (lambda l: l.mean().backward(), 1 / n)):
+        Zt, got = capture(Z)
+        run(fs.cross_entropy(fs.softmax(Zt), y))
+        np.testing.assert_allclose(got[0], scale * (P - onehot(y, m)), rtol=tol, atol=tol)
+
+
+def test_scratch_softmax_cross_entropy_gradient_matches_finite_differences(rng):
+    Z = rng.standard_normal((7, 3)) * 2
+    y = rng.integers(0, 3, 7)
+    g = rng.uniform(0.5, 2, 7)
+    Zt, got = capture(Z)
+    fs.cross_entropy(fs.softmax(Zt), y).backward(g)
+
+    def f(Z):
+        return float(g @ fs.cross_entropy(fs.softmax(Z), y))
+
+    h, num = 1e-6, np.zeros_like(Z)
+    for idx in np.ndindex(Z.shape):
+        e = np.zeros_like(Z)
+        e[idx] = h
+        num[idx] = (f(Z + e) - f(Z - e)) / (2 * h)
+    np.testing.assert_allclose(got[0], num, rtol=1e-6, atol=1e-8)
+
+
+def test_scratch_softmax_backward_on_its_own(rng, float_dtype):
+    Z = rng.standard_normal((6, 4)).astype(float_dtype)
+    G = rng.standard_normal((6, 4)).astype(float_dtype)
+    Zt, got = capture(Z)
+    P = fs.softmax(Zt)
+    assert isinstance(P, fs.Tensor)
+    np.testing.assert_array_equal(P, fs.softmax(Z))  # the same values as on a plain array
+    P.backward(G)
+    # each row through the full Jacobian diag(p) - p p^T
+    P64 = np.asarray(P, np.float64)
+    ref = np.stack([(np.diag(p) - np.outer(p, p)) @ r for p, r in zip(P64, G)])
+    tol = 1e-5 if float_dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got[0], ref, rtol=tol, atol=tol)
+    # rows sum to one whatever Z is: the gradient of P.sum() is zero
+    P.backward()
+    np.testing.assert_allclose(got[1], 0, atol=tol)
+    # a 1-D Tensor is one row
+    z1, got1 = capture(Z[0])
+    fs.softmax(z1).backward(G[0])
+    np.testing.assert_allclose(got1[0], ref[0], rtol=tol, atol=tol)
+
+
+def test_scratch_softmax_and_cross_entropy_keep_plain_arrays_plain(rng):
+    Z = rng.standard_normal((4, 3))
+    for Zin in (Z, Z.view(fs.Tensor)):  # a Tensor with no way back is plain data too
+        P = fs.softmax(Zin)
+        assert type(P) is np.ndarray
+        assert type(fs.cross_entropy(P, [0, 1, 2, 0])) is np.ndarray
+    with pytest.raises(ValueError, match="< 3"):  # the checks hold on Tensors too
+        fs.cross_entropy(fs.softmax(capture(Z)[0]), [0, 1, 2, 3])
+
+
+def test_autograd_record_lets_the_books_loop_run_unchanged(rng):
+    assert "record" in autograd.__all__
+    X, y = rng.standard_normal((8, 2)), rng.standard_normal((8, 1))
+    w, b = fs.Parameter(np.zeros((2, 1))), fs.Parameter(np.zeros(1))
+    with autograd.record():
+        l = d2l.squared_loss(d2l.linreg(X, w, b), y)
+        l.backward()
+    inside = w.grad.copy()
+    d2l.squared_loss(d2l.linreg(X, w, b), y).backward()
+    np.testing.assert_array_equal(inside, w.grad)  # record changes nothing
+    np.testing.assert_allclose(inside, X.T @ (-y))
+    with autograd.record() as scope:  # reusable, and nothing to hold
+        assert scope is None
+
+
+def test_a_probability_that_underflows_stops_train_ch3_with_training_diverged(rng, capsys):
+    # The chapter's warning made real: class 1 starts with logit -120, whose exp is 0 in
+    # float32, so its examples' loss is -log(0) = inf and the gradient is not finite.
+    train_iter, test_iter = softmax_data(rng)
+    W = fs.Parameter(np.zeros((5, 3), np.float32))
+    b = fs.Parameter(np.array([0, -120, 0], np.float32))
+    Zt, got = capture(np.array([[0, -120, 0]], np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the naive pair stays quiet, as the forward pass does
+        l = fs.cross_entropy(fs.softmax(Zt), [1])
+        l.backward()
+    assert np.isinf(l).all() and not np.isfinite(got[0]).all()
+    with pytest.raises(fs.TrainingDiverged, match="infinite in epoch 1"):
+        d2l.train_ch3(lambda X: fs.softmax(d2l.linreg(X, W, b)), train_iter, test_iter,
+                      fs.cross_entropy, 3, lambda batch_size: d2l.sgd([W, b], 0.1, batch_size))
+    assert capsys.readouterr().out == ""  # no epoch of garbage reported
 
 
 def test_train_ch3_names_a_bad_epoch_count_and_draws_one_epoch_without_warning(rng):

@@ -7,13 +7,14 @@ sending a gradient back to its producer, so ``loss(net(X), y).backward()`` fills
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable, Optional
 
 import numpy as np
 
 from . import _checks as C
 
-__all__ = ["Parameter", "Tensor", "tensor"]
+__all__ = ["Parameter", "Tensor", "tensor", "record"]
 
 
 def _param_dtype(name: str, dtype) -> np.dtype:
@@ -55,7 +56,8 @@ class Parameter:
             self.initialize(data)
 
     def initialize(self, data) -> None:
-        """Give the parameter its values (its gradient is reset to zeros)."""
+        """Give the parameter its values, `data` (any array-like; a parameter that has values
+        keeps its shape), and reset its gradient to zeros."""
         given = C.as_array(self.name, data, dtypes=None)
         dtype = self._dtype
         if dtype is None:
@@ -88,6 +90,7 @@ class Parameter:
 
     @property
     def initialized(self) -> bool:
+        """Whether the parameter has values (False while its layer's input size is unknown)."""
         return self._data is not None
 
     def _need(self):
@@ -100,6 +103,7 @@ class Parameter:
     # called only to raise.
     @property
     def data(self) -> np.ndarray:
+        """The values, updated in place by the optimizers (Gluon's ``.data()``)."""
         data = self._data
         if data is None:
             self._need()
@@ -107,20 +111,24 @@ class Parameter:
 
     @property
     def grad(self) -> np.ndarray:
+        """The gradient of the summed minibatch loss, written by ``backward()``."""
         if self._data is None:
             self._need()
         return self._grad
 
     @property
-    def shape(self):
+    def shape(self) -> tuple:
+        """The values' shape (raises while deferred)."""
         return self.data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> Optional[np.dtype]:
+        """float32 or float64 (None for a deferred parameter given no dtype)."""
         return self._dtype
 
     def set_data(self, value) -> None:
-        """Overwrite the values (same shape; converted to this parameter's dtype)."""
+        """Overwrite the values with `value` (same shape; converted to this parameter's
+        dtype)."""
         value = C.as_array(self.name, value, dtype=self.dtype)
         if value.shape != self.data.shape:
             raise ValueError(f"{self.name}: new data must have shape {self.data.shape}, "
@@ -133,6 +141,7 @@ class Parameter:
         self._grad = np.zeros_like(self._data)
 
     def zero_grad(self) -> None:
+        """Set the gradient to zeros (backward overwrites it anyway)."""
         if self._grad is not None:
             self._grad[...] = 0
 
@@ -183,6 +192,7 @@ class Tensor(np.ndarray):
         self.grad_fn(np.ascontiguousarray(g))
 
     def sum(self, axis=None, dtype=None, out=None, keepdims=False, **kw):
+        """As ndarray.sum; the total of all values (no axis) is a Tensor with backward."""
         s = np.asarray(self).sum(axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kw)
         if axis is not None or out is not None or keepdims or self.grad_fn is None:
             return s
@@ -190,6 +200,7 @@ class Tensor(np.ndarray):
             None if g is None else np.full(self.shape, g, self.dtype)))
 
     def mean(self, axis=None, dtype=None, out=None, keepdims=False, **kw):
+        """As ndarray.mean; the mean of all values (no axis) is a Tensor with backward."""
         s = np.asarray(self).mean(axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kw)
         if axis is not None or out is not None or keepdims or self.grad_fn is None:
             return s
@@ -203,7 +214,17 @@ class Tensor(np.ndarray):
         return np.asarray(self)
 
 
+def record():
+    """A context manager that does nothing: it exists so that the book's
+    ``with autograd.record():`` blocks run unchanged.  MXNet only builds a graph inside it;
+    here every layer and loss output always carries its way back, recorded or not."""
+    return nullcontext()
+
+
 def tensor(values: np.ndarray, grad_fn: Callable[[np.ndarray], None]) -> Tensor:
+    """`values` as a Tensor whose ``backward(G)`` calls ``grad_fn(G)`` with the gradient of
+    the objective with respect to them (an array of their shape): how a layer or loss of
+    one's own joins ``loss(net(X), y).backward()``."""
     t = np.asarray(values).view(Tensor)
     t.grad_fn = grad_fn
     return t

@@ -1,11 +1,26 @@
 """The book's ``d2l`` helpers of the "Linear Neural Networks" chapter, with the book's names
-and signatures, on fastshallow.  Port the chapter's code by importing from here::
+and signatures, on fastshallow.  The chapter's code (sections 3.2, 3.3, 3.6, 3.7) runs with
+these edits and no others:
 
-    from fastshallow import d2l                 # instead of: import d2l
-    from fastshallow import nn, init, losses    # instead of mxnet.gluon's nn, init, loss
+1. Imports::
 
-The models are fastshallow's (``Parameter`` in place of ``attach_grad``-ed arrays, ``Dense``,
-``SGD``); ``d2l.Trainer(params, 'sgd', {'learning_rate': lr})`` stands in for Gluon's Trainer.
+       import numpy as np                           # mxnet's np; drop npx.set_np()
+       import fastshallow as fs
+       from fastshallow import d2l, autograd        # autograd.record() is there, and does nothing
+       from fastshallow import nn, init, losses     # Gluon's nn, init and loss (gloss)
+
+   and ``gluon.Trainer(...)`` becomes ``d2l.Trainer(...)`` with the same arguments.
+2. Parameters: ``W = fs.Parameter(np.random.normal(0, 0.01, (784, 10)))`` in place of the
+   NumPy array (``attach_grad()`` may stay).
+3. From scratch, use the library's functions instead of defining them with NumPy, whose
+   results carry no gradient (``train_ch3`` refuses such a loss): ``d2l.linreg``,
+   ``d2l.squared_loss``, ``d2l.sgd``, ``fs.softmax``, ``fs.cross_entropy``; 3.6's model is
+   ``fs.softmax(d2l.linreg(X.reshape(-1, num_inputs), W, b))``.  The helpers the book saves
+   in ``d2l`` (``train_ch3``, ``Animator``, ...) come from here, not redefined.
+4. A parameter's values are ``.data``, an array, not Gluon's ``.data()``:
+   ``net[0].weight.data``; in 3.2, ``w.data.reshape(...)`` and ``true_b - b.data``.
+5. ``.asnumpy()`` goes: the arrays are NumPy arrays already.
+
 Plotting needs matplotlib (``pip install "fastshallow[plot]"``); ``d2l.plt`` is pyplot.
 """
 from __future__ import annotations

@@ -3,8 +3,10 @@
 ``linreg(X, w, b)`` and ``squared_loss(y_hat, y)`` return Tensors, so
 ``squared_loss(linreg(X, w, b), y).backward()`` fills ``w.grad`` and ``b.grad`` and
 ``sgd([w, b], lr, batch_size)`` updates them, as in the book.  ``softmax`` and the pick-based
-``cross_entropy`` are the chapter's teaching versions: ``cross_entropy(softmax(Z), y)`` is
-numerically fragile (see :class:`~fastshallow.losses.SoftmaxCrossEntropyLoss` for the stable one).
+``cross_entropy`` are the chapter's teaching versions, naive on purpose: on a Tensor they pass
+gradients back, so ``cross_entropy(softmax(linreg(X, W, b)), y)`` trains as in section 3.6, and
+it breaks down where the chapter says it does (see
+:class:`~fastshallow.losses.SoftmaxCrossEntropyLoss` for the stable one).
 """
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ def _param(name: str, p) -> Parameter:
         raise TypeError(f"{name} must be a fastshallow Parameter (e.g. fs.Parameter(np.zeros("
                         f"(2, 1)))), got {type(p).__name__}")
     return p
+
+
+def _upstream(a):
+    """Where a gradient for `a` goes: its producer's grad_fn, or None for a plain array."""
+    return a.grad_fn if isinstance(a, Tensor) else None
 
 
 def linreg(X, w: Parameter, b: Parameter) -> Tensor:
@@ -64,7 +71,7 @@ def squared_loss(y_hat, y) -> Tensor:
         raise ValueError(f"y must have one target per prediction: y_hat has shape {P.shape}, "
                          f"y has shape {T.shape}")
     D = P - T.reshape(P.shape)
-    upstream = y_hat.grad_fn if isinstance(y_hat, Tensor) else None
+    upstream = _upstream(y_hat)
 
     def backward(g):
         if upstream is None:
@@ -104,20 +111,54 @@ def sgd(params, lr: float, batch_size: int) -> None:
 def softmax(X) -> np.ndarray:
     """The chapter's softmax: ``exp(X) / exp(X).sum(1)`` row by row, computed naively on
     purpose -- it overflows for logits above ~88 (float32); :func:`fastshallow.kernels.softmax`
-    is the stable one."""
+    is the stable one.
+
+    On a Tensor from ``linreg`` or a layer it returns a Tensor whose backward sends the
+    softmax's gradient on, so ``cross_entropy(softmax(linreg(X, W, b)), y)`` trains as in
+    the book; on anything else, a plain array."""
+    upstream = _upstream(X)
     X = C.as_array("X", X, ndim=(1, 2), dtypes=None)
     if X.dtype.kind != "f":
         X = X.astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         E = np.exp(X)
-        return E / E.sum(axis=-1, keepdims=True)
+        P = E / E.sum(axis=-1, keepdims=True)
+    if upstream is None:
+        return P
+
+    def backward(G):
+        # The softmax's Jacobian diag(p) - p p^T applied row by row, without forming it.
+        G = np.ones_like(P) if G is None else G
+        with np.errstate(invalid="ignore", over="ignore"):
+            upstream(P * (G - (G * P).sum(axis=-1, keepdims=True)))
+
+    return _tensor(P, backward)
 
 
 def cross_entropy(y_hat, y) -> np.ndarray:
     """The chapter's cross-entropy on probabilities: ``-log(y_hat[i, y[i]])`` per example.
-    Fragile by design (a probability that underflowed to 0 gives inf); train with
-    :class:`~fastshallow.losses.SoftmaxCrossEntropyLoss` instead."""
+    Fragile by design (a probability that underflowed to 0 gives inf, and training on it
+    stops with :class:`~fastshallow.TrainingDiverged`); for real work use
+    :class:`~fastshallow.losses.SoftmaxCrossEntropyLoss` on the logits instead.
+
+    On a Tensor from :func:`softmax` it returns a Tensor whose backward sends
+    ``-g_i / y_hat[i, y_i]`` to the picked probabilities; on anything else, a plain array."""
+    upstream = _upstream(y_hat)
     P = C.as_array("y_hat", y_hat, ndim=2)
     labels = C.as_labels("y", y, n_classes=P.shape[1], length=P.shape[0])
+    rows = np.arange(P.shape[0])
+    picked = P[rows, labels]
     with np.errstate(divide="ignore"):
-        return -np.log(P[np.arange(P.shape[0]), labels])
+        loss = -np.log(picked)
+    if upstream is None:
+        return loss
+
+    def backward(g):
+        dP = np.zeros_like(P)
+        # A probability that underflowed to 0 sends -inf back, as the chapter's version would:
+        # the loss is inf already and the training loop stops on it.
+        with np.errstate(divide="ignore"):
+            dP[rows, labels] = -(1 if g is None else g) / picked
+        upstream(dP)
+
+    return _tensor(loss, backward)
