@@ -1,6 +1,8 @@
 """The analytic solution of linear regression (section 3.1.1)."""
 from __future__ import annotations
 
+from typing import Tuple, Union
+
 import numpy as np
 
 from . import _checks as C
@@ -8,7 +10,7 @@ from . import _checks as C
 __all__ = ["least_squares"]
 
 
-def least_squares(X, y, fit_intercept: bool = True):
+def least_squares(X, y, fit_intercept: bool = True) -> Tuple[np.ndarray, Union[float, np.ndarray]]:
     """Minimize ``|X w + b - y|^2`` exactly; returns ``(w, b)``.
 
     Solved with an SVD-based least-squares routine (``numpy.linalg.lstsq``) on centered data,
@@ -16,6 +18,7 @@ def least_squares(X, y, fit_intercept: bool = True):
     features (rank-deficient X) the minimum-norm solution among all minimizers is returned: the
     predictions are still optimal but the individual weights are not identifiable.  `y` of shape
     (n,) gives `w` of shape (k,) and a float `b`; `y` of shape (n, m) gives (k, m) and (m,).
+    With ``fit_intercept=False`` the model has no bias (``|X w - y|^2``) and `b` is zero.
     Computed in float64."""
     X = C.as_array("X", X, ndim=2, dtype=np.float64, finite=True)
     Y = C.as_array("y", y, ndim=(1, 2), dtype=np.float64, finite=True)

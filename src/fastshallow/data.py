@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, Tuple
 
 import numpy as np
 
@@ -22,10 +22,13 @@ from .kernels import permutation
 __all__ = ["synthetic_data", "ArrayDataset", "DataLoader", "load_array"]
 
 
-def synthetic_data(w, b, num_examples: int, noise: float = 0.01, seed=None, dtype=np.float32):
+def synthetic_data(w, b, num_examples: int, noise: float = 0.01, seed=None,
+                   dtype=np.float32) -> Tuple[np.ndarray, np.ndarray]:
     """Examples of ``y = X w + b + noise``: X ~ N(0, 1) of shape (num_examples, len(w)), noise ~
     N(0, noise^2).  Returns ``(X, y)`` with y of shape (num_examples,) for a vector `w` and
-    (num_examples, m) for a (k, m) matrix `w`."""
+    (num_examples, m) for a (k, m) matrix `w`.  `seed`: None (fresh entropy), an int, or a
+    numpy Generator to draw from.  `dtype`: float32 or float64, that of X and y (drawn and
+    computed in float64 either way)."""
     w = C.as_array("w", w, ndim=(1, 2), dtype=np.float64, allow_empty=False, finite=True)
     b = C.as_array("b", b, ndim=(0, 1), dtype=np.float64, finite=True)
     if b.size != 1 and (w.ndim == 1 or b.shape != (w.shape[1],)):
@@ -301,7 +304,10 @@ def _collate(items: Sequence):
 
 
 def load_array(data_arrays, batch_size: int, is_train: bool = True, seed=None) -> DataLoader:
-    """A DataLoader over ``ArrayDataset(*data_arrays)``, shuffled when `is_train`."""
+    """A DataLoader over ``ArrayDataset(*data_arrays)`` (a tuple or list of arrays of equal
+    length, such as ``(X, y)``) giving minibatches of `batch_size`, shuffled anew every epoch
+    when `is_train`.  `seed` makes the sequence of shuffles reproducible: an int, or a numpy
+    Generator to draw from; None draws fresh entropy."""
     if not isinstance(data_arrays, (tuple, list)):
         raise TypeError(f"data_arrays must be a tuple or list of arrays, got "
                         f"{type(data_arrays).__name__}")

@@ -56,14 +56,20 @@ schedule follows a global step count, so ``schedule='cosine'`` spans all the rou
 from __future__ import annotations
 
 import copy
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 from . import _checks as C
 from . import _fitting
 
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only (it imports scikit-learn)
+    from .estimators import LinearRegression, SoftmaxRegression
+
 __all__ = ["fit_dask"]
+
+# fit_dask returns the estimator it was given
+_Estimator = TypeVar("_Estimator", bound="SoftmaxRegression | LinearRegression")
 
 
 def _local_round(state: dict, X, y, sw, seed: int, step0: int) -> tuple:
@@ -205,9 +211,9 @@ def _relative_weights(sw, n: int, compute) -> Tuple[float, float]:
                          lambda m: float(compute([(sw / m).sum()])[0]), n)
 
 
-def fit_dask(estimator, X, y, *, classes=None, sample_weight=None, rounds: Optional[int] = None,
-             local_epochs: int = 1, lr_scale: float = 1.0, local_threads: Optional[int] = 1,
-             random_state=None, client=None):
+def fit_dask(estimator: _Estimator, X, y, *, classes=None, sample_weight=None,
+             rounds: Optional[int] = None, local_epochs: int = 1, lr_scale: float = 1.0,
+             local_threads: Optional[int] = 1, random_state=None, client=None) -> _Estimator:
     """Data-parallel fit of `estimator` on Dask arrays by local SGD and model averaging (see
     the module notes for the algorithm and when it matches a single-machine fit); returns
     the estimator, fitted like ``estimator.fit`` would leave it.
@@ -218,8 +224,11 @@ def fit_dask(estimator, X, y, *, classes=None, sample_weight=None, rounds: Optio
     for `local_epochs` epochs on its worker with learning rate ``estimator.lr * lr_scale``,
     with `local_threads` kernel threads per task (default 1: the workers already run in
     parallel; None: the kernels' default), then averages the models weighted by rows (or total
-    sample weight).  `classes` defaults to the labels in y.  The tasks run on `client` (a
-    ``distributed.Client``) when given, else on Dask's current scheduler -- a
+    sample weight).  `random_state` (an int or a numpy Generator) seeds the partitions'
+    shuffling in every round; None derives it from the estimator's `random_state` when that is
+    an int or a Generator (else fresh entropy).  The initial weights come from the estimator's
+    `random_state`, as in ``fit``.  `classes` defaults to the labels in y.  The tasks run on
+    `client` (a ``distributed.Client``) when given, else on Dask's current scheduler -- a
     ``distributed.Client`` created earlier becomes the default.  The blocks are persisted
     first, so each round reuses them where they are.
 

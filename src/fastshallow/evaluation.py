@@ -28,7 +28,10 @@ def evaluate_accuracy(net, data_iter, *, num_threads: Optional[int] = None) -> f
     """The fraction of examples of `data_iter` whose argmax prediction is the label.  For a
     single Dense layer on an array-backed loader with numeric labels, one compiled call counts
     the hits (forward and argmax, chunk by chunk while each chunk's outputs are in cache), of
-    the very rows an iteration would yield, and the loader advances as an iteration would."""
+    the very rows an iteration would yield, and the loader advances as an iteration would.
+    `num_threads`: threads of that compiled count (None: :func:`fastshallow.get_num_threads`;
+    the result is the same for any count); otherwise the network runs batch by batch and
+    `num_threads` is only checked.  NaN when `data_iter` yields no examples."""
     C.function("net", net, "a network (a callable taking X)")
     resolve_threads(num_threads)  # refused on the per-batch path too, which has no use for it
     fast = _fast_rows(net, data_iter)
@@ -83,10 +86,14 @@ def evaluate_loss(net, data_iter, loss) -> float:
     return total / count if count else float("nan")
 
 
-def predict(net, test_iter, n: int = 6, path=None, labels=None):
-    """The book's ``predict_ch3``: the first `n` images of the first test batch titled with
-    their true and predicted labels.  Returns the matplotlib axes; `path` saves the grid (PNG or
-    SVG).  `labels` maps class indices to names (default: Fashion-MNIST's)."""
+def predict(net, test_iter, n: int = 6, path=None, labels=None) -> np.ndarray:
+    """The book's ``predict_ch3``: the first `n` images of the first test batch of `test_iter`
+    (an iterable of (X, y) pairs) titled with their true and `net`'s predicted labels.
+    Returns the flat array of the grid's matplotlib Axes.  `path` also saves the grid there,
+    in the format its extension names: any matplotlib can write (.png, .svg, .pdf, .jpg, ...;
+    see ``matplotlib.figure.Figure.savefig``), others are refused with ValueError before
+    anything is drawn; its folder must exist.  `labels` maps class indices to names (default:
+    Fashion-MNIST's)."""
     from .plotting import _check_save_path, prediction_grid
 
     # All checked before the first batch is taken: that advances the loader and may build a

@@ -11,7 +11,13 @@ __all__ = ["Initializer", "Normal", "Zeros", "Constant", "Uniform", "Xavier"]
 
 
 class Initializer:
+    """Base of the initializers: ``init(shape, dtype, rng)`` returns new values for a
+    parameter.  :class:`~fastshallow.nn.Dense` takes these (``weight_initializer=``,
+    ``bias_initializer=``, ``initialize(init)``)."""
+
     def __call__(self, shape, dtype, rng: np.random.Generator) -> np.ndarray:
+        """A new array of `shape` and `dtype` (float32 or float64), drawn from `rng` when the
+        values are random."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

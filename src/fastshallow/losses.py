@@ -43,9 +43,19 @@ class Loss:
     """Base class: ``loss(y_hat, y)`` returns per-example losses (shape (batch,))."""
 
     def __call__(self, y_hat, y) -> Tensor:
+        """The per-example losses of predictions `y_hat` (a network's output for a minibatch,
+        first axis the examples) against the targets `y`, as a
+        :class:`~fastshallow.autograd.Tensor` of shape (batch,).
+
+        Its ``backward()`` sends the gradient of the losses' *sum* back to the layers that
+        produced `y_hat`, filling their parameters' ``.grad`` (then step the optimizer with
+        the batch size); ``l.mean().backward()`` sends that of their mean instead (then step
+        with the default batch size, 1).  When `y_hat` did not come from a fastshallow layer,
+        ``backward()`` raises RuntimeError: there are no parameters to send a gradient to."""
         return self.forward(y_hat, y)
 
     def forward(self, y_hat, y) -> Tensor:  # pragma: no cover - abstract
+        """What calling the loss computes: see :meth:`__call__`."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -58,6 +68,9 @@ class L2Loss(Loss):
     (so (n,) targets match (n, 1) predictions) and several outputs are averaged."""
 
     def forward(self, y_hat, y) -> Tensor:
+        """Per-example ``0.5 * (y_hat - y)**2`` (averaged over outputs) as a Tensor of shape
+        (batch,) with ``backward()``: `y_hat` float32 or float64 predictions (batch, ...), `y`
+        one target per prediction, read in `y_hat`'s shape and dtype."""
         loss, grad = regression_loss(y_hat, y)
         return _finish(loss, y_hat, lambda: grad)
 
@@ -72,6 +85,9 @@ class HuberLoss(Loss):
         self.delta = C.huber_delta(delta)
 
     def forward(self, y_hat, y) -> Tensor:
+        """Per-example Huber losses (averaged over outputs) as a Tensor of shape (batch,) with
+        ``backward()``: `y_hat` float32 or float64 predictions (batch, ...), `y` one target per
+        prediction, read in `y_hat`'s shape and dtype."""
         loss, grad = regression_loss(y_hat, y, delta=self.delta)
         return _finish(loss, y_hat, lambda: grad)
 
@@ -86,6 +102,9 @@ class SoftmaxCrossEntropyLoss(Loss):
         self.label_smoothing = C.label_smoothing(label_smoothing)
 
     def forward(self, y_hat, y) -> Tensor:
+        """Per-example cross-entropy as a Tensor of shape (batch,) with ``backward()``:
+        `y_hat` the raw scores (logits, not probabilities) of shape (batch, classes), `y` the
+        class indices (batch,), whole numbers in ``range(classes)``."""
         Z = C.as_array("y_hat", y_hat, ndim=2)
         loss, grad = softmax_cross_entropy(Z, y, label_smoothing=self.label_smoothing)
         return _finish(loss, y_hat, lambda: grad)

@@ -12,7 +12,8 @@ __all__ = ["accuracy", "entropy", "cross_entropy_between", "kl_divergence"]
 
 def accuracy(y_hat, y) -> float:
     """The number of correct predictions (a count, as in the book): `y_hat` holds class scores
-    (n, classes) -- argmax is the prediction -- or predicted labels (n,)."""
+    (n, classes) -- argmax is the prediction -- or predicted labels (n,); `y` the true labels,
+    one per prediction (compared as values)."""
     P = C.as_array("y_hat", y_hat, dtypes=None)
     if P.ndim == 2 and P.shape[1] > 1:
         pred = P.argmax(axis=1)

@@ -12,7 +12,7 @@ import itertools
 import json
 import math
 import os
-from typing import Iterator, List, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -24,6 +24,13 @@ from ._io import atomic_write
 from .autograd import Parameter, Tensor, _tensor
 from .kernels import matmul_bias, matmul_bias_backward
 from .random import default_rng
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from numpy.typing import ArrayLike, DTypeLike
+
+    # An initializer: fastshallow.init's, or a callable of the user's taking the same
+    # (shape, dtype, generator) and returning values of that shape.
+    InitializerLike = Callable[[Tuple[int, ...], np.dtype, np.random.Generator], ArrayLike]
 
 __all__ = ["Block", "Dense", "Flatten", "Sequential", "load"]
 
@@ -42,19 +49,31 @@ class Block:
         return self.parameters()
 
     def initialize(self, init: Optional[_init.Initializer] = None, force_reinit: bool = False,
-                   rng=None) -> "Block":
-        """Set the weight initializer (e.g. ``init.Normal(0.01)``) and, for layers whose input
-        size is known, draw the weights now.  Biases keep their own initializer (zeros)."""
+                   rng: Union[None, int, np.random.Generator] = None) -> "Block":
+        """Set the weight initializer of every layer and return this block.
+
+        init: the weight initializer for this and later draws (e.g. ``init.Normal(0.01)``;
+        None keeps each layer's own).  Layers whose input size is known draw their weights
+        again now when `init` is given or `force_reinit` is true; the others draw them at
+        their first call.  Biases keep their own initializer (zeros).  rng: the generator (or
+        an int seed for a new one) of this and later draws; None keeps each layer's own (by
+        default the library's stream, see :func:`fastshallow.random.seed`)."""
         return self
 
     def zero_grad(self) -> None:
+        """Set every parameter's gradient to zero.  Rarely needed: ``backward()`` overwrites
+        the gradients (as Gluon does) rather than adding to them."""
         for p in self.parameters():
             p.zero_grad()
 
     def __call__(self, X):
+        """``forward(X)``: the block's output for the minibatch X."""
         return self.forward(X)
 
     def forward(self, X):  # pragma: no cover - abstract
+        """The block's output for the minibatch X (first axis: examples); when it depends on
+        parameters, a :class:`~fastshallow.autograd.Tensor` whose ``backward()`` fills their
+        ``.grad``."""
         raise NotImplementedError
 
     # -- saving ----------------------------------------------------------------------------
@@ -164,15 +183,20 @@ def _initial(name: str, fn, shape: tuple, dtype: np.dtype, rng) -> np.ndarray:
 class Dense(Block):
     """A fully connected layer ``Y = X @ W + b``.
 
-    units: outputs.  in_units: inputs (None: inferred on the first call).  dtype: parameter
-    dtype (float32 or float64); inputs are converted to it.  flatten: reshape inputs of more than
-    two dimensions to (batch, -1).  weight_initializer / bias_initializer default to
-    ``init.Normal(0.01)`` and ``init.Zeros()``.  rng: generator for the initial weights (default:
-    the library's stream, see :func:`fastshallow.random.seed`)."""
+    units: outputs.  in_units: inputs (None: inferred on the first call).  use_bias: whether
+    the layer has the bias b (without it ``Y = X @ W``, and training runs the per-batch loop:
+    the fused kernels need a bias).  dtype: parameter dtype (float32 or float64); inputs are
+    converted to it.  flatten: reshape inputs of more than two dimensions to (batch, -1).
+    weight_initializer / bias_initializer default to ``init.Normal(0.01)`` and ``init.Zeros()``
+    (any callable taking shape, dtype and a numpy Generator and returning values of that
+    shape will do).  rng: generator for the initial weights, or an int seed for a new one
+    (default: the library's stream, see :func:`fastshallow.random.seed`)."""
 
     def __init__(self, units: int, in_units: Optional[int] = None, use_bias: bool = True,
-                 flatten: bool = True, dtype=np.float32, weight_initializer=None,
-                 bias_initializer=None, rng=None):
+                 flatten: bool = True, dtype: DTypeLike = np.float32,
+                 weight_initializer: Optional[InitializerLike] = None,
+                 bias_initializer: Optional[InitializerLike] = None,
+                 rng: Union[None, int, np.random.Generator] = None):
         self._units = C.positive_int("units", units)
         self._in_units = None if in_units is None else C.positive_int("in_units", in_units)
         self.use_bias = bool(use_bias)
@@ -226,7 +250,8 @@ class Dense(Block):
         # Drawn first, set after: a failing initializer leaves a deferred layer deferred.
         self._set(in_units, *self._draw(in_units, self.weight_initializer, self._rng))
 
-    def initialize(self, init=None, force_reinit=False, rng=None):
+    def initialize(self, init: Optional[_init.Initializer] = None, force_reinit: bool = False,
+                   rng: Union[None, int, np.random.Generator] = None) -> "Dense":
         if init is not None and not isinstance(init, _init.Initializer):
             raise TypeError(f"init must be a fastshallow.init initializer, got {init!r}")
         rng = self._rng if rng is None else C.seed_or_rng("rng", rng)
@@ -238,6 +263,7 @@ class Dense(Block):
 
     @property
     def initialized(self) -> bool:
+        """Whether the weights exist (False until the input size is known)."""
         return self.weight.initialized
 
     def parameters(self):
@@ -264,6 +290,12 @@ class Dense(Block):
         return X
 
     def forward(self, X) -> Tensor:
+        """``X @ W + b`` for a minibatch X of shape (batch, in_units), or (batch, ...) flattened
+        when `flatten`; a 1-D X is one feature per example when in_units is 1 or not known yet,
+        else a single example.  The first call fixes in_units when it was not given.  Returns a
+        :class:`~fastshallow.autograd.Tensor` whose ``backward()`` fills ``weight.grad`` and
+        ``bias.grad`` and, when X is itself such a Tensor, sends the gradient on to X's
+        producer."""
         src = X
         W = self.weight
         b = self.bias
@@ -331,6 +363,8 @@ class Flatten(Block):
     """Reshape (batch, ...) to (batch, -1)."""
 
     def forward(self, X):
+        """X of shape (batch, ...) as (batch, features); a Tensor passing the gradient back
+        when X is one, else a plain array."""
         arr = np.asarray(X)
         if arr.ndim < 1:
             raise ValueError(f"X must have a batch dimension, got shape {arr.shape}")
@@ -381,6 +415,9 @@ class Sequential(Block):
         self.add(*blocks)
 
     def add(self, *blocks: Block) -> "Sequential":
+        """Append `blocks` in order and return this network.  A block already in this network
+        (or containing it) is refused with ValueError: a layer used twice would get only its
+        last use's gradient and be updated twice."""
         # A block may appear once per network.  Layers overwrite their gradients (as in Gluon),
         # so a layer used twice would get its last use's gradient instead of the sum, and
         # parameters() would list it twice, for SGD to update twice.  Refusing is simpler
@@ -415,12 +452,14 @@ class Sequential(Block):
             self._check_distinct()
         return [p for blk in self._blocks for p in blk.parameters()]
 
-    def initialize(self, init=None, force_reinit=False, rng=None):
+    def initialize(self, init: Optional[_init.Initializer] = None, force_reinit: bool = False,
+                   rng: Union[None, int, np.random.Generator] = None) -> "Sequential":
         for blk in self._blocks:
             blk.initialize(init, force_reinit, rng)
         return self
 
     def forward(self, X):
+        """X through every block in order (RuntimeError when there is none)."""
         if not self._blocks:
             raise RuntimeError("this Sequential is empty: add layers with net.add(...)")
         if self._verified != _generation:

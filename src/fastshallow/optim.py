@@ -63,9 +63,13 @@ class Schedule:
     """A learning-rate factor as a function of the step number (0-based)."""
 
     def factor(self, step: int) -> float:  # pragma: no cover - abstract
+        """The number the base learning rate is multiplied by at `step` (0-based, one step per
+        minibatch: the optimizer's ``num_steps`` before that update)."""
         raise NotImplementedError
 
     def factors(self, start: int, count: int) -> np.ndarray:
+        """The factors of steps ``start .. start + count - 1`` as a float64 array (the fused
+        path asks for a whole epoch's at once; a subclass may compute them faster)."""
         return np.array([self.factor(start + i) for i in range(count)], dtype=np.float64)
 
     def __repr__(self) -> str:
@@ -187,8 +191,16 @@ class SGD:
         return lrs.astype(dtype)
 
     def step(self, batch_size: int = 1) -> None:
-        """Update every parameter from its ``.grad`` (the gradient of the summed loss of a
-        minibatch of `batch_size` examples)."""
+        """Update every parameter from its ``.grad`` and count one step (for the schedule).
+
+        `batch_size` is what ``.grad`` is divided by: the number of examples whose summed loss
+        it is the gradient of.  ``l.backward()`` on a minibatch's per-example losses (like
+        ``l.sum().backward()``) leaves the gradient of their *sum*, so pass the minibatch's
+        size -- the book's ``trainer.step(batch_size)`` -- and the step follows the mean
+        gradient.  The default 1 divides by nothing, which is right for a loss averaged
+        already (``l.mean().backward()``); after a summed loss it would make every step
+        batch_size times too large.  Weight decay is not divided:
+        ``param -= lr_t * (grad / batch_size + weight_decay * param)``."""
         # The book's loop calls this for every small minibatch: the common case (an int batch
         # size, plain SGD with the constant schedule) skips the general code, which costs as
         # much as the update.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -34,6 +34,8 @@ __all__ = ["open_idx", "iter_chunks", "fit_out_of_core"]
 
 BLOCK_BYTES = 1 << 20     # contiguous bytes read per block
 CHUNK_BYTES = 64 << 20    # training-dtype bytes of features per chunk
+
+_Estimator = TypeVar("_Estimator")  # fit_out_of_core returns the estimator it was given
 
 
 def open_idx(path) -> np.memmap:
@@ -298,17 +300,20 @@ def _chunk_weight(wc: np.ndarray, divisor: float) -> float:
     return float(np.sum(wc)) if divisor == 1.0 else float(np.sum(wc / divisor))
 
 
-def fit_out_of_core(estimator, X, y, *, classes=None, epochs: Optional[int] = None,
-                    sample_weight=None, chunk_rows: Optional[int] = None,
-                    block_rows: Optional[int] = None, dtype=None, scale: Optional[float] = None,
-                    random_state=None, release_pages: bool = True):
+def fit_out_of_core(estimator: _Estimator, X, y, *, classes=None,
+                    epochs: Optional[int] = None, sample_weight=None,
+                    chunk_rows: Optional[int] = None, block_rows: Optional[int] = None,
+                    dtype=None, scale: Optional[float] = None, random_state=None,
+                    release_pages: bool = True) -> _Estimator:
     """Fit `estimator` on X, y without loading X into memory; returns the estimator.
 
     X: a ``numpy.memmap`` (or :func:`open_idx`, or any row-sliceable array) of shape (n, ...),
     y: (n,) or (n, targets) (may be memory-mapped too), `sample_weight`: optional (n,).  Each
     of `epochs` epochs (default: the estimator's `epochs`, else 1) streams shuffled chunks
-    (see :func:`iter_chunks`; `dtype` and `scale` convert X, e.g. ``scale=1/255`` for uint8
-    pixels; `release_pages` as there) and trains each with ``partial_fit``.
+    (see :func:`iter_chunks`: `chunk_rows` and `block_rows` size them; `dtype` and `scale`
+    convert X, e.g. ``scale=1/255`` for uint8 pixels; `release_pages` as there) and trains
+    each with ``partial_fit``.  `random_state` (an int, a numpy Generator, or None) orders the
+    chunks.
 
     For :class:`~fastshallow.estimators.SoftmaxRegression` and
     :class:`~fastshallow.estimators.LinearRegression` this starts from a fresh model (unless

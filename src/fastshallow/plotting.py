@@ -300,7 +300,8 @@ def plot(X, Y=None, xlabel: Optional[str] = None, ylabel: Optional[str] = None,
     Line formats come from ``fmts`` in turn (cycling when there are more lines).
 
     Without ``axes`` a new figure of size ``figsize`` is created; given ``axes`` are cleared first.
-    ``path`` additionally saves the whole figure there (format from the extension), atomically.
+    ``path`` additionally saves the whole figure there, atomically, in the format its extension
+    names (any matplotlib writes, such as .png, .svg, .pdf or .jpg; others raise ValueError).
     """
     if Y is None:
         ys = _as_series("X", X)
@@ -476,7 +477,8 @@ class Animator:
 
     def save(self, path: PathLike, dpi: Optional[float] = None) -> str:
         """Write the current figure, with every point added so far, to ``path`` (format from the
-        extension), atomically.  Returns the path written.  Raises RuntimeError once the
+        extension), atomically, at ``dpi`` dots per inch (default: the figure's own).  Returns
+        the path written.  Raises RuntimeError once the
         Animator is closed: close() released the figure, whose image would be blank."""
         if self._closed:
             raise RuntimeError("this Animator was closed, which released its figure: save() "
@@ -589,7 +591,8 @@ def show_images(imgs, num_rows: int, num_cols: int, titles: Optional[Sequence[An
     floats within [0, 1] map 0..1 onto black..white; other floats are stretched per image. Images
     beyond the grid's cells are ignored; cells beyond the images are left blank. ``titles`` gives
     one title per image (or per cell shown). Each cell is ``scale`` inches square. ``path``
-    additionally saves the figure there (format from the extension), atomically.
+    additionally saves the figure there, atomically, in the format its extension names (any
+    matplotlib writes, such as .png, .svg, .pdf or .jpg; others raise ValueError).
     """
     num_rows, num_cols = _check_grid("num_rows", num_rows, "num_cols", num_cols)
     if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
@@ -641,8 +644,10 @@ def prediction_grid(images, true_labels: Sequence[Any], pred_labels: Sequence[An
     """Show the first ``n`` images in one row, each titled with its true label over the
     predicted one (``"true\\npred"``), and return the Axes (see :func:`show_images`).
 
-    Labels are shown as given (pass text names, e.g. Fashion-MNIST class names). ``images`` may
-    also be flat (N, D) rows when D is a perfect square; they are reshaped to sqrt(D) x sqrt(D).
+    Labels are shown as given (pass text names, e.g. Fashion-MNIST class names), one of each
+    per image. ``images`` may also be flat (N, D) rows when D is a perfect square; they are
+    reshaped to sqrt(D) x sqrt(D). ``path`` additionally saves the figure there, as in
+    :func:`show_images`.
     """
     n = positive_int("n", n)
     arr = np.asarray(images)

@@ -11,7 +11,7 @@ import numbers
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -24,6 +24,11 @@ from .losses import HuberLoss, L2Loss, SoftmaxCrossEntropyLoss
 from .metrics import accuracy
 from .optim import SGD
 
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import os
+
+    from .plotting import Animator
+
 __all__ = ["History", "TrainingDiverged", "train_epoch", "train"]
 
 # Seconds between two drawings of the curve image `train` writes for plot_path: enough to follow
@@ -34,7 +39,13 @@ PLOT_INTERVAL = 1.0
 
 @dataclass
 class History:
-    """Per-epoch results of :func:`train` (accuracies are NaN for regression)."""
+    """Per-epoch results of :func:`train`, one entry per epoch in each list.
+
+    train_loss: the mean training loss, measured on the fly as the book does.  train_acc: the
+    fraction of training examples classified right, on the fly (NaN for regression).
+    test_acc: the accuracy on `test_iter` after the epoch (NaN for regression or without a
+    `test_iter`).  seconds: the epoch's wall time, test evaluation included.  fused: whether the
+    fused kernels ran the training (else the per-batch loop)."""
 
     train_loss: List[float] = field(default_factory=list)
     train_acc: List[float] = field(default_factory=list)
@@ -46,6 +57,7 @@ class History:
         return len(self.train_loss)
 
     def as_dict(self) -> dict:
+        """The four per-epoch lists by name (the lists themselves, not copies)."""
         return {"train_loss": self.train_loss, "train_acc": self.train_acc,
                 "test_acc": self.test_acc, "seconds": self.seconds}
 
@@ -94,7 +106,8 @@ def _no_gradient(l) -> TypeError:
         f"backward()): the updater would apply none and nothing would be trained; use "
         f"fastshallow.losses.SoftmaxCrossEntropyLoss() (on the network's raw outputs, not "
         f"softmax probabilities), or a loss returning a fastshallow Tensor (such as "
-        f"fastshallow.squared_loss or the losses of fastshallow.losses)")
+        f"fastshallow.squared_loss, fastshallow.cross_entropy on fastshallow.softmax "
+        f"outputs, or the losses of fastshallow.losses)")
 
 
 def _classifies(loss, y_hat, y) -> bool:
@@ -124,11 +137,18 @@ def _updated(net, updater) -> list:
     return params() if callable(params) else []
 
 
-def train_epoch(net, train_iter, loss, updater, *, fused: Optional[bool] = None,
-                num_threads: Optional[int] = None, epoch: int = 1):
+def train_epoch(net: Callable[[Any], Any], train_iter: Iterable[Tuple[Any, Any]],
+                loss: Callable[[Any, Any], Any], updater: Union[SGD, Callable[[int], Any]], *,
+                fused: Optional[bool] = None, num_threads: Optional[int] = None,
+                epoch: int = 1) -> Tuple[float, float]:
     """One pass over `train_iter`; returns ``(mean training loss, training accuracy)`` measured
-    on the fly, as the book does (accuracy is NaN for regression).  `fused`: None picks the
-    fused kernels when they apply, True insists on them, False forces the per-batch loop."""
+    on the fly, as the book does (accuracy is NaN for regression).
+
+    The arguments are those of :func:`train`.  `fused`: None picks the fused kernels when they
+    apply, True insists on them (ValueError saying why when they cannot run), False forces the
+    per-batch loop.  `num_threads`: as for :func:`train`.  `epoch`: the epoch number that
+    :class:`TrainingDiverged` names if the loss or the parameters stop being finite (it changes
+    nothing else)."""
     fused = _check_training(net, train_iter, loss, updater, fused, num_threads)
     epoch = C.positive_int("epoch", epoch)
     runner = _runner(net, train_iter, loss, updater, fused)
@@ -173,21 +193,50 @@ def _progress(num_epochs: int, train_iter, enabled: Optional[bool]):
     return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def train(net, train_iter, test_iter, loss, num_epochs: int, updater, *,
+def train(net: Callable[[Any], Any], train_iter: Iterable[Tuple[Any, Any]],
+          test_iter: Optional[Iterable[Tuple[Any, Any]]], loss: Callable[[Any, Any], Any],
+          num_epochs: int, updater: Union[SGD, Callable[[int], Any]], *,
           fused: Optional[bool] = None, verbose: bool = True, progress: Optional[bool] = None,
-          animator=None, plot_path=None, num_threads: Optional[int] = None,
-          callback=None) -> History:
-    """Train for `num_epochs`, evaluating test accuracy after each epoch.
+          animator: Optional[Animator] = None,
+          plot_path: Union[str, os.PathLike[str], None] = None,
+          num_threads: Optional[int] = None,
+          callback: Optional[Callable[[int, History], Any]] = None) -> History:
+    """Train for `num_epochs`, evaluating test accuracy after each epoch; returns a
+    :class:`History`.
 
-    Prints one line per epoch when `verbose`, shows a progress bar over minibatches (default:
-    when stderr is a terminal), and feeds an :class:`~fastshallow.plotting.Animator` -- the
-    given one, or a new one rewriting the image file `plot_path` at most once every
-    PLOT_INTERVAL seconds and after the last epoch (drawing one takes a tenth of a second or
-    more, several times a fast epoch) -- and calls
-    ``callback(epoch, history)`` after each epoch when given.  Returns a
-    :class:`History`.  Raises :class:`TrainingDiverged` naming the epoch and minibatch when the
-    loss or the parameters stop being finite.  The dataset, loader, loss and optimizer may be
-    changed between epochs (by `callback`): both paths train on them as they then are."""
+    net: the network, a callable taking X (such as a :class:`~fastshallow.nn.Dense` or
+    :class:`~fastshallow.nn.Sequential`).  train_iter: an iterable of (X, y) minibatches, such
+    as a :class:`~fastshallow.data.DataLoader`, iterated once per epoch.  test_iter: the same
+    for measuring test accuracy after each epoch, or None to skip that (test accuracy is
+    measured for classification only).  loss: ``loss(y_hat, y)``, returning per-example
+    values that carry ``.backward()`` (the losses of :mod:`fastshallow.losses`, or
+    :func:`~fastshallow.squared_loss`).  updater: :class:`~fastshallow.optim.SGD`, or a callable
+    taking the batch size (see the module notes).
+
+    fused: None (the default) runs each epoch on the fused kernels when they apply -- the
+    network a single :class:`~fastshallow.nn.Dense` layer with a bias (after an optional
+    Flatten), the loss one of the library's, the updater an SGD holding exactly that layer's
+    parameters, the training data a DataLoader over arrays -- and the per-batch loop
+    otherwise; True insists on the fused kernels (ValueError saying why when they cannot run);
+    False forces the loop.  Both give the same result up to floating-point rounding.
+    num_threads: threads of the fused kernels and of the test-accuracy count (results are the
+    same for any count).  None: :func:`fastshallow.get_num_threads`, with the fused path
+    switching to one thread while that is measurably faster (another process holding a core);
+    an int is used as given.  The per-batch loop only checks it: its kernels use the default.
+
+    Prints one line per epoch when `verbose`, and shows a progress bar over minibatches when
+    `progress` (default: when stderr is a terminal).  animator: an
+    :class:`~fastshallow.plotting.Animator` (or anything with ``add(x, y)``) that receives each
+    epoch's training loss, training accuracy and test accuracy.  plot_path: instead, an image
+    file (any extension matplotlib writes, such as .png or .svg; its folder must exist) that a
+    new Animator rewrites at most once every ``PLOT_INTERVAL`` seconds (a module constant, one
+    second) and after the last epoch: drawing takes a tenth of a second or more, several times
+    a fast epoch.  Give one or neither.  callback: called as ``callback(epoch, history)`` after
+    each epoch (epochs count from 1).
+
+    Raises :class:`TrainingDiverged` naming the epoch and minibatch when the loss or the
+    parameters stop being finite.  The dataset, loader, loss and optimizer may be changed
+    between epochs (by `callback`): both paths train on them as they then are."""
     # Every argument is checked before anything changes: the first epoch's updates, the loader's
     # random stream, a deferred layer the fused path builds (in _runner).
     num_epochs = C.positive_int("num_epochs", num_epochs, allow_zero=True)

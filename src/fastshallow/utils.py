@@ -18,6 +18,7 @@ class Timer:
         self.start()
 
     def start(self) -> None:
+        """Start a new interval (the one running, if any, is dropped unrecorded)."""
         self._t0 = time.perf_counter()
 
     def stop(self) -> float:
@@ -26,12 +27,15 @@ class Timer:
         return self.times[-1]
 
     def avg(self) -> float:
+        """The mean recorded interval in seconds (0.0 before the first stop)."""
         return sum(self.times) / len(self.times) if self.times else 0.0
 
     def sum(self) -> float:
+        """The total of the recorded intervals in seconds."""
         return sum(self.times)
 
     def cumsum(self) -> List[float]:
+        """The running totals of the recorded intervals: the time at the end of each."""
         return np.cumsum(self.times).tolist()
 
 
@@ -45,12 +49,14 @@ class Accumulator:
             raise ValueError(f"n must be a positive int, got {n!r}")
         self.data = [0.0] * int(n)
 
-    def add(self, *args) -> None:
+    def add(self, *args: float) -> None:
+        """Add one value to each running sum (exactly `n` values, in order)."""
         if len(args) != len(self.data):
             raise ValueError(f"add() takes {len(self.data)} values, got {len(args)}")
         self.data = [a + float(b) for a, b in zip(self.data, args)]
 
     def reset(self) -> None:
+        """Set every sum back to zero."""
         self.data = [0.0] * len(self.data)
 
     def __getitem__(self, idx):
