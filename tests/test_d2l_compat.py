@@ -1,5 +1,6 @@
 """fastshallow.d2l keeps the book's signatures and results: the chapter's code, ported by changing
 its imports, runs as in the book -- or is refused where it would silently not train."""
+import os
 import warnings
 
 import numpy as np
@@ -231,3 +232,58 @@ def test_accumulator_takes_numpys_ints_as_other_int_arguments_do():
     for n in (0, 2.0, True, np.bool_(True)):
         with pytest.raises(ValueError, match="n must be a positive int"):
             d2l.Accumulator(n)
+
+
+def test_plot_and_predict_ch3_return_nothing_as_the_books_do():
+    """A notebook prints a cell's last value: the book's helpers leave it None."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    try:
+        assert d2l.plot(np.arange(3), [np.arange(3) ** 2], legend=["square"]) is None
+        assert len(plt.gcf().axes[0].get_lines()) == 1  # drawn all the same
+        X = np.zeros((4, 16), np.float32)
+        loader = d2l.load_array((X, np.zeros(4, np.int64)), 4, False)
+        net = fs.nn.Dense(3, in_units=16, rng=0)
+        assert d2l.predict_ch3(net, loader, n=2) is None
+        assert len(plt.gcf().axes) == 2
+        # the library's own keep their values, for who customizes the figure
+        assert len(fs.predict(net, loader, n=2)) == 2
+        assert fs.plot([1, 2]).get_lines()
+    finally:
+        plt.close("all")
+
+
+def test_the_image_classification_section_runs_with_the_edits_listed(fashion_cache):
+    """3.5 as the module's notes port it."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    notes = " ".join(d2l.__doc__.split())
+    assert "3.5" in notes and "X.squeeze(axis=-1)" in notes and "fs.datasets" in notes
+    mnist_train = fs.datasets.FashionMNIST(train=True)
+    mnist_test = fs.datasets.FashionMNIST(train=False)
+    assert (len(mnist_train), len(mnist_test)) == (60000, 10000)
+    X, y = mnist_train[:18]
+    assert X.shape == (18, 28, 28)
+    with pytest.raises(ValueError):
+        X.squeeze(axis=-1)  # the book's line, for Gluon's (18, 28, 28, 1)
+    try:
+        axes = d2l.show_images(X, 2, 9, titles=d2l.get_fashion_mnist_labels(y))
+        assert [ax.get_title() for ax in axes][:2] == ["ankle boot", "t-shirt"]
+    finally:
+        plt.close("all")
+    transformer = fs.datasets.transforms.ToTensor()
+    train_iter = fs.data.DataLoader(mnist_train.transform_first(transformer), 256, shuffle=True,
+                                    num_workers=d2l.get_dataloader_workers())
+    Xb, yb = next(iter(train_iter))
+    assert Xb.shape == (256, 1, 28, 28) and Xb.dtype == np.float32 and Xb.max() <= 1
+
+
+def test_train_ch3_says_a_script_gets_its_curve_from_plot_path(rng, tmp_path, monkeypatch):
+    doc = " ".join(d2l.train_ch3.__doc__.split())
+    assert "script draws nothing" in doc and "plot_path" in doc and "path=" in doc
+    monkeypatch.chdir(tmp_path)
+    train_iter, test_iter = softmax_data(rng)
+    net = fs.nn.Dense(3, rng=0)
+    d2l.train_ch3(net, train_iter, test_iter, fs.losses.SoftmaxCrossEntropyLoss(), 1,
+                  fs.optim.SGD(net.parameters(), lr=0.1))
+    assert os.listdir(tmp_path) == []  # as said: no file written behind the caller's back

@@ -730,3 +730,181 @@ def test_animator_with_real_ipython_display_machinery():
     assert [s[0] for s in sent] == [["image/svg+xml"]] * 3
     assert len({s[1] for s in sent}) == 1 and sent[0][1]
     assert [s[2] for s in sent] == [False, True, True]
+
+
+# ------------------------------------------------------------------------------------------
+# what a learner's review of the plots found
+# ------------------------------------------------------------------------------------------
+
+def png_pixels(path) -> np.ndarray:
+    with PIL_Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=int)
+
+
+def count_color(pixels, rgb, tol=40) -> int:
+    return int(np.all(np.abs(pixels - np.array(rgb)) <= tol, axis=-1).sum())
+
+
+C0 = (31, 119, 180)  # matplotlib's first line color, the '-' format's
+RED = (255, 0, 0)
+
+
+def legend_texts(ax):
+    legend = ax.get_legend()
+    return None if legend is None else [t.get_text() for t in legend.get_texts()]
+
+
+@pytest.fixture
+def made_animators(monkeypatch):
+    """Every Animator made by fastshallow (as fs.train's plot_path does) while the test runs."""
+    made = []
+
+    class Recording(plotting.Animator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+    monkeypatch.setattr(plotting, "Animator", Recording)
+    return made
+
+
+def regression_run(tmp_path, epochs, **kw):
+    X, y = fs.synthetic_data([1.0, 2.0], 0.5, 40, seed=0)
+    net = fs.nn.Dense(1, in_units=2, rng=0)
+    return fs.train(net, fs.load_array((X, y), 10, seed=0), None, fs.losses.L2Loss(), epochs,
+                    fs.optim.SGD(net.parameters(), lr=0.03), verbose=False, **kw)
+
+
+def classification_run(epochs, test_iter=True, **kw):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((60, 4)).astype(np.float32)
+    y = (X @ rng.standard_normal((4, 3))).argmax(1)
+    net = fs.nn.Dense(3, in_units=4, rng=0)
+    return fs.train(net, fs.load_array((X, y), 20, seed=0),
+                    fs.load_array((X, y), 20, False) if test_iter else None,
+                    fs.losses.SoftmaxCrossEntropyLoss(), epochs,
+                    fs.optim.SGD(net.parameters(), lr=0.1), verbose=False, **kw)
+
+
+def test_set_figsize_after_a_plot_starts_the_books_scatter_on_a_figure_of_its_own(tmp_path):
+    """Sections 3.1 then 3.2 in one script: plot() leaves its figure current, and the scatter
+    after set_figsize used to land on it, at its size."""
+    import matplotlib.pyplot as plt
+    x = np.arange(-7, 7, 0.01)
+    ax = plotting.plot(x, [np.exp(-x ** 2 / 2), np.exp(-x ** 2 / 8)], xlabel="z",
+                       ylabel="p(z)", figsize=(4.5, 2.5), legend=["a", "b"])
+    plotting.set_figsize((3.5, 2.5))
+    plt.scatter(x, -x, 1)
+    plt.savefig(tmp_path / "scatter.png")
+    assert plt.gcf() is not ax.figure and len(ax.collections) == 0  # the plot is left alone
+    assert png_size(tmp_path / "scatter.png") == expected_px(plt.gcf(), (3.5, 2.5))
+    assert len(plt.gcf().axes) == 1 and len(plt.gcf().axes[0].collections) == 1
+
+
+def test_set_figsize_leaves_no_blank_figure_behind():
+    import matplotlib.pyplot as plt
+    plt.close("all")
+    plotting.set_figsize((3, 2))  # nothing drawn yet (or a notebook cell's figures closed)
+    assert plt.get_fignums() == []
+    mine = plt.figure(figsize=(5, 5))
+    plotting.set_figsize((3, 2))  # an empty current figure is kept, not replaced
+    assert plt.get_fignums() == [mine.number]
+    plt.close("all")
+    a = plotting.plot([1, 2])
+    plotting.set_figsize((3, 2))
+    plotting.set_figsize((4, 2))  # a blank figure of the first call is not left behind
+    assert len(plt.get_fignums()) == 2 and tuple(plt.gcf().get_size_inches()) == (4, 2)
+    b = plotting.plot([3, 4])  # makes its own figure, at its own size, and drops the blank
+    c = plotting.show_images(np.zeros((2, 4, 4)), 1, 2)[0]
+    figs = [plt.figure(n) for n in plt.get_fignums()]
+    assert figs == [a.figure, b.figure, c.figure] and all(f.axes for f in figs)
+    assert len(a.get_lines()) == len(b.get_lines()) == 1
+    assert tuple(b.figure.get_size_inches()) == (3.5, 2.5)
+
+
+def test_animator_legend_lists_only_series_with_finite_points():
+    anim = plotting.Animator(legend=["loss", "acc", "test"])
+    anim.add(1, (1.0, None, float("nan")))
+    assert legend_texts(anim.axes[0]) == ["loss"]
+    anim.add(2, (0.5, 0.7, float("nan")))  # entries appear as their data does
+    assert legend_texts(anim.axes[0]) == ["loss", "acc"]
+    handles = anim.axes[0].get_legend().legend_handles
+    assert [h.get_linestyle() for h in handles] == ["-", "--"]  # each with its own line's style
+    empty = plotting.Animator(legend=["a", "b"])
+    empty.add(1, (float("nan"), None))
+    assert legend_texts(empty.axes[0]) is None
+
+
+def test_train_curve_legend_shows_no_accuracy_it_has_not_got(tmp_path, made_animators):
+    regression_run(tmp_path, 3, plot_path=tmp_path / "linreg.png")
+    classification_run(3, test_iter=False, plot_path=tmp_path / "no_test.png")
+    regression, no_test = made_animators
+    assert legend_texts(regression.axes[0]) == ["train loss"]
+    assert legend_texts(no_test.axes[0]) == ["train loss", "train acc"]
+
+
+def test_a_lone_point_is_marked(tmp_path):
+    anim = plotting.Animator(path=tmp_path / "one.png")
+    anim.add(1, 0.5)
+    assert anim.axes[0].get_lines()[0].get_marker() == "o"
+    assert count_color(png_pixels(tmp_path / "one.png"), C0) > 20  # a dot, not an empty plot
+    anim.add(2, 0.25)  # a line now: no markers on the book's '-' format
+    assert anim.axes[0].get_lines()[0].get_marker() == "None"
+    anim = plotting.Animator(legend=["a", "b"], fmts=["-", "rx"])
+    anim.add(1, (float("nan"), 1.0))
+    anim.add(2, (0.5, 2.0))
+    assert [l.get_marker() for l in anim.axes[0].get_lines()] == ["o", "x"]  # a format's kept
+    assert plotting.plot([5.0]).get_lines()[0].get_marker() == "o"
+    assert plotting.plot([5.0, 6.0]).get_lines()[0].get_marker() == "None"
+
+
+def test_a_one_epoch_training_curve_shows_its_points(tmp_path, made_animators):
+    classification_run(1, plot_path=tmp_path / "one_epoch.png")
+    anim, = made_animators
+    ax = anim.axes[0]
+    assert [l.get_marker() for l in ax.get_lines()] == ["o", "o", "o"]
+    lo, hi = ax.get_xlim()
+    assert lo < 1 < hi  # the points are inside the axes, not half cut off on an edge
+    assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1]
+
+
+def test_train_curve_ticks_whole_epochs(tmp_path, made_animators):
+    classification_run(3, plot_path=tmp_path / "curve.png")
+    regression_run(tmp_path, 10, plot_path=tmp_path / "long.svg")
+    for anim, epochs in zip(made_animators, (3, 10)):
+        ax = anim.axes[0]
+        anim.fig.canvas.draw()
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= epochs]
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+    # what the caller set on the axes survives the drawing of later points
+    anim = plotting.Animator()
+    anim.axes[0].set_title("mine")
+    anim.add(1, 1.0)
+    anim.add(2, 2.0)
+    assert anim.axes[0].get_title() == "mine"
+
+
+def test_predict_takes_as_many_batches_as_hold_n_images(tmp_path):
+    rng = np.random.default_rng(4)
+    X = rng.random((10, 16)).astype(np.float32)
+    y = np.arange(10) % 3
+    loader = fs.load_array((X, y), 4, False)
+    net = fs.nn.Dense(3, in_units=16, rng=0)
+    axes = fs.predict(net, loader, n=10, labels=lambda ys: [f"c{int(v)}" for v in ys])
+    assert len(axes) == 10  # not the first batch's 4
+    assert [ax.get_title().split("\n")[0] for ax in axes] == [f"c{v}" for v in y]
+    np.testing.assert_array_equal(axes[9].get_images()[0].get_array(), X[9].reshape(4, 4))
+    assert len(fs.predict(net, loader, n=3)) == 3  # within one batch: the book's grid
+    assert len(fs.predict(net, loader, n=50)) == 10  # the loader runs out
+
+
+def test_prediction_grid_shows_wrong_predictions_in_red(tmp_path):
+    from matplotlib.colors import to_rgba
+    imgs = np.zeros((4, 8, 8))
+    path = tmp_path / "pred.png"
+    axes = plotting.prediction_grid(imgs, ["a", "b", "c", "d"], ["a", "x", "c", "y"], path=path)
+    assert [ax.get_title() for ax in axes] == ["a\na", "b\nx", "c\nc", "d\ny"]  # the book's
+    red = [to_rgba(ax.title.get_color()) == to_rgba("red") for ax in axes]
+    assert red == [False, True, False, True]
+    assert count_color(png_pixels(path), RED) > 50  # the saved image has them too
+    plotting.prediction_grid(imgs, list("abcd"), list("abcd"), path=path)
+    assert count_color(png_pixels(path), RED) == 0

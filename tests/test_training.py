@@ -546,3 +546,16 @@ def test_fused_sgd_refuses_scratch_made_for_other_sizes():
         with pytest.raises(ValueError, match="fused_scratch"):
             k.fused_sgd(*args, bad)
     assert k.fused_sgd(*args, k.fused_scratch(256, 100, 1, np.float32, 4)) == -1
+
+
+def test_history_repr_is_one_short_line():
+    """A notebook prints the History when training is a cell's last line."""
+    assert repr(fs.History()) == "History(0 epochs, per-batch loop)"
+    hist = fs.History([0.9, 0.40671], [0.7, 0.8623], [0.71, 0.8431], [1.0, 1.0], fused=True)
+    assert repr(hist) == ("History(2 epochs, fused; last: train loss 0.4067, train acc 0.862, "
+                          "test acc 0.843)")
+    nan = float("nan")
+    assert repr(fs.History([0.5] * 300, [nan] * 300, [nan] * 300, [0.1] * 300)) == (
+        "History(300 epochs, per-batch loop; last: train loss 0.5000)")  # regression
+    assert repr(fs.History([0.5], [0.75], [nan], [0.1])) == (
+        "History(1 epoch, per-batch loop; last: train loss 0.5000, train acc 0.750)")

@@ -1,6 +1,6 @@
 """The book's ``d2l`` helpers of the "Linear Neural Networks" chapter, with the book's names
-and signatures, on fastshallow.  The chapter's code (sections 3.2, 3.3, 3.6, 3.7) runs with
-these edits and no others:
+and signatures, on fastshallow.  The chapter's code (sections 3.2, 3.3, 3.5, 3.6, 3.7) runs
+with these edits and no others:
 
 1. Imports::
 
@@ -20,6 +20,13 @@ these edits and no others:
 4. A parameter's values are ``.data``, an array, not Gluon's ``.data()``:
    ``net[0].weight.data``; in 3.2, ``w.data.reshape(...)`` and ``true_b - b.data``.
 5. ``.asnumpy()`` goes: the arrays are NumPy arrays already.
+6. In 3.5, ``gluon.data.vision`` is ``fs.datasets`` (``FashionMNIST``,
+   ``transforms.ToTensor``) and ``gluon.data.DataLoader`` is ``fs.data.DataLoader``, with the
+   same arguments.  ``X, y = mnist_train[:18]`` gives images (18, 28, 28), without Gluon's
+   trailing channel axis, so ``show_images(X.squeeze(axis=-1), ...)`` becomes
+   ``d2l.show_images(X, 2, 9, titles=d2l.get_fashion_mnist_labels(y))`` (squeezing would
+   raise).  The book calls ``get_data_loader_workers()``, a misspelling of the
+   ``get_dataloader_workers`` it defines: ``d2l.get_dataloader_workers()``.
 
 Plotting needs matplotlib (``pip install "fastshallow[plot]"``); ``d2l.plt`` is pyplot.
 """
@@ -34,7 +41,9 @@ from .evaluation import evaluate_accuracy
 from .evaluation import predict as _predict
 from .metrics import accuracy
 from .optim import SGD
-from .plotting import Animator, plot, set_axes, set_figsize, show_images, use_svg_display
+from .plotting import Animator, set_axes, set_figsize, show_images, use_svg_display
+from .plotting import _epoch_animator
+from .plotting import plot as _plot
 from .scratch import linreg, sgd, squared_loss
 from .training import train as _train
 from .training import train_epoch as _train_epoch
@@ -79,20 +88,31 @@ def train_epoch_ch3(net, train_iter, loss, updater):
 
 
 def train_ch3(net, train_iter, test_iter, loss, num_epochs, updater):
-    """Train with a live plot of loss and accuracies (in Jupyter; elsewhere it prints a line per
-    epoch).  Returns the :class:`~fastshallow.training.History` (the book returns nothing and
-    asserts on the results; this does not)."""
+    """Train, printing a line per epoch, with a live plot of loss and accuracies in a Jupyter
+    notebook.  As in the book, the plot is shown only there: a script draws nothing.  For an
+    image file, call ``fs.train(..., plot_path="curve.png")``, or pass it an Animator made with
+    ``path=``.  Returns the :class:`~fastshallow.training.History` (the book returns nothing
+    and asserts on the results; this does not)."""
     # Checked before the plot is made, whose axis would refuse it in matplotlib's own words.
     num_epochs = positive_int("num_epochs", num_epochs, allow_zero=True)
-    # [1, 1] for a single epoch would make matplotlib warn of a singular axis.
-    animator = Animator(xlabel="epoch", xlim=[1, max(num_epochs, 2)], ylim=[0.3, 0.9],
-                        legend=["train loss", "train acc", "test acc"])
+    animator = _epoch_animator(num_epochs, ylim=[0.3, 0.9])
     return _train(net, train_iter, test_iter, loss, num_epochs, updater, animator=animator)
 
 
 def predict_ch3(net, test_iter, n=6):
-    """Show the first `n` test images titled with true and predicted labels."""
-    return _predict(net, test_iter, n=n)
+    """Show the first `n` test images titled with true and predicted labels (wrong predictions
+    in red).  Returns nothing, as the book's does, so a notebook prints no list of Axes;
+    ``fs.predict`` returns them."""
+    _predict(net, test_iter, n=n)
+
+
+def plot(X, Y=None, xlabel=None, ylabel=None, legend=None, xlim=None, ylim=None,
+         xscale="linear", yscale="linear", fmts=("-", "m--", "g-.", "r:"), figsize=(3.5, 2.5),
+         axes=None, path=None):
+    """The book's ``plot``, drawn by :func:`fastshallow.plotting.plot` (which see; without
+    `axes`, on a figure of its own).  Returns nothing, as the book's does, so a notebook prints
+    no Axes; ``fs.plot`` returns them."""
+    _plot(X, Y, xlabel, ylabel, legend, xlim, ylim, xscale, yscale, fmts, figsize, axes, path)
 
 
 def Trainer(params, optimizer="sgd", optimizer_params=None):

@@ -87,13 +87,15 @@ def evaluate_loss(net, data_iter, loss) -> float:
 
 
 def predict(net, test_iter, n: int = 6, path=None, labels=None) -> np.ndarray:
-    """The book's ``predict_ch3``: the first `n` images of the first test batch of `test_iter`
-    (an iterable of (X, y) pairs) titled with their true and `net`'s predicted labels.
-    Returns the flat array of the grid's matplotlib Axes.  `path` also saves the grid there,
-    in the format its extension names: any matplotlib can write (.png, .svg, .pdf, .jpg, ...;
-    see ``matplotlib.figure.Figure.savefig``), others are refused with ValueError before
-    anything is drawn; its folder must exist.  `labels` maps class indices to names (default:
-    Fashion-MNIST's)."""
+    """The book's ``predict_ch3``: the first `n` images of `test_iter` (an iterable of (X, y)
+    pairs) in one row, titled with their true and `net`'s predicted labels, wrong predictions
+    in red.  The book takes them from the first batch only, so that a batch smaller than `n`
+    shows fewer; here further batches are taken until there are `n` (fewer only when
+    `test_iter` runs out).  Returns the flat array of the grid's matplotlib Axes.  `path`
+    also saves the grid there, in the format its extension names: any matplotlib can write
+    (.png, .svg, .pdf, .jpg, ...; see ``matplotlib.figure.Figure.savefig``), others are refused
+    with ValueError before anything is drawn; its folder must exist.  `labels` maps class
+    indices to names (default: Fashion-MNIST's)."""
     from .plotting import _check_save_path, prediction_grid
 
     # All checked before the first batch is taken: that advances the loader and may build a
@@ -105,9 +107,15 @@ def predict(net, test_iter, n: int = 6, path=None, labels=None) -> np.ndarray:
         from .datasets import get_fashion_mnist_labels as labels
     C.function("labels", labels, "a function mapping class indices to names")
     C.function("net", net, "a network (a callable taking X)")
-    batch = next(_batches(test_iter), None)
-    if batch is None:
+    Xs, ys, preds, have = [], [], [], 0
+    for X, y in _batches(test_iter):  # as few batches as hold n images: one, as in the book
+        Xs.append(np.asarray(X))
+        ys.append(np.asarray(y))
+        preds.append(np.asarray(net(X)).argmax(axis=1))
+        have += len(Xs[-1])
+        if have >= n:
+            break
+    if not Xs:
         raise ValueError("test_iter yielded no batches: there are no images to predict")
-    X, y = batch
-    pred = np.asarray(net(X)).argmax(axis=1)
-    return prediction_grid(np.asarray(X), labels(np.asarray(y)), labels(pred), n=n, path=path)
+    X, y, pred = (np.concatenate(parts)[:n] for parts in (Xs, ys, preds))
+    return prediction_grid(X, labels(y), labels(pred), n=n, path=path)

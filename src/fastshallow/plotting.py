@@ -12,6 +12,12 @@ Differences from the textbook's helpers, all deliberate:
 * :func:`plot` without ``axes`` draws on a new figure of size ``figsize`` instead of on pyplot's
   current axes, and it does not change the global default figure size; consecutive calls in a
   script therefore never draw over each other.
+* :func:`set_figsize` makes the *next* figure that size: after something was drawn on pyplot's
+  current figure it starts a new one, so the book's ``set_figsize(...); plt.scatter(...)``
+  after a :func:`plot` in the same script or cell does not draw over the plot.
+* A line with a single finite point gets a dot (a '-' line through one point is invisible),
+  and an :class:`Animator`'s legend lists only the lines that have a finite point yet.
+* :func:`prediction_grid` titles wrong predictions in red.
 * Line formats cycle when there are more lines than ``fmts`` (the book silently dropped them).
 * Mismatched inputs (x and y of different lengths, a legend with the wrong number of entries,
   titles that do not match the images) raise ``ValueError`` instead of being truncated.
@@ -258,9 +264,28 @@ def _numeric_1d(name: str, v) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 def set_figsize(figsize: Tuple[float, float] = (3.5, 2.5)) -> None:
-    """Set matplotlib's default figure size (inches) for figures created afterwards."""
+    """Make the next figure ``figsize`` inches: set matplotlib's default size and, when
+    pyplot's current figure already has axes, start a new figure of that size, so that
+    ``d2l.plt.scatter(...)`` after :func:`plot` (as the book does) draws a figure of its own
+    rather than over the plot."""
     w, h = _check_figsize("figsize", figsize)
     _import_matplotlib().rcParams["figure.figsize"] = (w, h)
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:  # pyplot not imported yet: it has no current figure
+        return
+    _drop_blank_figure(plt)
+    if plt.get_fignums() and plt.gcf().axes:
+        plt.figure(figsize=(w, h))._fastshallow_blank = True
+
+
+def _drop_blank_figure(plt) -> None:
+    """Close pyplot's current figure if set_figsize started it and nothing has drawn on it:
+    it would stay open, blank (a blank window at plt.show()), when the next drawing makes its
+    own figure or set_figsize starts another."""
+    if plt.get_fignums():
+        fig = plt.gcf()
+        if getattr(fig, "_fastshallow_blank", False) and not fig.axes:
+            plt.close(fig)
 
 
 def set_axes(axes: "Axes", xlabel: Optional[str], ylabel: Optional[str],
@@ -324,13 +349,15 @@ def plot(X, Y=None, xlabel: Optional[str] = None, ylabel: Optional[str] = None,
     if axes is None:
         w, h = _check_figsize("figsize", figsize)
         plt = _pyplot()
+        _drop_blank_figure(plt)
         # constrained layout keeps axis labels inside the saved image at small figure sizes
         _, axes = plt.subplots(figsize=(w, h), layout="constrained")
     else:
         _import_matplotlib()
     axes.cla()
     for x, y, fmt in zip(xs, ys, itertools.cycle(fmts)):
-        axes.plot(x, y, fmt)
+        line, = axes.plot(x, y, fmt)
+        _mark_lone_point(line, line.get_marker())
     set_axes(axes, xlabel, ylabel, xlim, ylim, xscale, yscale, labels)
     if path is not None:
         _save_figure(axes.figure, path)
@@ -353,6 +380,8 @@ class Animator:
     is kept and drawn with the next one, or by :meth:`flush` (and :meth:`close`).
 
     Only the first of ``nrows * ncols`` subplots is drawn on; the others are left for the caller.
+    Drawing updates its lines without clearing it, so what is set on it (tick locators, a
+    title) stays.
     The number of lines is fixed by ``legend`` when given, else by the first :meth:`add`.
     """
 
@@ -380,7 +409,10 @@ class Animator:
         self.fig: Figure = Figure(figsize=figsize, layout="constrained")
         FigureCanvasAgg(self.fig)
         self.axes: List[Axes] = list(np.asarray(self.fig.subplots(nrows, ncols, squeeze=False)).flat)
-        self._axes_config = (xlabel, ylabel, xlim, ylim, xscale, yscale)
+        # Set once: drawing updates the lines and never clears the axes, so what a caller sets
+        # on them (ticks, a title) stays.
+        set_axes(self.axes[0], xlabel, ylabel, xlim, ylim, xscale, yscale, None)
+        self._lines: List[Tuple[Any, str]] = []  # (Line2D, its format's marker) per series
         n = len(self.legend) if self.legend else None
         self.X: List[List[Any]] = [[] for _ in range(n)] if n else []
         self.Y: List[List[Any]] = [[] for _ in range(n)] if n else []
@@ -389,7 +421,6 @@ class Animator:
         self._closed = False
         self._shown_at = time.monotonic()  # when the figure was last published (or made)
         self._pending = False  # points added since then
-        self._draw()  # labels, limits and grid show even before the first point
 
     @property
     def n_lines(self) -> Optional[int]:
@@ -446,13 +477,23 @@ class Animator:
 
     def _draw(self) -> None:
         ax = self.axes[0]
-        ax.cla()
-        for xs, ys, fmt in zip(self.X, self.Y, itertools.cycle(self.fmts)):
-            ax.plot(xs, ys, fmt)
-        xlabel, ylabel, xlim, ylim, xscale, yscale = self._axes_config
-        # A legend before any line exists would warn; it appears with the first add.
-        set_axes(ax, xlabel, ylabel, xlim, ylim, xscale, yscale,
-                 self.legend if self.X else None)
+        while len(self._lines) < len(self.X):
+            line, = ax.plot([], [], self.fmts[len(self._lines) % len(self.fmts)])
+            self._lines.append((line, line.get_marker()))
+        names = self.legend or [None] * len(self.X)
+        listed = []
+        for (line, marker), xs, ys, name in zip(self._lines, self.X, self.Y, names):
+            line.set_data(xs, ys)
+            if _mark_lone_point(line, marker) and name is not None:
+                listed.append((line, name))
+        ax.relim()
+        ax.autoscale_view()
+        # Only series with something to see are listed (a regression run has no accuracies);
+        # the others join as their data arrives.
+        if listed:
+            ax.legend(*zip(*listed))
+        elif ax.get_legend() is not None:
+            ax.get_legend().remove()
 
     def _publish(self) -> None:
         if self.path is not None:
@@ -514,6 +555,32 @@ class Animator:
         points = sum(len(x) for x in self.X)
         return (f"Animator(lines={self._n_lines}, points={points}, path={self.path!r}"
                 f"{', closed' if self._closed else ''})")
+
+
+def _mark_lone_point(line, marker: str) -> int:
+    """Give `line` a dot when it has a single finite point, which a marker-less format such as
+    '-' does not draw at all (a one-epoch training curve came out empty), and `marker` (its
+    format's own) otherwise.  Returns the number of finite points."""
+    x = np.asarray(line.get_xdata(), float)
+    y = np.asarray(line.get_ydata(), float)
+    n = int(np.count_nonzero(np.isfinite(x) & np.isfinite(y)))
+    line.set_marker("o" if n == 1 and marker == "None" else marker)
+    return n
+
+
+def _epoch_animator(num_epochs: int, **kwargs) -> Animator:
+    """The Animator of training's per-epoch loss and accuracies (``kwargs`` go to it)."""
+    # One epoch gets a range around it: [1, 1] is singular (matplotlib warns) and on [1, 2]
+    # its only points sit on the edge, half cut off.
+    xlim = [1, num_epochs] if num_epochs > 1 else [0.5, 1.5]
+    animator = Animator(xlabel="epoch", xlim=xlim,
+                        legend=["train loss", "train acc", "test acc"], **kwargs)
+    from matplotlib.ticker import MaxNLocator  # importable: the Animator needed matplotlib
+
+    # whole epochs only (no 1.5), as densely as matplotlib's default ticks
+    animator.axes[0].xaxis.set_major_locator(
+        MaxNLocator(nbins="auto", integer=True, min_n_ticks=1))
+    return animator
 
 
 def _is_real_scalar(v) -> bool:
@@ -619,6 +686,7 @@ def show_images(imgs, num_rows: int, num_cols: int, titles: Optional[Sequence[An
     if path is not None:
         _check_save_path("path", path)
     plt = _pyplot()
+    _drop_blank_figure(plt)
     figsize = (num_cols * float(scale), num_rows * float(scale))
     _, axes = plt.subplots(num_rows, num_cols, figsize=figsize, squeeze=False,
                            layout="constrained")  # room for (two-line) titles
@@ -642,7 +710,8 @@ def show_images(imgs, num_rows: int, num_cols: int, titles: Optional[Sequence[An
 def prediction_grid(images, true_labels: Sequence[Any], pred_labels: Sequence[Any], n: int = 6,
                     path: Optional[PathLike] = None) -> np.ndarray:
     """Show the first ``n`` images in one row, each titled with its true label over the
-    predicted one (``"true\\npred"``), and return the Axes (see :func:`show_images`).
+    predicted one (``"true\\npred"``), in red where they differ, and return the Axes (see
+    :func:`show_images`).
 
     Labels are shown as given (pass text names, e.g. Fashion-MNIST class names), one of each
     per image. ``images`` may also be flat (N, D) rows when D is a perfect square; they are
@@ -662,9 +731,17 @@ def prediction_grid(images, true_labels: Sequence[Any], pred_labels: Sequence[An
     for name, labels in (("true_labels", trues), ("pred_labels", preds)):
         if len(labels) != len(arr):
             raise ValueError(f"{name} has {len(labels)} entries but there are {len(arr)} images")
+    if path is not None:
+        _check_save_path("path", path)
     k = min(n, len(arr))
     titles = [f"{t}\n{p}" for t, p in zip(trues[:k], preds[:k])]
-    return show_images(arr[:k], 1, k, titles=titles, path=path)
+    axes = show_images(arr[:k], 1, k, titles=titles)
+    for ax, t, p in zip(axes, trues, preds):
+        if t != p:  # otherwise a mistake hides among right answers in the same black text
+            ax.title.set_color("red")
+    if path is not None:
+        _save_figure(axes[0].figure, path)
+    return axes
 
 
 def _label_texts(name: str, labels) -> List[str]:

@@ -56,6 +56,16 @@ class History:
     def __len__(self) -> int:
         return len(self.train_loss)
 
+    def __repr__(self) -> str:
+        # Short, as notebooks print it when training is a cell's last line; the lists are
+        # attributes (and as_dict()) for whoever wants them.
+        n, how = len(self), "fused" if self.fused else "per-batch loop"
+        text = f"History({n} epoch{'' if n == 1 else 's'}, {how}"
+        last = [f"{name} {values[-1]:.{places}f}" for name, values, places in (
+            ("train loss", self.train_loss, 4), ("train acc", self.train_acc, 3),
+            ("test acc", self.test_acc, 3)) if values and not math.isnan(values[-1])]
+        return text + (f"; last: {', '.join(last)})" if last else ")")
+
     def as_dict(self) -> dict:
         """The four per-epoch lists by name (the lists themselves, not copies)."""
         return {"train_loss": self.train_loss, "train_acc": self.train_acc,
@@ -297,11 +307,9 @@ def _check_reporting(test_iter, verbose, progress, animator, plot_path, callback
 
 
 def _plot_animator(num_epochs: int, plot_path):
-    from .plotting import Animator
+    from .plotting import _epoch_animator
 
-    return Animator(xlabel="epoch", xlim=[1, max(num_epochs, 2)],
-                    legend=["train loss", "train acc", "test acc"], path=plot_path,
-                    min_interval=PLOT_INTERVAL)
+    return _epoch_animator(num_epochs, path=plot_path, min_interval=PLOT_INTERVAL)
 
 
 def _report(epoch: int, hist: History, verbose: bool, bar, animator) -> None:
