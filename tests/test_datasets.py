@@ -399,7 +399,8 @@ def test_a_root_that_is_no_folder_is_an_error_not_a_reason_to_look_elsewhere(loa
     # A folder without the files is no better: the data was taken from elsewhere, unseen.
     (tmp_path / "empty").mkdir()
     with pytest.raises(fsd.DatasetNotFoundError,
-                       match=r"(?s)no good copy of (t10k|train)-images-idx3-ubyte\.gz.* in .*empty"):
+                       match=r"(?s)no good copy of (t10k|train)-images-idx3-ubyte\.gz"
+                             r".* in .*empty"):
         load(tmp_path / "empty")
 
 
