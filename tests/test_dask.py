@@ -157,6 +157,50 @@ def test_fit_dask_refuses_what_it_cannot_do(client, rng):
         fit_dask(SoftmaxRegression(), da.from_array(X, 50), da.from_array(y[:-1], 50))
 
 
+def test_fit_dask_refuses_the_closed_form_and_unknown_chunk_sizes(client, rng):
+    X, y = teacher_data(rng, 200)
+    dX, dy = da.from_array(X, 50), da.from_array(y, 50)
+    with pytest.raises(TypeError, match=r"LinearRegression\(solver='closed_form'\) is not "
+                                        r"trained by SGD: set_params\(solver='sgd'\)"):
+        fit_dask(LinearRegression(solver="closed_form"), dX, da.from_array(X[:, 0], 50))
+    unknown = dX[dX[:, 0] < 10]  # a boolean mask: every row, in blocks of unknown size
+    for args, name in (((unknown, dy), "X"), ((dX, dy[dy < 10]), "y")):
+        with pytest.raises(ValueError, match=rf"{name} has unknown chunk sizes .*call "
+                                             rf"{name}.compute_chunk_sizes\(\) first"):
+            fit_dask(SoftmaxRegression(), *args)
+
+
+def test_fit_dask_skips_partitions_without_rows(client, rng):
+    """A partition emptied by a filter carries no weight: the fit is the one without it."""
+    X, y = teacher_data(rng, 400)
+    keep = da.from_array(np.arange(400) < 300, 100)
+    dX, dy = da.from_array(X, 100), da.from_array(y, 100)
+    fX, fy = dX[keep], dy[keep]
+    fX.compute_chunk_sizes()
+    fy.compute_chunk_sizes()
+    assert fX.chunks[0] == (100, 100, 100, 0)
+    got = fit_dask(SoftmaxRegression(epochs=2, random_state=0), fX, fy)
+    ref = fit_dask(SoftmaxRegression(epochs=2, random_state=0), dX[:300], dy[:300])
+    np.testing.assert_array_equal(got.coef_, ref.coef_)
+
+
+@pytest.mark.parametrize("kind", [np.int64, np.random.RandomState])
+def test_fit_dask_numpy_seeds_are_reproducible(client, rng, kind):
+    """The estimator's random_state is taken as fit takes it (a NumPy integer is the int, a
+    RandomState gives a seed), and so is fit_dask's own."""
+    X, y = teacher_data(rng, 400)
+    dX, dy = da.from_array(X, 100), da.from_array(y, 100)
+    a, b = (fit_dask(SoftmaxRegression(epochs=2, random_state=kind(3)), dX, dy)
+            for _ in range(2))
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    if kind is np.int64:
+        ref = fit_dask(SoftmaxRegression(epochs=2, random_state=3), dX, dy)
+        np.testing.assert_array_equal(a.coef_, ref.coef_)
+    c, d = (fit_dask(SoftmaxRegression(epochs=2, random_state=0), dX, dy,
+                     random_state=kind(5)) for _ in range(2))
+    np.testing.assert_array_equal(c.coef_, d.coef_)
+
+
 def test_fit_dask_foreign_byte_order_is_native(client, rng):
     """'>f4' blocks hold float32 numbers: a float32 model, bit for bit the native one."""
     X, y = teacher_data(rng, 400)

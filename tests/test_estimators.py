@@ -478,6 +478,59 @@ def test_schedules(rng):
         SoftmaxRegression(schedule="cosine").partial_fit(X, y, classes=[0, 1, 2])
 
 
+@pytest.mark.parametrize("make", [lambda: SoftmaxRegression(schedule="cosine", random_state=0),
+                                  lambda: LinearRegression(schedule="cosine", random_state=0)],
+                         ids=["softmax", "linear"])
+def test_partial_fit_after_a_decayed_schedule_says_so_and_follows_set_params(rng, make):
+    """After a cosine fit every further step has rate 0: partial_fit says so rather than
+    change nothing, and leaves the model as it was; a schedule set with set_params applies to
+    the next call, its steps counted from there."""
+    est = make()
+    X, y = blobs(rng) if isinstance(est, SoftmaxRegression) else regression(rng, n=600)[:2]
+    est.fit(X, y)  # 10 epochs of 3 steps
+    before = learned(est)
+    with pytest.raises(ValueError, match=r"partial_fit would not change the model: the "
+                                         r"learning-rate schedule CosineSchedule\(total_steps=30"
+                                         r".*set_params\(schedule=None\)"):
+        est.partial_fit(X, y)
+    assert_same_model(est, before)
+    est.set_params(schedule=None).partial_fit(X, y)
+    assert isinstance(est._opt.schedule, fs.optim.ConstantSchedule)
+    assert est._opt.num_steps == 3 and est.n_iter_ == 11
+    assert np.abs(est.coef_ - before["coef_"]).max() > 1e-4  # it trained
+    with pytest.raises(ValueError, match="only fit knows"):  # 'cosine' needs fit's length
+        est.set_params(schedule="cosine").partial_fit(X, y)
+
+
+def test_a_stream_past_the_end_of_its_schedule_is_refused(rng):
+    """CosineSchedule(total_steps=4) over calls of 3 steps each: the second call ends it (its
+    last two steps at rate 0, as the schedule says), the third would only take steps at rate
+    0 and is refused; a new schedule set for the rest of the stream starts at its step 0."""
+    X, y = blobs(rng, n=600)
+    est = SoftmaxRegression(schedule=fs.optim.CosineSchedule(4), random_state=0)
+    est.partial_fit(X, y, classes=[0, 1, 2]).partial_fit(X, y)
+    assert est._opt.num_steps == 6
+    before = learned(est)
+    with pytest.raises(ValueError, match=r"CosineSchedule\(total_steps=4, final_factor=0.0, "
+                                         r"warmup_steps=0\) gives rate 0 to all of this call's "
+                                         r"3 steps \(steps 6 to 8\)"):
+        est.partial_fit(X, y)
+    assert_same_model(est, before)
+    est.set_params(schedule=fs.optim.StepSchedule(2, 0.5)).partial_fit(X, y)
+    assert est._opt.num_steps == 3 and est._opt.learning_rate == pytest.approx(0.1 * 0.5)
+    assert np.abs(est.coef_ - before["coef_"]).max() > 1e-4
+
+
+def test_string_regression_targets_are_refused_naming_y(rng):
+    X, _, _ = regression(rng, n=10)
+    with pytest.raises(ValueError, match="y must hold numbers .*could not convert string"):
+        LinearRegression().fit(X, np.array(["a"] * 10))
+    # as in scikit-learn, strings that hold numbers are numbers
+    got = LinearRegression(random_state=0).fit(X, np.array(["1.5"] * 10))
+    np.testing.assert_array_equal(got.coef_, LinearRegression(random_state=0).fit(
+        X, np.full(10, 1.5)).coef_)
+
+
 def test_random_state_kinds(rng):
     X, y = blobs(rng, n=200)
     a = SoftmaxRegression(random_state=np.random.RandomState(0)).fit(X, y)

@@ -185,7 +185,7 @@ def test_a_hyperparameter_changed_to_a_bad_value_is_refused_when_assigned(attr, 
     np.testing.assert_allclose(p.data, 1.0 - 0.1 * (1.0 + 0.01))
 
 
-@pytest.mark.parametrize("factor", [-5.0, 0.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("factor", [-5.0, float("nan"), float("inf")])
 def test_a_schedule_giving_a_bad_rate_is_refused_at_the_step(factor):
     class Bad(fs.optim.Schedule):
         def factor(self, step):
@@ -194,10 +194,34 @@ def test_a_schedule_giving_a_bad_rate_is_refused_at_the_step(factor):
     p = Parameter(np.ones(3))
     opt = SGD([p], lr=0.1, schedule=Bad())
     p.grad[...] = 1.0
-    with pytest.raises(ValueError, match="learning rate must be a finite number > 0"):
+    with pytest.raises(ValueError, match="learning rate must be a finite number >= 0"):
         opt.step(1)
     np.testing.assert_array_equal(p.data, 1.0)  # untouched
     assert opt.num_steps == 0
+
+
+@pytest.mark.parametrize("factor", [0.0, 1e-50], ids=["zero", "zero-in-float32"])
+def test_a_rate_of_zero_is_a_step_that_changes_no_parameter_on_both_paths(rng, factor):
+    """A schedule that has decayed to 0 (CosineSchedule after its end) steps at rate 0: counted,
+    the parameters left as they were, on the per-batch loop and the fused path alike -- also
+    a rate that is > 0 in float64 but 0 in the float32 the update runs in."""
+    X, y = rng.standard_normal((50, 4)).astype(np.float32), rng.integers(0, 3, 50)
+    past_the_end = CosineSchedule(1, final_factor=factor)
+    velocities = []
+    for fused in (True, False):
+        net = fs.nn.Dense(3, in_units=4, rng=0)
+        W, b = net.weight.data.copy(), net.bias.data.copy()
+        opt = SGD(net, lr=0.1, momentum=0.9, schedule=past_the_end)
+        opt.num_steps = 1
+        fs.train_epoch(net, fs.load_array((X, y), 16, seed=0),
+                       fs.losses.SoftmaxCrossEntropyLoss(), opt, fused=fused)
+        assert opt.num_steps == 5
+        np.testing.assert_array_equal(net.weight.data, W)
+        np.testing.assert_array_equal(net.bias.data, b)
+        velocities.append(opt.velocity)
+    for a, b in zip(*velocities):  # the buffers took in the gradients on both paths alike
+        assert np.abs(a).max() > 0
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("lr, wd, what", [(1e39, 0.0, "learning rate"),

@@ -229,7 +229,7 @@ def test_streamed_fit_matches_in_memory_accuracy(tmp_path, rng):
         assert est.coef_.dtype == np.float32
         assert abs(est.score(X, y) - ref) < 0.01, (est.score(X, y), ref)
         assert len(est.loss_curve_) == 5 and est.loss_curve_[-1] < est.loss_curve_[0]
-        assert est._opt.schedule.total_steps >= est._opt.num_steps - 10  # cosine spans the run
+        assert est._opt.schedule.total_steps == est._opt.num_steps  # cosine spans the run
 
 
 def test_streamed_regression_and_weights(tmp_path, rng):
@@ -248,6 +248,65 @@ def test_streamed_regression_and_weights(tmp_path, rng):
     np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_cosine_schedule_spans_exactly_the_steps_of_the_shuffled_chunks(tmp_path, rng, seed):
+    """22 rows in blocks of 5 (the last has 2), chunks of 3 blocks, minibatches of 8: a chunk
+    holding the short block takes 2 minibatches, else 2 or 1 -- the count depends on the
+    shuffled order.  It is counted exactly, so the schedule ends with the run (an estimate
+    from the unshuffled chunks fell short, and the steps after it had rate 0)."""
+    X, y = teacher_data(rng, 22, k=3, c=2)
+    est = fit_out_of_core(SoftmaxRegression(lr=0.05, momentum=0.9, schedule="cosine",
+                                            batch_size=8, epochs=2, random_state=seed),
+                          to_memmap(tmp_path, "X.f32", X), y, block_rows=5, chunk_rows=15)
+    assert est._opt.num_steps == est._opt.schedule.total_steps
+    # ... and a partial_fit after it, all of whose steps have rate 0, says so
+    with pytest.raises(ValueError, match=r"partial_fit would not change the model"):
+        est.partial_fit(X, y)
+    est.set_params(schedule=None).partial_fit(X, y)
+
+
+@pytest.mark.parametrize("kind", [np.int64, np.random.RandomState])
+def test_numpy_seeds_make_the_chunk_order_reproducible(tmp_path, rng, kind):
+    """The estimator's random_state is taken as fit takes it (a NumPy integer is the int, a
+    RandomState gives a seed): the same seed, the same bits; so is fit_out_of_core's own."""
+    X, y = teacher_data(rng, 3000)
+    Xm = to_memmap(tmp_path, "X.f32", X)
+    kw = dict(chunk_rows=500, block_rows=100)
+    a, b = (fit_out_of_core(SoftmaxRegression(epochs=2, random_state=kind(3)), Xm, y, **kw)
+            for _ in range(2))
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    if kind is np.int64:
+        ref = fit_out_of_core(SoftmaxRegression(epochs=2, random_state=3), Xm, y, **kw)
+        np.testing.assert_array_equal(a.coef_, ref.coef_)
+    c, d = (fit_out_of_core(SoftmaxRegression(epochs=2, random_state=0), Xm, y,
+                            random_state=kind(5), **kw) for _ in range(2))
+    np.testing.assert_array_equal(c.coef_, d.coef_)
+
+
+def test_a_pandas_frame_is_converted_and_what_is_not_an_array_is_refused(rng):
+    pd = pytest.importorskip("pandas")
+    X, y = teacher_data(rng, 300, k=4, c=3)
+    kw = dict(chunk_rows=100, block_rows=50)
+    ref = fit_out_of_core(SoftmaxRegression(epochs=2, random_state=0), X, y, **kw)
+    got = fit_out_of_core(SoftmaxRegression(epochs=2, random_state=0), pd.DataFrame(X),
+                          pd.Series(y), **kw)
+    np.testing.assert_array_equal(got.coef_, ref.coef_)
+    assert [len(c[0]) for c in iter_chunks(pd.DataFrame(X), **kw)] == [100, 100, 100]
+    with pytest.raises(TypeError, match="X must be an array with rows .* got list"):
+        fit_out_of_core(SoftmaxRegression(), X.tolist(), y)
+
+
+def test_chunks_are_whole_blocks(rng):
+    """chunk_rows below an explicit block_rows cannot be whole blocks: refused, not silently
+    made a block; below the default block size, the blocks are made that small."""
+    X, y = teacher_data(rng, 300, k=4, c=3)
+    with pytest.raises(ValueError, match=r"chunk_rows \(10\) must be at least block_rows "
+                                         r"\(100\): a chunk is made of whole blocks"):
+        fit_out_of_core(SoftmaxRegression(), X, y, chunk_rows=10, block_rows=100)
+    assert {len(c[0]) for c in iter_chunks(X, chunk_rows=10)} == {10}
+    assert {len(c[0]) for c in iter_chunks(X, chunk_rows=25, block_rows=10)} == {20}
+
+
 def test_warm_start_and_foreign_estimators(tmp_path, rng):
     from sklearn.linear_model import SGDClassifier
 
@@ -260,7 +319,8 @@ def test_warm_start_and_foreign_estimators(tmp_path, rng):
     sk = fit_out_of_core(SGDClassifier(loss="log_loss", random_state=0), Xm, y, epochs=2,
                          chunk_rows=2000)
     assert sk.score(X, y) > 0.7
-    with pytest.raises(TypeError, match="partial_fit"):
+    with pytest.raises(TypeError, match=r"partial_fit.*LinearRegression\(solver='closed_form'\) "
+                                        r"does not have: set_params\(solver='sgd'\)"):
         fit_out_of_core(LinearRegression(solver="closed_form"), Xm, y.astype(float))
     with pytest.raises(ValueError, match="rows"):
         fit_out_of_core(SoftmaxRegression(), Xm, y[:-1])

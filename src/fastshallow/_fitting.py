@@ -1,12 +1,14 @@
 """What the estimators, out-of-core and Dask training share: weights made relative to their mean
-(also when their sum overflows), the thread-count check made with the other settings, and the
-snapshot that puts an estimator back as it was when a call fails."""
+(also when their sum overflows), the thread-count and random_state checks made with the other
+settings, the generators drawn from a random_state, and the snapshot that puts an estimator
+back as it was when a call fails."""
 from __future__ import annotations
 
 import contextlib
 import copy
 import math
-from typing import Callable, Tuple
+import numbers
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -23,6 +25,40 @@ def check_threads(name: str, v) -> int:
     if v > MAX_THREADS:
         raise ValueError(f"{name} must be at most {MAX_THREADS}, got {v}")
     return v
+
+
+def check_random_state(random_state) -> None:
+    """Refuse what :func:`rng_from` cannot use, without drawing from it."""
+    if random_state is None or isinstance(random_state,
+                                          (np.random.Generator, np.random.RandomState)):
+        return
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be >= 0, got {random_state}")
+        return
+    raise TypeError(f"random_state must be None, an int, a numpy RandomState or Generator, got "
+                    f"{type(random_state).__name__} {random_state!r}"[:200])
+
+
+def rng_from(random_state, stream: Optional[int] = None) -> np.random.Generator:
+    """A numpy Generator from scikit-learn's kinds of `random_state`, the same for every way
+    of fitting.
+
+    None: fresh entropy; an int (Python's or NumPy's): that seed; a ``RandomState``: a seed
+    drawn from it (so that successive fits differ, as scikit-learn specifies); a
+    ``Generator``: used as it is.  `stream` makes a seed give another, independent stream
+    (seed sequence ``[seed, stream]``): the chunk order or the partitions' seeds must not
+    repeat the draws of the initial weights."""
+    check_random_state(random_state)
+    if random_state is None:
+        return np.random.default_rng()
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        seed = int(random_state.randint(0, 2**31 - 1))
+    else:
+        seed = int(random_state)
+    return np.random.default_rng(seed if stream is None else [seed, stream])
 
 
 @contextlib.contextmanager

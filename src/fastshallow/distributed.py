@@ -56,6 +56,7 @@ schedule follows a global step count, so ``schedule='cosine'`` spans all the rou
 from __future__ import annotations
 
 import copy
+import math
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
@@ -121,6 +122,14 @@ def _fit_averaged(estimator, blocks: List[tuple], block_rows: Sequence[int], n_f
                         "for other estimators with partial_fit use "
                         "dask_ml.wrappers.Incremental")
     estimator._check_params()
+    if getattr(estimator, "solver", "sgd") != "sgd":
+        # The closed form is an SVD solve of the whole X (minimum-norm when X is rank
+        # deficient); normal equations summed over the partitions would square X's condition
+        # number and differ from fit.  An average of per-partition solutions is not it either.
+        raise TypeError(f"fit_dask trains by SGD, and LinearRegression(solver="
+                        f"{estimator.solver!r}) is not trained by SGD: set_params(solver='sgd'), "
+                        f"or fit the closed form in memory (estimator.fit(X.compute(), "
+                        f"y.compute())) or solve it with dask.array.linalg.lstsq")
     local_epochs = C.positive_int("local_epochs", local_epochs)
     if rounds is None:
         rounds = max(1, estimator.epochs // local_epochs)
@@ -129,6 +138,10 @@ def _fit_averaged(estimator, blocks: List[tuple], block_rows: Sequence[int], n_f
         _fitting.check_threads("local_threads", local_threads)
     lr_scale = C.real("lr_scale", lr_scale, low=0.0, low_open=True)
     C.real("lr * lr_scale (the partitions' learning rate)", estimator.lr * lr_scale)
+    # A partition without rows (after filtering) has nothing to train and no weight in the
+    # average; scikit-learn's checks would refuse it on its worker.
+    kept = [(b, int(r)) for b, r in zip(blocks, block_rows) if r > 0]
+    blocks, block_rows = [b for b, _ in kept], [r for _, r in kept]
     B = estimator.batch_size
     steps_per_round = local_epochs * max(-(-int(r) // B) for r in block_rows)
     rng = _round_rng(estimator.random_state, random_state)
@@ -146,12 +159,10 @@ def _fit_averaged(estimator, blocks: List[tuple], block_rows: Sequence[int], n_f
 
 def _round_rng(rs, random_state) -> np.random.Generator:
     """The generator of the partitions' seeds: `random_state`, else one derived from the
-    estimator's `rs`."""
+    estimator's `rs` as fit derives its generator, in a stream of its own."""
     if random_state is None:
-        random_state = ([rs, 2] if isinstance(rs, int) and not isinstance(rs, bool)
-                        else rs if isinstance(rs, np.random.Generator) else None)
-    return np.random.default_rng(random_state) if not isinstance(
-        random_state, np.random.Generator) else random_state
+        return _fitting.rng_from(rs, stream=2)  # not the stream of the initial weights
+    return _fitting.rng_from(random_state)
 
 
 def _begin_run(estimator, n_features: int, dtype, total_steps: int, classes, target_shape,
@@ -211,6 +222,17 @@ def _relative_weights(sw, n: int, compute) -> Tuple[float, float]:
                          lambda m: float(compute([(sw / m).sum()])[0]), n)
 
 
+def _known_shape(name: str, a):
+    """`a` when its chunk sizes are known: with NaN rows (a dask DataFrame's to_dask_array(),
+    a boolean mask) its shape could only be compared, and its partitions only sized, wrongly."""
+    if any(math.isnan(d) for d in a.shape):
+        raise ValueError(f"{name} has unknown chunk sizes (shape {a.shape}, e.g. from a dask "
+                         f"DataFrame's to_dask_array() or a boolean mask): call "
+                         f"{name}.compute_chunk_sizes() first, or make it with "
+                         f"to_dask_array(lengths=True)")
+    return a
+
+
 def fit_dask(estimator: _Estimator, X, y, *, classes=None, sample_weight=None,
              rounds: Optional[int] = None, local_epochs: int = 1, lr_scale: float = 1.0,
              local_threads: Optional[int] = 1, random_state=None, client=None) -> _Estimator:
@@ -218,15 +240,17 @@ def fit_dask(estimator: _Estimator, X, y, *, classes=None, sample_weight=None,
     the module notes for the algorithm and when it matches a single-machine fit); returns
     the estimator, fitted like ``estimator.fit`` would leave it.
 
-    X: a Dask array (n, features), partitioned along rows (it is rechunked to whole rows when
-    needed); y: (n,) or (n, targets) and `sample_weight` (n,) are rechunked to X's row blocks.
-    Each of `rounds` rounds (default: ``estimator.epochs // local_epochs``) trains every block
-    for `local_epochs` epochs on its worker with learning rate ``estimator.lr * lr_scale``,
-    with `local_threads` kernel threads per task (default 1: the workers already run in
-    parallel; None: the kernels' default), then averages the models weighted by rows (or total
-    sample weight).  `random_state` (an int or a numpy Generator) seeds the partitions'
-    shuffling in every round; None derives it from the estimator's `random_state` when that is
-    an int or a Generator (else fresh entropy).  The initial weights come from the estimator's
+    X: a Dask array (n, features) of known chunk sizes, partitioned along rows (it is
+    rechunked to whole rows when needed); y: (n,) or (n, targets) and `sample_weight` (n,) are
+    rechunked to X's row blocks.  For LinearRegression, solver='sgd' only.  Each of `rounds`
+    rounds (default: ``estimator.epochs // local_epochs``) trains every block (blocks without
+    rows are skipped) for `local_epochs` epochs on its worker with learning rate
+    ``estimator.lr * lr_scale``, with `local_threads` kernel threads per task (default 1: the
+    workers already run in parallel; None: the kernels' default), then averages the models
+    weighted by rows (or total sample weight).  `random_state` (None, an int, a numpy
+    RandomState or Generator, taken as the estimators take theirs) seeds the partitions'
+    shuffling in every round; None derives it from the estimator's `random_state` (fresh
+    entropy when that is None).  The initial weights come from the estimator's
     `random_state`, as in ``fit``.  `classes` defaults to the labels in y.  The tasks run on
     `client` (a ``distributed.Client``) when given, else on Dask's current scheduler -- a
     ``distributed.Client`` created earlier becomes the default.  The blocks are persisted
@@ -243,6 +267,7 @@ def fit_dask(estimator: _Estimator, X, y, *, classes=None, sample_weight=None,
                         "(use estimator.fit for in-memory data)")
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D, got shape {X.shape}")
+    _known_shape("X", X)
     if 0 in X.shape:
         raise ValueError(f"X is empty: shape {X.shape}, while at least one row and one feature "
                          "are needed")
@@ -252,7 +277,7 @@ def fit_dask(estimator: _Estimator, X, y, *, classes=None, sample_weight=None,
     dtype = src if src in C.FLOAT_DTYPES else np.dtype(np.float64)
     if X.numblocks[1] != 1:
         X = X.rechunk({1: -1})
-    y = da.asarray(y)
+    y = _known_shape("y", da.asarray(y))
     if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
         raise ValueError(f"y must have shape ({X.shape[0]},) or ({X.shape[0]}, targets), got "
                          f"{y.shape}")
@@ -260,7 +285,7 @@ def fit_dask(estimator: _Estimator, X, y, *, classes=None, sample_weight=None,
     sw = None
     weight_scale = None
     if sample_weight is not None:
-        sw = da.asarray(sample_weight)
+        sw = _known_shape("sample_weight", da.asarray(sample_weight))
         if C.native(sw.dtype).kind not in "uif":  # astype would drop imaginary parts
             raise TypeError(f"sample_weight must hold real numbers, got dtype {sw.dtype}")
         sw = sw.astype(np.float64)

@@ -42,6 +42,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 
 from . import _checks as C
 from ._fitting import TINY, check_threads, ratio, unchanged_on_error, weight_scale
+from ._fitting import check_random_state as _check_random_state
+from ._fitting import rng_from as _rng_from
 from ._fused import diverged, parameters_diverged
 from .closed_form import least_squares
 from .data import ArrayDataset, DataLoader
@@ -55,34 +57,6 @@ from .training import train_epoch
 __all__ = ["SoftmaxRegression", "LinearRegression"]
 
 _FLOATS = [np.float64, np.float32]  # validate_data keeps these, converts anything else to float64
-
-
-def _check_random_state(random_state) -> None:
-    """Refuse what :func:`_rng_from` cannot use, without drawing from it."""
-    if random_state is None or isinstance(random_state,
-                                          (np.random.Generator, np.random.RandomState)):
-        return
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ValueError(f"random_state must be >= 0, got {random_state}")
-        return
-    raise TypeError(f"random_state must be None, an int, a numpy RandomState or Generator, got "
-                    f"{type(random_state).__name__} {random_state!r}"[:200])
-
-
-def _rng_from(random_state) -> np.random.Generator:
-    """A numpy Generator from scikit-learn's kinds of `random_state`.
-
-    None: fresh entropy; an int: that seed; a ``RandomState``: a seed drawn from it (so that
-    successive fits differ, as scikit-learn specifies); a ``Generator``: used as it is."""
-    _check_random_state(random_state)
-    if random_state is None:
-        return np.random.default_rng()
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(int(random_state.randint(0, 2**31 - 1)))
-    return np.random.default_rng(int(random_state))
 
 
 def _native(a):
@@ -143,7 +117,8 @@ class _SGDMixin:
 
     State (all private, created by the first fit / partial_fit): ``_net`` (a Dense layer whose
     parameters are kept equal to ``coef_`` / ``intercept_``), ``_opt`` (its SGD: momentum
-    buffers and the step count that drives the schedule), ``_rng`` (initial weights and the
+    buffers and the step count that drives the schedule), ``_schedule_from`` (the `schedule`
+    parameter the optimizer's schedule was made from), ``_rng`` (initial weights and the
     shuffling, from `random_state`)."""
 
     # -- hyper-parameters ------------------------------------------------------------------
@@ -174,8 +149,8 @@ class _SGDMixin:
         return CosineSchedule(max(int(total_steps), 1))
 
     # -- model state -----------------------------------------------------------------------
-    _STATE = ("_net", "_opt", "_rng", "_y_ndim", "coef_", "intercept_", "classes_",
-              "n_features_in_", "feature_names_in_", "n_iter_", "loss_curve_")
+    _STATE = ("_net", "_opt", "_schedule_from", "_rng", "_y_ndim", "coef_", "intercept_",
+              "classes_", "n_features_in_", "feature_names_in_", "n_iter_", "loss_curve_")
 
     def _forget(self) -> None:
         """Drop everything learned: the next partial_fit starts a new model."""
@@ -207,6 +182,42 @@ class _SGDMixin:
     def _new_optimizer(self, total_steps) -> None:
         self._opt = SGD(self._net.parameters(), lr=self.lr, momentum=self.momentum,
                         weight_decay=self.weight_decay, schedule=self._schedule(total_steps))
+        self._schedule_from = self.schedule
+
+    def _sync_optimizer(self) -> None:
+        """Settings changed by set_params since the optimizer was made apply from now on, as
+        scikit-learn's partial_fit has it.  A new `schedule` counts its steps from the next
+        one (the steps already taken belong to the schedule it replaces); an unchanged one
+        goes on counting across partial_fit calls, as scikit-learn's SGD estimators do."""
+        opt = self._opt
+        opt.lr, opt.momentum, opt.weight_decay = self.lr, self.momentum, self.weight_decay
+        # (an estimator pickled before _schedule_from existed keeps its schedule)
+        new, was = self.schedule, getattr(self, "_schedule_from", self.schedule)
+        if not (new is was or (isinstance(new, str) and new == was)):
+            opt.schedule = self._schedule(None)  # 'cosine' is refused: only fit knows its length
+            opt.num_steps = 0
+            self._schedule_from = new
+
+    def _refuse_idle_steps(self, n: int, epochs: int, dtype) -> None:
+        """Refuse a partial_fit whose every step has learning rate 0 (in the model's dtype):
+        after the end of a schedule that decays to 0 it would change nothing, yet look like
+        training."""
+        opt = self._opt
+        start, count = opt.num_steps, epochs * self._steps_per_epoch(n)
+        if dtype.type(opt.lr * opt.schedule.factor(start)) != 0:  # the common case, quickly
+            return
+        if np.any((opt.lr * opt.schedule.factors(start, count)).astype(dtype)):
+            return
+        made = " (schedule='cosine' spans the fit that made it)" if isinstance(
+            self.schedule, str) else ""
+        raise ValueError(
+            f"partial_fit would not change the model: the learning-rate schedule "
+            f"{opt.schedule!r}{made} gives rate 0 to all of this call's {count} steps (steps "
+            f"{start} to {start + count - 1}): it has decayed to 0. To train on, call "
+            "set_params(schedule=None) for the constant rate lr, or set_params(schedule="
+            "fastshallow.optim.CosineSchedule(total_steps=...)) or another Schedule, whose "
+            "steps count from the next call; for a stream of partial_fit calls, make the "
+            "schedule span all of their steps")
 
     def _load(self) -> None:
         """Copy coef_ / intercept_ (the truth, which users may have set) into the layer."""
@@ -235,14 +246,15 @@ class _SGDMixin:
         raise NotImplementedError
 
     def _run_epochs(self, X: np.ndarray, T: np.ndarray, sw: Optional[np.ndarray],
-                    epochs: int) -> None:
+                    epochs: int, stream: bool = False) -> None:
         """Train `epochs` epochs on validated rows X (the model's dtype, C order) with encoded
-        targets T (class indices, or float targets of shape (n,) / (n, outputs))."""
+        targets T (class indices, or float targets of shape (n,) / (n, outputs)).  `stream`:
+        a partial_fit of the user's, whose caller does not know the length of training and
+        so would not notice that a schedule has ended (fit, fit_out_of_core and fit_dask do)."""
         self._load()
-        # Settings changed by set_params since the optimizer was made apply from now on, as
-        # scikit-learn's partial_fit has it (the schedule stays the one the run began with).
-        opt = self._opt
-        opt.lr, opt.momentum, opt.weight_decay = self.lr, self.momentum, self.weight_decay
+        self._sync_optimizer()
+        if stream:
+            self._refuse_idle_steps(X.shape[0], epochs, X.dtype)
         loader = DataLoader(ArrayDataset(X, T, check_finite=False), self.batch_size,
                             shuffle=self.shuffle, seed=self._rng)
         loss = self._loss()
@@ -344,7 +356,13 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
         :class:`fastshallow.optim.SGD`.
     schedule : None, 'constant', 'cosine' or a :class:`fastshallow.optim.Schedule`
         Learning-rate factor per minibatch step.  'cosine' decays to zero over the steps of
-        ``fit`` (for ``partial_fit`` pass a ``CosineSchedule(total_steps=...)``).
+        ``fit`` (for ``partial_fit`` pass a ``CosineSchedule(total_steps=...)`` spanning all
+        the calls' steps).  ``partial_fit`` goes on counting the steps of the schedule it
+        finds (that of the last ``fit``, or of the first ``partial_fit``), as scikit-learn's
+        SGD estimators count theirs; a schedule changed with ``set_params`` takes effect at
+        the next call, its steps counted from there.  A ``partial_fit`` whose every step would
+        have rate 0 (all after the end of a schedule that decays to 0, such as the 'cosine' of
+        a ``fit``) raises ValueError rather than change nothing.
     shuffle : bool, default True
         Reshuffle the rows every epoch (else the rows are visited in order).
     random_state : None, int, RandomState or Generator
@@ -456,10 +474,11 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
         `classes` (all the labels there will ever be) is required on the first call and, when
         given later, must be the same.  A call that raises leaves the estimator as it was."""
         with unchanged_on_error(self):
-            return self._partial_fit(X, y, classes=classes, sample_weight=sample_weight)
+            return self._partial_fit(X, y, classes=classes, sample_weight=sample_weight,
+                                     stream=True)
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None, epochs=1,
-                     total_steps=None, weight_scale=None):
+                     total_steps=None, weight_scale=None, stream=False):
         self._check_params()
         first = not hasattr(self, "_net")
         if classes is not None:
@@ -476,7 +495,7 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
         if first:
             self.classes_ = classes
             self._fresh_model(X.shape[1], len(classes), X.dtype, total_steps)
-        self._run_epochs(X, self._encode(y), sw, epochs)
+        self._run_epochs(X, self._encode(y), sw, epochs, stream)
         return self
 
     def score(self, X, y, sample_weight=None):
@@ -586,6 +605,12 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
     def _validate_xy(self, X, y, reset: bool, dtype=_FLOATS):
         X, y = validate_data(self, _native(X), y, dtype=dtype, order="C", reset=reset,
                              multi_output=True, y_numeric=True)
+        if y.dtype.kind not in "biuf":  # strings: scikit-learn converts those holding numbers
+            try:
+                y = y.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"y must hold numbers (the regression targets), got dtype "
+                                 f"{y.dtype}: {exc}") from None
         if y.ndim == 2 and y.shape[1] == 0:
             raise ValueError("y must have at least one target column, got shape "
                              f"{y.shape}")
@@ -661,10 +686,10 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
         """One epoch of SGD over X, y, continuing from the current model (solver='sgd').  A call
         that raises leaves the estimator as it was."""
         with unchanged_on_error(self):
-            return self._partial_fit(X, y, sample_weight=sample_weight)
+            return self._partial_fit(X, y, sample_weight=sample_weight, stream=True)
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None, epochs=1,
-                     total_steps=None, weight_scale=None):
+                     total_steps=None, weight_scale=None, stream=False):
         self._check_params()
         first = not hasattr(self, "_net")
         dtype = _FLOATS if first else self.coef_.dtype
@@ -676,7 +701,7 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
         if first:
             self._y_ndim = y.ndim
             self._fresh_model(X.shape[1], m, X.dtype, total_steps)
-        self._run_epochs(X, y, sw, epochs)
+        self._run_epochs(X, y, sw, epochs, stream)
         return self
 
     def score(self, X, y, sample_weight=None):

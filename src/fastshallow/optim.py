@@ -5,7 +5,10 @@
 is the gradient of the summed minibatch loss, as ``backward()`` leaves it.
 
 A schedule multiplies the base learning rate by a factor of the step number (one step per
-minibatch): :class:`CosineSchedule`, :class:`StepSchedule`, :class:`ConstantSchedule`.
+minibatch): :class:`CosineSchedule`, :class:`StepSchedule`, :class:`ConstantSchedule`.  A
+factor must be finite and >= 0; a step at rate 0 (e.g. after the end of a CosineSchedule with
+its default ``final_factor=0``) leaves the parameters as they are (a momentum buffer still
+takes in the gradient, as the formula says).
 """
 from __future__ import annotations
 
@@ -30,9 +33,12 @@ F32_MAX = float(np.finfo(np.float32).max)
 def rate_error(lr: float, step: int, dtype=None) -> Optional[ValueError]:
     """The error for a step's learning rate (base rate times schedule factor) that the update
     cannot use on parameters of `dtype`, else None: one test and one message, so that the
-    per-batch loop and the fused path refuse the same rates alike."""
-    if not (math.isfinite(lr) and lr > 0):
-        return ValueError(f"the learning rate must be a finite number > 0, got {lr} at step "
+    per-batch loop and the fused path refuse the same rates alike.
+
+    A rate of 0 is a step that leaves the parameters as they are (a schedule that has decayed
+    to a final factor of 0, as CosineSchedule's default does after its end), not an error."""
+    if not (math.isfinite(lr) and lr >= 0):
+        return ValueError(f"the learning rate must be a finite number >= 0, got {lr} at step "
                           f"{step}")
     if lr > F32_MAX and dtype == _F32:
         return ValueError(f"the learning rate must be at most {F32_MAX:g} for float32 "
@@ -184,7 +190,7 @@ class SGD:
                              f"return {count} factors, got shape {factors.shape}")
         lrs = self._lr * factors
         # rate_error's test for a whole epoch at once (NaN fails both comparisons)
-        ok = (lrs > 0) & (lrs <= (F32_MAX if dtype == _F32 else np.finfo(np.float64).max))
+        ok = (lrs >= 0) & (lrs <= (F32_MAX if dtype == _F32 else np.finfo(np.float64).max))
         if not ok.all():
             i = int(np.argmin(ok))
             raise rate_error(float(lrs[i]), start + i, dtype)
@@ -210,7 +216,7 @@ class SGD:
             lr = self._lr  # checked when assigned
         else:
             lr = self.learning_rate
-            if not (math.isfinite(lr) and lr > 0):  # a schedule's factor is only known here
+            if not (math.isfinite(lr) and lr >= 0):  # a schedule's factor is only known here
                 raise rate_error(lr, self.num_steps)
         wd = self._weight_decay
         vel = self.velocity if self._momentum else None

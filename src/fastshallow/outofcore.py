@@ -105,20 +105,35 @@ class _PageReleaser:
 
 def _rows_of(a, name: str) -> int:
     if not hasattr(a, "shape") or not hasattr(a, "__getitem__") or len(a.shape) < 1:
-        raise TypeError(f"{name} must be an array with rows (e.g. a numpy.memmap), got "
-                        f"{type(a).__name__}")
+        raise TypeError(f"{name} must be an array with rows (a numpy array or memmap, an "
+                        f"array of open_idx, or anything with a shape, a dtype and row "
+                        f"slices, such as an h5py or zarr dataset), got {type(a).__name__}")
     return int(a.shape[0])
 
 
+def _array(a, name: str):
+    """`a` as it is when it reads like a NumPy array (a shape, a NumPy dtype, row slices),
+    else -- a pandas DataFrame, which has no single dtype, and is in memory already -- as
+    ``np.asarray(a)``."""
+    _rows_of(a, name)
+    return a if isinstance(getattr(a, "dtype", None), np.dtype) else np.asarray(a)
+
+
 def _plan(n: int, row_bytes_src: int, row_bytes_out: int, block_rows, chunk_rows):
+    if chunk_rows is not None:
+        chunk_rows = C.positive_int("chunk_rows", chunk_rows)
     if block_rows is None:
         block_rows = max(1, BLOCK_BYTES // max(row_bytes_src, 1))
-    block_rows = C.positive_int("block_rows", block_rows)
+        if chunk_rows is not None:  # a chunk is whole blocks: the default block fits in it
+            block_rows = min(block_rows, chunk_rows)
+    else:
+        block_rows = C.positive_int("block_rows", block_rows)
+        if chunk_rows is not None and chunk_rows < block_rows:
+            raise ValueError(f"chunk_rows ({chunk_rows}) must be at least block_rows "
+                             f"({block_rows}): a chunk is made of whole blocks")
     if chunk_rows is None:
         chunk_rows = max(block_rows, CHUNK_BYTES // max(row_bytes_out, 1))
-    chunk_rows = C.positive_int("chunk_rows", chunk_rows)
-    blocks_per_chunk = max(1, chunk_rows // block_rows)
-    return block_rows, blocks_per_chunk
+    return block_rows, chunk_rows // block_rows
 
 
 def _out_dtype(X, dtype) -> np.dtype:
@@ -161,9 +176,14 @@ def iter_chunks(X, *others, chunk_rows: Optional[int] = None, block_rows: Option
     anything else), multiplied by `scale` when given.  With `shuffle`, the block order is a
     fresh permutation of `random_state` (an int, a numpy Generator, or None) and, with
     `shuffle_rows` (default: `shuffle`), the rows inside each chunk are permuted too.
-    `chunk_rows` (default: about 64 MB of output) is rounded down to whole blocks.  The
-    chunks are new arrays, not views of X; pages of a memory-mapped X are released once copied
-    (`release_pages`).  The arguments are checked by this call, before anything is read."""
+    `chunk_rows` (default: about 64 MB of output) is rounded down to whole blocks, so it must
+    be at least `block_rows` (whose default is then at most `chunk_rows`).  The chunks are
+    new arrays, not views of X; pages of a memory-mapped X are released once copied
+    (`release_pages`).  X and `others` may also be pandas objects (converted with
+    ``np.asarray``, being in memory already).  The arguments are checked by this call, before
+    anything is read."""
+    X = _array(X, "X")
+    others = tuple(_array(o, f"others[{i}]") for i, o in enumerate(others))
     layout = _layout(X, others, dtype, block_rows, chunk_rows)
     if scale is not None:
         scale = C.real("scale", scale)
@@ -173,10 +193,29 @@ def iter_chunks(X, *others, chunk_rows: Optional[int] = None, block_rows: Option
     return _chunks(X, others, layout, scale, shuffle, shuffle_rows, rng, release_pages)
 
 
-def _chunks(X, others, layout, scale, shuffle, shuffle_rows, rng, release_pages):
+def _block_order(layout, shuffle: bool, rng) -> np.ndarray:
+    """The order in which an epoch visits the blocks."""
+    nblocks = -(-layout[0] // layout[3])
+    return rng.permutation(nblocks) if shuffle else np.arange(nblocks)
+
+
+def _minibatches(layout, order: np.ndarray, batch_size: int) -> int:
+    """How many minibatches of `batch_size` an epoch over the blocks in `order` takes: each
+    chunk of :func:`_chunks` is trained in ceil(rows / batch_size) of them.  Only the last
+    block may have fewer rows, so the count depends on which chunk the order puts it in."""
+    n, _, _, block_rows, per_chunk = layout
+    last = len(order) - 1
+    rows = np.where(order == last, n - last * block_rows, block_rows)
+    chunk_rows = np.add.reduceat(rows, np.arange(0, len(order), per_chunk))
+    return int(np.sum(-(-chunk_rows // batch_size)))
+
+
+def _chunks(X, others, layout, scale, shuffle, shuffle_rows, rng, release_pages, order=None):
+    """The chunks of one epoch (see iter_chunks); `order`: the blocks' order, drawn already."""
     n, k, dtype, block_rows, per_chunk = layout
     nblocks = -(-n // block_rows)
-    order = rng.permutation(nblocks) if shuffle else np.arange(nblocks)
+    if order is None:
+        order = _block_order(layout, shuffle, rng)
     releasers = [_PageReleaser(a) if release_pages else None for a in (X,) + others]
     sdt = None if scale is None else dtype.type(scale)
     for c0 in range(0, nblocks, per_chunk):
@@ -307,19 +346,21 @@ def fit_out_of_core(estimator: _Estimator, X, y, *, classes=None,
                     release_pages: bool = True) -> _Estimator:
     """Fit `estimator` on X, y without loading X into memory; returns the estimator.
 
-    X: a ``numpy.memmap`` (or :func:`open_idx`, or any row-sliceable array) of shape (n, ...),
-    y: (n,) or (n, targets) (may be memory-mapped too), `sample_weight`: optional (n,).  Each
+    X: a ``numpy.memmap`` (or :func:`open_idx`, or any row-sliceable array with a shape and a
+    dtype; a pandas DataFrame is converted with ``np.asarray``) of shape (n, ...), y: (n,) or
+    (n, targets) (may be memory-mapped too), `sample_weight`: optional (n,).  Each
     of `epochs` epochs (default: the estimator's `epochs`, else 1) streams shuffled chunks
     (see :func:`iter_chunks`: `chunk_rows` and `block_rows` size them; `dtype` and `scale`
     convert X, e.g. ``scale=1/255`` for uint8 pixels; `release_pages` as there) and trains
-    each with ``partial_fit``.  `random_state` (an int, a numpy Generator, or None) orders the
-    chunks.
+    each with ``partial_fit``.  `random_state` (None, an int, a numpy RandomState or
+    Generator, taken as the estimators take theirs) orders the chunks.
 
     For :class:`~fastshallow.estimators.SoftmaxRegression` and
     :class:`~fastshallow.estimators.LinearRegression` this starts from a fresh model (unless
     ``warm_start=True``), uses the estimator's `random_state` for the chunk order when
-    `random_state` is None, and knows the total number of steps, so ``schedule='cosine'``
-    spans the whole run; afterwards ``n_iter_`` is `epochs` and ``loss_curve_`` holds the
+    `random_state` is None, and knows the exact number of steps (every epoch's block order is
+    drawn before training: the chunks' sizes depend on it), so ``schedule='cosine'`` spans
+    the whole run; afterwards ``n_iter_`` is `epochs` and ``loss_curve_`` holds the
     mean training loss of each epoch.  Any other estimator with ``partial_fit`` (e.g. scikit-learn's
     SGDClassifier) is trained from whatever state it is in.  A classifier's `classes`
     default to the labels found in y.
@@ -334,6 +375,11 @@ def fit_out_of_core(estimator: _Estimator, X, y, *, classes=None,
     from .estimators import LinearRegression, SoftmaxRegression
 
     if not hasattr(estimator, "partial_fit"):
+        if isinstance(estimator, LinearRegression):  # partial_fit exists for solver='sgd'
+            raise TypeError(f"fit_out_of_core trains with partial_fit, one chunk at a time, "
+                            f"which LinearRegression(solver={estimator.solver!r}) does not "
+                            f"have: set_params(solver='sgd') to train it by SGD, or fit the "
+                            f"closed form in memory")
         raise TypeError(f"{type(estimator).__name__} has no partial_fit")
     ours = isinstance(estimator, (SoftmaxRegression, LinearRegression))
     if ours:
@@ -341,6 +387,7 @@ def fit_out_of_core(estimator: _Estimator, X, y, *, classes=None,
     if epochs is None:
         epochs = getattr(estimator, "epochs", 1) if ours else 1
     epochs = C.positive_int("epochs", epochs)
+    X, y = _array(X, "X"), _array(y, "y")
     n = _rows_of(X, "X")
     if _rows_of(y, "y") != n:
         raise ValueError(f"y must have {n} rows (those of X), got {y.shape[0]}")
@@ -358,10 +405,15 @@ def fit_out_of_core(estimator: _Estimator, X, y, *, classes=None,
     elif is_regressor(estimator):
         _check_targets(y)
     rel = None if sample_weight is None else _relative_weights(sample_weight, n)
+    # For our estimators every epoch's block order is drawn first, to count the steps a
+    # schedule spans exactly (they depend on which chunk the shorter last block is in); the
+    # chunks' rows are not shuffled, so the orders are all that is drawn for the chunks.
+    orders = ([_block_order(layout, stream["shuffle"], stream["rng"]) for _ in range(epochs)]
+              if ours else [None] * epochs)
     with _fitting.unchanged_on_error(estimator):
-        total_steps = _start(estimator, n, layout, epochs) if ours else None
-        curve = [_epoch(estimator, X, others, stream, kw, ours, total_steps, rel)
-                 for _ in range(epochs)]
+        total_steps = _start(estimator, layout, orders) if ours else None
+        curve = [_epoch(estimator, X, others, dict(stream, order=o), kw, ours, total_steps,
+                        rel) for o in orders]
         if ours:
             estimator.n_iter_ = epochs
             estimator.loss_curve_ = curve
@@ -369,32 +421,21 @@ def fit_out_of_core(estimator: _Estimator, X, y, *, classes=None,
 
 
 def _chunk_rng(estimator, random_state, ours: bool) -> np.random.Generator:
-    """The generator of the chunk order: `random_state`, else one derived from the
-    estimator's own."""
+    """The generator of the chunk order: `random_state`, else (our estimators) one derived
+    from the estimator's own as fit derives its generator, in a stream of its own."""
     if random_state is None and ours:
-        rs = estimator.random_state
-        if isinstance(rs, int) and not isinstance(rs, bool):
-            random_state = np.random.default_rng([rs, 1])  # not the stream of the weights
-        elif isinstance(rs, np.random.Generator):
-            random_state = rs
-    return C.seed_or_rng("random_state", random_state)
+        return _fitting.rng_from(estimator.random_state, stream=1)  # not the weights' stream
+    return _fitting.rng_from(random_state)
 
 
-def _start(estimator, n: int, layout, epochs: int) -> int:
+def _start(estimator, layout, orders) -> int:
     """A fresh model (or, warm-starting, the current one with a new optimizer) for a run of
-    `epochs` epochs; returns its number of minibatches."""
-    warm = estimator.warm_start and hasattr(estimator, "_net")
-    if not warm:
-        estimator._forget()
-    # Minibatches per epoch when the chunks are the unshuffled groups of blocks (the
-    # shuffled groups differ by at most one minibatch per chunk): what a cosine schedule
-    # is stretched over.
-    rows = layout[3] * layout[4]
-    full, rest = divmod(n, rows)
-    B = estimator.batch_size
-    total_steps = epochs * (full * -(-rows // B) + -(-rest // B))
-    if warm:
+    epochs over the blocks in `orders`; returns its number of minibatches."""
+    total_steps = sum(_minibatches(layout, o, estimator.batch_size) for o in orders)
+    if estimator.warm_start and hasattr(estimator, "_net"):
         estimator._new_optimizer(total_steps)
+    else:
+        estimator._forget()
     return total_steps
 
 
