@@ -1259,7 +1259,7 @@ CLI_BAD = [
     ("linreg --seed -1", 2, r"argument --seed: expected a non-negative integer"),
     ("linreg --seed x", 2, r"argument --seed"),
     ("linreg --threads 0", 2, r"argument --threads"),
-    ("linreg --threads 100000", 1, r"num_threads must be a positive int \(at most 1024\)"),
+    ("linreg --threads 100000", 2, r"argument --threads: expected an integer from 1 to 1024"),
     ("linreg --lr 1e6 --examples 200", 1,
      r"fastshallow linreg: error: the training loss became NaN or infinite in epoch 1, "
      r"minibatch \d+"),

@@ -502,6 +502,24 @@ def test_partial_fit_after_a_decayed_schedule_says_so_and_follows_set_params(rng
         est.set_params(schedule="cosine").partial_fit(X, y)
 
 
+def test_an_estimator_pickled_before_the_schedule_was_recorded_follows_set_params(rng):
+    """A fitted estimator pickled by an earlier version has no record of the schedule its
+    optimizer was made from: it is the `schedule` it was pickled with, so set_params still
+    takes effect (as the refusal's message tells the user to do)."""
+    import pickle
+
+    X, y = blobs(rng)
+    est = SoftmaxRegression(schedule="cosine", random_state=0).fit(X, y)
+    del est._schedule_from  # as pickled before it existed
+    est = pickle.loads(pickle.dumps(est))
+    with pytest.raises(ValueError, match="partial_fit would not change the model"):
+        est.partial_fit(X, y)
+    before = learned(est)
+    est.set_params(schedule=None).partial_fit(X, y)
+    assert isinstance(est._opt.schedule, fs.optim.ConstantSchedule)
+    assert np.abs(est.coef_ - before["coef_"]).max() > 1e-4
+
+
 def test_a_stream_past_the_end_of_its_schedule_is_refused(rng):
     """CosineSchedule(total_steps=4) over calls of 3 steps each: the second call ends it (its
     last two steps at rate 0, as the schedule says), the third would only take steps at rate

@@ -480,6 +480,26 @@ def test_good_files_in_a_named_folder_are_the_ones_used_and_later_only_hashed(
         FashionMNIST(**kw)
 
 
+def test_a_named_file_changed_between_hash_and_decode_is_recorded_by_the_bytes_decoded(
+        synth, monkeypatch):
+    """The marker that lets the decoded cache serve a named folder's file names the hash of
+    the bytes actually decoded: a file replaced after it was hashed must not have its first
+    hash marked as verified (another file with those bytes would then skip verification)."""
+    s = synth
+    mine = s.tmp / "mine"
+    put(mine, good_gz(s))
+    file_hash = _download._file_sha256
+    # as if each file was replaced by other bytes between its hash and its decoding
+    monkeypatch.setattr(_download, "_file_sha256", lambda path: "0" * 64)
+    FashionMNIST(root=mine, download=False)
+    monkeypatch.setattr(_download, "_file_sha256", file_hash)
+    cache = _download.cache_dir()
+    for n in TRAIN:
+        spec = _download.FILES[n]
+        assert not _download._verified_marker(cache, spec, "0" * 64).exists(), n
+        assert _download._verified_marker(cache, spec, file_hash(mine / (n + ".gz"))).is_file()
+
+
 def test_fastshallow_data_naming_no_folder_is_an_error_as_for_root(synth, monkeypatch):
     s = synth
     good_copies_elsewhere(s)

@@ -335,6 +335,23 @@ def test_a_loss_that_returns_no_gradient_is_refused_before_any_update(rng, updat
     assert opt.num_steps == 0
 
 
+@pytest.mark.parametrize("fused", [None, False])
+def test_the_chapters_cross_entropy_on_raw_outputs_is_refused_before_any_update(rng, fused):
+    # fs.cross_entropy takes probabilities: on a layer's raw outputs -log(z) is no loss (and
+    # NaN for z < 0), so it sends no gradient back and training refuses it, naming the fix.
+    X = rng.standard_normal((40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    net = fs.nn.Dense(3, in_units=5, rng=0, bias_initializer=fs.init.Constant(1.0))
+    W0 = net.weight.data.copy()
+    opt = fs.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=r"no gradient.*SoftmaxCrossEntropyLoss\(\) \(on the "
+                                        r"network's raw outputs"):
+        fs.train(net, fs.load_array((X, y), 10), None, fs.cross_entropy, 2, opt, fused=fused,
+                 verbose=False, progress=False)
+    assert_bits_equal(net.weight.data, W0)
+    assert opt.num_steps == 0
+
+
 # -- arguments checked before anything changes ---------------------------------------------------
 
 class Open:

@@ -162,6 +162,7 @@ class Tensor(np.ndarray):
 
     grad_fn: Optional[Callable[[Optional[np.ndarray]], None]] = None
     _takes_none = False  # grad_fn accepts None for all ones (see _tensor)
+    _probabilities = False  # made by scratch.softmax (see scratch.cross_entropy)
 
     def __array_wrap__(self, arr, context=None, return_scalar=False):
         # Results of arithmetic are new values with no way back: return plain arrays.

@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from ._config import MAX_THREADS, usable_cpus
+
 
 def _arg(convert, ok, expected: str):
     """An argparse `type`: `convert` the text, then require `ok(value)`; errors say what was
@@ -30,6 +32,8 @@ _positive_int = _arg(int, lambda v: v > 0, "a positive integer")
 _positive_float = _arg(float, lambda v: v > 0 and np.isfinite(v), "a positive finite number")
 _fraction = _arg(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 _seed = _arg(int, lambda v: v >= 0, "a non-negative integer")
+# The kernels' own limit, as a usage error here rather than a failure after the warnings
+_threads = _arg(int, lambda v: 0 < v <= MAX_THREADS, f"an integer from 1 to {MAX_THREADS}")
 
 
 # Drawn by `train` unless told otherwise, and then only when matplotlib is installed: the
@@ -65,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     lr.add_argument("--seed", metavar="N", type=_seed, default=0,
                     help="seed of the data, the shuffling and the initial weights "
                     "(default: %(default)s)")
-    lr.add_argument("--threads", metavar="N", type=_positive_int, default=None, help=_THREADS_HELP)
+    lr.add_argument("--threads", metavar="N", type=_threads, default=None, help=_THREADS_HELP)
 
     tr = command("train", "train softmax regression on Fashion-MNIST (the book's section 3.7), "
                  "print the loss and accuracies of every epoch, and draw training.png and "
@@ -94,11 +98,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="minibatch size (default: %(default)s)")
     tr.add_argument("--seed", metavar="N", type=_seed, default=0,
                     help="seed of the initial weights and the shuffling (default: %(default)s)")
-    tr.add_argument("--threads", metavar="N", type=_positive_int, default=None, help=_THREADS_HELP)
+    tr.add_argument("--threads", metavar="N", type=_threads, default=None, help=_THREADS_HELP)
     tr.add_argument("--data-dir", metavar="DIR", default=None,
-                    help="folder holding the four Fashion-MNIST .gz files (default: search "
-                    "$FASTSHALLOW_DATA, the cache, /usr/share/datasets/fashion-mnist, then "
-                    "download)")
+                    help="the folder holding the four Fashion-MNIST .gz files, the only place "
+                    "then read (default: the folder $FASTSHALLOW_DATA names, else the user cache, "
+                    "/usr/share/datasets/fashion-mnist, then a download)")
     tr.add_argument("--plot", metavar="PATH", default=None,
                     help="training-curve image (.png, .svg or another format matplotlib "
                     "writes), rewritten at most once a second and at the end; '' for none "
@@ -119,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--repeats", metavar="N", type=_positive_int, default=3,
                     help="timed runs of each contender, of which the median is shown "
                     "(default: %(default)s)")
-    bn.add_argument("--threads", metavar="N", type=_positive_int, default=None, help=_THREADS_HELP)
+    bn.add_argument("--threads", metavar="N", type=_threads, default=None, help=_THREADS_HELP)
     bn.add_argument("--no-torch", action="store_true",
                     help="leave PyTorch out (it is left out anyway when not installed)")
     bn.add_argument("--no-dataloader", action="store_true",
@@ -294,8 +298,6 @@ def _train(args) -> int:
 def _warn_about_threads(args) -> None:
     """More threads than CPUs cannot change the results (they are bit-identical for any count),
     only take turns on the CPUs: many times slower, and without this, without a word."""
-    from ._config import usable_cpus
-
     cpus = usable_cpus()
     if getattr(args, "threads", None) and args.threads > cpus:
         print(f"fastshallow {args.command}: warning: --threads {args.threads} is more than the "

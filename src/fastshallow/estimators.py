@@ -152,6 +152,13 @@ class _SGDMixin:
     _STATE = ("_net", "_opt", "_schedule_from", "_rng", "_y_ndim", "coef_", "intercept_",
               "classes_", "n_features_in_", "feature_names_in_", "n_iter_", "loss_curve_")
 
+    def __setstate__(self, state: dict) -> None:
+        # Pickled before _schedule_from existed: the optimizer's schedule was made from the
+        # `schedule` the estimator was pickled with.
+        if "_opt" in state and "_schedule_from" not in state:
+            state = dict(state, _schedule_from=state.get("schedule"))
+        super().__setstate__(state)
+
     def _forget(self) -> None:
         """Drop everything learned: the next partial_fit starts a new model."""
         for name in self._STATE:
@@ -191,8 +198,7 @@ class _SGDMixin:
         goes on counting across partial_fit calls, as scikit-learn's SGD estimators do."""
         opt = self._opt
         opt.lr, opt.momentum, opt.weight_decay = self.lr, self.momentum, self.weight_decay
-        # (an estimator pickled before _schedule_from existed keeps its schedule)
-        new, was = self.schedule, getattr(self, "_schedule_from", self.schedule)
+        new, was = self.schedule, self._schedule_from
         if not (new is was or (isinstance(new, str) and new == was)):
             opt.schedule = self._schedule(None)  # 'cosine' is refused: only fit knows its length
             opt.num_steps = 0

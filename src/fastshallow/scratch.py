@@ -132,7 +132,9 @@ def softmax(X) -> np.ndarray:
         with np.errstate(invalid="ignore", over="ignore"):
             upstream(P * (G - (G * P).sum(axis=-1, keepdims=True)))
 
-    return _tensor(P, backward)
+    out = _tensor(P, backward)
+    out._probabilities = True  # what cross_entropy may send a gradient back through
+    return out
 
 
 def cross_entropy(y_hat, y) -> np.ndarray:
@@ -143,7 +145,9 @@ def cross_entropy(y_hat, y) -> np.ndarray:
 
     On a Tensor from :func:`softmax` it returns a Tensor whose backward sends
     ``-g_i / y_hat[i, y_i]`` to the picked probabilities; on anything else, a plain array."""
-    upstream = _upstream(y_hat)
+    # Only softmax's probabilities: on a layer's raw outputs -log(z) is no loss at all, and
+    # the plain array returned then is refused by the training loops before any update.
+    upstream = _upstream(y_hat) if getattr(y_hat, "_probabilities", False) else None
     P = C.as_array("y_hat", y_hat, ndim=2)
     labels = C.as_labels("y", y, n_classes=P.shape[1], length=P.shape[0])
     rows = np.arange(P.shape[0])
@@ -157,7 +161,7 @@ def cross_entropy(y_hat, y) -> np.ndarray:
         dP = np.zeros_like(P)
         # A probability that underflowed to 0 sends -inf back, as the chapter's version would:
         # the loss is inf already and the training loop stops on it.
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 too: a zero g
             dP[rows, labels] = -(1 if g is None else g) / picked
         upstream(dP)
 

@@ -24,8 +24,8 @@ ever written to; ``root``, ``$FASTSHALLOW_DATA`` and the system folders are only
 Decoding 26 MB of gzip takes a third of a second, so the decoded arrays are also kept in the user
 cache as ``.npy`` files named after the sha256 of the content they hold: a later load memory-maps
 them in a millisecond, and a change of the expected content (a new table) can never pick up a stale
-one.  A named folder's file is served from them only when its bytes hash (a fortieth of the time of
-decoding) to those of a file verified before, recorded by an empty marker file in the cache.
+one.  A named folder's file is served from them only when its bytes hash (about a fourteenth of the
+time of decoding) to those of a file verified before, recorded by an empty marker file in the cache.
 """
 from __future__ import annotations
 
@@ -99,17 +99,18 @@ TIMEOUT = 30.0
 _CHUNK = 1 << 16
 # mkstemp creates files only the owner can read; cached data is not secret.
 _FILE_MODE = 0o644
-_HOW_TO_GET = (
+_GET_FILES = (
     "To get the data: install Debian's package (`sudo apt-get install dataset-fashion-mnist`, "
     "which puts the files in /usr/share/datasets/fashion-mnist), or copy the four files "
     "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
     "t10k-labels-idx1-ubyte.gz (from https://github.com/zalandoresearch/fashion-mnist) into a "
-    "folder and pass it as root=... or name it in the FASTSHALLOW_DATA environment variable, or, "
-    "with internet access, let it download them (download=True)."
+    "folder and pass it as root=... or name it in the FASTSHALLOW_DATA environment variable"
 )
+# A named folder is never downloaded into: the download clause is for the default places only.
+_HOW_TO_GET = _GET_FILES + ", or, with internet access, let it download them (download=True)."
 # What to do instead of naming a folder, by how it was named.
-_INSTEAD = {"root=": "use root=None to search $FASTSHALLOW_DATA, the user cache and Debian's "
-                     "folder, then download",
+_INSTEAD = {"root=": "use root=None to read the folder $FASTSHALLOW_DATA names or, when it is "
+                     "not set, to search the user cache and Debian's folder, then download",
             "$FASTSHALLOW_DATA": "unset FASTSHALLOW_DATA to search the user cache and Debian's "
                                  "folder, then download"}
 ROOT_HINT = "root= names the folder holding the Fashion-MNIST files; " + _INSTEAD["root="]
@@ -432,10 +433,11 @@ def load_files(names, root=None, download: bool = True) -> Tuple[Dict[str, np.nd
 def _load_named(names, what: str, folder: Path, cache: Path):
     """:func:`load_files` from the one folder the user named by `what`: its files, or an error.
 
-    Each file is hashed first (a fortieth of the time of decoding it): when a file of exactly
-    these bytes was verified before, the decoded cache holds its arrays and serves them, the
-    source reading "<file> (same bytes as verified before; decoded cache)".  Any other file is
-    decoded and verified in full.  A missing or bad file is never replaced by another copy:
+    Each file is hashed first (about a fourteenth of the time of decoding it): when a file of
+    exactly these bytes was verified before, the decoded cache holds its arrays and serves
+    them, the source reading "<file> (same bytes as verified before; decoded cache)".  Any
+    other file is decoded and verified in full.  Where both ``<name>.gz`` and ``<name>`` are
+    there, the ``.gz`` is the one read.  A missing or bad file is never replaced by another copy:
     one error names each (DataFileError when some are bad, else DatasetNotFoundError)."""
     arrays: Dict[str, np.ndarray] = {}
     sources: Dict[str, str] = {}
@@ -483,7 +485,7 @@ def _named_unusable(what, folder, missing, bad) -> Exception:
     lines.append(f"A folder you name is the only place read, so that no other copy is used "
                  f"unseen: put good copies of these files there, or {_INSTEAD[what]}.")
     if missing:
-        lines.append(_HOW_TO_GET)
+        lines.append(_GET_FILES + ".")
     msg = "\n".join(lines)
     if bad:
         return DataFileError(bad[0].path, bad[0].reason, message=msg)

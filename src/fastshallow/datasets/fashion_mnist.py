@@ -101,7 +101,8 @@ class FashionMNIST:
     """Fashion-MNIST: 28x28 grayscale images of 10 kinds of clothing, 60000 for training and
     10000 for testing, 6000 / 1000 of each class.
 
-    Where the files (``<name>.gz``, or uncompressed) are read from:
+    Where the files (``<name>.gz``, or uncompressed; the ``.gz`` when both are there) are
+    read from:
 
     * a folder you name -- `root`, else ``$FASTSHALLOW_DATA`` -- is the only place read.  It
       must exist and hold good copies of the split's two files: a missing or bad file there is
