@@ -787,6 +787,18 @@ BAD = [
     ("Uniform scale < 0", lambda c: init.Uniform(-0.1), ValueError, r"scale must be >= 0"),
     ("Constant NaN", lambda c: init.Constant(NAN), ValueError, r"value must be finite"),
     ("Constant str", lambda c: init.Constant("1"), TypeError, r"value must be a real number"),
+    ("Normal rng None", lambda c: init.Normal()((2, 3), np.float32, None), TypeError,
+     r"rng must be a numpy Generator \(e\.g\. np\.random\.default_rng\(0\)\), got NoneType"),
+    ("Xavier rng seed", lambda c: init.Xavier()((2, 3), np.float32, 0), TypeError,
+     r"rng must be a numpy Generator"),
+    ("Uniform rng None", lambda c: init.Uniform()((2,), np.float64, None), TypeError,
+     r"rng must be a numpy Generator"),
+    ("Normal dtype int8", lambda c: init.Normal()((2,), "int8", np.random.default_rng(0)),
+     TypeError, r"dtype must be float32 or float64, got int8"),
+    ("Xavier dtype int", lambda c: init.Xavier()((2, 2), int, np.random.default_rng(0)),
+     TypeError, r"dtype must be float32 or float64, got int64"),
+    ("Constant dtype int8", lambda c: init.Constant(0.5)((2,), "int8", None), TypeError,
+     r"dtype must be float32 or float64, got int8"),
     ("seed -1", lambda c: fs.seed(-1), TypeError, r"seed must be None, a non-negative int"),
     # training: fs.train, fs.train_epoch, evaluate_accuracy, evaluate_loss, predict
     ("train epochs -1", lambda c: train_call(epochs=-1), ValueError,
@@ -840,6 +852,8 @@ BAD = [
      ValueError, r"X must have 2 features"),
     ("evaluate_loss not pairs", lambda c: fs.evaluate_loss(dense(1), [X42], losses.L2Loss()),
      TypeError, r"the data iterator must yield \(X, y\) pairs"),
+    ("evaluate_accuracy list of 3", lambda c: fs.evaluate_accuracy(dense(), [[X42, [0] * 4, 1]]),
+     TypeError, r"the data iterator must yield \(X, y\) pairs, got list of 3 items"),
     ("predict n 0", lambda c: fs.predict(dense(), [(f64(4, 2), [0] * 4)], n=0), ValueError,
      r"n must be > 0"),
     ("predict n str", lambda c: fs.predict(dense(), [(f64(4, 2), [0] * 4)], n="3"), TypeError,
@@ -1229,6 +1243,16 @@ ACCEPTED = [
         fs.accuracy(np.array([0.9, 1.1, 1.0]), [0, 1, 1]) == 1.0 or pytest.fail("0.9 != 0"),
         fs.accuracy(np.array([1, 0]), np.array([1.0, 0.0])) == 2.0 or pytest.fail("ints")]),
     ("scratch softmax of ints", lambda t: _close(fs.softmax([[0, 0]]), [[0.5, 0.5]])),
+    ("Xavier without fans", lambda t: [
+        init.Xavier()(shape, np.float32, np.random.default_rng(0)).shape == shape
+        or pytest.fail(str(shape)) for shape in ((0, 0), (0, 3, 0))]),
+    # torch's DataLoader yields [X, y] lists: taken as the training loop takes them
+    ("evaluate list batches", lambda t: (lambda net, y: [
+        fs.evaluate_accuracy(net, [[X42, y]]) == fs.evaluate_accuracy(net, [(X42, y)])
+        or pytest.fail("accuracy"),
+        fs.evaluate_loss(net, [[X42, y]], losses.SoftmaxCrossEntropyLoss())
+        == fs.evaluate_loss(net, [(X42, y)], losses.SoftmaxCrossEntropyLoss())
+        or pytest.fail("loss")])(dense(), np.array([0, 1, 2, 1]))),
     ("set_num_threads numpy int", lambda t: (fs.set_num_threads(np.int64(1)),
                                              fs.set_num_threads(None))),
 ]

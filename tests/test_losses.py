@@ -84,6 +84,17 @@ def test_l2_bad_targets(rng):
         L2Loss()(np.zeros((2, 1)), ["a", "b"])
 
 
+@pytest.mark.parametrize("loss", [L2Loss(), HuberLoss(0.5)])
+def test_targets_of_other_rows_are_refused(loss):
+    """A transposed target has y_hat's size: read in y_hat's shape, it would pair values of
+    different examples (a (3, 2) arange against its (2, 3) reshape gave losses of 0)."""
+    P, Y = np.arange(6.0).reshape(3, 2), np.arange(6.0).reshape(2, 3)
+    for p, y in ((P, Y), (np.zeros((4, 1)), np.zeros((1, 4))), (tensor(P, lambda G: None), Y)):
+        with pytest.raises(ValueError, match=r"y must have one target per prediction, row by "
+                                             r"row: y_hat has shape"):
+            loss(p, y)
+
+
 def test_scalar_prediction_is_refused():
     # losses are per example: a 0-d prediction has no batch dimension (losses.py says so)
     with pytest.raises(ValueError, match="batch dimension"):

@@ -3,6 +3,7 @@ information-theory quantities, closed-form least squares, Timer / Accumulator, s
 ArrayDataset and DataLoader."""
 from __future__ import annotations
 
+import re
 import time
 import warnings
 
@@ -53,6 +54,21 @@ def test_linreg_and_squared_loss_values_and_gradients(rng):
     R = X @ w.data + 0.7 - y[:, None]
     np.testing.assert_allclose(w.grad, X.T @ R, rtol=1e-12)
     np.testing.assert_allclose(b.grad, R.sum(0), rtol=1e-12)
+
+
+def test_squared_loss_takes_one_target_per_row_and_refuses_other_rows(rng):
+    yhat = rng.normal(size=(4, 1))
+    for y in (rng.normal(size=4), rng.normal(size=(4, 1))):  # the book passes either
+        np.testing.assert_array_equal(fs.squared_loss(yhat, y),
+                                      (yhat - y.reshape(4, 1)) ** 2 / 2)
+        np.testing.assert_array_equal(fs.squared_loss(yhat[:, 0], y),
+                                      (yhat[:, 0] - y.reshape(4)) ** 2 / 2)
+    # of y_hat's size, but transposed: read in y_hat's shape it pairs other examples' values
+    for P, Y in ((np.arange(6.0).reshape(3, 2), np.arange(6.0).reshape(2, 3)),
+                 (yhat, yhat.reshape(1, 4))):
+        with pytest.raises(ValueError, match=r"y must have one target per prediction, row by "
+                                             rf"row: y_hat has shape {re.escape(str(P.shape))}"):
+            fs.squared_loss(P, Y)
 
 
 def test_linreg_with_vector_w_and_scalar_bias_for_several_outputs(rng):
@@ -186,6 +202,20 @@ def test_accuracy_counts():
     assert fs.accuracy(np.array([1, 0]), np.array([1.0, 0.0])) == 2.0
 
 
+def test_accuracy_refuses_shapes_it_would_flatten():
+    with pytest.raises(ValueError, match=r"y_hat must be class scores \(n, classes\) or "
+                                         r"labels \(n,\), got shape \(2, 3, 4\)"):
+        fs.accuracy(np.zeros((2, 3, 4)), np.zeros(24))
+    for y in (np.zeros((2, 2)), np.zeros((1, 4)), np.zeros((4, 1, 1))):
+        with pytest.raises(ValueError, match=rf"y must hold one label per row, shape \(n,\) "
+                                             rf"or \(n, 1\), got shape {re.escape(str(y.shape))}"):
+            fs.accuracy(np.zeros((4, 3)), y)
+    # one label per row, as a column too; label values that are no class are misses
+    S = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    assert fs.accuracy(S, np.array([[1], [0], [0], [0]])) == 3.0
+    assert fs.accuracy(S, np.array([1.0, -0.0, 1.5, -1])) == 2.0
+
+
 def test_accuracy_on_random_scores(rng):
     S = rng.normal(size=(50, 4))
     y = rng.integers(0, 4, 50)
@@ -208,6 +238,17 @@ def test_entropy_known_values():
         assert fs.kl_divergence(onehot, u) == pytest.approx(np.log(k), rel=1e-14)
         assert fs.kl_divergence(u, u) == 0.0
     assert fs.entropy([0.5, 0.25, 0.25]) == pytest.approx(1.5 * np.log(2), rel=1e-14)
+
+
+def test_kl_divergence_is_never_negative_and_entropy_never_minus_zero():
+    # q within rounding of p: the terms' rounding sums to about -3e-17 unclamped
+    kl = fs.kl_divergence([0.3, 0.7], [0.3 + 1e-12, 0.7 - 1e-12])
+    assert kl >= 0
+    kl = fs.kl_divergence(np.array([[0.3, 0.7]] * 3), np.array([[0.3 + 1e-12, 0.7 - 1e-12]] * 3))
+    assert (kl >= 0).all()
+    for p in ([0, 1, 0], [[1.0, 0.0], [0.0, 1.0]]):
+        H = np.asarray(fs.entropy(p))
+        assert (H == 0).all() and not np.signbit(H).any()
 
 
 def test_information_identities_on_random_distributions(rng):
@@ -590,6 +631,25 @@ def test_dataloader_over_a_plain_sequence():
     np.testing.assert_array_equal(yb, [0, 1, 2])
 
 
+def test_dataloader_refuses_a_tuple_of_arrays_for_the_dataset():
+    """(X, y) is a dataset's arrays, not a dataset: indexed, it would give whole arrays as
+    examples (one batch of shape (2, 10, 1)), or NumPy's 'all input arrays must have the same
+    shape'."""
+    X, y = np.zeros((10, 1)), np.zeros((10, 1))
+    for arrays in ((X, y), (X, y[:, 0]), (X,)):
+        with pytest.raises(TypeError, match=r"dataset must be a dataset \(one example per "
+                                            r"index\), got a tuple of .* use "
+                                            r"fs\.load_array\(\(X, y\), batch_size\) or "
+                                            r"fs\.DataLoader\(fs\.ArrayDataset\(X, y\), "
+                                            r"batch_size\)"):
+            fs.DataLoader(arrays, 4)
+    # a list of examples (pairs, or single arrays such as images), and an empty one, are
+    # datasets
+    assert len(fs.DataLoader([(X[i], y[i]) for i in range(10)], 4)) == 3
+    assert [b.shape for b in fs.DataLoader(list(X), 4)] == [(4, 1), (4, 1), (2, 1)]
+    assert len(fs.DataLoader([], 4)) == 0
+
+
 @pytest.mark.parametrize("bs, exc", [(0, ValueError), (-1, ValueError), (2.5, TypeError),
                                      ("4", TypeError), (None, TypeError), (True, TypeError)])
 def test_dataloader_bad_batch_size(bs, exc):
@@ -623,6 +683,14 @@ def test_array_dataset_checks():
     assert len(ds) == 5
     x, y = ds[2]
     assert x.shape == (2,) and y == 2
+
+
+@pytest.mark.parametrize("flag", ["no", "False", 2, None])
+def test_array_dataset_check_finite_must_be_a_bool(flag):
+    with pytest.raises(TypeError, match=r"check_finite must be True or False"):
+        fs.ArrayDataset(np.array([np.nan]), check_finite=flag)
+    ds = fs.ArrayDataset(np.array([np.nan]), check_finite=np.False_)
+    assert np.isnan(ds.arrays[0][0])
 
 
 def test_array_dataset_refuses_a_scalar():

@@ -289,6 +289,20 @@ def test_evaluate_accuracy_compiled_count_compares_labels_as_values(rng, monkeyp
         assert fs.evaluate_accuracy(net, fs.DataLoader(fs.ArrayDataset(X, pred), 16)) == 1.0
 
 
+def test_evaluate_accuracy_takes_one_label_per_row_on_both_paths(rng):
+    """Labels (n, 1) are counted by the compiled path as (n,) are; labels of another shape,
+    which the compiled count would flatten, are refused as accuracy() refuses them."""
+    X = rng.standard_normal((40, 5)).astype(np.float32)
+    net = fs.nn.Dense(3)
+    net(X[:1])
+    y = rng.integers(0, 3, 40)
+    flat = fs.evaluate_accuracy(net, fs.DataLoader(fs.ArrayDataset(X, y), 16))
+    assert fs.evaluate_accuracy(net, fs.DataLoader(fs.ArrayDataset(X, y[:, None]), 16)) == flat
+    for labels in (y.reshape(40, 1, 1), np.stack([y, y], axis=1)):
+        with pytest.raises(ValueError, match=r"y must hold one label per row"):
+            fs.evaluate_accuracy(net, fs.DataLoader(fs.ArrayDataset(X, labels), 16))
+
+
 def test_train_epoch_returns_loss_and_accuracy(rng):
     X, y = blobs(rng)
     it = fs.DataLoader(fs.ArrayDataset(X, y), 64, shuffle=True, seed=0)

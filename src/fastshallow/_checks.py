@@ -48,8 +48,12 @@ def as_array(name: str, a, *, ndim: int | tuple | None = None, dtypes=FLOAT_DTYP
     if dtype is not None:
         arr = np.asarray(arr, dtype=dtype, order="C")
     elif dtypes is not None and arr.dtype not in dtypes:
-        names = " or ".join(str(d) for d in dtypes)
-        raise TypeError(f"{name} must have dtype {names}, got {arr.dtype}")
+        if native(arr.dtype) not in dtypes:
+            names = " or ".join(str(d) for d in dtypes)
+            raise TypeError(f"{name} must have dtype {names}, got {arr.dtype}")
+        # Byte-swapped ('>f8'): the same numbers, which the kernels read only in native order.
+        # The array is only read, so a native copy serves (as elsewhere in the library).
+        arr = np.asarray(arr, dtype=native(arr.dtype), order="C")
     else:
         arr = np.asarray(arr, order="C")
     if not arr.flags.aligned:  # (np.frombuffer at an odd offset) C reads it as its type: copy
@@ -68,6 +72,19 @@ def as_array(name: str, a, *, ndim: int | tuple | None = None, dtypes=FLOAT_DTYP
     return arr
 
 
+def _swapped(name: str, dt: np.dtype, allowed, use: str) -> str | None:
+    """The refusal of a byte-swapped float whose native type is `allowed` for an array the
+    kernels write, or None for any other dtype.  It holds the right numbers, but a native copy
+    would leave the caller's array unchanged, so it cannot be converted as inputs are."""
+    if dt.isnative or native(dt) not in allowed:
+        return None
+    want = " or ".join(str(d) for d in allowed)
+    order = "big-endian" if dt.byteorder == ">" else "little-endian"
+    return (f"{name} must be native {want}: byte-swapped ({order}) {native(dt)} is not native: "
+            f"{name} is {use}, so it cannot be converted here; convert it once with "
+            f".astype({str(native(dt))!r}) and pass that")
+
+
 def as_out(name: str, out, shape: tuple, dtype, inputs=()) -> np.ndarray:
     """A caller-supplied output buffer: exact shape and dtype, C-contiguous, writeable, and not
     sharing memory with any input (the kernels read inputs while they write outputs)."""
@@ -76,7 +93,8 @@ def as_out(name: str, out, shape: tuple, dtype, inputs=()) -> np.ndarray:
     if out.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
     if out.dtype != np.dtype(dtype):
-        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
+        raise TypeError(_swapped(name, out.dtype, (np.dtype(dtype),), "written")
+                        or f"{name} must have dtype {np.dtype(dtype)}, got {out.dtype}")
     if not (out.flags.c_contiguous and out.flags.aligned):
         raise ValueError(f"{name} must be C-contiguous and aligned to its element size")
     if not out.flags.writeable:
@@ -92,7 +110,8 @@ def as_writeable(name: str, a, dtypes=FLOAT_DTYPES) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy array (it is updated in place), got {_describe(a)}")
     if a.dtype not in dtypes:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+        raise TypeError(_swapped(name, a.dtype, dtypes, "updated in place")
+                        or f"{name} must have dtype float32 or float64, got {a.dtype}")
     if not (a.flags.c_contiguous and a.flags.aligned):
         raise ValueError(f"{name} must be C-contiguous and aligned to its element size (it is "
                          "updated in place)")
@@ -122,6 +141,17 @@ def parameter_buffers(name: str, data: np.ndarray, grad: np.ndarray) -> None:
                          f"{data.shape}")
     if not (grad.flags.c_contiguous and grad.flags.aligned):
         raise ValueError(f"the gradient of {name!r} must be C-contiguous and aligned")
+
+
+def same_rows(name: str, shape: tuple, ref_name: str, ref_shape: tuple) -> None:
+    """Raise unless `shape` has `ref_shape`'s rows (first axis) and as many values in each:
+    targets of shape (n,) and (n, 1) fit (n, 1) and (n,) predictions, but a transposed array
+    of the same size, read in the predictions' shape, would pair values of different
+    examples.  Two arrays without values pair nothing, whatever their shapes."""
+    if (shape[:1] != ref_shape[:1] or math.prod(shape[1:]) != math.prod(ref_shape[1:])) and (
+            math.prod(shape) or math.prod(ref_shape)):
+        raise ValueError(f"{name} must have one target per prediction, row by row: {ref_name} "
+                         f"has shape {ref_shape}, {name} has shape {shape}")
 
 
 def as_labels(name: str, y, n_classes: int | None = None, length: int | None = None) -> np.ndarray:

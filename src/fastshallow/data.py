@@ -147,6 +147,7 @@ class ArrayDataset(BatchDataset):
     def __init__(self, *arrays, check_finite: bool = True):
         if not arrays:
             raise ValueError("ArrayDataset needs at least one array")
+        check_finite = C.boolean("check_finite", check_finite)  # "no" would be truthy
         self.arrays = []
         for i, a in enumerate(arrays):
             arr = C.as_array(f"arrays[{i}]", a, dtypes=None, finite=check_finite)
@@ -226,16 +227,27 @@ class ArrayDataset(BatchDataset):
 class DataLoader:
     """Minibatches of a dataset: a new seeded permutation every epoch when `shuffle`.
 
-    `len()` is the number of batches.  Batches come as tuples of arrays (a dataset of one array
-    gives bare arrays).  `seed` makes the sequence of permutations reproducible; None draws
-    fresh entropy.  `num_workers` is accepted for compatibility with the book and ignored: the
-    compiled gather is faster than worker processes would be."""
+    `dataset`: one example per index (an :class:`ArrayDataset`, or any object with ``__len__``
+    and ``__getitem__``, such as a list of examples); a tuple of arrays such as ``(X, y)`` is
+    refused, as :func:`load_array` takes those.  `len()` is the number of batches.  Batches come as tuples
+    of arrays (a dataset of one array gives bare arrays).  `seed` makes the sequence of
+    permutations reproducible; None draws fresh entropy.  `num_workers` is accepted for
+    compatibility with the book and ignored: the compiled gather is faster than worker
+    processes would be."""
 
     def __init__(self, dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
                  seed=None, num_workers: int = 0):
         if not hasattr(dataset, "__len__") or not (hasattr(dataset, "__getitem__")
                                                    or hasattr(dataset, "get_batch")):
             raise TypeError(f"dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
+        if _is_arrays(dataset):
+            shapes = ", ".join(str(np.shape(a)) for a in dataset[:4])
+            more = ", ..." if len(dataset) > 4 else ""
+            raise TypeError(
+                f"dataset must be a dataset (one example per index), got a "
+                f"{type(dataset).__name__} of {len(dataset)} arrays of shapes {shapes}{more}"
+                ": for arrays such as (X, y) use fs.load_array((X, y), batch_size) or "
+                "fs.DataLoader(fs.ArrayDataset(X, y), batch_size)")
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -293,6 +305,15 @@ class DataLoader:
                 yield get_batch(idx)
             else:
                 yield _collate([self.dataset[int(i)] for i in idx])
+
+
+def _is_arrays(dataset) -> bool:
+    """Whether `dataset` is a tuple of arrays (things with a shape of at least one axis): the
+    likely mistake of passing a dataset's arrays, (X, y) as load_array takes them, for the
+    dataset, which indexed would give whole arrays as examples.  A list -- of examples, such
+    as images or (x, y) pairs -- is a dataset."""
+    return (isinstance(dataset, tuple) and len(dataset) > 0
+            and all(len(getattr(a, "shape", ())) > 0 for a in dataset))
 
 
 def _collate(items: Sequence):

@@ -19,8 +19,12 @@ def _batches(data_iter):
         raise TypeError(f"the data iterator must be an iterable of (X, y) pairs (such as a "
                         f"DataLoader), got {type(data_iter).__name__}")
     for batch in data_iter:
-        if not isinstance(batch, tuple) or len(batch) != 2:
-            raise TypeError("the data iterator must yield (X, y) pairs")
+        # a list too, as the training loop takes: torch's DataLoader yields [X, y]
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise TypeError("the data iterator must yield (X, y) pairs, got "
+                            f"{type(batch).__name__}"
+                            + (f" of {len(batch)} items" if isinstance(batch, (tuple, list))
+                               else ""))
         yield batch
 
 
@@ -59,6 +63,8 @@ def _fast_rows(net, data_iter) -> Optional[tuple]:
     if fast is None or len(data_iter.dataset) != len(fast[1]):
         return None
     dense, X, y, scale = fast
+    if np.ndim(y) > 2 or (np.ndim(y) == 2 and np.shape(y)[1] != 1):
+        return None  # not one label per row: accuracy() says so, as the batch loop runs it
     labels = _fused.label_codes(y)
     if labels is None or len(labels) != len(X):
         return None

@@ -25,6 +25,15 @@ class Initializer:
         return f"{type(self).__name__}({args})"
 
 
+def _checked(dtype, rng=False) -> np.dtype:
+    """`dtype` as float32 or float64, refusing others (values cast to int8 would quietly be
+    zeros), and `rng`, unless False (an initializer that draws nothing), as a numpy Generator."""
+    if rng is not False and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator (e.g. np.random.default_rng(0)), got "
+                        f"{C._describe(rng)}")
+    return C.float_dtype("dtype", dtype)
+
+
 class Normal(Initializer):
     """Samples of N(0, sigma^2); the book's default for weights is sigma = 0.01."""
 
@@ -32,6 +41,7 @@ class Normal(Initializer):
         self.sigma = C.real("sigma", sigma, low=0.0)
 
     def __call__(self, shape, dtype, rng):
+        dtype = _checked(dtype, rng)
         return rng.normal(0.0, self.sigma, shape).astype(dtype)
 
 
@@ -42,6 +52,7 @@ class Uniform(Initializer):
         self.scale = C.real("scale", scale, low=0.0)
 
     def __call__(self, shape, dtype, rng):
+        dtype = _checked(dtype, rng)
         return rng.uniform(-self.scale, self.scale, shape).astype(dtype)
 
 
@@ -49,8 +60,10 @@ class Xavier(Initializer):
     """Glorot uniform: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
 
     def __call__(self, shape, dtype, rng):
+        dtype = _checked(dtype, rng)
         fan_in, fan_out = (shape[0], shape[-1]) if len(shape) > 1 else (shape[0], 1)
-        a = float(np.sqrt(6.0 / (fan_in + fan_out)))
+        # no fans, no values: the bound does not matter
+        a = float(np.sqrt(6.0 / (fan_in + fan_out))) if fan_in + fan_out else 0.0
         return rng.uniform(-a, a, shape).astype(dtype)
 
 
@@ -61,7 +74,7 @@ class Constant(Initializer):
         self.value = C.real("value", value)
 
     def __call__(self, shape, dtype, rng):
-        return np.full(shape, self.value, dtype)
+        return np.full(shape, self.value, _checked(dtype))
 
 
 class Zeros(Constant):

@@ -197,7 +197,8 @@ def gather_rows(src, indices, out=None, scale: float | None = None, *, dtype=Non
     if out is not None:
         if not isinstance(out, np.ndarray):
             raise TypeError(f"out must be a numpy array, got {C._describe(out)}")
-        odt = C.float_dtype("out's dtype", out.dtype)
+        # native: a byte-swapped float out is then refused by as_out, saying why
+        odt = C.float_dtype("out's dtype", C.native(out.dtype))
     elif dtype is not None:
         odt = C.float_dtype("dtype", dtype)
     else:
@@ -228,10 +229,21 @@ def regression_loss(y_hat, y, *, delta: float | None = None,
     (``0.5 * d**2`` where ``|d| <= delta``, ``delta * (|d| - delta / 2)`` beyond) -- averaged
     over each example's outputs, and its gradient with respect to `y_hat`.
 
-    `y_hat` is (n, ...) float32 or float64; `y` holds one target per prediction and is read in
-    `y_hat`'s shape and dtype.  Returns ``(loss (n,), grad)`` with grad shaped like `y_hat`."""
+    `y_hat` is (n, ...) float32 or float64; `y` holds one target per prediction -- n rows of
+    as many values as y_hat's, so (n,) and (n, 1) are alike -- and is read in `y_hat`'s shape
+    and dtype.  Returns ``(loss (n,), grad)`` with grad shaped like `y_hat`."""
     if delta is not None:
         delta = C.huber_delta(delta)
+    # Before the compiled path, which takes any y of y_hat's size.  The book's loop comes here
+    # every minibatch, so the usual fits -- the same shape, or the same rows and size ((n,)
+    # against (n, 1)) -- are recognized in a few tests; other inputs are checked below.
+    try:
+        ys, ps = y.shape, y_hat.shape
+    except AttributeError:
+        pass
+    else:
+        if ps and ys != ps and (not ys or ys[0] != ps[0] or y.size != y_hat.size):
+            C.same_rows("y", ys, "y_hat", ps)
     if num_threads is None:  # recognized in compiled code when already exactly right
         res = _k().regression_loss_if_plain(y_hat, y, delta is not None,
                                             0.0 if delta is None else delta, get_num_threads(),
@@ -243,9 +255,7 @@ def regression_loss(y_hat, y, *, delta: float | None = None,
         raise ValueError("y_hat must have a batch dimension, got a scalar")
     T = y if (type(y) is np.ndarray and y.dtype == P.dtype and y.flags.c_contiguous) else \
         C.as_array("y", y, dtype=P.dtype)
-    if T.size != P.size:
-        raise ValueError(f"y must have one target per prediction: y_hat has shape {P.shape} "
-                         f"({P.size} values), y has shape {T.shape} ({T.size} values)")
+    C.same_rows("y", T.shape, "y_hat", P.shape)
     n = P.shape[0]
     loss = np.zeros(n, P.dtype)
     grad = np.empty(P.shape, P.dtype)

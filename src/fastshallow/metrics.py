@@ -15,11 +15,18 @@ def accuracy(y_hat, y) -> float:
     (n, classes) -- argmax is the prediction -- or predicted labels (n,); `y` the true labels,
     one per prediction (compared as values)."""
     P = C.as_array("y_hat", y_hat, dtypes=None)
+    if P.ndim > 2:  # flattened, its values would be taken for that many predictions
+        raise ValueError(f"y_hat must be class scores (n, classes) or labels (n,), got shape "
+                         f"{P.shape}")
     if P.ndim == 2 and P.shape[1] > 1:
         pred = P.argmax(axis=1)
     else:
         pred = P.reshape(-1)
-    truth = C.as_array("y", y, dtypes=None).reshape(-1)
+    truth = C.as_array("y", y, dtypes=None)
+    if truth.ndim > 2 or (truth.ndim == 2 and truth.shape[1] != 1):
+        raise ValueError(f"y must hold one label per row, shape (n,) or (n, 1), got shape "
+                         f"{truth.shape}")
+    truth = truth.reshape(-1)
     if truth.shape[0] != pred.shape[0]:
         raise ValueError(f"y must have one label per prediction ({pred.shape[0]}), "
                          f"got {truth.shape[0]}")
@@ -45,7 +52,8 @@ def entropy(p) -> np.ndarray:
     """H(p) = -sum_j p_j log p_j (0 log 0 taken as 0)."""
     P = _dist("p", p)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(P > 0, P * np.log(P), 0.0).sum(axis=-1)
+        # + 0.0: a certain outcome's terms sum to 0.0, whose negation is -0.0
+        return -np.where(P > 0, P * np.log(P), 0.0).sum(axis=-1) + 0.0
 
 
 def cross_entropy_between(p, q) -> np.ndarray:
@@ -64,4 +72,7 @@ def kl_divergence(p, q) -> np.ndarray:
     if P.shape != Q.shape:
         raise ValueError(f"p and q must have the same shape, got {P.shape} and {Q.shape}")
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(P > 0, P * (np.log(P) - np.log(Q)), 0.0).sum(axis=-1)
+        d = np.where(P > 0, P * (np.log(P) - np.log(Q)), 0.0).sum(axis=-1)
+    # The terms' rounding can leave a sum of about -1e-17 for q within rounding of p, where
+    # the true value is >= 0 (Gibbs' inequality)
+    return np.maximum(d, 0.0)

@@ -67,9 +67,7 @@ def squared_loss(y_hat, y) -> Tensor:
     """``(y_hat - y.reshape(y_hat.shape))**2 / 2``, elementwise (the book's form)."""
     P = C.as_array("y_hat", y_hat)
     T = C.as_array("y", y, dtype=P.dtype)
-    if T.size != P.size:
-        raise ValueError(f"y must have one target per prediction: y_hat has shape {P.shape}, "
-                         f"y has shape {T.shape}")
+    C.same_rows("y", T.shape, "y_hat", P.shape)
     D = P - T.reshape(P.shape)
     upstream = _upstream(y_hat)
 
