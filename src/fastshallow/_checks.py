@@ -143,6 +143,12 @@ def parameter_buffers(name: str, data: np.ndarray, grad: np.ndarray) -> None:
         raise ValueError(f"the gradient of {name!r} must be C-contiguous and aligned")
 
 
+def one_per_row(shape: tuple) -> bool:
+    """Whether an array of `shape` holds at most one value per row: (n,) or (n, 1) (or a
+    scalar), the shapes labels and predicted labels may have."""
+    return len(shape) <= 1 or (len(shape) == 2 and shape[1] == 1)
+
+
 def same_rows(name: str, shape: tuple, ref_name: str, ref_shape: tuple) -> None:
     """Raise unless `shape` has `ref_shape`'s rows (first axis) and as many values in each:
     targets of shape (n,) and (n, 1) fit (n, 1) and (n,) predictions, but a transposed array

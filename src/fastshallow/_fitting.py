@@ -61,6 +61,15 @@ def rng_from(random_state, stream: Optional[int] = None) -> np.random.Generator:
     return np.random.default_rng(seed if stream is None else [seed, stream])
 
 
+def run_rng(random_state, fallback, stream: int) -> np.random.Generator:
+    """The generator of a run's own draws (fit_out_of_core's chunk order, fit_dask's partition
+    seeds): `random_state` when given, else one derived from `fallback` (the estimator's own
+    random_state) in stream `stream`, so that it does not repeat the initial weights' draws."""
+    if random_state is None:
+        return rng_from(fallback, stream=stream)
+    return rng_from(random_state)
+
+
 @contextlib.contextmanager
 def unchanged_on_error(estimator):
     """Put back every attribute of `estimator` when the block raises: scikit-learn's

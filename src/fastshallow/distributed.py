@@ -144,7 +144,7 @@ def _fit_averaged(estimator, blocks: List[tuple], block_rows: Sequence[int], n_f
     blocks, block_rows = [b for b, _ in kept], [r for _, r in kept]
     B = estimator.batch_size
     steps_per_round = local_epochs * max(-(-int(r) // B) for r in block_rows)
-    rng = _round_rng(estimator.random_state, random_state)
+    rng = _fitting.run_rng(random_state, estimator.random_state, 2)  # the partitions' seeds
     with _fitting.unchanged_on_error(estimator):
         template = _begin_run(estimator, n_features, dtype, rounds * steps_per_round, classes,
                               target_shape, lr_scale)
@@ -155,14 +155,6 @@ def _fit_averaged(estimator, blocks: List[tuple], block_rows: Sequence[int], n_f
                  "target_shape": target_shape, "local_epochs": local_epochs,
                  "weight_scale": weight_scale}
         return _rounds(estimator, state, blocks, run, rng, rounds, steps_per_round)
-
-
-def _round_rng(rs, random_state) -> np.random.Generator:
-    """The generator of the partitions' seeds: `random_state`, else one derived from the
-    estimator's `rs` as fit derives its generator, in a stream of its own."""
-    if random_state is None:
-        return _fitting.rng_from(rs, stream=2)  # not the stream of the initial weights
-    return _fitting.rng_from(random_state)
 
 
 def _begin_run(estimator, n_features: int, dtype, total_steps: int, classes, target_shape,

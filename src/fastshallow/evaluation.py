@@ -63,7 +63,7 @@ def _fast_rows(net, data_iter) -> Optional[tuple]:
     if fast is None or len(data_iter.dataset) != len(fast[1]):
         return None
     dense, X, y, scale = fast
-    if np.ndim(y) > 2 or (np.ndim(y) == 2 and np.shape(y)[1] != 1):
+    if not C.one_per_row(np.shape(y)):
         return None  # not one label per row: accuracy() says so, as the batch loop runs it
     labels = _fused.label_codes(y)
     if labels is None or len(labels) != len(X):

@@ -23,7 +23,7 @@ def accuracy(y_hat, y) -> float:
     else:
         pred = P.reshape(-1)
     truth = C.as_array("y", y, dtypes=None)
-    if truth.ndim > 2 or (truth.ndim == 2 and truth.shape[1] != 1):
+    if not C.one_per_row(truth.shape):
         raise ValueError(f"y must hold one label per row, shape (n,) or (n, 1), got shape "
                          f"{truth.shape}")
     truth = truth.reshape(-1)

@@ -398,7 +398,8 @@ def fit_out_of_core(estimator: _Estimator, X, y, *, classes=None,
     layout = _layout(X, others, dtype, block_rows, chunk_rows)
     stream = dict(layout=layout, scale=None if scale is None else C.real("scale", scale),
                   shuffle=True, shuffle_rows=not ours,
-                  rng=_chunk_rng(estimator, random_state, ours), release_pages=release_pages)
+                  rng=_fitting.run_rng(random_state, estimator.random_state if ours else None, 1),
+                  release_pages=release_pages)  # the chunk order: stream 1
     kw = {}
     if is_classifier(estimator):
         kw["classes"] = _classes(y, classes)
@@ -418,14 +419,6 @@ def fit_out_of_core(estimator: _Estimator, X, y, *, classes=None,
             estimator.n_iter_ = epochs
             estimator.loss_curve_ = curve
     return estimator
-
-
-def _chunk_rng(estimator, random_state, ours: bool) -> np.random.Generator:
-    """The generator of the chunk order: `random_state`, else (our estimators) one derived
-    from the estimator's own as fit derives its generator, in a stream of its own."""
-    if random_state is None and ours:
-        return _fitting.rng_from(estimator.random_state, stream=1)  # not the weights' stream
-    return _fitting.rng_from(random_state)
 
 
 def _start(estimator, layout, orders) -> int:
