@@ -221,6 +221,22 @@ def test_set_num_threads_rejects(bad, restore_threads):
     assert fs.get_num_threads() == before
 
 
+def test_threadpoolctl_limits_are_followed(restore_threads):
+    # scikit-learn users bound every OpenMP library at once this way
+    from threadpoolctl import threadpool_limits
+
+    fs.set_num_threads(None)
+    default = fs.get_num_threads()
+    with threadpool_limits(limits=default + 1, user_api="openmp"):
+        assert fs.get_num_threads() == (default + 1 if _kernels.openmp_enabled() else 1)
+        fs.set_num_threads(1)  # an explicit count still comes first
+        assert fs.get_num_threads() == 1
+        fs.set_num_threads(None)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert fs.get_num_threads() == 1
+    assert fs.get_num_threads() == default
+
+
 def test_set_num_threads_sets_and_resets(restore_threads):
     fs.set_num_threads(None)
     default = fs.get_num_threads()  # OMP_NUM_THREADS or the cores (see the subprocess tests)

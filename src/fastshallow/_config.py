@@ -9,9 +9,13 @@ import sys
 from . import _ext
 
 _num_threads: int | None = None
-_default: int | None = None  # OMP_NUM_THREADS / affinity, read once (OpenMP reads it once too)
 
 _OPENMP = _ext.kernels().openmp_enabled()
+# OpenMP's default team size for the calling thread: OMP_NUM_THREADS, else the CPUs the process
+# may run on, lowered by omp_set_num_threads -- which is how threadpoolctl's
+# ``threadpool_limits(n)`` limits OpenMP libraries.  Asked at every call (about 25 ns); 1 in a
+# serial build.
+_omp_default = _ext.kernels().max_threads
 
 # Below this many multiply-adds (or element operations) a kernel runs on the calling thread:
 # starting an OpenMP team costs a few microseconds, more than such a kernel takes.
@@ -31,27 +35,20 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _default_threads() -> int:
-    global _default
-    if _default is None:
-        env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-        if env.isdigit() and int(env) > 0:
-            _default = min(int(env), MAX_THREADS)
-        else:
-            _default = usable_cpus()
-    return _default
-
-
 def get_num_threads() -> int:
     """The number of threads kernels use when `num_threads` is not given: the value of
-    `set_num_threads`, else ``OMP_NUM_THREADS``, else the cores this process may run on."""
-    if not _OPENMP:
-        return 1
-    return _num_threads if _num_threads is not None else _default_threads()
+    `set_num_threads`, else OpenMP's default in the calling thread -- ``OMP_NUM_THREADS``, else
+    the cores this process may run on, within any limit set by threadpoolctl's
+    ``threadpool_limits`` (as scikit-learn's OpenMP code follows it)."""
+    if _num_threads is not None:
+        return _num_threads if _OPENMP else 1
+    n = _omp_default()
+    return n if n <= MAX_THREADS else MAX_THREADS
 
 
 def set_num_threads(n: int | None) -> None:
-    """Set the default thread count of every kernel (None: back to ``OMP_NUM_THREADS`` / cores)."""
+    """Set the default thread count of every kernel (None: back to OpenMP's default, see
+    `get_num_threads`)."""
     global _num_threads
     _num_threads = None if n is None else _check_threads(n)
 

@@ -28,7 +28,8 @@ def isa() -> str:
     """The instruction set the matrix products use on this CPU (chosen at run time)."""
 
 def max_threads() -> int:
-    """OpenMP's default team size (follows OMP_NUM_THREADS); 1 in a serial build."""
+    """OpenMP's default team size in the calling thread (OMP_NUM_THREADS, lowered or raised by
+    omp_set_num_threads, as threadpoolctl calls it); 1 in a serial build."""
 
 # ---- layer kernels (outputs are written in place) ---------------------------------------------
 

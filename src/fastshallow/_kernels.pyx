@@ -102,7 +102,8 @@ def isa():
 
 
 def max_threads():
-    """OpenMP's default team size (follows OMP_NUM_THREADS); 1 in a serial build."""
+    """OpenMP's default team size in the calling thread (OMP_NUM_THREADS, lowered or raised by
+    omp_set_num_threads, as threadpoolctl calls it); 1 in a serial build."""
     return omp_get_max_threads()
 
 
