@@ -59,7 +59,9 @@ use_openmp = not _flag("FASTSHALLOW_NO_OPENMP") and _openmp_works(cc)
 boundscheck = _flag("FASTSHALLOW_BOUNDSCHECK")
 sanitize = os.environ.get("FASTSHALLOW_SANITIZE", "").strip()
 
-compile_args = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
+# -Wno-psabi: GCC notes that passing AVX-512 vectors changes the ABI; they never cross a call
+# boundary between differently built objects here.
+compile_args = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-psabi"]
 link_args = []
 if use_openmp:
     compile_args.append("-fopenmp")

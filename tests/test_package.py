@@ -58,6 +58,23 @@ def test_version_matches_installed_metadata():
         f"installed metadata says {meta}, the package says {fs.__version__}: reinstall")
 
 
+def test_metadata_carries_the_license_and_python_floor():
+    md = importlib.metadata.metadata("fastshallow")
+    assert md["License-Expression"] == "MIT"
+    assert "LICENSE" in (md.get_all("License-File") or []), md.get_all("License-File")
+    # the test and dask extras need dask-ml 2025, which needs Python 3.10
+    assert md["Requires-Python"] == ">=3.10"
+
+
+def test_import_leaves_the_network_modules_alone():
+    # urllib.request brings ssl, http and email: about 46 ms, for a download that rarely happens
+    proc = run_python("import sys, fastshallow; "
+                      "print(sorted(m for m in ('urllib.request', 'http.client', 'ssl') "
+                      "if m in sys.modules))")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 # ---- show_config ------------------------------------------------------------------------------
 
 def test_show_config_reports_the_build(capsys):

@@ -13,6 +13,8 @@ regression), covering the "Linear Neural Networks" chapter of Dive into Deep Lea
             l.backward()
             trainer.step(batch_size=10)
 """
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from ._ext import kernels as _load_kernels
 
@@ -36,8 +38,12 @@ from .utils import Accumulator, Timer  # noqa: E402
 from .outofcore import fit_out_of_core, iter_chunks, open_idx  # noqa: E402
 from .distributed import fit_dask  # noqa: E402
 
+if TYPE_CHECKING:  # for type checkers: at run time they come from __getattr__ below
+    from .estimators import LinearRegression as LinearRegression
+    from .estimators import SoftmaxRegression as SoftmaxRegression
 
-def __getattr__(name):
+
+def __getattr__(name: str) -> Any:
     # The estimators need scikit-learn (the "sklearn" extra): imported on first use.
     if name in ("SoftmaxRegression", "LinearRegression"):
         from . import estimators

@@ -27,7 +27,7 @@ import copy
 import math
 import numbers
 import time
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
@@ -55,6 +55,9 @@ from .optim import SGD, ConstantSchedule, CosineSchedule, Schedule
 from .training import train_epoch
 
 __all__ = ["SoftmaxRegression", "LinearRegression"]
+
+# what `random_state` may be (see check_random_state)
+_Seed = Union[None, int, np.integer, np.random.RandomState, np.random.Generator]
 
 _FLOATS = [np.float64, np.float32]  # validate_data keeps these, converts anything else to float64
 
@@ -407,9 +410,11 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
     (with it set, that check passes too).
     """
 
-    def __init__(self, *, lr=0.1, batch_size=256, epochs=10, momentum=0.0, weight_decay=0.0,
-                 schedule=None, shuffle=True, random_state=None, warm_start=False,
-                 num_threads=None, verbose=0):
+    def __init__(self, *, lr: float = 0.1, batch_size: int = 256, epochs: int = 10,
+                 momentum: float = 0.0, weight_decay: float = 0.0,
+                 schedule: Union[None, str, Schedule] = None, shuffle: bool = True,
+                 random_state: _Seed = None, warm_start: bool = False,
+                 num_threads: Optional[int] = None, verbose: int = 0) -> None:
         self.lr = lr
         self.batch_size = batch_size
         self.epochs = epochs
@@ -452,7 +457,7 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
         return X, y
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None) -> SoftmaxRegression:
         """Fit on X (n_samples, n_features) and labels y (n_samples,) for `epochs` epochs.
 
         A call that raises (bad input, :class:`fastshallow.TrainingDiverged`) leaves the
@@ -474,7 +479,7 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
         self._run_epochs(X, self._encode(y), sw, self.epochs)
         return self
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None) -> SoftmaxRegression:
         """One epoch over X, y, continuing from the current model.
 
         `classes` (all the labels there will ever be) is required on the first call and, when
@@ -504,7 +509,7 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
         self._run_epochs(X, self._encode(y), sw, epochs, stream)
         return self
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X, y, sample_weight=None) -> float:
         """Mean accuracy of ``predict(X)`` against y, weighted by `sample_weight`."""
         return super().score(X, y, sample_weight=_score_weights(sample_weight))
 
@@ -569,9 +574,11 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
     SciPy is imported (with it set, that check passes too).
     """
 
-    def __init__(self, *, solver="sgd", lr=0.1, batch_size=256, epochs=10, momentum=0.0,
-                 weight_decay=0.0, schedule=None, shuffle=True, random_state=None,
-                 warm_start=False, num_threads=None, verbose=0):
+    def __init__(self, *, solver: str = "sgd", lr: float = 0.1, batch_size: int = 256,
+                 epochs: int = 10, momentum: float = 0.0, weight_decay: float = 0.0,
+                 schedule: Union[None, str, Schedule] = None, shuffle: bool = True,
+                 random_state: _Seed = None, warm_start: bool = False,
+                 num_threads: Optional[int] = None, verbose: int = 0) -> None:
         self.solver = solver
         self.lr = lr
         self.batch_size = batch_size
@@ -624,7 +631,7 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
             raise ValueError("y must be finite, found NaN or inf")
         return X, np.ascontiguousarray(y, dtype=X.dtype)
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None) -> LinearRegression:
         """Fit on X (n_samples, n_features) and targets y ((n_samples,) or (n_samples, m)).
 
         A call that raises (bad input, :class:`fastshallow.TrainingDiverged`) leaves the
@@ -688,7 +695,7 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
         return self.solver == "sgd"
 
     @available_if(_sgd_solver)
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X, y, sample_weight=None) -> LinearRegression:
         """One epoch of SGD over X, y, continuing from the current model (solver='sgd').  A call
         that raises leaves the estimator as it was."""
         with unchanged_on_error(self):
@@ -710,7 +717,7 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
         self._run_epochs(X, y, sw, epochs, stream)
         return self
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X, y, sample_weight=None) -> float:
         """R^2 of ``predict(X)`` against y, weighted by `sample_weight`."""
         return super().score(X, y, sample_weight=_score_weights(sample_weight))
 

@@ -179,7 +179,7 @@ def sgd_update(param, grad, lr: float, batch_size: int, momentum: float = 0.0,
 _GATHER_SOURCES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
 
 
-def gather_rows(src, indices, out=None, scale: float | None = None, *, dtype=None,
+def gather_rows(src, indices, out=None, scale: float | np.floating | None = None, *, dtype=None,
                 num_threads: int | None = None) -> np.ndarray:
     """``src[indices] * scale`` in one pass: the rows of `src` (uint8, float32 or float64, any
     number of trailing dimensions) picked by `indices`, converted to a float output.

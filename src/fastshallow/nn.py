@@ -266,7 +266,7 @@ class Dense(Block):
         """Whether the weights exist (False until the input size is known)."""
         return self.weight.initialized
 
-    def parameters(self):
+    def parameters(self) -> List[Parameter]:
         """[weight, bias] (or [weight]); deferred until the input size is known."""
         return [self.weight] + ([self.bias] if self.bias is not None else [])
 
@@ -447,7 +447,7 @@ class Sequential(Block):
     def __iter__(self) -> Iterator[Block]:
         return iter(self._blocks)
 
-    def parameters(self):
+    def parameters(self) -> List[Parameter]:
         if self._verified != _generation:
             self._check_distinct()
         return [p for blk in self._blocks for p in blk.parameters()]

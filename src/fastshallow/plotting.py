@@ -263,7 +263,7 @@ def _numeric_1d(name: str, v) -> np.ndarray:
 # the textbook's helpers
 # --------------------------------------------------------------------------------------------
 
-def set_figsize(figsize: Tuple[float, float] = (3.5, 2.5)) -> None:
+def set_figsize(figsize: Sequence[float] = (3.5, 2.5)) -> None:
     """Make the next figure ``figsize`` inches: set matplotlib's default size and, when
     pyplot's current figure already has axes, start a new figure of that size, so that
     ``d2l.plt.scatter(...)`` after :func:`plot` (as the book does) draws a figure of its own
@@ -289,7 +289,7 @@ def _drop_blank_figure(plt) -> None:
 
 
 def set_axes(axes: "Axes", xlabel: Optional[str], ylabel: Optional[str],
-             xlim: Optional[Tuple[float, float]], ylim: Optional[Tuple[float, float]],
+             xlim: Optional[Sequence[float]], ylim: Optional[Sequence[float]],
              xscale: str, yscale: str, legend: Optional[Sequence[str]]) -> None:
     """Configure one matplotlib Axes: labels, scales, limits, legend, and a grid.
 
@@ -312,10 +312,10 @@ def set_axes(axes: "Axes", xlabel: Optional[str], ylabel: Optional[str],
 
 
 def plot(X, Y=None, xlabel: Optional[str] = None, ylabel: Optional[str] = None,
-         legend: Optional[Sequence[str]] = None, xlim: Optional[Tuple[float, float]] = None,
-         ylim: Optional[Tuple[float, float]] = None, xscale: str = "linear",
+         legend: Optional[Sequence[str]] = None, xlim: Optional[Sequence[float]] = None,
+         ylim: Optional[Sequence[float]] = None, xscale: str = "linear",
          yscale: str = "linear", fmts: Sequence[str] = DEFAULT_FMTS,
-         figsize: Tuple[float, float] = (3.5, 2.5), axes: Optional["Axes"] = None,
+         figsize: Sequence[float] = (3.5, 2.5), axes: Optional["Axes"] = None,
          path: Optional[PathLike] = None) -> "Axes":
     """Plot one or several lines and return the Axes.
 
@@ -387,10 +387,10 @@ class Animator:
 
     def __init__(self, xlabel: Optional[str] = None, ylabel: Optional[str] = None,
                  legend: Optional[Sequence[str]] = None,
-                 xlim: Optional[Tuple[float, float]] = None,
-                 ylim: Optional[Tuple[float, float]] = None, xscale: str = "linear",
+                 xlim: Optional[Sequence[float]] = None,
+                 ylim: Optional[Sequence[float]] = None, xscale: str = "linear",
                  yscale: str = "linear", fmts: Sequence[str] = DEFAULT_FMTS, nrows: int = 1,
-                 ncols: int = 1, figsize: Tuple[float, float] = (3.5, 2.5),
+                 ncols: int = 1, figsize: Sequence[float] = (3.5, 2.5),
                  path: Optional[PathLike] = None, min_interval: float = 0.0) -> None:
         nrows, ncols = _check_grid("nrows", nrows, "ncols", ncols)
         figsize = _check_figsize("figsize", figsize)

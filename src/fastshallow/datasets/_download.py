@@ -30,12 +30,9 @@ time of decoding) to those of a file verified before, recorded by an empty marke
 from __future__ import annotations
 
 import hashlib
-import http.client
 import math
 import os
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -279,7 +276,12 @@ def _stream_to_temp(url: str, folder: Path, spec: FileSpec) -> str:
 
     Raises DownloadError (with the temporary file removed) when the server refuses, the body is
     larger than the file could possibly be, or the connection ends before Content-Length bytes."""
-    from tqdm import tqdm  # a dependency; imported here so that loading stays cheap
+    # imported here so that loading the package stays cheap (urllib brings ssl, http, email)
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    from tqdm import tqdm  # a dependency
 
     # Compressed data is never much larger than the raw bytes (deflate's worst case is 0.03%
     # over); anything bigger is not this file, and we stop before filling the disk with it.
