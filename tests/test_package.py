@@ -254,6 +254,24 @@ def test_threadpoolctl_limits_are_followed(restore_threads):
     assert fs.get_num_threads() == default
 
 
+def test_default_count_starts_a_team_only_for_large_calls(restore_threads):
+    # A call on the default count waits for every thread: beside a busy process that can be a
+    # time slice, so only calls long enough to pay for it start a team.  A count asked for is
+    # honoured from SERIAL_WORK on; the fused path's minibatches, re-timed as they go, too.
+    from fastshallow._config import DEFAULT_SERIAL_WORK, SERIAL_WORK, resolve_threads
+
+    fs.set_num_threads(2)
+    team = 2 if _kernels.openmp_enabled() else 1
+    per_batch = 256 * 784 * 10  # a Fashion-MNIST minibatch's product
+    assert SERIAL_WORK <= per_batch < DEFAULT_SERIAL_WORK
+    assert resolve_threads(None, per_batch) == 1
+    assert resolve_threads(None, DEFAULT_SERIAL_WORK) == team
+    assert resolve_threads(None) == team
+    assert resolve_threads(2, per_batch) == team
+    assert resolve_threads(2, SERIAL_WORK - 1) == 1
+    assert resolve_threads(None, per_batch, default_floor=SERIAL_WORK) == team
+
+
 def test_set_num_threads_sets_and_resets(restore_threads):
     fs.set_num_threads(None)
     default = fs.get_num_threads()  # OMP_NUM_THREADS or the cores (see the subprocess tests)

@@ -403,7 +403,7 @@ def test_default_thread_choice_times_the_other_team_on_short_segments(rng, monke
     from fastshallow import _fused
 
     calls = spy_on_fused_calls(monkeypatch)
-    monkeypatch.setattr(_fused, "resolve_threads", lambda num_threads, work: 2)
+    monkeypatch.setattr(_fused, "resolve_threads", lambda num_threads, work, **kw: 2)
     # Segments after the probe are sized by the time the last took: on a busy machine the rest
     # of the epoch could take more than one.  Here any time is short enough.
     monkeypatch.setattr(_fused, "SEGMENT_SECONDS", 1e9)

@@ -17,9 +17,18 @@ _OPENMP = _ext.kernels().openmp_enabled()
 # serial build.
 _omp_default = _ext.kernels().max_threads
 
-# Below this many multiply-adds (or element operations) a kernel runs on the calling thread:
-# starting an OpenMP team costs a few microseconds, more than such a kernel takes.
+# Below this many multiply-adds (or element operations) a kernel call runs on the calling
+# thread: starting an OpenMP team costs a few microseconds, more than such a call takes.  This
+# holds for a count asked for (num_threads=...) and for the fused path's minibatches, whose
+# count follows their measured speed (_fused.ThreadChooser).
 SERIAL_WORK = 1 << 16
+# The same for a call on the default count, which nothing re-times.  A call on two threads waits
+# for both, and while another process holds a core it often waits a scheduler time slice for
+# the descheduled one.  The per-batch Fashion-MNIST loop, whose calls are about 2,000,000
+# multiply-adds, took 0.5-1.2x as long on two threads as on one on a quiet machine, but 2-7.5x
+# as long beside one busy process and 3-66x beside two.  Calls this large take a millisecond or
+# more, against which such a wait costs about what the second thread saves.
+DEFAULT_SERIAL_WORK = 1 << 24
 
 # The most threads a kernel will start.  Results do not depend on the thread count, so more would
 # only cost memory: every OpenMP thread maps a stack, and tens of thousands of them exhaust the
@@ -60,15 +69,17 @@ def _check_threads(n) -> int:
     return int(n)
 
 
-def resolve_threads(num_threads: int | None, work: int = SERIAL_WORK) -> int:
-    """The thread count for one kernel call doing about `work` operations."""
+def resolve_threads(num_threads: int | None, work: int | None = None,
+                    default_floor: int = DEFAULT_SERIAL_WORK) -> int:
+    """The thread count for one kernel call doing about `work` operations (None: plenty): one
+    below SERIAL_WORK for a `num_threads` given, below `default_floor` for the default."""
     if num_threads is None:
-        n = get_num_threads()
+        n, floor = get_num_threads(), default_floor
     else:
-        n = _check_threads(num_threads)
+        n, floor = _check_threads(num_threads), SERIAL_WORK
         if not _OPENMP:
             n = 1
-    return 1 if work < SERIAL_WORK else n
+    return 1 if work is not None and work < floor else n
 
 
 def show_config(file=None) -> None:

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import _checks as C
-from ._config import resolve_threads
+from ._config import SERIAL_WORK, resolve_threads
 from ._ext import kernels as _k
 from .losses import HuberLoss, L2Loss, SoftmaxCrossEntropyLoss
 from .nn import Dense, Flatten, Sequential
@@ -302,7 +302,9 @@ class FusedTrainer:
         and with the thread count chosen for each (`work`: per minibatch); done[0] counts the
         minibatches updated."""
         # Per-minibatch work decides: the threads' waits cost more than a small minibatch takes.
-        nt = resolve_threads(num_threads, work)
+        # A team is worth trying sooner than for one kernel call: the chooser below drops it
+        # while one thread runs faster.
+        nt = resolve_threads(num_threads, work, default_floor=SERIAL_WORK)
         if num_threads is None:  # the default: adapt to how busy the machine is
             if self.chooser is None or self.chooser.team != nt:
                 self.chooser = ThreadChooser(nt)
