@@ -12,13 +12,13 @@ from fastshallow import autograd, d2l
 TRUE_W, TRUE_B = np.array([2, -3.4]), 4.2
 
 
-def test_synthetic_data_gives_the_books_column_of_labels_and_the_chapter_trains_on_it():
+def test_synthetic_data_gives_the_chapters_labels_and_the_chapter_trains_on_them():
     features, labels = d2l.synthetic_data(TRUE_W, TRUE_B, 1000)
-    assert features.shape == (1000, 2) and labels.shape == (1000, 1)  # y.reshape((-1, 1))
-    np.testing.assert_allclose(labels[:, 0], features @ TRUE_W + TRUE_B, atol=0.06)
-    assert fs.synthetic_data(TRUE_W, TRUE_B, 5)[1].shape == (5,)  # the library's own: as was
+    # one value per example: the chapter prints "label: 4.662078", not "[4.662078]"
+    assert features.shape == (1000, 2) and labels.shape == (1000,)
+    np.testing.assert_allclose(labels, features @ TRUE_W + TRUE_B, atol=0.06)
     assert d2l.synthetic_data(np.ones((2, 3)), 0.0, 5)[1].shape == (5, 3)
-    assert d2l.synthetic_data(TRUE_W, TRUE_B, 0)[1].shape == (0, 1)
+    assert d2l.synthetic_data(TRUE_W, TRUE_B, 0)[1].shape == (0,)
     # 3.2, from scratch: linreg, squared_loss and sgd on the column of labels
     w = fs.Parameter(np.random.default_rng(0).normal(0, 0.01, (2, 1)))
     b = fs.Parameter(np.zeros(1))
@@ -287,3 +287,13 @@ def test_train_ch3_says_a_script_gets_its_curve_from_plot_path(rng, tmp_path, mo
     d2l.train_ch3(net, train_iter, test_iter, fs.losses.SoftmaxCrossEntropyLoss(), 1,
                   fs.optim.SGD(net.parameters(), lr=0.1))
     assert os.listdir(tmp_path) == []  # as said: no file written behind the caller's back
+
+
+def test_trainer_takes_the_optimizer_name_in_any_case_as_mxnet_does():
+    net = fs.nn.Dense(1, in_units=2, rng=0)
+    for name in ("sgd", "SGD", "Sgd"):
+        opt = d2l.Trainer(net.parameters(), name, {"learning_rate": 0.03})
+        assert isinstance(opt, fs.optim.SGD) and opt.lr == 0.03
+    for bad in ("adam", None, 3):
+        with pytest.raises(ValueError, match="only 'sgd'"):
+            d2l.Trainer(net.parameters(), bad, {"learning_rate": 0.03})

@@ -670,6 +670,8 @@ def test_prediction_grid_flat_rows_and_small_batches():
     ((np.zeros((3, 4, 4)), [0] * 2, [0] * 3), {}, ValueError, "true_labels has 2"),
     ((np.zeros((3, 4, 4)), [0] * 3, [0] * 4), {}, ValueError, "pred_labels has 4"),
     ((np.zeros((3, 4, 4)), [0] * 3, [0] * 3), dict(n=0), ValueError, "n must"),
+    # one row of 1.5-inch cells, at most 100 inches: the message speaks of n, not of the grid
+    ((np.zeros((3, 4, 4)), [0] * 3, [0] * 3), dict(n=67), ValueError, "n must be at most 66"),
     ((np.zeros((3, 4, 4)), "abc", [0] * 3), {}, TypeError, "true_labels"),
 ])
 def test_prediction_grid_bad_arguments(args, kwargs, exc, match):

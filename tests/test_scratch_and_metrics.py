@@ -697,3 +697,18 @@ def test_array_dataset_refuses_a_scalar():
     # data.py means to refuse 0-d arrays ("must have at least one dimension")
     with pytest.raises(ValueError, match="scalar"):
         fs.ArrayDataset(np.float64(3.0))
+
+
+
+@pytest.mark.filterwarnings("error")
+def test_scratch_cross_entropy_gradient_past_float32_says_nothing():
+    # Section 3.6 with too large a rate: the loop's TrainingDiverged says it all.  A picked
+    # probability of exp(-95) (a float32 subnormal) sends -1 / p, past the largest float32,
+    # back: inf, as the chapter's version gives, and no overflow warning before the error.
+    W = Parameter(np.array([[0.0, -95.0]], np.float32))
+    b = Parameter(np.zeros(2, np.float32))
+    loss = fs.cross_entropy(fs.softmax(fs.linreg(np.ones((1, 1), np.float32), W, b)),
+                            np.array([1]))
+    assert np.float32(94) < loss[0] < np.float32(96)
+    loss.backward()
+    assert np.isinf(W.grad).any()

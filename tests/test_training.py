@@ -573,3 +573,6 @@ def test_history_repr_is_one_short_line():
         "History(300 epochs, per-batch loop; last: train loss 0.5000)")  # regression
     assert repr(fs.History([0.5], [0.75], [nan], [0.1])) == (
         "History(1 epoch, per-batch loop; last: train loss 0.5000, train acc 0.750)")
+    # the chapter's linear regression ends near 5e-5: four decimals would print 0.0001
+    assert repr(fs.History([5.123e-5], [nan], [nan], [0.1])) == (
+        "History(1 epoch, per-batch loop; last: train loss 5.123e-05)")

@@ -1,6 +1,6 @@
 """The book's ``d2l`` helpers of the "Linear Neural Networks" chapter, with the book's names
-and signatures, on fastshallow.  The chapter's code (sections 3.2, 3.3, 3.5, 3.6, 3.7) runs
-with these edits and no others:
+and signatures, on fastshallow.  The chapter's code (sections 3.1 to 3.7) runs with these
+edits and no others:
 
 1. Imports::
 
@@ -9,7 +9,8 @@ with these edits and no others:
        from fastshallow import d2l, autograd        # autograd.record() is there, and does nothing
        from fastshallow import nn, init, losses     # Gluon's nn, init and loss (gloss)
 
-   and ``gluon.Trainer(...)`` becomes ``d2l.Trainer(...)`` with the same arguments.
+   (``gluon`` and 3.6's ``from IPython import display`` go), and ``gluon.Trainer(...)``
+   becomes ``d2l.Trainer(...)`` with the same arguments.
 2. Parameters: ``W = fs.Parameter(np.random.normal(0, 0.01, (784, 10)))`` in place of the
    NumPy array (``attach_grad()`` may stay).
 3. From scratch, use the library's functions instead of defining them with NumPy, whose
@@ -18,7 +19,9 @@ with these edits and no others:
    ``fs.softmax(d2l.linreg(X.reshape(-1, num_inputs), W, b))``.  The helpers the book saves
    in ``d2l`` (``train_ch3``, ``Animator``, ...) come from here, not redefined.
 4. A parameter's values are ``.data``, an array, not Gluon's ``.data()``:
-   ``net[0].weight.data``; in 3.2, ``w.data.reshape(...)`` and ``true_b - b.data``.
+   ``net[0].weight.data``; in 3.2, ``w.data.reshape(...)`` and ``true_b - b.data``.  A
+   ``Dense`` weight is (in_units, units), the transpose of Gluon's, so 3.3's "Error in
+   estimating w" prints as a column.
 5. ``.asnumpy()`` goes: the arrays are NumPy arrays already.
 6. In 3.5, ``gluon.data.vision`` is ``fs.datasets`` (``FashionMNIST``,
    ``transforms.ToTensor``) and ``gluon.data.DataLoader`` is ``fs.data.DataLoader``, with the
@@ -59,11 +62,10 @@ __all__ = [
 
 
 def synthetic_data(w, b, num_examples):
-    """``y = X w + b + noise`` with X ~ N(0, 1) and noise ~ N(0, 0.01^2); y is a column
-    (num_examples, 1), as the book's ``y.reshape((-1, 1))``, for a vector `w` (a (k, m)
-    matrix gives (num_examples, m))."""
-    X, y = _synthetic_data(w, b, num_examples)
-    return X, (y.reshape(-1, 1) if y.ndim == 1 else y)
+    """``y = X w + b + noise`` with X ~ N(0, 1) and noise ~ N(0, 0.01^2); y has one value per
+    example for a vector `w` (the chapter prints ``label: 4.662078``), a row of m for a (k, m)
+    matrix."""
+    return _synthetic_data(w, b, num_examples)
 
 
 def load_array(data_arrays, batch_size, is_train=True):
@@ -116,8 +118,9 @@ def plot(X, Y=None, xlabel=None, ylabel=None, legend=None, xlim=None, ylim=None,
 
 
 def Trainer(params, optimizer="sgd", optimizer_params=None):
-    """Gluon's ``Trainer(params, 'sgd', {'learning_rate': lr})`` as a fastshallow SGD."""
-    if optimizer != "sgd":
+    """Gluon's ``Trainer(params, 'sgd', {'learning_rate': lr})`` as a fastshallow SGD (the
+    name in any case, as MXNet takes it)."""
+    if not isinstance(optimizer, str) or optimizer.lower() != "sgd":
         raise ValueError(f"only 'sgd' is available, got {optimizer!r}")
     opts = dict(optimizer_params or {})
     lr = opts.pop("learning_rate", None)

@@ -102,11 +102,11 @@ def predict(net, test_iter, n: int = 6, path=None, labels=None) -> np.ndarray:
     (.png, .svg, .pdf, .jpg, ...; see ``matplotlib.figure.Figure.savefig``), others are refused
     with ValueError before anything is drawn; its folder must exist.  `labels` maps class
     indices to names (default: Fashion-MNIST's)."""
-    from .plotting import _check_save_path, prediction_grid
+    from .plotting import _check_save_path, check_prediction_count, prediction_grid
 
     # All checked before the first batch is taken: that advances the loader and may build a
     # deferred network.
-    n = C.positive_int("n", n)
+    n = check_prediction_count(n)
     if path is not None:
         _check_save_path("path", path)
     if labels is None:

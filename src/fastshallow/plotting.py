@@ -707,6 +707,16 @@ def show_images(imgs, num_rows: int, num_cols: int, titles: Optional[Sequence[An
     return axes
 
 
+def check_prediction_count(n) -> int:
+    """`n` for prediction_grid: a positive int that fits one row of show_images' cells."""
+    n = positive_int("n", n)
+    most = int(MAX_INCHES // 1.5)  # show_images' default cell, 1.5 inches
+    if n > most:
+        raise ValueError(f"n must be at most {most} (one row of 1.5-inch images, at most "
+                         f"{MAX_INCHES:g} inches wide), got {n}")
+    return n
+
+
 def prediction_grid(images, true_labels: Sequence[Any], pred_labels: Sequence[Any], n: int = 6,
                     path: Optional[PathLike] = None) -> np.ndarray:
     """Show the first ``n`` images in one row, each titled with its true label over the
@@ -718,7 +728,7 @@ def prediction_grid(images, true_labels: Sequence[Any], pred_labels: Sequence[An
     reshaped to sqrt(D) x sqrt(D). ``path`` additionally saves the figure there, as in
     :func:`show_images`.
     """
-    n = positive_int("n", n)
+    n = check_prediction_count(n)
     arr = np.asarray(images)
     if arr.ndim == 2:
         side = math.isqrt(arr.shape[1])

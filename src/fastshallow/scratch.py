@@ -159,7 +159,8 @@ def cross_entropy(y_hat, y) -> np.ndarray:
         dP = np.zeros_like(P)
         # A probability that underflowed to 0 sends -inf back, as the chapter's version would:
         # the loss is inf already and the training loop stops on it.
-        with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 too: a zero g
+        # 0 / 0 too (a zero g), and g / a tiny probability past the largest float
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             dP[rows, labels] = -(1 if g is None else g) / picked
         upstream(dP)
 

@@ -61,15 +61,22 @@ class History:
         # attributes (and as_dict()) for whoever wants them.
         n, how = len(self), "fused" if self.fused else "per-batch loop"
         text = f"History({n} epoch{'' if n == 1 else 's'}, {how}"
-        last = [f"{name} {values[-1]:.{places}f}" for name, values, places in (
-            ("train loss", self.train_loss, 4), ("train acc", self.train_acc, 3),
-            ("test acc", self.test_acc, 3)) if values and not math.isnan(values[-1])]
+        last = [f"{name} {fmt(values[-1])}" for name, values, fmt in (
+            ("train loss", self.train_loss, loss_text),
+            ("train acc", self.train_acc, "{:.3f}".format),
+            ("test acc", self.test_acc, "{:.3f}".format)) if values and not math.isnan(values[-1])]
         return text + (f"; last: {', '.join(last)})" if last else ")")
 
     def as_dict(self) -> dict:
         """The four per-epoch lists by name (the lists themselves, not copies)."""
         return {"train_loss": self.train_loss, "train_acc": self.train_acc,
                 "test_acc": self.test_acc, "seconds": self.seconds}
+
+
+def loss_text(x: float) -> str:
+    """A loss as printed: four decimals, or four digits for one below 0.001 (the chapter's
+    linear regression ends near 5e-5, which four decimals show as 0.0001)."""
+    return f"{x:.4f}" if x == 0 or not math.isfinite(x) or abs(x) >= 1e-3 else f"{x:.3e}"
 
 
 def _loop_epoch(net, train_iter, loss, updater, epoch: int, on_batch=None):
@@ -318,7 +325,7 @@ def _report(epoch: int, hist: History, verbose: bool, bar, animator) -> None:
     tl, ta, va = hist.train_loss[-1], hist.train_acc[-1], hist.test_acc[-1]
     classify = not math.isnan(ta)
     if verbose:
-        line = f"epoch {epoch}, loss {tl:.4f}"
+        line = f"epoch {epoch}, loss {loss_text(tl)}"
         if classify:
             line += f", train acc {ta:.3f}"
         if not math.isnan(va):
