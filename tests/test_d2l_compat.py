@@ -297,3 +297,25 @@ def test_trainer_takes_the_optimizer_name_in_any_case_as_mxnet_does():
     for bad in ("adam", None, 3):
         with pytest.raises(ValueError, match="only 'sgd'"):
             d2l.Trainer(net.parameters(), bad, {"learning_rate": 0.03})
+
+
+def test_fs_seed_makes_the_chapters_unseeded_run_reproducible():
+    # The book seeds once (MXNet's npx.random.seed); its data, loaders and layers take no seed.
+    def run():
+        fs.seed(7)
+        X, y = d2l.synthetic_data(TRUE_W, TRUE_B, 100)
+        it = d2l.load_array((X, y), 10)
+        order = [yb.copy() for _, yb in it]
+        net = fs.nn.Dense(1)
+        fs.train(net, it, None, fs.losses.L2Loss(), 2, d2l.Trainer(
+            net.parameters(), "sgd", {"learning_rate": 0.03}), verbose=False, progress=False)
+        return X, order, net.weight.data.copy()
+
+    (X1, o1, w1), (X2, o2, w2) = run(), run()
+    np.testing.assert_array_equal(X1, X2)
+    for a, b in zip(o1, o2):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(w1, w2)
+    fs.seed(None)
+    assert not np.array_equal(d2l.synthetic_data(TRUE_W, TRUE_B, 5)[0],
+                              d2l.synthetic_data(TRUE_W, TRUE_B, 5)[0])

@@ -18,6 +18,7 @@ from . import _checks as C
 from ._config import resolve_threads
 from ._ext import kernels as _k
 from .kernels import permutation
+from .random import generator
 
 __all__ = ["synthetic_data", "ArrayDataset", "DataLoader", "load_array"]
 
@@ -26,8 +27,8 @@ def synthetic_data(w, b, num_examples: int, noise: float = 0.01, seed=None,
                    dtype=np.float32) -> Tuple[np.ndarray, np.ndarray]:
     """Examples of ``y = X w + b + noise``: X ~ N(0, 1) of shape (num_examples, len(w)), noise ~
     N(0, noise^2).  Returns ``(X, y)`` with y of shape (num_examples,) for a vector `w` and
-    (num_examples, m) for a (k, m) matrix `w`.  `seed`: None (fresh entropy), an int, or a
-    numpy Generator to draw from.  `dtype`: float32 or float64, that of X and y (drawn and
+    (num_examples, m) for a (k, m) matrix `w`.  `seed`: an int, a numpy Generator to draw
+    from, or None (a generator from the default stream: see :func:`fastshallow.seed`).  `dtype`: float32 or float64, that of X and y (drawn and
     computed in float64 either way)."""
     w = C.as_array("w", w, ndim=(1, 2), dtype=np.float64, allow_empty=False, finite=True)
     b = C.as_array("b", b, ndim=(0, 1), dtype=np.float64, finite=True)
@@ -38,7 +39,7 @@ def synthetic_data(w, b, num_examples: int, noise: float = 0.01, seed=None,
     num_examples = C.positive_int("num_examples", num_examples, allow_zero=True)
     dtype = C.float_dtype("dtype", dtype)
     noise = C.real("noise", noise, low=0.0)
-    rng = C.seed_or_rng("seed", seed)
+    rng = generator("seed", seed)
     X = rng.standard_normal((num_examples, w.shape[0]))
     y = X @ w + (b.reshape(()) if b.size == 1 else b)
     y += rng.normal(0.0, noise, y.shape) if noise else 0.0
@@ -231,7 +232,8 @@ class DataLoader:
     and ``__getitem__``, such as a list of examples); a tuple of arrays such as ``(X, y)`` is
     refused, as :func:`load_array` takes those.  `len()` is the number of batches.  Batches come as tuples
     of arrays (a dataset of one array gives bare arrays).  `seed` makes the sequence of
-    permutations reproducible; None draws fresh entropy.  `num_workers` is accepted for
+    permutations reproducible; None takes a generator from the default stream (see
+    :func:`fastshallow.seed`).  `num_workers` is accepted for
     compatibility with the book and ignored: the compiled gather is faster than worker
     processes would be."""
 
@@ -253,7 +255,7 @@ class DataLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         C.positive_int("num_workers", num_workers, allow_zero=True)
-        self._rng = C.seed_or_rng("seed", seed)
+        self._rng = generator("seed", seed)
         self.epoch = 0
         self._buffers = BatchBuffers()
 
@@ -328,7 +330,8 @@ def load_array(data_arrays, batch_size: int, is_train: bool = True, seed=None) -
     """A DataLoader over ``ArrayDataset(*data_arrays)`` (a tuple or list of arrays of equal
     length, such as ``(X, y)``) giving minibatches of `batch_size`, shuffled anew every epoch
     when `is_train`.  `seed` makes the sequence of shuffles reproducible: an int, or a numpy
-    Generator to draw from; None draws fresh entropy."""
+    Generator to draw from; None takes a generator from the default stream (see
+    :func:`fastshallow.seed`)."""
     if not isinstance(data_arrays, (tuple, list)):
         raise TypeError(f"data_arrays must be a tuple or list of arrays, got "
                         f"{type(data_arrays).__name__}")

@@ -1,4 +1,7 @@
-"""The library's default random stream (used by initializers when no generator is given)."""
+"""The library's default random stream: initializers draw from it when given no generator, and
+data, loaders and datasets given no seed take their generators from it, so that one
+:func:`seed` call makes a whole run reproducible, as MXNet's ``npx.random.seed`` does for the
+book."""
 from __future__ import annotations
 
 from typing import Union
@@ -13,8 +16,9 @@ _rng = np.random.default_rng()
 
 
 def seed(s: Union[None, int, np.random.Generator]) -> None:
-    """Reseed the default stream: the same seed gives the same initial weights.  `s`: an int,
-    a numpy Generator (which becomes the stream), or None (fresh entropy)."""
+    """Reseed the default stream: the same seed then gives the same initial weights, synthetic
+    data and shuffles wherever no generator or seed of their own is given.  `s`: an int, a
+    numpy Generator (which becomes the stream), or None (fresh entropy)."""
     global _rng
     _rng = C.seed_or_rng("seed", s)
 
@@ -23,3 +27,12 @@ def default_rng() -> np.random.Generator:
     """The library's default stream, from which layers draw initial weights when given no
     generator (:func:`seed` replaces it)."""
     return _rng
+
+
+def generator(name: str, seed) -> np.random.Generator:
+    """The generator `seed` stands for: an int seeds a new one and a Generator is itself (as
+    everywhere); None gives a new one seeded from the default stream, which :func:`seed`
+    makes reproducible (unseeded, the stream starts from fresh entropy)."""
+    if seed is None:
+        return np.random.default_rng(int(_rng.integers(0, 1 << 63)))
+    return C.seed_or_rng(name, seed)
