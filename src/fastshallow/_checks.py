@@ -108,7 +108,8 @@ def as_out(name: str, out, shape: tuple, dtype, inputs=()) -> np.ndarray:
 def as_writeable(name: str, a, dtypes=FLOAT_DTYPES) -> np.ndarray:
     """An array updated in place: must already be C-contiguous, writeable, of a float dtype."""
     if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array (it is updated in place), got {_describe(a)}")
+        raise TypeError(f"{name} must be a numpy array (it is updated in place), "
+                        f"got {_describe(a)}")
     if a.dtype not in dtypes:
         raise TypeError(_swapped(name, a.dtype, dtypes, "updated in place")
                         or f"{name} must have dtype float32 or float64, got {a.dtype}")

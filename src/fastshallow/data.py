@@ -28,8 +28,9 @@ def synthetic_data(w, b, num_examples: int, noise: float = 0.01, seed=None,
     """Examples of ``y = X w + b + noise``: X ~ N(0, 1) of shape (num_examples, len(w)), noise ~
     N(0, noise^2).  Returns ``(X, y)`` with y of shape (num_examples,) for a vector `w` and
     (num_examples, m) for a (k, m) matrix `w`.  `seed`: an int, a numpy Generator to draw
-    from, or None (a generator from the default stream: see :func:`fastshallow.seed`).  `dtype`: float32 or float64, that of X and y (drawn and
-    computed in float64 either way)."""
+    from, or None (a generator from the default stream: see :func:`fastshallow.seed`).
+    `dtype`: float32 or float64, that of X and y (drawn and computed in float64 either
+    way)."""
     w = C.as_array("w", w, ndim=(1, 2), dtype=np.float64, allow_empty=False, finite=True)
     b = C.as_array("b", b, ndim=(0, 1), dtype=np.float64, finite=True)
     if b.size != 1 and (w.ndim == 1 or b.shape != (w.shape[1],)):
@@ -230,18 +231,18 @@ class DataLoader:
 
     `dataset`: one example per index (an :class:`ArrayDataset`, or any object with ``__len__``
     and ``__getitem__``, such as a list of examples); a tuple of arrays such as ``(X, y)`` is
-    refused, as :func:`load_array` takes those.  `len()` is the number of batches.  Batches come as tuples
-    of arrays (a dataset of one array gives bare arrays).  `seed` makes the sequence of
-    permutations reproducible; None takes a generator from the default stream (see
-    :func:`fastshallow.seed`).  `num_workers` is accepted for
-    compatibility with the book and ignored: the compiled gather is faster than worker
-    processes would be."""
+    refused, as :func:`load_array` takes those.  `len()` is the number of batches.  Batches
+    come as tuples of arrays (a dataset of one array gives bare arrays).  `seed` makes the
+    sequence of permutations reproducible; None takes a generator from the default stream
+    (see :func:`fastshallow.seed`).  `num_workers` is accepted for compatibility with the book
+    and ignored: the compiled gather is faster than worker processes would be."""
 
     def __init__(self, dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
                  seed=None, num_workers: int = 0):
         if not hasattr(dataset, "__len__") or not (hasattr(dataset, "__getitem__")
                                                    or hasattr(dataset, "get_batch")):
-            raise TypeError(f"dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
+            raise TypeError(f"dataset must have __len__ and __getitem__, "
+                            f"got {type(dataset).__name__}")
         if _is_arrays(dataset):
             shapes = ", ".join(str(np.shape(a)) for a in dataset[:4])
             more = ", ..." if len(dataset) > 4 else ""

@@ -149,7 +149,8 @@ def _check_figsize(name: str, figsize) -> Tuple[float, float]:
     try:
         w, h = figsize
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a (width, height) pair in inches, got {figsize!r}") from None
+        raise TypeError(f"{name} must be a (width, height) pair in inches, "
+                        f"got {figsize!r}") from None
     out = []
     for v in (w, h):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
@@ -408,7 +409,8 @@ class Animator:
         # "too many open figures" warning, and it renders the same with or without a display.
         self.fig: Figure = Figure(figsize=figsize, layout="constrained")
         FigureCanvasAgg(self.fig)
-        self.axes: List[Axes] = list(np.asarray(self.fig.subplots(nrows, ncols, squeeze=False)).flat)
+        grid = self.fig.subplots(nrows, ncols, squeeze=False)
+        self.axes: List[Axes] = list(np.asarray(grid).flat)
         # Set once: drawing updates the lines and never clears the axes, so what a caller sets
         # on them (ticks, a title) stays.
         set_axes(self.axes[0], xlabel, ylabel, xlim, ylim, xscale, yscale, None)
@@ -737,7 +739,8 @@ def prediction_grid(images, true_labels: Sequence[Any], pred_labels: Sequence[An
                              f"per row, got shape {arr.shape}")
         arr = arr.reshape(arr.shape[0], side, side)
     arr = _as_images(arr)
-    trues, preds = _label_texts("true_labels", true_labels), _label_texts("pred_labels", pred_labels)
+    trues = _label_texts("true_labels", true_labels)
+    preds = _label_texts("pred_labels", pred_labels)
     for name, labels in (("true_labels", trues), ("pred_labels", preds)):
         if len(labels) != len(arr):
             raise ValueError(f"{name} has {len(labels)} entries but there are {len(arr)} images")
@@ -760,4 +763,5 @@ def _label_texts(name: str, labels) -> List[str]:
     try:
         return [str(v) for v in labels]
     except TypeError:
-        raise TypeError(f"{name} must be a sequence of labels, got {type(labels).__name__}") from None
+        raise TypeError(f"{name} must be a sequence of labels, "
+                        f"got {type(labels).__name__}") from None
