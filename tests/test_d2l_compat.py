@@ -19,7 +19,7 @@ def test_synthetic_data_gives_the_chapters_labels_and_the_chapter_trains_on_them
     np.testing.assert_allclose(labels, features @ TRUE_W + TRUE_B, atol=0.06)
     assert d2l.synthetic_data(np.ones((2, 3)), 0.0, 5)[1].shape == (5, 3)
     assert d2l.synthetic_data(TRUE_W, TRUE_B, 0)[1].shape == (0,)
-    # 3.2, from scratch: linreg, squared_loss and sgd on the column of labels
+    # 3.2, from scratch: linreg, squared_loss and sgd on the chapter's labels
     w = fs.Parameter(np.random.default_rng(0).normal(0, 0.01, (2, 1)))
     b = fs.Parameter(np.zeros(1))
     for _ in range(3):
@@ -319,3 +319,37 @@ def test_fs_seed_makes_the_chapters_unseeded_run_reproducible():
     fs.seed(None)
     assert not np.array_equal(d2l.synthetic_data(TRUE_W, TRUE_B, 5)[0],
                               d2l.synthetic_data(TRUE_W, TRUE_B, 5)[0])
+
+
+def test_a_loader_that_never_shuffles_leaves_the_seeded_stream_alone():
+    # The test loaders of the chapter do not shuffle: adding one must not change the weights
+    # a seeded run starts from.
+    X, y = d2l.synthetic_data(TRUE_W, TRUE_B, 20)
+    fs.seed(0)
+    alone = fs.nn.Dense(2, in_units=2).weight.data.copy()
+    fs.seed(0)
+    it = d2l.load_array((X, y), 5, is_train=False)
+    assert len([b for b in it]) == 4
+    assert fs.DataLoader(fs.ArrayDataset(X, y), 5).epoch_order().tolist() == list(range(20))
+    np.testing.assert_array_equal(fs.nn.Dense(2, in_units=2).weight.data, alone)
+    fs.seed(None)
+
+
+def _first_value(_):
+    return float(d2l.synthetic_data(TRUE_W, TRUE_B, 1)[0][0, 0])
+
+
+def test_unseeded_forked_workers_draw_different_data():
+    # A forked child inherits the default stream: unseeded, each gets fresh entropy, as
+    # seed=None promises; after fs.seed(...) they repeat the parent's stream, as asked.
+    import multiprocessing
+
+    def in_a_child():
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            return pool.map(_first_value, [0])[0]
+
+    fs.seed(None)
+    assert in_a_child() != in_a_child()
+    fs.seed(5)
+    assert in_a_child() == in_a_child()
+    fs.seed(None)

@@ -256,7 +256,9 @@ class DataLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         C.positive_int("num_workers", num_workers, allow_zero=True)
-        self._rng = generator("seed", seed)
+        # Without a seed the generator comes from the default stream at the first shuffle: a
+        # loader that never shuffles leaves the stream (and so initial weights) as it was.
+        self._rng = None if seed is None else generator("seed", seed)
         self.epoch = 0
         self._buffers = BatchBuffers()
 
@@ -280,6 +282,8 @@ class DataLoader:
         n = len(self.dataset)
         if self.shuffle:
             # One draw from the loader's generator seeds the compiled Fisher-Yates shuffle.
+            if self._rng is None:
+                self._rng = generator("seed", None)
             order = permutation(n, int(self._rng.integers(0, 1 << 63)))
         else:
             order = np.arange(n, dtype=np.int64)

@@ -20,7 +20,6 @@ from .._config import resolve_threads
 from .._ext import kernels as _k
 from ..data import BatchBuffers, BatchDataset, DataLoader, batch_array
 from ..kernels import gather_rows
-from ..random import generator
 from . import _download
 from ._idx import DataFileError
 from .transforms import PIXEL_SCALE, Compose, Resize, ToTensor, _check_size, resize_bilinear
@@ -335,14 +334,14 @@ def load_data_fashion_mnist(batch_size: int, resize=None, root=None, seed=None,
     Batches are ``(X, y)``: X (B, 1, H, W) float32 in [0, 1] (28x28, or `resize` as an int or
     (height, width)), y (B,) int64.  The training loader reshuffles every epoch (reproducibly
     when `seed` is given, or after :func:`fastshallow.seed`); the test loader keeps the file
-    order.  The last batch may be
-    smaller.  `root` and `download` choose where the files are read from, as for
-    :class:`FashionMNIST`.  `num_workers` is accepted for compatibility with the book and
+    order.  The last batch may be smaller.  `root` and `download` choose where the files are
+    read from, as for :class:`FashionMNIST`.  `num_workers` is accepted for compatibility with the book and
     ignored: the compiled gather builds a batch faster than worker processes could hand one
     over."""
     batch_size = C.positive_int("batch_size", batch_size)
     size = None if resize is None else _check_size("resize", resize)
-    rng = generator("seed", seed)
+    if seed is not None:
+        C.seed_or_rng("seed", seed)  # refused before any file is read
     if num_workers is not None:
         C.positive_int("num_workers", num_workers, allow_zero=True)
     root = _check_root(root)
@@ -350,5 +349,5 @@ def load_data_fashion_mnist(batch_size: int, resize=None, root=None, seed=None,
     trans = ToTensor() if size is None else Compose([Resize(size), ToTensor()])
     train = FashionMNIST(root, train=True, download=download).transform_first(trans)
     test = FashionMNIST(root, train=False, download=download).transform_first(trans)
-    return (DataLoader(train, batch_size, shuffle=True, seed=rng),
+    return (DataLoader(train, batch_size, shuffle=True, seed=seed),
             DataLoader(test, batch_size, shuffle=False))
