@@ -169,6 +169,9 @@ def test_cli_rejects_bad_arguments():
 
 THREADS_SCRIPT = """
 import numpy as np, fastshallow as fs
+from fastshallow import _config
+# the per-batch loop's calls (256 x 300) start a team only from SERIAL_WORK, as asked-for counts do
+_config.DEFAULT_SERIAL_WORK = _config.SERIAL_WORK
 X, y = fs.synthetic_data(np.linspace(-1, 1, 300), 0.5, 20000, seed=0)
 fs.seed(0)
 it = fs.load_array((X, y), 256, seed=0)

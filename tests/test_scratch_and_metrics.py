@@ -699,7 +699,6 @@ def test_array_dataset_refuses_a_scalar():
         fs.ArrayDataset(np.float64(3.0))
 
 
-
 @pytest.mark.filterwarnings("error")
 def test_scratch_cross_entropy_gradient_past_float32_says_nothing():
     # Section 3.6 with too large a rate: the loop's TrainingDiverged says it all.  A picked

@@ -168,7 +168,13 @@ def test_fused_training_is_bit_identical_for_1_2_and_3_threads(kind, k, classes,
         assert h1.train_loss == h.train_loss
 
 
-def test_per_batch_loop_is_bit_identical_for_1_and_2_threads(rng):
+def test_per_batch_loop_is_bit_identical_for_1_and_2_threads(rng, monkeypatch):
+    # The loop's calls (256 x 300 x 7) are below DEFAULT_SERIAL_WORK, where the default count
+    # runs on one thread: lowered here, they start teams as asked-for counts do.
+    from fastshallow import _config
+
+    monkeypatch.setattr(_config, "DEFAULT_SERIAL_WORK", _config.SERIAL_WORK)
+    assert 256 * 300 * N_CLASSES >= 4 * _config.SERIAL_WORK
     X, y = blobs(rng, n=3000, k=300)
     ds = fs.ArrayDataset(X, y)
     nets = []
@@ -412,6 +418,25 @@ def test_default_thread_choice_times_the_other_team_on_short_segments(rng, monke
         threads=None, batch=256, epochs=2)
     assert calls[:2] == [(12, 2), (4, 1)], calls
     assert sum(n for n, _ in calls) == 24 and len(calls) == 3, calls
+
+
+def test_default_fused_minibatches_start_a_team_below_the_per_call_floor(rng, monkeypatch):
+    """A fused minibatch of 256 x 400 x 7 multiply-adds is below DEFAULT_SERIAL_WORK, under
+    which a lone kernel call on the default count stays on one thread; the fused path tries
+    the team from SERIAL_WORK, as its chooser drops it while one thread runs faster."""
+    from fastshallow import _config, _fused
+
+    calls = spy_on_fused_calls(monkeypatch)
+    monkeypatch.setattr(_fused, "SEGMENT_SECONDS", 1e9)
+    assert _config.SERIAL_WORK <= 256 * 400 * N_CLASSES < _config.DEFAULT_SERIAL_WORK
+    X, y = blobs(rng, n=3000, k=400, uint8=True)
+    fs.set_num_threads(2)
+    try:
+        run(ScaledImages(X, y), fs.losses.SoftmaxCrossEntropyLoss(), N_CLASSES, fused=True,
+            threads=None, batch=256, epochs=1)
+    finally:
+        fs.set_num_threads(None)
+    assert calls[0] == (12, 2 if fs._kernels.openmp_enabled() else 1), calls
 
 
 @pytest.mark.parametrize("seconds, first_epoch, second_epoch", [

@@ -46,9 +46,10 @@ def usable_cpus() -> int:
 
 def get_num_threads() -> int:
     """The number of threads kernels use when `num_threads` is not given: the value of
-    `set_num_threads`, else OpenMP's default in the calling thread -- ``OMP_NUM_THREADS``, else
-    the cores this process may run on, within any limit set by threadpoolctl's
-    ``threadpool_limits`` (as scikit-learn's OpenMP code follows it)."""
+    `set_num_threads`, else OpenMP's default in the calling thread -- ``OMP_NUM_THREADS`` as it
+    was when the package was imported (OpenMP reads it then), else the cores this process may
+    run on, within any limit threadpoolctl's ``threadpool_limits`` set in that thread (as
+    scikit-learn's OpenMP code follows it)."""
     if _num_threads is not None:
         return _num_threads if _OPENMP else 1
     n = _omp_default()
@@ -70,11 +71,13 @@ def _check_threads(n) -> int:
 
 
 def resolve_threads(num_threads: int | None, work: int | None = None,
-                    default_floor: int = DEFAULT_SERIAL_WORK) -> int:
+                    default_floor: int | None = None) -> int:
     """The thread count for one kernel call doing about `work` operations (None: plenty): one
-    below SERIAL_WORK for a `num_threads` given, below `default_floor` for the default."""
+    below SERIAL_WORK for a `num_threads` given, below `default_floor` (None:
+    DEFAULT_SERIAL_WORK) for the default."""
     if num_threads is None:
-        n, floor = get_num_threads(), default_floor
+        n = get_num_threads()
+        floor = DEFAULT_SERIAL_WORK if default_floor is None else default_floor
     else:
         n, floor = _check_threads(num_threads), SERIAL_WORK
         if not _OPENMP:

@@ -7,15 +7,17 @@ copied, outputs must be exact.  NaN and inf in features propagate as they would 
 
 Every kernel takes ``num_threads`` (default: :func:`fastshallow.get_num_threads`) and returns
 bit-identical results for any thread count.  On the default count a call starts threads only
-from about 16 million operations (``_config.DEFAULT_SERIAL_WORK``), a count given from about
-65,000 (``SERIAL_WORK``).
+from about 16 million operations, and on a count given from about 65,000: beside a busy
+process, a shorter call on the default count often waited a time slice for its second
+thread, where nothing re-times it.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import _checks as C
-from ._config import DEFAULT_SERIAL_WORK, get_num_threads, resolve_threads
+from . import _config
+from ._config import get_num_threads, resolve_threads
 from ._ext import kernels as _k
 
 __all__ = [
@@ -44,7 +46,8 @@ def matmul_bias(X, W, b=None, out=None, *, num_threads: int | None = None) -> np
     if num_threads is None:
         # Arguments that are already exactly right are recognized in compiled code; anything
         # else goes through the checks below, which say what is wrong.
-        Y = _k().matmul_bias_if_plain(X, W, b, out, get_num_threads(), DEFAULT_SERIAL_WORK)
+        Y = _k().matmul_bias_if_plain(X, W, b, out, get_num_threads(),
+                                      _config.DEFAULT_SERIAL_WORK)
         if Y is not None:
             return Y
     X = C.as_array("X", X, ndim=2)
@@ -75,7 +78,8 @@ def matmul_bias(X, W, b=None, out=None, *, num_threads: int | None = None) -> np
 def matmul_bias_backward(X, G, *, num_threads: int | None = None):
     """The gradients of ``Y = X @ W + b`` given ``G = dL/dY``: returns ``(X.T @ G, G.sum(0))``."""
     if num_threads is None:  # recognized in compiled code when already exactly right
-        res = _k().matmul_bias_backward_if_plain(X, G, get_num_threads(), DEFAULT_SERIAL_WORK)
+        res = _k().matmul_bias_backward_if_plain(X, G, get_num_threads(),
+                                                 _config.DEFAULT_SERIAL_WORK)
         if res is not None:
             return res
     X = C.as_array("X", X, ndim=2)
@@ -148,7 +152,7 @@ def sgd_update(param, grad, lr: float, batch_size: int, momentum: float = 0.0,
     # code; anything else goes through the checks below, which say what is wrong.
     if num_threads is None and _k().sgd_update_if_plain(
             param, grad, lr, batch_size, momentum, weight_decay, velocity, get_num_threads(),
-            DEFAULT_SERIAL_WORK):
+            _config.DEFAULT_SERIAL_WORK):
         return param
     param = C.as_writeable("param", param)
     grad = C.as_array("grad", grad)
@@ -190,7 +194,7 @@ def gather_rows(src, indices, out=None, scale: float | np.floating | None = None
     own dtype otherwise.  ``scale=1/255`` turns uint8 pixels into [0, 1] floats."""
     if num_threads is None and dtype is None:  # recognized in compiled code when exactly right
         res = _k().gather_rows_if_plain(src, indices, out, scale, get_num_threads(),
-                                        DEFAULT_SERIAL_WORK)
+                                        _config.DEFAULT_SERIAL_WORK)
         if res is not None:
             return res
     src = C.as_array("src", src, dtypes=_GATHER_SOURCES)
@@ -250,7 +254,7 @@ def regression_loss(y_hat, y, *, delta: float | None = None,
     if num_threads is None:  # recognized in compiled code when already exactly right
         res = _k().regression_loss_if_plain(y_hat, y, delta is not None,
                                             0.0 if delta is None else delta, get_num_threads(),
-                                            DEFAULT_SERIAL_WORK)
+                                            _config.DEFAULT_SERIAL_WORK)
         if res is not None:
             return res
     P = C.as_array("y_hat", y_hat)

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple, Uni
 import numpy as np
 
 from . import _checks as C
+from . import _config
 from . import init as _init
-from ._config import DEFAULT_SERIAL_WORK, get_num_threads, resolve_threads
+from ._config import get_num_threads, resolve_threads
 from ._ext import kernels as _k
 from ._io import atomic_write
 from .autograd import Parameter, Tensor, _tensor
@@ -304,7 +305,7 @@ class Dense(Block):
             # Rows already of this layer's dtype and width are recognized in compiled code,
             # without the Python-level preparation (it costs as much as a small batch's product).
             Y = _k().matmul_bias_if_plain(X, W._data, None if b is None else b._data, None,
-                                          get_num_threads(), DEFAULT_SERIAL_WORK)
+                                          get_num_threads(), _config.DEFAULT_SERIAL_WORK)
         if Y is None:
             X = self._prepare(X)
             Y = matmul_bias(X, W.data, None if b is None else b.data)

@@ -18,7 +18,8 @@ from typing import Iterable, List, Optional
 import numpy as np
 
 from . import _checks as C
-from ._config import DEFAULT_SERIAL_WORK, get_num_threads
+from . import _config
+from ._config import get_num_threads
 from ._ext import kernels as _k
 from .autograd import Parameter
 
@@ -250,7 +251,8 @@ class SGD:
                                  f"C-contiguous {dt} array of shape {data.shape}: make a new "
                                  "SGD for new parameters")
             # (the thread count is looked up only for a parameter large enough to use it)
-            work.append((data, grad, v, 1 if n * 4 < DEFAULT_SERIAL_WORK else get_num_threads()))
+            work.append((data, grad, v, 1 if n * 4 < _config.DEFAULT_SERIAL_WORK
+                         else get_num_threads()))
         bs, mom = float(batch_size), self._momentum
         for data, grad, v, nt in work:
             update(data, grad, lr, bs, mom, wd, v, nt)

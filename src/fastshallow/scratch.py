@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from . import _checks as C
-from ._config import DEFAULT_SERIAL_WORK, get_num_threads
+from . import _config
+from ._config import get_num_threads
 from ._ext import kernels as _k
 from .autograd import Parameter, Tensor, _tensor
 from .kernels import matmul_bias, matmul_bias_backward
@@ -103,7 +104,7 @@ def sgd(params, lr: float, batch_size: int) -> None:
     for data, grad in buffers:
         if data.size:
             update(data, grad, lr, bs, 0.0, 0.0, None,
-                   1 if data.size * 4 < DEFAULT_SERIAL_WORK else get_num_threads())
+                   1 if data.size * 4 < _config.DEFAULT_SERIAL_WORK else get_num_threads())
 
 
 def softmax(X) -> np.ndarray:
