@@ -335,9 +335,9 @@ def load_data_fashion_mnist(batch_size: int, resize=None, root=None, seed=None,
     (height, width)), y (B,) int64.  The training loader reshuffles every epoch (reproducibly
     when `seed` is given, or after :func:`fastshallow.seed`); the test loader keeps the file
     order.  The last batch may be smaller.  `root` and `download` choose where the files are
-    read from, as for :class:`FashionMNIST`.  `num_workers` is accepted for compatibility with the book and
-    ignored: the compiled gather builds a batch faster than worker processes could hand one
-    over."""
+    read from, as for :class:`FashionMNIST`.  `num_workers` is accepted for compatibility with
+    the book and ignored: the compiled gather builds a batch faster than worker processes could
+    hand one over."""
     batch_size = C.positive_int("batch_size", batch_size)
     size = None if resize is None else _check_size("resize", resize)
     if seed is not None:
