@@ -601,3 +601,6 @@ def test_history_repr_is_one_short_line():
     # the chapter's linear regression ends near 5e-5: four decimals would print 0.0001
     assert repr(fs.History([5.123e-5], [nan], [nan], [0.1])) == (
         "History(1 epoch, per-batch loop; last: train loss 5.123e-05)")
+    # the switch follows what four decimals show: 0.00099996 prints as 0.001 does
+    assert [fs.training.loss_text(x) for x in (0.00099996, 0.001, 0.00094)] == [
+        "0.0010", "0.0010", "9.400e-04"]
