@@ -143,6 +143,8 @@ def use_svg_display() -> None:
 MAX_SUBPLOTS = 1024
 MAX_INCHES = 100.0
 MAX_DPI = 1200.0
+# show_images' default side of a cell (an image and its title), in inches
+CELL_INCHES = 1.5
 
 
 def _check_figsize(name: str, figsize) -> Tuple[float, float]:
@@ -652,7 +654,7 @@ def _color_range(img: np.ndarray) -> Tuple[Optional[float], Optional[float]]:
 
 
 def show_images(imgs, num_rows: int, num_cols: int, titles: Optional[Sequence[Any]] = None,
-                scale: float = 1.5, path: Optional[PathLike] = None) -> np.ndarray:
+                scale: float = CELL_INCHES, path: Optional[PathLike] = None) -> np.ndarray:
     """Draw grayscale images in a ``num_rows`` x ``num_cols`` grid and return the flat array of
     its ``num_rows * num_cols`` Axes.
 
@@ -712,10 +714,10 @@ def show_images(imgs, num_rows: int, num_cols: int, titles: Optional[Sequence[An
 def check_prediction_count(n) -> int:
     """`n` for prediction_grid: a positive int that fits one row of show_images' cells."""
     n = positive_int("n", n)
-    most = int(MAX_INCHES // 1.5)  # show_images' default cell, 1.5 inches
+    most = int(MAX_INCHES // CELL_INCHES)
     if n > most:
-        raise ValueError(f"n must be at most {most} (one row of 1.5-inch images, at most "
-                         f"{MAX_INCHES:g} inches wide), got {n}")
+        raise ValueError(f"n must be at most {most} (one row of {CELL_INCHES:g}-inch images, at "
+                         f"most {MAX_INCHES:g} inches wide), got {n}")
     return n
 
 

@@ -340,8 +340,7 @@ def load_data_fashion_mnist(batch_size: int, resize=None, root=None, seed=None,
     hand one over."""
     batch_size = C.positive_int("batch_size", batch_size)
     size = None if resize is None else _check_size("resize", resize)
-    if seed is not None:
-        C.seed_or_rng("seed", seed)  # refused before any file is read
+    rng = None if seed is None else C.seed_or_rng("seed", seed)  # refused before files are read
     if num_workers is not None:
         C.positive_int("num_workers", num_workers, allow_zero=True)
     root = _check_root(root)
@@ -349,5 +348,5 @@ def load_data_fashion_mnist(batch_size: int, resize=None, root=None, seed=None,
     trans = ToTensor() if size is None else Compose([Resize(size), ToTensor()])
     train = FashionMNIST(root, train=True, download=download).transform_first(trans)
     test = FashionMNIST(root, train=False, download=download).transform_first(trans)
-    return (DataLoader(train, batch_size, shuffle=True, seed=seed),
+    return (DataLoader(train, batch_size, shuffle=True, seed=rng),
             DataLoader(test, batch_size, shuffle=False))
