@@ -169,10 +169,6 @@ class Tensor(np.ndarray):
         out = np.asarray(arr)
         return out[()] if return_scalar else out
 
-    def __array_finalize__(self, obj):
-        self.grad_fn = None
-        self._takes_none = False
-
     def backward(self, grad=None) -> None:
         """Send `grad` (default: ones, i.e. the gradient of ``self.sum()``) back to the
         parameters that produced this array."""
