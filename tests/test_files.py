@@ -34,6 +34,8 @@ from fastshallow.datasets import DataFileError, FashionMNIST, read_idx
 from fastshallow.datasets import _download
 from fastshallow.datasets._download import FileSpec
 
+from conftest import assert_bits_equal
+
 # The sweeps below report how many damaged files they tried; the totals are checked so that a
 # change that silently skips most of them is noticed.
 COUNTS: dict = {}
@@ -502,3 +504,38 @@ def test_damage_counts():
     total = sum(sum(v) if isinstance(v, tuple) else v for v in COUNTS.values())
     print(f"\ndamaged files tried: {total} -- {COUNTS}")
     assert total > 1000
+
+
+def test_saving_through_a_link_replaces_its_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "real.npz").write_bytes(b"old")
+    (tmp_path / "link.npz").symlink_to("real.npz")
+    net = nn.Dense(2, in_units=3, rng=0)
+    net.save(tmp_path / "link.npz")
+    assert (tmp_path / "link.npz").is_symlink()
+    assert_bits_equal(nn.load(tmp_path / "real.npz").weight.data, net.weight.data)
+    assert sorted(os.listdir(tmp_path)) == ["link.npz", "real.npz"]
+
+
+@pytest.mark.parametrize("kind, exc, match", [
+    ("folder", IsADirectoryError, r"cannot write .*out.png: it is a folder"),
+    ("pipe", OSError, r"cannot write .*out.png: it is not a regular file"),
+])
+def test_writes_never_put_a_file_in_place_of_a_folder_or_a_pipe(tmp_path, kind, exc, match):
+    """A rename would replace an empty folder, a named pipe or (as root) a device node such as
+    /dev/null with the file.  (A pipe stands for the device: a failing test must not break
+    the machine.)"""
+    path = tmp_path / "out.png"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    before = os.stat(path)
+    with pytest.raises(exc, match=match):
+        nn.Dense(2, in_units=3, rng=0).save(path)
+    with pytest.raises(exc, match=match):
+        fs.Animator().save(path)
+    with pytest.raises(exc, match=match):
+        check_writable(path)
+    after = os.stat(path)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert os.listdir(tmp_path) == ["out.png"]

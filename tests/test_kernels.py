@@ -1439,8 +1439,16 @@ def test_fast_paths_on_two_threads_give_the_validated_paths_bits(rng, float_dtyp
 
     G = rng.standard_normal((1001, 5)).astype(float_dtype)
     got = k_.matmul_bias_backward_if_plain(X, G, 2, _config.SERIAL_WORK)
-    for a, w in zip(got, K.matmul_bias_backward(X, G, num_threads=1)):
+    want = K.matmul_bias_backward(X, G, num_threads=1)
+    for a, w in zip(got, want):
         assert_bits_equal(a, w, "matmul_bias_backward")
+    dW, db = np.full((131, 5), np.nan, float_dtype), np.full(5, np.nan, float_dtype)
+    assert k_.matmul_bias_backward_into_if_plain(X, G, dW, db, 2) is True
+    assert_bits_equal(dW, want[0], "matmul_bias_backward into dW")
+    assert_bits_equal(db, want[1], "matmul_bias_backward into db")
+    dW[...] = np.nan
+    assert k_.matmul_bias_backward_into_if_plain(X, G, dW, None, 2) is True
+    assert_bits_equal(dW, want[0], "matmul_bias_backward into dW, no bias")
 
     P = rng.standard_normal((90_001, 1)).astype(float_dtype)
     T = rng.standard_normal(90_001).astype(float_dtype)
@@ -1467,6 +1475,42 @@ def test_fast_paths_on_two_threads_give_the_validated_paths_bits(rng, float_dtyp
         assert k_.gather_rows_if_plain(s, idx, out, 1 / 255, 2, _config.SERIAL_WORK) is out
         assert_bits_equal(out, K.gather_rows(s, idx, scale=1 / 255, num_threads=1),
                           f"gather_rows from {s.dtype}")
+
+
+def test_backward_into_buffers_writes_nothing_unless_all_fit(float_dtype):
+    """The compiled backward that writes a layer's gradient buffers runs only when every array
+    fits (the caller then says what did not): each misfit gives False with nothing written."""
+    k_ = _kernels()
+    dt = np.dtype(float_dtype)
+    other = np.float64 if dt == np.float32 else np.float32
+    X, G = np.ones((7, 5), dt), np.ones((7, 3), dt)
+
+    def z(*shape, dtype=dt):
+        return np.zeros(shape, dtype)
+
+    shared = z(5, 5)
+    cases = {
+        "dW transposed": (X, G, z(3, 5), z(3)),
+        "dW dtype": (X, G, z(5, 3, dtype=other), z(3)),
+        "dW read-only": (X, G, _readonly(z(5, 3)), z(3)),
+        "dW strided": (X, G, z(5, 6)[:, ::2], z(3)),
+        "dW 1-D": (X, G, z(15), z(3)),
+        "db length": (X, G, z(5, 3), z(4)),
+        "db dtype": (X, G, z(5, 3), z(3, dtype=other)),
+        "db read-only": (X, G, z(5, 3), _readonly(z(3))),
+        "G rows": (X, np.ones((6, 3), dt), z(5, 3), z(3)),
+        "G dtype": (X, np.ones((7, 3), other), z(5, 3), z(3)),
+        "X dtype": (X.astype(other), G, z(5, 3), z(3)),
+        "X strided": (np.ones((7, 10), dt)[:, ::2], G, z(5, 3), z(3)),
+        "dW is X": (shared, np.ones((5, 5), dt), shared, z(5)),
+        "db inside G": (X, G, z(5, 3), G[0]),
+        "db inside dW": (lambda w: (X, G, w, w[0]))(z(5, 3)),
+    }
+    for name, (x, g, w, b) in cases.items():
+        before = w.copy(), b.copy()
+        assert k_.matmul_bias_backward_into_if_plain(x, g, w, b, 1) is False, name
+        assert_bits_equal(w, before[0], name)
+        assert_bits_equal(b, before[1], name)
 
 
 # ---- bad input ----------------------------------------------------------------------------------

@@ -312,6 +312,63 @@ def test_backward_overwrites_gradients(rng):
     assert not net.weight.grad.any() and not net.bias.grad.any()
 
 
+# What the caller holds -- the input, the output, the gradient buffers -- can be changed in place
+# between the forward pass and backward: the compiled backward must refuse, not write past them.
+def _resize(a, shape):
+    a.resize(shape, refcheck=False)  # only the Parameter holds it
+
+
+def _set(obj, name, value):
+    setattr(obj, name, value)
+
+
+CHANGED_IN_PLACE = [
+    ("input reshaped", lambda net, X: _set(X, "shape", (1, 20)), ValueError,
+     r"input .* has changed in place .*\(1, 20\)"),
+    ("input retyped", lambda net, X: _set(X, "dtype", np.float64), ValueError,
+     r"changed in place .*float64"),
+    ("weight gradient resized", lambda net, X: _resize(net.weight.grad, (1,)), ValueError,
+     r"gradient buffer of 'weight' has shape \(1,\); .* \(4, 3\)"),
+    ("weight gradient enlarged", lambda net, X: _resize(net.weight.grad, (40, 30)), ValueError,
+     r"gradient buffer of 'weight' has shape \(40, 30\)"),
+    ("weight gradient retyped", lambda net, X: _set(net.weight.grad, "dtype", np.int32),
+     TypeError, r"gradient buffer of 'weight' has dtype int32"),
+    ("bias gradient read-only", lambda net, X: _set(net.bias.grad.flags, "writeable", False),
+     ValueError, r"gradient buffer of 'bias' is read-only"),
+]
+
+
+@pytest.mark.parametrize("change, exc, match", [pytest.param(*c[1:], id=c[0])
+                                                for c in CHANGED_IN_PLACE])
+def test_backward_refuses_what_changed_in_place_since_the_forward_pass(change, exc, match):
+    net = Dense(3, in_units=4)
+    X = np.ones((5, 4), np.float32)
+    Y = net(X)
+    change(net, X)
+    with pytest.raises(exc, match=match):
+        Y.backward()
+    if net.weight.grad.shape == (4, 3):
+        assert not net.weight.grad.any()  # refused before anything was written
+
+
+def test_backward_refuses_an_input_that_is_its_own_gradient_buffer():
+    net = Dense(4, in_units=4)
+    Y = net(net.weight.grad)
+    with pytest.raises(ValueError, match="share memory"):
+        Y.backward()
+
+
+def test_backward_after_the_output_is_reshaped_in_place_is_unchanged(rng):
+    X = rng.normal(size=(5, 4)).astype(np.float32)
+    ref, net = Dense(3, in_units=4, rng=0), Dense(3, in_units=4, rng=0)
+    ref(X).backward()
+    Y = net(X)
+    Y.shape = (1, 15)
+    Y.backward()
+    assert_bits_equal(net.weight.grad, ref.weight.grad)
+    assert_bits_equal(net.bias.grad, ref.bias.grad)
+
+
 # -- initializers -----------------------------------------------------------------------------------
 
 def test_initialize_normal_redraws_with_the_new_sigma():

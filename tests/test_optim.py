@@ -389,6 +389,16 @@ def test_bad_params(params):
         SGD(params, lr=0.1)
 
 
+def test_a_parameter_listed_twice_is_refused():
+    """Sequential refuses a block added twice for the same reason: updated twice a step."""
+    w, b = Parameter(np.ones(2), name="w"), Parameter(np.ones(1), name="b")
+    with pytest.raises(ValueError, match="'w' is in params more than once"):
+        SGD([w, b, w], lr=0.1)
+    net = fs.nn.Dense(2, in_units=3)
+    with pytest.raises(ValueError, match="'bias' is in params more than once"):
+        SGD(net.parameters() + [net.bias], lr=0.1)
+
+
 def test_bad_schedule_object(rng):
     with pytest.raises(TypeError, match="schedule"):
         SGD(make_params(rng), lr=0.1, schedule=lambda step: 1.0)

@@ -7,6 +7,7 @@ same accuracies; a loss with no gradient and every bad argument are refused befo
 changes, and an error in the clean-up never hides the one that stopped training."""
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -566,3 +567,46 @@ def test_verbose_may_be_a_level(rng, capsys):
         fs.train(net, fs.load_array((X, y), 8, seed=0), None, SOFTMAX(), 1,
                  fs.optim.SGD(net.parameters(), lr=0.1), verbose=verbose, progress=False)
         assert capsys.readouterr().out.count("epoch 1,") == lines
+
+
+def _freeze(a):
+    a.flags.writeable = False
+
+
+def _retype(a):
+    a.dtype = np.int32
+
+
+@pytest.mark.parametrize("fused", [None, False])
+@pytest.mark.parametrize("which", ["weight", "bias"])
+@pytest.mark.parametrize("change, exc, match", [
+    (_freeze, ValueError, r"parameter '{}' is read-only"),
+    # the loop's forward pass refuses it first, naming the product's argument (W or b)
+    (_retype, TypeError, r"must have dtype float32 or float64, got int32"),
+], ids=["read-only", "retyped"])
+def test_parameters_changed_in_place_are_refused_alike_before_any_update(rng, fused, which,
+                                                                         change, exc, match):
+    """The fused path trained a whole epoch with a read-only weight, updating only the bias,
+    and then failed in NumPy's words (a retyped one: in Cython's)."""
+    X, y = classes_data(rng)
+    net = fs.nn.Dense(3, in_units=8, rng=0)
+    opt = fs.optim.SGD(net.parameters(), lr=0.1)
+    before = [p.data.copy() for p in net.parameters()]
+    change(getattr(net, which).data)
+    with pytest.raises(exc, match=match.format(which)):
+        fs.train(net, fs.load_array((X, y), 16, seed=0), None, SOFTMAX(), 1, opt, fused=fused,
+                 verbose=False, progress=False)
+    for p, b in zip(net.parameters(), before):
+        assert_bits_equal(p._data.view(np.uint8), b.view(np.uint8))
+    assert opt.num_steps == 0
+
+
+def test_evaluate_accuracy_of_float16_labels_warns_of_nothing(rng):
+    """Comparing float16 labels with 2**62 overflowed in their type, with NumPy's warning."""
+    X, y = classes_data(rng)
+    net = fs.nn.Dense(3, in_units=8, rng=0)
+    half = fs.load_array((X, y.astype(np.float16)), 16, is_train=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = fs.evaluate_accuracy(net, half)
+    assert got == fs.evaluate_accuracy(net, fs.load_array((X, y), 16, is_train=False))

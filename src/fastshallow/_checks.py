@@ -13,6 +13,7 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = FLOAT_DTYPES
+F32_MAX = float(np.finfo(np.float32).max)
 INT64_MAX = np.iinfo(np.int64).max
 _FAST_DTYPES = frozenset(FLOAT_DTYPES)
 
@@ -142,6 +143,19 @@ def parameter_buffers(name: str, data: np.ndarray, grad: np.ndarray) -> None:
                          f"{data.shape}")
     if not (grad.flags.c_contiguous and grad.flags.aligned):
         raise ValueError(f"the gradient of {name!r} must be C-contiguous and aligned")
+
+
+def gradient_buffer(name: str, grad: np.ndarray, shape: tuple, dtype: np.dtype) -> None:
+    """Raise unless a Parameter's gradient buffer `grad` can take a compiled backward's `shape`
+    values of `dtype` as it is: its size, dtype, layout and writeable flag can all be changed
+    in place (``resize``, assigning ``.dtype``, ``.shape``, ``.strides`` or ``.flags``)."""
+    if grad.dtype != dtype:
+        raise TypeError(f"the gradient buffer of {name!r} has dtype {grad.dtype}; the layer's "
+                        f"gradient is {dtype}")
+    if grad.shape != shape:
+        raise ValueError(f"the gradient buffer of {name!r} has shape {grad.shape}; the layer's "
+                         f"gradient has shape {shape}")
+    as_writeable(f"the gradient buffer of {name!r}", grad)
 
 
 def one_per_row(shape: tuple) -> bool:
@@ -318,6 +332,16 @@ def real(name: str, v, *, low: float | None = None, high: float | None = None,
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
     if high is not None and (v > high or (high_open and v == high)):
         raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {v}")
+    return v
+
+
+def finite_in(name: str, v: float, dtype, what: str) -> float:
+    """`v`, a finite float, when it is finite in `dtype` too: a kernel working in float32
+    would compute with inf (and 0 * inf is NaN) where NumPy's float64 arithmetic would not.
+    `what`: the arrays of that dtype, for the message."""
+    if dtype == _F32 and abs(v) > F32_MAX:
+        raise ValueError(f"{name} must be at most {F32_MAX:g} in magnitude for {what} "
+                         f"(the kernel computes in float32), got {v:g}")
     return v
 
 

@@ -255,10 +255,16 @@ class FusedTrainer:
         order = C.as_indices("the epoch's order", order, X.shape[0])
         batch_size = C.positive_int("batch_size", self.loader.batch_size)
         W, b = d.weight.data, d.bias.data
-        k, m = W.shape
         if W.shape != (X.shape[1], d.units) or b.shape != (d.units,):
             raise RuntimeError(f"the layer's parameters (weight {W.shape}, bias {b.shape}) do "
                                f"not fit {X.shape[1]} features and {d.units} outputs")
+        # As SGD.step refuses them (a parameter's flags and dtype can be reassigned in place),
+        # before any update: the compiled step would update one and not the other.
+        for p, a in ((d.weight, W), (d.bias, b)):
+            C.as_writeable(f"parameter {p.name!r}", a)
+        if b.dtype != W.dtype:
+            raise TypeError(f"the layer's bias has dtype {b.dtype}, its weight {W.dtype}")
+        k, m = W.shape
         n = len(order)
         B = max(1, min(batch_size, n))  # a batch larger than the data is one short batch
         nb = -(-n // B)
@@ -390,7 +396,8 @@ def label_codes(y) -> Optional[np.ndarray]:
         return y.astype(np.int64)
     if y.dtype.kind != "f":
         return None
-    with np.errstate(invalid="ignore"):
+    # (2.0 ** 62 overflows to inf in float16 labels' type: still the right comparison)
+    with np.errstate(invalid="ignore", over="ignore"):
         whole = (y >= 0) & (y < 2.0 ** 62) & (y == np.floor(y))
     return np.where(whole, y, -1).astype(np.int64)
 

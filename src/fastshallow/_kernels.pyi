@@ -40,6 +40,11 @@ def matmul_bias_backward(X: _Floats, G: _Floats, dW: _Floats, db: _Floats | None
                          nt: int) -> None:
     """dW = X.T @ G and db = G.sum(axis=0) (db may be None); all sizes > 0."""
 
+def matmul_bias_backward_into_if_plain(X: object, G: object, dW: object, db: object,
+                                       nt: int) -> bool:
+    """dW = X.T @ G, db = G.sum(0) into dW, db and True when all are exactly what the kernel
+    takes, else False."""
+
 def matmul_bias_backward_if_plain(X: object, G: object, nt: int,
                                   serial_work: int) -> tuple[_Floats, _Floats] | None:
     """(X.T @ G, G.sum(0)) when X and G are exactly what the kernel takes, else None."""

@@ -9,7 +9,8 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.math cimport isfinite
+from libc.float cimport FLT_MAX
+from libc.math cimport fabs, isfinite
 from libc.stdlib cimport free
 
 cdef extern from "<stdlib.h>" nogil:
@@ -398,6 +399,32 @@ def matmul_bias_backward(cnp.ndarray X, cnp.ndarray G, cnp.ndarray dW, object db
                               <double *>_data(dW), <double *>_data(db), n, k, m, nt)
 
 
+def matmul_bias_backward_into_if_plain(object X, object G, object dW, object db, int nt):
+    """dW = X.T @ G and db = G.sum(axis=0) written into dW and db (None: no bias) and True, when
+    all are exactly what the kernel takes -- X (n, k) and G (n, m) 2-D C-contiguous native
+    arrays of one float type, n, k, m > 0, and dW (k, m) and db (m,) writeable ones of that
+    type, apart from X and G -- else False, and the caller finds out what is wrong.  A layer's
+    backward writes its parameters' gradient buffers so: the caller holds them and the input,
+    and may have resized, reshaped, retyped or frozen any of them in place since the forward
+    pass."""
+    cdef int typenum = _float_type(X)
+    if typenum < 0 or not (_plain(X, 2, typenum) and _plain(G, 2, typenum)
+                           and _plain(dW, 2, typenum)):
+        return False
+    cdef cnp.ndarray x = <cnp.ndarray>X, g = <cnp.ndarray>G, w = <cnp.ndarray>dW
+    cdef fs_i64 n = x.shape[0], k = x.shape[1], m = g.shape[1]
+    if (g.shape[0] != n or w.shape[0] != k or w.shape[1] != m
+            or not cnp.PyArray_ISWRITEABLE(w) or not (_apart(w, x) and _apart(w, g))):
+        return False
+    if db is not None and not (
+            _plain(db, 1, typenum) and (<cnp.ndarray>db).shape[0] == m
+            and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>db) and _apart(<cnp.ndarray>db, x)
+            and _apart(<cnp.ndarray>db, g) and _apart(w, db)):
+        return False
+    matmul_bias_backward(x, g, w, db, nt)
+    return True
+
+
 def matmul_bias_backward_if_plain(object X, object G, int nt, int64_t serial_work):
     """(X.T @ G, G.sum(axis=0)) when X and G are 2-D C-contiguous float arrays of one type with
     n, k, m > 0 and matching rows, else None, and the caller validates (as
@@ -550,8 +577,9 @@ def sgd_update_if_plain(object param, object grad, object lr, object batch_size,
     """Run sgd_update and return True when every argument is already exactly right -- param
     (writeable), grad and velocity (None, or writeable) non-empty native arrays of one float
     type and shape that share no memory; lr a finite float > 0; batch_size an int > 0;
-    momentum a float in [0, 1), 0 without velocity; weight_decay a finite float >= 0 -- else
-    return False, and the caller validates (as matmul_bias_if_plain, for the same reason)."""
+    momentum a float in [0, 1), 0 without velocity; weight_decay a finite float >= 0; lr and
+    weight_decay finite in param's type -- else return False, and the caller validates (as
+    matmul_bias_if_plain, for the same reason)."""
     cdef int typenum = _float_type(param)
     if typenum < 0 or not (_flat(param, typenum) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>param)
             and _flat(grad, typenum)):
@@ -566,6 +594,8 @@ def sgd_update_if_plain(object param, object grad, object lr, object batch_size,
         return False
     cdef double lr_ = lr, mom = momentum, wd = weight_decay
     if not (isfinite(lr_) and lr_ > 0 and 0 <= mom < 1 and isfinite(wd) and wd >= 0):
+        return False
+    if typenum == cnp.NPY_FLOAT32 and (lr_ > FLT_MAX or wd > FLT_MAX):
         return False
     if velocity is None:
         if mom != 0:
@@ -612,8 +642,8 @@ def gather_rows_if_plain(object src, object idx, object out, object scale, int n
     arguments are already exactly right -- src a 2-D C-contiguous uint8 / float32 / float64
     array; idx a non-empty C-contiguous int64 vector of rows of src; out None or a writeable
     C-contiguous (len(idx), k) array of src's float type (float32 for uint8) apart from both;
-    scale None or a finite float -- else None, and the caller validates (as
-    matmul_bias_if_plain, for the same reason)."""
+    scale None or a float finite in the output's type -- else None, and the caller validates
+    (as matmul_bias_if_plain, for the same reason)."""
     if not (cnp.PyArray_Check(src) and cnp.PyArray_Check(idx)):
         return None
     cdef cnp.ndarray s = <cnp.ndarray>src, ix = <cnp.ndarray>idx
@@ -629,7 +659,7 @@ def gather_rows_if_plain(object src, object idx, object out, object scale, int n
         if type(scale) is not float:
             return None
         sc = scale
-        if not isfinite(sc):
+        if not isfinite(sc) or (st != cnp.NPY_FLOAT64 and fabs(sc) > FLT_MAX):
             return None
     cdef fs_i64 rows = s.shape[0], k = s.shape[1], n = ix.shape[0], i
     if k == 0:

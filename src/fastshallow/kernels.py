@@ -159,10 +159,12 @@ def sgd_update(param, grad, lr: float, batch_size: int, momentum: float = 0.0,
     _same_dtype("param", param, "grad", grad)
     if grad.shape != param.shape:
         raise ValueError(f"grad must have the shape of param {param.shape}, got {grad.shape}")
-    lr = C.real("lr", lr, low=0.0, low_open=True)
+    lr = C.finite_in("lr", C.real("lr", lr, low=0.0, low_open=True), param.dtype,
+                     "float32 parameters")
     batch_size = C.positive_int("batch_size", batch_size)
     momentum = C.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    weight_decay = C.real("weight_decay", weight_decay, low=0.0)
+    weight_decay = C.finite_in("weight_decay", C.real("weight_decay", weight_decay, low=0.0),
+                               param.dtype, "float32 parameters")
     if velocity is not None:
         velocity = C.as_writeable("velocity", velocity)
         _same_dtype("param", param, "velocity", velocity)
@@ -216,7 +218,7 @@ def gather_rows(src, indices, out=None, scale: float | np.floating | None = None
     else:
         out = C.as_out("out", out, shape, odt, [("src", src), ("indices", idx)])
     if scale is not None:
-        scale = C.real("scale", scale)
+        scale = C.finite_in("scale", C.real("scale", scale), odt, "a float32 output")
     if out.size == 0:
         return out
     if src.dtype != np.uint8 and src.dtype != odt:

@@ -181,6 +181,24 @@ def _initial(name: str, fn, shape: tuple, dtype: np.dtype, rng) -> np.ndarray:
     return arr
 
 
+def _refuse_backward(layer: "Dense", X: np.ndarray, shape: tuple, W: Parameter,
+                     b: Optional[Parameter]) -> None:
+    """Raise for what keeps a Dense layer's backward from writing its gradient: the input or a
+    gradient buffer changed in place since the forward pass (Y's `shape`)."""
+    n, m = shape
+    if X.shape != (n, W.data.shape[0]) or X.dtype != layer.dtype or not (
+            X.flags.c_contiguous and X.flags.aligned):
+        raise ValueError(f"the input this layer's output was computed from has changed in "
+                         f"place since (now {X.dtype} of shape {X.shape}, not {layer.dtype} "
+                         f"({n}, {W.data.shape[0]}) C-contiguous rows): backward cannot use it")
+    C.gradient_buffer(W.name, W._grad, (X.shape[1], m), X.dtype)
+    if b is not None:
+        C.gradient_buffer(b.name, b._grad, (m,), X.dtype)
+    raise ValueError(f"the gradient buffers of {W.name!r} and {b.name if b else None!r} share "
+                     f"memory with each other or with the input: backward would overwrite what "
+                     f"it reads")
+
+
 class Dense(Block):
     """A fully connected layer ``Y = X @ W + b``.
 
@@ -310,18 +328,22 @@ class Dense(Block):
             X = self._prepare(X)
             Y = matmul_bias(X, W.data, None if b is None else b.data)
         upstream = src.grad_fn if isinstance(src, Tensor) else None
+        shape = Y.shape  # as it is now: the caller holds Y, and could reshape it in place
 
         def backward(G: Optional[np.ndarray]) -> None:
-            G = np.ones(Y.shape, self.dtype) if G is None else \
-                np.ascontiguousarray(G.reshape(Y.shape), dtype=self.dtype)
+            G = np.ones(shape, self.dtype) if G is None else \
+                np.ascontiguousarray(G.reshape(shape), dtype=self.dtype)
             if G.size and X.shape[1]:
-                # X is C-contiguous rows of the layer's dtype and width (made so by _prepare or
+                # X was C-contiguous rows of the layer's dtype and width (made so by _prepare or
                 # recognized by matmul_bias_if_plain), G has Y's shape and dtype, and the outputs
                 # are the parameters' own gradient buffers: the compiled backward writes them
-                # directly, without the wrapper's checks and copies, which cost more than a
-                # small minibatch's gradient does.
-                _k().matmul_bias_backward(X, G, W._grad, None if b is None else b._grad,
-                                          resolve_threads(None, G.size * X.shape[1]))
+                # directly, without the wrapper's copies, which cost more than a small
+                # minibatch's gradient does.  It checks them first in a few compiled tests: the
+                # caller holds X and the buffers and may have changed them in place since.
+                gb = None if b is None else b._grad
+                if not _k().matmul_bias_backward_into_if_plain(
+                        X, G, W._grad, gb, resolve_threads(None, G.size * X.shape[1])):
+                    _refuse_backward(self, X, shape, W, b)
             else:
                 dW, db = matmul_bias_backward(X, G)
                 W.grad[...] = dW

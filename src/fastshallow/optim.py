@@ -28,7 +28,7 @@ __all__ = ["SGD", "Schedule", "ConstantSchedule", "CosineSchedule", "StepSchedul
 _F32, _F64 = C.FLOAT_DTYPES
 # The updates run in the parameters' dtype, and a rate or decay above this is infinite in
 # float32 (in float64 the check that it is finite suffices).
-F32_MAX = float(np.finfo(np.float32).max)
+F32_MAX = C.F32_MAX
 
 
 def rate_error(lr: float, step: int, dtype=None) -> Optional[ValueError]:
@@ -146,6 +146,10 @@ class SGD:
         if not params or not all(isinstance(p, Parameter) for p in params):
             raise TypeError("params must be a non-empty list of fastshallow Parameters "
                             "(e.g. net.parameters())")
+        if len({id(p) for p in params}) < len(params):
+            twice = next(p for i, p in enumerate(params) if any(q is p for q in params[:i]))
+            raise ValueError(f"the parameter {twice.name!r} is in params more than once: every "
+                             f"step would update it as many times")
         self.params: List[Parameter] = params
         self.lr = lr
         self.momentum = momentum

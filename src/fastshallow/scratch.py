@@ -10,8 +10,6 @@ it breaks down where the chapter says it does (see
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import _checks as C
@@ -96,8 +94,10 @@ def sgd(params, lr: float, batch_size: int) -> None:
         C.parameter_buffers(p.name, data, grad)
         buffers.append((data, grad))
     # The book's loop calls this on every minibatch: the usual case costs a few tests.
-    if type(lr) is not float or not 0 < lr < math.inf:
+    if type(lr) is not float or not 0 < lr <= C.F32_MAX:
         lr = C.real("lr", lr, low=0.0, low_open=True)
+        for data, _ in buffers:
+            C.finite_in("lr", lr, data.dtype, "float32 parameters")
     if type(batch_size) is not int or batch_size <= 0:
         batch_size = C.positive_int("batch_size", batch_size)
     update, bs = _k().sgd_update, float(batch_size)
