@@ -17,6 +17,7 @@ import dask  # noqa: E402
 import fastshallow as fs  # noqa: E402
 from fastshallow.distributed import _fit_averaged, fit_dask  # noqa: E402
 from fastshallow.estimators import LinearRegression, SoftmaxRegression  # noqa: E402
+from fastshallow.outofcore import fit_out_of_core  # noqa: E402
 
 from conftest import assert_same_model, last_row, learned  # noqa: E402
 
@@ -242,6 +243,36 @@ def test_fit_dask_failures_leave_the_estimator_as_it_was(client, rng, params, ch
         fit_dask(est, da.from_array(XX, 50), da.from_array(y, 50), **kw)
     assert_same_model(est, before)
     np.testing.assert_array_equal(est.predict(X), pred)
+
+
+@pytest.mark.parametrize("kind", ["classes", "dimensions"])
+def test_every_fit_refuses_a_warm_start_on_other_targets_alike(client, rng, kind):
+    """fit_dask trained on from the other classes' coefficients; fit_out_of_core took targets
+    changed from 1-D to 2-D and refused other classes in partial_fit's words."""
+    X, y = teacher_data(rng, 200)
+    if kind == "classes":
+        est = SoftmaxRegression(epochs=1, warm_start=True, random_state=0).fit(X, y)
+        other, match = y + 1, r"warm_start=True, but y has the classes \[1, 2, 3, 4\], the "
+    else:
+        t = X @ rng.normal(size=X.shape[1])
+        est = LinearRegression(epochs=1, warm_start=True, random_state=0).fit(X, t)
+        other, match = t[:, None], "warm_start=True, but y changed between 1-D and 2-D"
+    before = learned(est)
+    for fit in (lambda: est.fit(X, other), lambda: fit_out_of_core(est, X, other),
+                lambda: fit_dask(est, da.from_array(X, 50), da.from_array(other, 50))):
+        with pytest.raises(ValueError, match=match):
+            fit()
+        assert_same_model(est, before)
+
+
+def test_fit_dask_verbose_reports_rounds(client, rng, capsys):
+    X, y = teacher_data(rng, 200)
+    est = fit_dask(SoftmaxRegression(epochs=2, verbose=1, random_state=0), da.from_array(X, 50),
+                   da.from_array(y, 50))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["round 1 of 2", "round 2 of 2"]
+    losses = [float(line.split("loss ")[1].split(",")[0]) for line in lines]
+    np.testing.assert_allclose(losses, est.loss_curve_, rtol=1e-5)
 
 
 @pytest.mark.parametrize("w", [5e-324, 1e307])

@@ -539,6 +539,21 @@ def test_a_stream_past_the_end_of_its_schedule_is_refused(rng):
     assert np.abs(est.coef_ - before["coef_"]).max() > 1e-4
 
 
+def test_a_rate_that_is_zero_in_the_models_dtype_is_refused(rng):
+    """lr=1e-46 is 0 in float32: fit 'trained' with constant losses, and partial_fit blamed
+    the schedule."""
+    X, y = blobs(rng, n=100)
+    est = SoftmaxRegression(lr=1e-46, random_state=0)
+    with pytest.raises(ValueError, match=r"lr=1e-46 is 0 in float32, the model's dtype"):
+        est.fit(X.astype(np.float32), y)
+    assert not hasattr(est, "coef_")
+    est.fit(X.astype(np.float64), y)  # a float64 number
+    fresh = SoftmaxRegression(lr=1e-46)
+    with pytest.raises(ValueError, match=r"lr=1e-46 is 0 in float32"):
+        fresh.partial_fit(X.astype(np.float32), y, classes=[0, 1, 2])
+    assert not hasattr(fresh, "coef_")
+
+
 def test_string_regression_targets_are_refused_naming_y(rng):
     X, _, _ = regression(rng, n=10)
     with pytest.raises(ValueError, match="y must hold numbers .*could not convert string"):

@@ -326,6 +326,16 @@ def test_warm_start_and_foreign_estimators(tmp_path, rng):
         fit_out_of_core(SoftmaxRegression(), Xm, y[:-1])
 
 
+def test_verbose_reports_whole_epochs_not_chunks(rng, capsys):
+    X, y = teacher_data(rng, 1000, c=3)
+    est = fit_out_of_core(SoftmaxRegression(epochs=2, verbose=1, random_state=0), X, y,
+                          chunk_rows=250, block_rows=50)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["epoch 1", "epoch 2"]
+    losses = [float(line.split("loss ")[1].split(",")[0]) for line in lines]
+    np.testing.assert_allclose(losses, est.loss_curve_, rtol=1e-5)
+
+
 ONES = np.ones(300)
 
 

@@ -18,6 +18,11 @@ from ._config import MAX_THREADS
 TINY = float(np.finfo(np.float64).tiny)  # the least normal float64
 
 
+def report(what: str, loss: float, seconds: float) -> None:
+    """The line an estimator with `verbose` prints after each epoch (or round) of training."""
+    print(f"{what}, loss {loss:.6f}, {seconds:.3f} s", flush=True)
+
+
 def check_threads(name: str, v) -> int:
     """A thread count the kernels accept, checked with the other settings: the kernel that
     would refuse it runs only after the model has been reset."""

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
@@ -86,7 +87,8 @@ def _local_round(state: dict, X, y, sw, seed: int, step0: int) -> tuple:
     est._rng = np.random.default_rng(seed)
     kw = {"classes": state["classes"]} if state.get("classes") is not None else {}
     est._partial_fit(X, y, sample_weight=sw, epochs=state["local_epochs"],
-                     total_steps=state["total_steps"], weight_scale=state["weight_scale"], **kw)
+                     total_steps=state["total_steps"], weight_scale=state["weight_scale"],
+                     report_epochs=False, **kw)
     # The weights' total in the units of their divisor (1 unless the raw sum would overflow)
     weight = float(len(X)) if sw is None else float(np.sum(sw / state["weight_scale"][0]))
     return est.coef_, est.intercept_, weight, float(np.mean(est.loss_curve_[-1:]))
@@ -163,6 +165,9 @@ def _begin_run(estimator, n_features: int, dtype, total_steps: int, classes, tar
     template every partition copies."""
     warm = estimator.warm_start and hasattr(estimator, "_net")
     if warm:
+        estimator._refuse_other_targets(
+            classes=None if classes is None else np.unique(np.asarray(classes)),
+            y_ndim=None if target_shape is None else 1 + len(target_shape))
         coef0, icpt0 = estimator.coef_, estimator.intercept_
     estimator._begin(n_features, dtype, total_steps, classes=classes,
                      target_shape=target_shape)
@@ -182,6 +187,7 @@ def _rounds(estimator, state: dict, blocks, run, rng, rounds: int, steps_per_rou
     """Train every partition from the global model and average, `rounds` times."""
     curve = []
     for r in range(rounds):
+        t0 = time.perf_counter()
         state = dict(state, coef=estimator.coef_, intercept=estimator.intercept_)
         seeds = rng.integers(0, 2**63 - 1, size=len(blocks))
         calls = [(_local_round, (state, Xb, yb, swb, int(seeds[i]), r * steps_per_round))
@@ -190,6 +196,8 @@ def _rounds(estimator, state: dict, blocks, run, rng, rounds: int, steps_per_rou
         estimator.coef_ = coef
         estimator.intercept_ = icpt[()]  # a 0-d average (1-D regression target) -> scalar
         curve.append(loss)
+        if estimator.verbose:
+            _fitting.report(f"round {r + 1} of {rounds}", loss, time.perf_counter() - t0)
     estimator._load()
     estimator._opt.num_steps = state["total_steps"]
     estimator.n_iter_ = rounds * state["local_epochs"]

@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
                       "(pip install 'scikit-learn>=1.6')") from exc
 
 from . import _checks as C
-from ._fitting import TINY, check_threads, ratio, unchanged_on_error, weight_scale
+from ._fitting import TINY, check_threads, ratio, report, unchanged_on_error, weight_scale
 from ._fitting import check_random_state as _check_random_state
 from ._fitting import rng_from as _rng_from
 from ._fused import diverged, parameters_diverged
@@ -255,11 +255,16 @@ class _SGDMixin:
         raise NotImplementedError
 
     def _run_epochs(self, X: np.ndarray, T: np.ndarray, sw: Optional[np.ndarray],
-                    epochs: int, stream: bool = False) -> None:
+                    epochs: int, stream: bool = False, report_epochs: bool = True) -> None:
         """Train `epochs` epochs on validated rows X (the model's dtype, C order) with encoded
         targets T (class indices, or float targets of shape (n,) / (n, outputs)).  `stream`:
         a partial_fit of the user's, whose caller does not know the length of training and
-        so would not notice that a schedule has ended (fit, fit_out_of_core and fit_dask do)."""
+        so would not notice that a schedule has ended (fit, fit_out_of_core and fit_dask do).
+        `report_epochs`: print each epoch's line when `verbose` (fit_out_of_core and fit_dask
+        train a chunk or a partition at a time, and report whole epochs and rounds)."""
+        if X.dtype.type(self.lr) == 0:  # > 0 as a float, checked by _check_params
+            raise ValueError(f"lr={self.lr!r} is 0 in {X.dtype}, the model's dtype: no step "
+                             f"would change the model (use a larger lr, or float64 data)")
         self._load()
         self._sync_optimizer()
         if stream:
@@ -277,9 +282,8 @@ class _SGDMixin:
                 mean_loss = self._weighted_epoch(X, T, sw, loader.epoch_order(), epoch)
             self.n_iter_ = epoch
             self.loss_curve_.append(float(mean_loss))
-            if self.verbose:
-                print(f"epoch {epoch}, loss {mean_loss:.6f}, {time.perf_counter() - t0:.3f} s",
-                      flush=True)
+            if self.verbose and report_epochs:
+                report(f"epoch {epoch}", mean_loss, time.perf_counter() - t0)
         self._store()
 
     def _weighted_epoch(self, X, T, sw, order, epoch: int) -> float:
@@ -313,6 +317,18 @@ class _SGDMixin:
 
     def _steps_per_epoch(self, n: int) -> int:
         return -(-n // self.batch_size)
+
+    def _refuse_other_targets(self, classes=None, y_ndim=None) -> None:
+        """When warm-starting, refuse targets other than the previous fit's: other (sorted)
+        `classes` for the classifier, targets changed between 1-D and 2-D (`y_ndim`) for the
+        regressor.  fit, fit_out_of_core and fit_dask refuse them alike."""
+        if not (self.warm_start and hasattr(self, "_net")):
+            return
+        if classes is not None and not np.array_equal(classes, self.classes_):
+            raise ValueError(f"warm_start=True, but y has the classes {classes.tolist()!r}, "
+                             f"the previous fit {self.classes_.tolist()!r}")
+        if y_ndim is not None and y_ndim != self._y_ndim:
+            raise ValueError("warm_start=True, but y changed between 1-D and 2-D")
 
     def _start_fit(self, n: int, n_features: int, n_outputs: int, dtype) -> None:
         """A fresh model, or (warm_start) the previous solution with a new optimizer."""
@@ -383,7 +399,8 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
     num_threads : int or None
         Threads of the compiled kernels (None: :func:`fastshallow.get_num_threads`).
     verbose : int, default 0
-        Print the mean training loss after every epoch.
+        Print the mean training loss after every epoch (after every round in
+        :func:`fastshallow.distributed.fit_dask`).
 
     Attributes
     ----------
@@ -467,12 +484,9 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
 
     def _fit(self, X, y, sample_weight):
         self._check_params()
-        keep = self.warm_start and hasattr(self, "_net")
         X, y = self._validate_xy(X, y, reset=True)
         classes = np.unique(y)
-        if keep and not np.array_equal(classes, self.classes_):
-            raise ValueError(f"warm_start=True, but y has the classes {classes.tolist()!r}, "
-                             f"the previous fit {self.classes_.tolist()!r}")
+        self._refuse_other_targets(classes=classes)
         sw = _sample_weight(sample_weight, X.shape[0], X.dtype)
         self.classes_ = classes
         self._start_fit(X.shape[0], X.shape[1], len(classes), X.dtype)
@@ -489,7 +503,7 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
                                      stream=True)
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None, epochs=1,
-                     total_steps=None, weight_scale=None, stream=False):
+                     total_steps=None, weight_scale=None, stream=False, report_epochs=True):
         self._check_params()
         first = not hasattr(self, "_net")
         if classes is not None:
@@ -506,7 +520,7 @@ class SoftmaxRegression(ClassifierMixin, _SGDMixin, BaseEstimator):
         if first:
             self.classes_ = classes
             self._fresh_model(X.shape[1], len(classes), X.dtype, total_steps)
-        self._run_epochs(X, self._encode(y), sw, epochs, stream)
+        self._run_epochs(X, self._encode(y), sw, epochs, stream, report_epochs)
         return self
 
     def score(self, X, y, sample_weight=None) -> float:
@@ -643,8 +657,7 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
         self._check_params()
         X, y = self._validate_xy(X, y, reset=True)
         m = 1 if y.ndim == 1 else y.shape[1]
-        if self.warm_start and hasattr(self, "_net") and self._y_ndim != y.ndim:
-            raise ValueError("warm_start=True, but y changed between 1-D and 2-D")
+        self._refuse_other_targets(y_ndim=y.ndim)
         sw = _sample_weight(sample_weight, X.shape[0], X.dtype)
         self._y_ndim = y.ndim
         if self.solver == "closed_form":
@@ -702,7 +715,7 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
             return self._partial_fit(X, y, sample_weight=sample_weight, stream=True)
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None, epochs=1,
-                     total_steps=None, weight_scale=None, stream=False):
+                     total_steps=None, weight_scale=None, stream=False, report_epochs=True):
         self._check_params()
         first = not hasattr(self, "_net")
         dtype = _FLOATS if first else self.coef_.dtype
@@ -714,7 +727,7 @@ class LinearRegression(RegressorMixin, _SGDMixin, BaseEstimator):
         if first:
             self._y_ndim = y.ndim
             self._fresh_model(X.shape[1], m, X.dtype, total_steps)
-        self._run_epochs(X, y, sw, epochs, stream)
+        self._run_epochs(X, y, sw, epochs, stream, report_epochs)
         return self
 
     def score(self, X, y, sample_weight=None) -> float:

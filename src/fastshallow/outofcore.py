@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 from typing import Iterator, Optional, Tuple, TypeVar
 
 import numpy as np
@@ -412,20 +413,32 @@ def fit_out_of_core(estimator: _Estimator, X, y, *, classes=None,
     orders = ([_block_order(layout, stream["shuffle"], stream["rng"]) for _ in range(epochs)]
               if ours else [None] * epochs)
     with _fitting.unchanged_on_error(estimator):
-        total_steps = _start(estimator, layout, orders) if ours else None
-        curve = [_epoch(estimator, X, others, dict(stream, order=o), kw, ours, total_steps,
-                        rel) for o in orders]
+        total_steps = None
+        if ours:
+            total_steps = _start(estimator, layout, orders, kw.get("classes"), y.ndim)
+        curve = []
+        for epoch, o in enumerate(orders, 1):
+            t0 = time.perf_counter()
+            curve.append(_epoch(estimator, X, others, dict(stream, order=o), kw, ours,
+                                total_steps, rel))
+            if ours and estimator.verbose:
+                _fitting.report(f"epoch {epoch}", curve[-1], time.perf_counter() - t0)
         if ours:
             estimator.n_iter_ = epochs
             estimator.loss_curve_ = curve
     return estimator
 
 
-def _start(estimator, layout, orders) -> int:
+def _start(estimator, layout, orders, classes, y_ndim: int) -> int:
     """A fresh model (or, warm-starting, the current one with a new optimizer) for a run of
-    epochs over the blocks in `orders`; returns its number of minibatches."""
+    epochs over the blocks in `orders`; returns its number of minibatches.  `classes`: the
+    classifier's (None for the regressor), `y_ndim`: the targets' dimensions."""
     total_steps = sum(_minibatches(layout, o, estimator.batch_size) for o in orders)
     if estimator.warm_start and hasattr(estimator, "_net"):
+        if classes is None:
+            estimator._refuse_other_targets(y_ndim=y_ndim)
+        else:
+            estimator._refuse_other_targets(classes=np.unique(np.asarray(classes)))
         estimator._new_optimizer(total_steps)
     else:
         estimator._forget()
@@ -442,7 +455,8 @@ def _epoch(estimator, X, others, stream: dict, kw: dict, ours: bool, total_steps
         if len(parts) > 2:
             kw["sample_weight"] = parts[2]
         if ours:
-            estimator._partial_fit(Xc, yc, total_steps=total_steps, weight_scale=rel, **kw)
+            estimator._partial_fit(Xc, yc, total_steps=total_steps, weight_scale=rel,
+                                   report_epochs=False, **kw)
             loss_sum += estimator.loss_curve_[-1] * (
                 len(Xc) if rel is None else _chunk_weight(parts[2], rel[0]))
         else:
