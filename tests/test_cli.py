@@ -147,3 +147,31 @@ def test_usable_cpus_are_those_this_process_may_run_on(monkeypatch):
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
     assert usable_cpus() == 3
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`fastshallow linreg | head -1` printed "error: [Errno 32] Broken pipe" and exited 1;
+    now it stops as a process ended by SIGPIPE does, saying nothing."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "fastshallow", "linreg", "--epochs", "400"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes: later writes (or the final flush) find no one
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141, err
+    assert first.startswith(b"epoch 1, loss ") and err == b""
+
+
+def test_data_dir_may_start_with_a_tilde_as_root_may(tmp_path, monkeypatch, capsys):
+    """The shell leaves `--data-dir=~/data` as it is; the library expands `~` in root=, and
+    the command line's check refused what it would read."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    assert cli.main(["train", "--epochs", "1", "--plot", "", "--predictions", "",
+                     "--data-dir", "~/data"]) == 1
+    err = capsys.readouterr().err
+    assert "is not a folder" not in err
+    assert f"in {tmp_path / 'data'}, the folder named by root= (--data-dir on the command " \
+           f"line)" in err

@@ -381,8 +381,8 @@ def test_interrupted_decoded_cache_write_keeps_the_old_cache(synth, monkeypatch)
 
 def test_interrupted_download_leaves_nothing_and_keeps_the_old_file(synth, monkeypatch):
     """A download stopped from inside the write loop (here: Ctrl-C from the progress bar
-    after the first chunk) removes its partial file; a file that was already in the cache
-    is left exactly as it was."""
+    after the first chunk) or while the downloaded file is checked removes its partial file; a
+    file that was already in the cache is left exactly as it was."""
     import http.server
     import threading
 
@@ -429,6 +429,21 @@ def test_interrupted_download_leaves_nothing_and_keeps_the_old_file(synth, monke
                 FashionMNIST(download=True)
         _assert_intact(stale, b"an old, bad copy")
         monkeypatch.setattr(tqdm, "tqdm", real_tqdm)
+        # Ctrl-C after the download, while the whole file is decompressed and checked
+        real_verify = _download._load_verified
+
+        def stop_while_checking(path, spec):
+            if str(path).endswith(".part"):
+                raise KeyboardInterrupt
+            return real_verify(path, spec)
+
+        monkeypatch.setattr(_download, "_load_verified", stop_while_checking)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(KeyboardInterrupt):
+                FashionMNIST(download=True)
+        _assert_intact(stale, b"an old, bad copy")
+        monkeypatch.setattr(_download, "_load_verified", real_verify)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = FashionMNIST(download=True)

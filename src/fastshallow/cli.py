@@ -214,7 +214,7 @@ def _data_source(*loaders) -> str:
 
 def _check_output_paths(args) -> Optional[str]:
     """What is wrong with --data-dir, --plot, --predictions or --save, or None."""
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+    if args.data_dir is not None and not os.path.isdir(os.path.expanduser(args.data_dir)):
         return f"--data-dir: {args.data_dir!r} is not a folder"
     for flag, path in (("--plot", args.plot), ("--predictions", args.predictions)):
         if path:
@@ -305,28 +305,39 @@ def _warn_about_threads(args) -> None:
               f"it will run slower than with --threads {cpus}", file=sys.stderr)
 
 
+def _run(args) -> int:
+    if args.command == "linreg":
+        return _linreg(args)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "bench":
+        from .bench import run
+
+        run(args.epochs, args.repeats, args.threads, torch=not args.no_torch,
+            dataloader=not args.no_dataloader, linreg=not args.no_linreg, per_cpu=args.per_cpu)
+        return 0
+    import fastshallow as fs
+
+    fs.show_config()
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     _warn_about_threads(args)
     try:
-        if args.command == "linreg":
-            return _linreg(args)
-        if args.command == "train":
-            return _train(args)
-        if args.command == "bench":
-            from .bench import run
-
-            run(args.epochs, args.repeats, args.threads, torch=not args.no_torch,
-                dataloader=not args.no_dataloader, linreg=not args.no_linreg,
-                per_cpu=args.per_cpu)
-            return 0
-        import fastshallow as fs
-
-        fs.show_config()
-        return 0
+        status = _run(args)
+        sys.stdout.flush()  # here, where a reader that has gone is noticed (not at exit)
+        return status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of the output has gone (`fastshallow linreg | head -1`): stop quietly,
+        # with the status of a process ended by SIGPIPE, as other tools do.  What is still
+        # buffered goes nowhere, so that the flush at exit does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as exc:
         print(f"fastshallow {args.command}: error: {exc}", file=sys.stderr)
         return 1

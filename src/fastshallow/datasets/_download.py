@@ -101,13 +101,15 @@ _GET_FILES = (
     "which puts the files in /usr/share/datasets/fashion-mnist), or copy the four files "
     "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
     "t10k-labels-idx1-ubyte.gz (from https://github.com/zalandoresearch/fashion-mnist) into a "
-    "folder and pass it as root=... or name it in the FASTSHALLOW_DATA environment variable"
+    "folder and pass it as root=... (--data-dir on the command line) or name it in the "
+    "FASTSHALLOW_DATA environment variable"
 )
 # A named folder is never downloaded into: the download clause is for the default places only.
 _HOW_TO_GET = _GET_FILES + ", or, with internet access, let it download them (download=True)."
 # What to do instead of naming a folder, by how it was named.
-_INSTEAD = {"root=": "use root=None to read the folder $FASTSHALLOW_DATA names or, when it is "
-                     "not set, to search the user cache and Debian's folder, then download",
+_INSTEAD = {"root=": "use root=None (on the command line: no --data-dir) to read the folder "
+                     "$FASTSHALLOW_DATA names or, when it is not set, to search the user cache "
+                     "and Debian's folder, then download",
             "$FASTSHALLOW_DATA": "unset FASTSHALLOW_DATA to search the user cache and Debian's "
                                  "folder, then download"}
 ROOT_HINT = "root= names the folder holding the Fashion-MNIST files; " + _INSTEAD["root="]
@@ -367,6 +369,9 @@ def _download(spec: FileSpec, cache: Path, failures: List[str],
             failures.append(f"{url}: cannot move the download into {final} ({exc})")
             _unlink_quietly(tmp)
             continue
+        except BaseException:  # Ctrl-C while it is checked: no partial file left behind either
+            _unlink_quietly(tmp)
+            raise
         return arr, final
     return None
 
@@ -477,7 +482,8 @@ def _load_named(names, what: str, folder: Path, cache: Path):
 def _named_unusable(what, folder, missing, bad) -> Exception:
     failed = [os.path.basename(exc.path) for exc in bad] + [FILES[n].gz_name for n in missing]
     lines = [f"Fashion-MNIST data not available: no good copy of {', '.join(failed)} in "
-             f"{folder}, the folder named by {what}."]
+             f"{folder}, the folder named by {what}"
+             f"{' (--data-dir on the command line)' if what == 'root=' else ''}."]
     if bad:
         lines.append("Bad copies there (not used):")
         lines += [f"  - {exc}" for exc in bad]

@@ -168,7 +168,12 @@ class Resize:
 
     Takes ``(H, W)``, channels-last ``(H, W, C)`` / ``(N, H, W, C)``, or any array whose last two
     axes are (H, W) (a batch ``(N, H, W)``, a channels-first ``(C, H, W)``), and keeps that
-    layout.  uint8 stays uint8 (rounded), float stays float."""
+    layout.  uint8 stays uint8 (rounded), float stays float.
+
+    The shape alone tells the layouts apart: an array of 3 or more dimensions whose last axis
+    has length 1, 3 or 4 is read as channels-last (see the module docstring).  So a
+    channels-first image (or a ToTensor output) only 1, 3 or 4 pixels wide is read wrongly:
+    resize before ToTensor, as the book does, or pass such images channels-last."""
 
     def __init__(self, size: Union[int, Sequence[int]]):
         self.size = _check_size("size", size)
