@@ -272,6 +272,32 @@ def test_default_count_starts_a_team_only_for_large_calls(restore_threads):
     assert resolve_threads(None, per_batch, default_floor=SERIAL_WORK) == team
 
 
+def test_a_forked_child_of_a_process_whose_teams_ran_computes_on_one_thread():
+    """GNU OpenMP's first team in such a child waited forever for threads fork did not copy (a
+    multiprocessing 'fork' pool hung).  The child computes on one thread, the same bits; its
+    parent keeps its team.  In a fresh interpreter, with an alarm in the child, so that a hang
+    fails here instead of stopping the tests."""
+    res = run_python("""
+        import os, signal
+        import numpy as np
+        import fastshallow as fs
+        X, W = np.ones((2000, 300), np.float32), np.ones((300, 50), np.float32)
+        want = fs.kernels.matmul_bias(X, W, num_threads=2)
+        order = fs.kernels.permutation(1 << 20, 3, num_threads=2)
+        fs.set_num_threads(2)
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(60)
+            same = (np.array_equal(fs.kernels.matmul_bias(X, W, num_threads=2), want)
+                    and np.array_equal(fs.kernels.permutation(1 << 20, 3), order))
+            os._exit(0 if same and fs.get_num_threads() == 1 else 3)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), fs.get_num_threads())
+        """, OMP_NUM_THREADS="2")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["0", "2"], (res.stdout, res.stderr)
+
+
 def test_set_num_threads_sets_and_resets(restore_threads):
     fs.set_num_threads(None)
     default = fs.get_num_threads()  # OMP_NUM_THREADS or the cores (see the subprocess tests)

@@ -610,3 +610,18 @@ def test_evaluate_accuracy_of_float16_labels_warns_of_nothing(rng):
         warnings.simplefilter("error")
         got = fs.evaluate_accuracy(net, half)
     assert got == fs.evaluate_accuracy(net, fs.load_array((X, y), 16, is_train=False))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_under_fs_seed_both_paths_train_a_deferred_layer_alike(rng, shuffle):
+    """The fused path built a deferred layer (drawing its weights from the default stream)
+    before the loader took its generator from that stream, the per-batch loop after: under
+    fs.seed the two started from other weights and shuffles."""
+    X, y = classes_data(rng)
+    nets = {}
+    for fused in (None, False):
+        fs.seed(0)
+        loader = fs.load_array((X, y), 16, is_train=shuffle)
+        nets[fused] = fs.nn.Sequential(fs.nn.Dense(3))
+        train(nets[fused], loader, 2, fused)
+    assert_trained_alike(nets[None], nets[False])

@@ -11,6 +11,22 @@ from . import _ext
 _num_threads: int | None = None
 
 _OPENMP = _ext.kernels().openmp_enabled()
+# Whether kernels may start OpenMP teams in this process.  Not in a child forked from it: GNU
+# OpenMP keeps the parent's idle team in its state, and the child's first team waits forever
+# for threads that fork did not copy.  There the kernels compute on the calling thread (the
+# same bits, as on any number of threads), as PyTorch's forked children do; a child started
+# by 'spawn' or 'forkserver' has its own OpenMP state and teams.
+_teams = _OPENMP
+
+
+def _after_fork_in_child() -> None:
+    global _teams
+    _teams = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 # OpenMP's default team size for the calling thread: OMP_NUM_THREADS, else the CPUs the process
 # may run on, lowered by omp_set_num_threads -- which is how threadpoolctl's
 # ``threadpool_limits(n)`` limits OpenMP libraries.  Asked at every call (about 25 ns); 1 in a
@@ -49,9 +65,11 @@ def get_num_threads() -> int:
     `set_num_threads`, else OpenMP's default in the calling thread -- ``OMP_NUM_THREADS`` as it
     was when the package was imported (OpenMP reads it then), else the cores this process may
     run on, within any limit threadpoolctl's ``threadpool_limits`` set in that thread (as
-    scikit-learn's OpenMP code follows it)."""
+    scikit-learn's OpenMP code follows it).  1 in a serial build and in a forked child."""
+    if not _teams:
+        return 1
     if _num_threads is not None:
-        return _num_threads if _OPENMP else 1
+        return _num_threads
     n = _omp_default()
     return n if n <= MAX_THREADS else MAX_THREADS
 
@@ -80,7 +98,7 @@ def resolve_threads(num_threads: int | None, work: int | None = None,
         floor = DEFAULT_SERIAL_WORK if default_floor is None else default_floor
     else:
         n, floor = _check_threads(num_threads), SERIAL_WORK
-        if not _OPENMP:
+        if not _teams:
             n = 1
     return 1 if work is not None and work < floor else n
 

@@ -377,6 +377,8 @@ def plan(net, train_iter, loss, updater, insist: bool = False
     if data is None:
         return None, why
     if not dense.initialized:  # after every check: a refused call changes nothing
+        if train_iter.shuffle:  # as the per-batch loop draws: the loader's generator first
+            train_iter._generator()
         dense._prepare(np.zeros((1, data[0].shape[1]), dense.dtype))
     return FusedTrainer(dense, train_iter, loss, updater, data), ""
 

@@ -282,15 +282,22 @@ class DataLoader:
         n = len(self.dataset)
         if self.shuffle:
             # One draw from the loader's generator seeds the compiled Fisher-Yates shuffle.
-            if self._rng is None:
-                self._rng = generator("seed", None)
-            order = permutation(n, int(self._rng.integers(0, 1 << 63)))
+            order = permutation(n, int(self._generator().integers(0, 1 << 63)))
         else:
             order = np.arange(n, dtype=np.int64)
         if self.drop_last:
             order = order[: (n // self.batch_size) * self.batch_size]
         self.epoch += 1
         return np.ascontiguousarray(order, dtype=np.int64)
+
+    def _generator(self) -> np.random.Generator:
+        """The loader's generator, taken from the default stream now if it has none yet.  A
+        training path calls this before it builds a deferred layer, whose weights come from
+        that stream too, so that under fs.seed both paths draw in the same order: the loader's
+        generator, then the weights at the first minibatch."""
+        if self._rng is None:
+            self._rng = generator("seed", None)
+        return self._rng
 
     def __iter__(self) -> Iterator:
         order = self.epoch_order()
