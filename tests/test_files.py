@@ -421,13 +421,16 @@ def test_interrupted_download_leaves_nothing_and_keeps_the_old_file(synth, monke
             def update(self, n=1):
                 raise KeyboardInterrupt
 
+        def interrupted_download():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with pytest.raises(KeyboardInterrupt):
+                    FashionMNIST(download=True)
+            _assert_intact(stale, b"an old, bad copy")
+
         monkeypatch.setattr(tqdm, "tqdm", StopAfterFirstChunk)
         monkeypatch.setattr(_download, "_CHUNK", 256)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with pytest.raises(KeyboardInterrupt):
-                FashionMNIST(download=True)
-        _assert_intact(stale, b"an old, bad copy")
+        interrupted_download()
         monkeypatch.setattr(tqdm, "tqdm", real_tqdm)
         # Ctrl-C after the download, while the whole file is decompressed and checked
         real_verify = _download._load_verified
@@ -438,11 +441,7 @@ def test_interrupted_download_leaves_nothing_and_keeps_the_old_file(synth, monke
             return real_verify(path, spec)
 
         monkeypatch.setattr(_download, "_load_verified", stop_while_checking)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with pytest.raises(KeyboardInterrupt):
-                FashionMNIST(download=True)
-        _assert_intact(stale, b"an old, bad copy")
+        interrupted_download()
         monkeypatch.setattr(_download, "_load_verified", real_verify)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
