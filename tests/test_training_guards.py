@@ -171,6 +171,20 @@ def test_a_schedule_giving_a_bad_rate_is_refused_alike_on_both_paths(rng, bad, a
             assert_bits_equal(net.weight.data, W)
 
 
+@pytest.mark.parametrize("bad", ["0.5", 0.5j, None, [0.5], True])
+def test_a_schedule_giving_no_real_number_is_refused_alike_on_both_paths(rng, bad):
+    """The fused path took the string "0.5" as 0.5 and None as NaN; the loop failed in NumPy's
+    or Python's words.  (True is no factor either, as it is no learning rate.)"""
+    data = classes_data(rng)
+    for fused in (None, False):
+        net = fs.nn.Dense(3, in_units=8, rng=0)
+        W = net.weight.data.copy()
+        with pytest.raises(TypeError, match=r"^Rates.factor\(0\) must return a real number, "
+                                            r"got "):
+            train(net, fs.load_array(data, 10, seed=0), 1, fused, schedule=Rates(bad))
+        assert_bits_equal(net.weight.data, W)
+
+
 @pytest.mark.parametrize("fused", [None, False])
 @pytest.mark.parametrize("lr, factor", [(1e39, 1.0), (1e38, 10.0)])
 def test_a_rate_infinite_in_float32_is_refused_before_any_update(rng, fused, lr, factor):

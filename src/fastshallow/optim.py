@@ -13,6 +13,7 @@ takes in the gradient, as the formula says).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable, List, Optional
 
 import numpy as np
@@ -66,6 +67,15 @@ def decay_error(weight_decay: float, dtype) -> Optional[ValueError]:
     return None
 
 
+def _real_factor(schedule, step: int, f) -> float:
+    """`schedule.factor(step)`'s result `f` as a float, or a TypeError naming the call: a
+    Schedule of the user's may return a string, a complex number, None or a list."""
+    if isinstance(f, (bool, np.bool_)) or not isinstance(f, numbers.Real):
+        raise TypeError(f"{type(schedule).__name__}.factor({step}) must return a real number, "
+                        f"got {C._describe(f)}")
+    return float(f)
+
+
 class Schedule:
     """A learning-rate factor as a function of the step number (0-based)."""
 
@@ -77,7 +87,8 @@ class Schedule:
     def factors(self, start: int, count: int) -> np.ndarray:
         """The factors of steps ``start .. start + count - 1`` as a float64 array (the fused
         path asks for a whole epoch's at once; a subclass may compute them faster)."""
-        return np.array([self.factor(start + i) for i in range(count)], dtype=np.float64)
+        return np.array([_real_factor(self, start + i, self.factor(start + i))
+                         for i in range(count)], dtype=np.float64)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -183,13 +194,20 @@ class SGD:
     @property
     def learning_rate(self) -> float:
         """The learning rate the next step will use."""
-        return self._lr * self._schedule.factor(self.num_steps)
+        f = self._schedule.factor(self.num_steps)
+        if type(f) is not float:  # a Schedule of the user's may return anything
+            f = _real_factor(self._schedule, self.num_steps, f)
+        return self._lr * f
 
     def epoch_rates(self, count: int, dtype) -> np.ndarray:
         """The learning rates of the next `count` steps, in `dtype`, for updates made elsewhere
         (the fused path): refused as `step` would refuse them, all before the first is used."""
         start = self.num_steps
-        factors = np.asarray(self._schedule.factors(start, count), dtype=np.float64)
+        factors = np.asarray(self._schedule.factors(start, count))
+        if factors.dtype.kind not in "iuf":  # NumPy's conversion would drop imaginary parts
+            raise TypeError(f"{type(self._schedule).__name__}.factors({start}, {count}) must "
+                            f"return real numbers, got an array of dtype {factors.dtype}")
+        factors = factors.astype(np.float64)
         if factors.shape != (count,):  # the compiled step reads one rate per minibatch
             raise ValueError(f"{type(self._schedule).__name__}.factors({start}, {count}) must "
                              f"return {count} factors, got shape {factors.shape}")
