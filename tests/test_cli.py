@@ -154,7 +154,9 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     now it stops as a process ended by SIGPIPE does, saying nothing."""
     import subprocess
 
-    proc = subprocess.Popen([sys.executable, "-m", "fastshallow", "linreg", "--epochs", "400"],
+    # Far more output than a pipe holds (64 KiB): the command is still writing, or blocked on
+    # the full pipe, when the reader goes, however late that is.
+    proc = subprocess.Popen([sys.executable, "-m", "fastshallow", "linreg", "--epochs", "20000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = proc.stdout.readline()
     proc.stdout.close()  # the reader goes: later writes (or the final flush) find no one

@@ -4,6 +4,7 @@ accuracy on Fashion-MNIST against ``fs.train`` with the same settings."""
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -552,6 +553,11 @@ def test_a_rate_that_is_zero_in_the_models_dtype_is_refused(rng):
     with pytest.raises(ValueError, match=r"lr=1e-46 is 0 in float32"):
         fresh.partial_fit(X.astype(np.float32), y, classes=[0, 1, 2])
     assert not hasattr(fresh, "coef_")
+    # a rate infinite in float32 is the optimizer's to refuse, without NumPy's cast warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"at most 3.40282e\+38 for float32"):
+            SoftmaxRegression(lr=1e39).fit(X.astype(np.float32), y)
 
 
 def test_string_regression_targets_are_refused_naming_y(rng):

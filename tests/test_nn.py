@@ -327,6 +327,8 @@ CHANGED_IN_PLACE = [
      r"input .* has changed in place .*\(1, 20\)"),
     ("input retyped", lambda net, X: _set(X, "dtype", np.float64), ValueError,
      r"changed in place .*float64"),
+    ("input flattened", lambda net, X: _set(X, "shape", (20,)), ValueError,
+     r"changed in place .*\(20,\)"),
     ("weight gradient resized", lambda net, X: _resize(net.weight.grad, (1,)), ValueError,
      r"gradient buffer of 'weight' has shape \(1,\); .* \(4, 3\)"),
     ("weight gradient enlarged", lambda net, X: _resize(net.weight.grad, (40, 30)), ValueError,
@@ -351,10 +353,13 @@ def test_backward_refuses_what_changed_in_place_since_the_forward_pass(change, e
         assert not net.weight.grad.any()  # refused before anything was written
 
 
-def test_backward_refuses_an_input_that_is_its_own_gradient_buffer():
-    net = Dense(4, in_units=4)
+@pytest.mark.parametrize("use_bias, match", [
+    (True, r"gradient buffers of 'weight' and 'bias' share memory"),
+    (False, r"gradient buffer of 'weight' shares memory with the input")])
+def test_backward_refuses_an_input_that_is_its_own_gradient_buffer(use_bias, match):
+    net = Dense(4, in_units=4, use_bias=use_bias)
     Y = net(net.weight.grad)
-    with pytest.raises(ValueError, match="share memory"):
+    with pytest.raises(ValueError, match=match):
         Y.backward()
 
 

@@ -8,6 +8,7 @@ changes, and an error in the clean-up never hides the one that stopped training.
 import math
 import os
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -183,6 +184,20 @@ def test_a_schedule_giving_no_real_number_is_refused_alike_on_both_paths(rng, ba
                                             r"got "):
             train(net, fs.load_array(data, 10, seed=0), 1, fused, schedule=Rates(bad))
         assert_bits_equal(net.weight.data, W)
+
+
+@pytest.mark.parametrize("factor", [np.where(True, 0.5, 1.0), Fraction(1, 2), np.float32(0.5), 1])
+def test_a_schedule_giving_a_real_number_of_any_type_trains_alike_on_both_paths(rng, factor):
+    """A 0-d array (np.where's), a Fraction, a NumPy float or an int is a factor."""
+    data = classes_data(rng)
+    nets = {}
+    for fused in (None, False):
+        nets[fused] = fs.nn.Dense(3, in_units=8, rng=0)
+        train(nets[fused], fs.load_array(data, 10, seed=0), 1, fused, schedule=Rates(factor))
+    assert_trained_alike(nets[None], nets[False])
+    ref = fs.nn.Dense(3, in_units=8, rng=0)
+    train(ref, fs.load_array(data, 10, seed=0), 1, False, lr=0.1 * float(factor))
+    assert_trained_alike(nets[False], ref)
 
 
 @pytest.mark.parametrize("fused", [None, False])

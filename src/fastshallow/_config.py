@@ -14,8 +14,10 @@ _OPENMP = _ext.kernels().openmp_enabled()
 # Whether kernels may start OpenMP teams in this process.  Not in a child forked from it: GNU
 # OpenMP keeps the parent's idle team in its state, and the child's first team waits forever
 # for threads that fork did not copy.  There the kernels compute on the calling thread (the
-# same bits, as on any number of threads), as PyTorch's forked children do; a child started
-# by 'spawn' or 'forkserver' has its own OpenMP state and teams.
+# same bits, as on any number of threads), as PyTorch's forked children do.  (Whether the
+# parent's teams ran is not known here, so this holds for any child forked after the import,
+# a forkserver's that preloaded fastshallow too.)  A child started by 'spawn' has its own
+# OpenMP state and teams.
 _teams = _OPENMP
 
 

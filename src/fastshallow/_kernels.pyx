@@ -388,8 +388,10 @@ cdef int _matmul_bias_backward(const floating *X, const floating *G, floating *d
     return 0
 
 
-def matmul_bias_backward(cnp.ndarray X, cnp.ndarray G, cnp.ndarray dW, object db, int nt):
-    """dW = X.T @ G and db = G.sum(axis=0) (db may be None).  All sizes > 0."""
+cdef inline int _backward(cnp.ndarray X, cnp.ndarray G, cnp.ndarray dW, object db,
+                          int nt) except -1:
+    """matmul_bias_backward, called from C by the recognizers below (a call of the def function
+    would be a Python call)."""
     cdef fs_i64 n = X.shape[0], k = X.shape[1], m = G.shape[1]
     if _f32(X):
         _matmul_bias_backward(<const float *>_data(X), <const float *>_data(G),
@@ -397,6 +399,12 @@ def matmul_bias_backward(cnp.ndarray X, cnp.ndarray G, cnp.ndarray dW, object db
     else:
         _matmul_bias_backward(<const double *>_data(X), <const double *>_data(G),
                               <double *>_data(dW), <double *>_data(db), n, k, m, nt)
+    return 0
+
+
+def matmul_bias_backward(cnp.ndarray X, cnp.ndarray G, cnp.ndarray dW, object db, int nt):
+    """dW = X.T @ G and db = G.sum(axis=0) (db may be None).  All sizes > 0."""
+    _backward(X, G, dW, db, nt)
 
 
 def matmul_bias_backward_into_if_plain(object X, object G, object dW, object db, int nt):
@@ -421,7 +429,7 @@ def matmul_bias_backward_into_if_plain(object X, object G, object dW, object db,
             and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>db) and _apart(<cnp.ndarray>db, x)
             and _apart(<cnp.ndarray>db, g) and _apart(w, db)):
         return False
-    matmul_bias_backward(x, g, w, db, nt)
+    _backward(x, g, w, db, nt)
     return True
 
 
@@ -441,8 +449,7 @@ def matmul_bias_backward_if_plain(object X, object G, int nt, int64_t serial_wor
     # Both are overwritten in full by the kernel.
     cdef cnp.ndarray dW = cnp.PyArray_EMPTY(2, dims, typenum, 0)
     cdef cnp.ndarray db = cnp.PyArray_EMPTY(1, &dims[1], typenum, 0)
-    matmul_bias_backward(x, g, dW, db,
-                         1 if x.shape[0] * x.shape[1] * g.shape[1] < serial_work else nt)
+    _backward(x, g, dW, db, 1 if x.shape[0] * x.shape[1] * g.shape[1] < serial_work else nt)
     return dW, db
 
 

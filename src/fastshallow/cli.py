@@ -336,7 +336,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         # The reader of the output has gone (`fastshallow linreg | head -1`): stop quietly,
         # with the status of a process ended by SIGPIPE, as other tools do.  What is still
         # buffered goes nowhere, so that the flush at exit does not fail too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        try:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, sys.stdout.fileno())
+            os.close(fd)
+        except (OSError, ValueError):  # a standard output without a file (captured)
+            pass
         return 128 + 13
     except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as exc:
         print(f"fastshallow {args.command}: error: {exc}", file=sys.stderr)

@@ -262,7 +262,9 @@ class _SGDMixin:
         so would not notice that a schedule has ended (fit, fit_out_of_core and fit_dask do).
         `report_epochs`: print each epoch's line when `verbose` (fit_out_of_core and fit_dask
         train a chunk or a partition at a time, and report whole epochs and rounds)."""
-        if X.dtype.type(self.lr) == 0:  # > 0 as a float, checked by _check_params
+        with np.errstate(over="ignore"):  # too large for float32: refused by the optimizer
+            zero = X.dtype.type(self.lr) == 0  # > 0 as a float, checked by _check_params
+        if zero:
             raise ValueError(f"lr={self.lr!r} is 0 in {X.dtype}, the model's dtype: no step "
                              f"would change the model (use a larger lr, or float64 data)")
         self._load()

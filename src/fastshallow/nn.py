@@ -192,11 +192,12 @@ def _refuse_backward(layer: "Dense", X: np.ndarray, shape: tuple, W: Parameter,
                          f"place since (now {X.dtype} of shape {X.shape}, not {layer.dtype} "
                          f"({n}, {W.data.shape[0]}) C-contiguous rows): backward cannot use it")
     C.gradient_buffer(W.name, W._grad, (X.shape[1], m), X.dtype)
-    if b is not None:
-        C.gradient_buffer(b.name, b._grad, (m,), X.dtype)
-    raise ValueError(f"the gradient buffers of {W.name!r} and {b.name if b else None!r} share "
-                     f"memory with each other or with the input: backward would overwrite what "
-                     f"it reads")
+    if b is None:
+        raise ValueError(f"the gradient buffer of {W.name!r} shares memory with the input: "
+                         f"backward would overwrite what it reads")
+    C.gradient_buffer(b.name, b._grad, (m,), X.dtype)
+    raise ValueError(f"the gradient buffers of {W.name!r} and {b.name!r} share memory with each "
+                     f"other or with the input: backward would overwrite what it reads")
 
 
 class Dense(Block):
@@ -328,12 +329,13 @@ class Dense(Block):
             X = self._prepare(X)
             Y = matmul_bias(X, W.data, None if b is None else b.data)
         upstream = src.grad_fn if isinstance(src, Tensor) else None
-        shape = Y.shape  # as it is now: the caller holds Y, and could reshape it in place
+        # As they are now: the caller holds X and Y, and could reshape them in place.
+        shape, k = Y.shape, X.shape[1]
 
         def backward(G: Optional[np.ndarray]) -> None:
             G = np.ones(shape, self.dtype) if G is None else \
                 np.ascontiguousarray(G.reshape(shape), dtype=self.dtype)
-            if G.size and X.shape[1]:
+            if G.size and k:
                 # X was C-contiguous rows of the layer's dtype and width (made so by _prepare or
                 # recognized by matmul_bias_if_plain), G has Y's shape and dtype, and the outputs
                 # are the parameters' own gradient buffers: the compiled backward writes them
@@ -342,7 +344,7 @@ class Dense(Block):
                 # caller holds X and the buffers and may have changed them in place since.
                 gb = None if b is None else b._grad
                 if not _k().matmul_bias_backward_into_if_plain(
-                        X, G, W._grad, gb, resolve_threads(None, G.size * X.shape[1])):
+                        X, G, W._grad, gb, resolve_threads(None, G.size * k)):
                     _refuse_backward(self, X, shape, W, b)
             else:
                 dW, db = matmul_bias_backward(X, G)

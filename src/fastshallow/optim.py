@@ -67,13 +67,17 @@ def decay_error(weight_decay: float, dtype) -> Optional[ValueError]:
     return None
 
 
-def _real_factor(schedule, step: int, f) -> float:
-    """`schedule.factor(step)`'s result `f` as a float, or a TypeError naming the call: a
-    Schedule of the user's may return a string, a complex number, None or a list."""
-    if isinstance(f, (bool, np.bool_)) or not isinstance(f, numbers.Real):
-        raise TypeError(f"{type(schedule).__name__}.factor({step}) must return a real number, "
-                        f"got {C._describe(f)}")
-    return float(f)
+def _real_factor(schedule, step: int, f, call: str = "factor") -> float:
+    """`schedule.factor(step)`'s result `f` (or an entry of what `call` returned) as a float,
+    or a TypeError naming the call: a Schedule of the user's may return a string, a complex
+    number, None or a list.  A 0-d array of real numbers (np.where's) is one."""
+    if isinstance(f, numbers.Real) and not isinstance(f, (bool, np.bool_)):
+        return float(f)
+    if isinstance(f, np.ndarray) and f.ndim == 0 and f.dtype.kind in "iuf":
+        return float(f)
+    where = f"factor({step})" if call == "factor" else call
+    raise TypeError(f"{type(schedule).__name__}.{where} must return a real number, got "
+                    f"{C._describe(f)}")
 
 
 class Schedule:
@@ -204,7 +208,11 @@ class SGD:
         (the fused path): refused as `step` would refuse them, all before the first is used."""
         start = self.num_steps
         factors = np.asarray(self._schedule.factors(start, count))
-        if factors.dtype.kind not in "iuf":  # NumPy's conversion would drop imaginary parts
+        if factors.dtype.kind == "O" and factors.ndim == 1:  # e.g. Fractions, as factor() may give
+            call = f"factors({start}, {count})"
+            factors = np.array([_real_factor(self._schedule, start + i, f, call)
+                                for i, f in enumerate(factors)])
+        elif factors.dtype.kind not in "iuf":  # NumPy's conversion would drop imaginary parts
             raise TypeError(f"{type(self._schedule).__name__}.factors({start}, {count}) must "
                             f"return real numbers, got an array of dtype {factors.dtype}")
         factors = factors.astype(np.float64)
