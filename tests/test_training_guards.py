@@ -158,32 +158,25 @@ def test_loader_loss_and_optimizer_changed_between_epochs_are_used_by_both_paths
 
 # -- learning rates the update cannot use ------------------------------------------------------
 
-@pytest.mark.parametrize("bad", [-1.0, math.inf, math.nan])  # 0: a step that changes nothing
-@pytest.mark.parametrize("at", [0, 5])
-def test_a_schedule_giving_a_bad_rate_is_refused_alike_on_both_paths(rng, bad, at):
+NOT_A_RATE = [(bad, at, ValueError, rf"^the learning rate must be a finite number >= 0, got "
+                                     rf"{bad * 0.1} at step {at}$")
+              for bad in (-1.0, math.inf, math.nan) for at in (0, 5)]  # 0: a step doing nothing
+# The fused path took the string "0.5" as 0.5 and None as NaN; the loop failed in NumPy's or
+# Python's words.  (True is no factor, as it is no learning rate.)
+NOT_A_NUMBER = [(bad, 0, TypeError, r"^Rates.factor\(0\) must return a real number, got ")
+                for bad in ("0.5", 0.5j, None, [0.5], True)]
+
+
+@pytest.mark.parametrize("bad, at, exc, match", NOT_A_RATE + NOT_A_NUMBER)
+def test_a_schedule_giving_a_bad_rate_is_refused_alike_on_both_paths(rng, bad, at, exc, match):
     data = classes_data(rng)
     for fused in (None, False):
         net = fs.nn.Dense(3, in_units=8, rng=0)
         W = net.weight.data.copy()
-        with pytest.raises(ValueError, match=rf"^the learning rate must be a finite number >= 0, "
-                                             rf"got {bad * 0.1} at step {at}$"):
+        with pytest.raises(exc, match=match):
             train(net, fs.load_array(data, 10, seed=0), 2, fused, schedule=Rates(bad, at))
         if at == 0 or fused is None:  # the fused path checks a whole epoch's rates first
             assert_bits_equal(net.weight.data, W)
-
-
-@pytest.mark.parametrize("bad", ["0.5", 0.5j, None, [0.5], True])
-def test_a_schedule_giving_no_real_number_is_refused_alike_on_both_paths(rng, bad):
-    """The fused path took the string "0.5" as 0.5 and None as NaN; the loop failed in NumPy's
-    or Python's words.  (True is no factor either, as it is no learning rate.)"""
-    data = classes_data(rng)
-    for fused in (None, False):
-        net = fs.nn.Dense(3, in_units=8, rng=0)
-        W = net.weight.data.copy()
-        with pytest.raises(TypeError, match=r"^Rates.factor\(0\) must return a real number, "
-                                            r"got "):
-            train(net, fs.load_array(data, 10, seed=0), 1, fused, schedule=Rates(bad))
-        assert_bits_equal(net.weight.data, W)
 
 
 @pytest.mark.parametrize("factor", [np.where(True, 0.5, 1.0), Fraction(1, 2), np.float32(0.5), 1])
