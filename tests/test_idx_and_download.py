@@ -432,6 +432,26 @@ def test_a_named_folder_without_the_files_is_an_error_not_a_reason_to_look_elsew
 
 
 @NAMED
+def test_loaders_name_every_file_missing_from_a_named_folder_at_once(synth, monkeypatch, how):
+    """load_data_fashion_mnist read the splits one after the other, so a folder lacking the
+    files of both was reported a split at a time; now every missing file, before any decoding
+    (the train files are there, and are not read)."""
+    s = synth
+    monkeypatch.setattr(_download, "_load_verified",
+                        lambda *a, **k: pytest.fail("a file was decoded"))
+    for present, absent in (((), TRAIN + (TEST_IMAGES, TEST_LABELS)),
+                            (TRAIN, (TEST_IMAGES, TEST_LABELS))):
+        folder = s.tmp / f"with-{len(present)}"
+        folder.mkdir()
+        put(folder, good_gz(s, present))
+        kw = name_folder(how, folder, monkeypatch)
+        with pytest.raises(DatasetNotFoundError) as info:
+            load_data_fashion_mnist(8, **kw)
+        missing = str(info.value).split("Missing there (as .gz or uncompressed): ")[1]
+        assert missing.split(".\n")[0] == ", ".join(n + ".gz" for n in absent)
+
+
+@NAMED
 @pytest.mark.parametrize("damage, match", [
     (lambda s: s.gz[TRAIN_IMAGES][: len(s.gz[TRAIN_IMAGES]) // 2], "truncated gzip"),
     (lambda s: gz(s.raw[TRAIN_IMAGES][:-1] + b"\x07"), "checksum mismatch"),

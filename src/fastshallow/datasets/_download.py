@@ -437,6 +437,21 @@ def load_files(names, root=None, download: bool = True) -> Tuple[Dict[str, np.nd
     return arrays, sources
 
 
+def refuse_missing_named(names, root=None) -> None:
+    """When the user named a folder (`root`, else ``$FASTSHALLOW_DATA``), raise its
+    DatasetNotFoundError if any file of `names` is not there: a loader of both splits names
+    every missing file at once, before it decodes any (bad copies are found as each split is
+    read)."""
+    named = _named_folder(root)
+    if named is None:
+        return
+    what, folder = named
+    missing = [n for n in names
+               if not any((folder / f).is_file() for f in (FILES[n].gz_name, FILES[n].name))]
+    if missing:
+        raise _named_unusable(what, folder, missing, [])
+
+
 def _load_named(names, what: str, folder: Path, cache: Path):
     """:func:`load_files` from the one folder the user named by `what`: its files, or an error.
 

@@ -346,6 +346,7 @@ def load_data_fashion_mnist(batch_size: int, resize=None, root=None, seed=None,
     root = _check_root(root)
     download = _check_bool("download", download)
     trans = ToTensor() if size is None else Compose([Resize(size), ToTensor()])
+    _download.refuse_missing_named(_SPLITS[True] + _SPLITS[False], root)
     train = FashionMNIST(root, train=True, download=download).transform_first(trans)
     test = FashionMNIST(root, train=False, download=download).transform_first(trans)
     return (DataLoader(train, batch_size, shuffle=True, seed=rng),
