@@ -96,8 +96,10 @@ def resolve_threads(num_threads: int | None, work: int | None = None,
     below SERIAL_WORK for a `num_threads` given, below `default_floor` (None:
     DEFAULT_SERIAL_WORK) for the default."""
     if num_threads is None:
-        n = get_num_threads()
         floor = DEFAULT_SERIAL_WORK if default_floor is None else default_floor
+        if work is not None and work < floor:  # before asking OpenMP: the book's hot path
+            return 1
+        n = get_num_threads()
     else:
         n, floor = _check_threads(num_threads), SERIAL_WORK
         if not _teams:
