@@ -166,8 +166,7 @@ def _begin_run(estimator, n_features: int, dtype, total_steps: int, classes, tar
     warm = estimator.warm_start and hasattr(estimator, "_net")
     if warm:
         estimator._refuse_other_targets(
-            classes=None if classes is None else np.unique(np.asarray(classes)),
-            y_ndim=None if target_shape is None else 1 + len(target_shape))
+            classes=classes, y_ndim=None if target_shape is None else 1 + len(target_shape))
         coef0, icpt0 = estimator.coef_, estimator.intercept_
     estimator._begin(n_features, dtype, total_steps, classes=classes,
                      target_shape=target_shape)

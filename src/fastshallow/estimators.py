@@ -321,14 +321,17 @@ class _SGDMixin:
         return -(-n // self.batch_size)
 
     def _refuse_other_targets(self, classes=None, y_ndim=None) -> None:
-        """When warm-starting, refuse targets other than the previous fit's: other (sorted)
-        `classes` for the classifier, targets changed between 1-D and 2-D (`y_ndim`) for the
-        regressor.  fit, fit_out_of_core and fit_dask refuse them alike."""
+        """When warm-starting, refuse targets other than the previous fit's: other `classes`
+        (the labels, in any order) for the classifier, targets changed between 1-D and 2-D
+        (`y_ndim`) for the regressor.  fit, fit_out_of_core and fit_dask refuse them alike."""
         if not (self.warm_start and hasattr(self, "_net")):
             return
-        if classes is not None and not np.array_equal(classes, self.classes_):
-            raise ValueError(f"warm_start=True, but y has the classes {classes.tolist()!r}, "
-                             f"the previous fit {self.classes_.tolist()!r}")
+        if classes is not None:
+            classes = np.unique(np.asarray(classes))
+            if not np.array_equal(classes, self.classes_):
+                raise ValueError(f"warm_start=True, but y has the classes "
+                                 f"{classes.tolist()!r}, the previous fit "
+                                 f"{self.classes_.tolist()!r}")
         if y_ndim is not None and y_ndim != self._y_ndim:
             raise ValueError("warm_start=True, but y changed between 1-D and 2-D")
 

@@ -438,7 +438,7 @@ def _start(estimator, layout, orders, classes, y_ndim: int) -> int:
         if classes is None:
             estimator._refuse_other_targets(y_ndim=y_ndim)
         else:
-            estimator._refuse_other_targets(classes=np.unique(np.asarray(classes)))
+            estimator._refuse_other_targets(classes=classes)
         estimator._new_optimizer(total_steps)
     else:
         estimator._forget()

@@ -437,6 +437,11 @@ def load_files(names, root=None, download: bool = True) -> Tuple[Dict[str, np.nd
     return arrays, sources
 
 
+def _named_file(folder: Path, spec: FileSpec) -> Optional[Path]:
+    """`spec`'s file in the folder the user named: ``<name>.gz``, else ``<name>``, or None."""
+    return next((folder / f for f in (spec.gz_name, spec.name) if (folder / f).is_file()), None)
+
+
 def refuse_missing_named(names, root=None) -> None:
     """When the user named a folder (`root`, else ``$FASTSHALLOW_DATA``), raise its
     DatasetNotFoundError if any file of `names` is not there: a loader of both splits names
@@ -446,8 +451,7 @@ def refuse_missing_named(names, root=None) -> None:
     if named is None:
         return
     what, folder = named
-    missing = [n for n in names
-               if not any((folder / f).is_file() for f in (FILES[n].gz_name, FILES[n].name))]
+    missing = [n for n in names if _named_file(folder, FILES[n]) is None]
     if missing:
         raise _named_unusable(what, folder, missing, [])
 
@@ -467,8 +471,7 @@ def _load_named(names, what: str, folder: Path, cache: Path):
     bad: List[DataFileError] = []
     for name in names:
         spec = FILES[name]
-        path = next((folder / f for f in (spec.gz_name, spec.name) if (folder / f).is_file()),
-                    None)
+        path = _named_file(folder, spec)
         if path is None:
             missing.append(name)
             continue
