@@ -34,7 +34,9 @@ static inline double omp_get_wtime(void) { return 0; }
  * features.  Wheels stay portable without -march=native.  ("arch=haswell" would not do: its
  * resolver asks for that CPU model, so newer CPUs fall back to the baseline.)  The v4 clones
  * made a Fashion-MNIST epoch about 7% faster and a loader epoch 10-20% faster here than the
- * v3 ones; the matrix products have hand-blocked AVX-512 kernels besides (fs_use_v4). */
+ * v3 ones.  The few-output matrix products and the fused step's reads besides have
+ * hand-blocked kernels for each of v4 and v3 (fs_kernels_wide.h), chosen by fs_use_v4 and
+ * fs_use_v3; the panel products have an AVX-512 one. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define FS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -42,44 +44,55 @@ static inline double omp_get_wtime(void) { return 0; }
 #endif
 #define FS_INLINE static inline __attribute__((always_inline))
 
-/* AVX-512 (x86-64-v4) matrix-product kernels, chosen at run time when the CPU has them and
- * FASTSHALLOW_NO_AVX512 is not set. */
+/* The hand-blocked kernels, chosen at run time: AVX-512 (x86-64-v4) where the CPU has it and
+ * FASTSHALLOW_NO_AVX512 is not set, else AVX2 (x86-64-v3) where the CPU has that and
+ * FASTSHALLOW_NO_AVX2 is not set (which keeps both out: the portable loops run, as on CPUs
+ * without AVX2).  The tests set these to run every path on one machine. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define FS_HAVE_V4 1
+#define FS_HAVE_WIDE 1
 #define FS_V4_TARGET __attribute__((target("arch=x86-64-v4")))
-#include <immintrin.h> /* masked loads; usable in FS_V4_TARGET functions only */
+#include <immintrin.h> /* usable in FS_V4_TARGET and FS_V3_TARGET functions only */
 #include <stdlib.h>
-static int fs_v4_state = -1;
+static int fs_env_set(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && *v != '0';
+}
+static int fs_v4_state = -1, fs_v3_state = -1;
+static int fs_use_v3(void)
+{
+    if (fs_v3_state < 0) {
+        __builtin_cpu_init();
+        fs_v3_state = __builtin_cpu_supports("x86-64-v3") && !fs_env_set("FASTSHALLOW_NO_AVX2");
+    }
+    return fs_v3_state;
+}
 static int fs_use_v4(void)
 {
-    if (fs_v4_state < 0) {
-        const char *off = getenv("FASTSHALLOW_NO_AVX512");
-        __builtin_cpu_init();
-        fs_v4_state = __builtin_cpu_supports("x86-64-v4") && !(off && *off && *off != '0');
-    }
+    if (fs_v4_state < 0)
+        fs_v4_state = fs_use_v3() && __builtin_cpu_supports("x86-64-v4") &&
+                      !fs_env_set("FASTSHALLOW_NO_AVX512");
     return fs_v4_state;
 }
 #else
 #define FS_HAVE_V4 0
+#define FS_HAVE_WIDE 0
 static int fs_use_v4(void) { return 0; }
+static int fs_use_v3(void) { return 0; }
 #endif
-
-#if defined(__x86_64__) && defined(__GNUC__)
-static int fs_cpu_v3(void)
-{
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-#else
-static int fs_cpu_v3(void) { return 0; }
-#endif
+/* Whether a hand-blocked kernel set runs here; FS_WIDE(fn, ...) calls its fn. */
+static inline int fs_wide(void) { return fs_use_v4() || fs_use_v3(); }
+#define FS_WIDE(fn, ...) (fs_use_v4() ? FS_S(fn##_v4)(__VA_ARGS__) : FS_S(fn##_v3)(__VA_ARGS__))
 
 /* Which instruction set the matrix products run with on this CPU. */
 static const char *fs_isa(void)
 {
     if (fs_use_v4()) return "x86-64-v4 (AVX-512)";
+    if (fs_use_v3()) return "x86-64-v3 (AVX2, FMA)";
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-    if (fs_cpu_v3()) return "x86-64-v3 (AVX2, FMA)";
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3 clones of the portable loops";
 #endif
     return "baseline";
 }
@@ -132,7 +145,8 @@ enum { FS_ROWS_PLAIN = 0, FS_ROWS_SCALED = 1, FS_ROWS_U8 = 2 };
  * with them; ten (Fashion-MNIST) would make sixteen 7840-value shares a minibatch, more than
  * the rows.  Measured with shares forced on (medians of 11 epochs, alternating in one process):
  * Fashion-MNIST took 1.36, 1.16, 1.05 and 1.01 times as long with shares of 16, 32, 64 and 128
- * rows on 2 threads (128: 1.03 on one).
+ * rows on 2 threads (128: 1.03 on one); with the AVX2 kernels (AMD EPYC, Zen 2), shares of 64
+ * rows 0.99 on 2 threads and 1.03 on one (in turns with the shareless build, 5 and 3 turns).
  * Returns the rows per share, or 0 for none. */
 #define FS_SHARE_ROWS 16
 static inline int64_t fs_fused_share_rows(int64_t batch, int64_t m, int panel, int64_t row_esize,

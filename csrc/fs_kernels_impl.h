@@ -150,62 +150,6 @@ FS_INLINE FS_T FS_S(fs_hsum)(FS_V v)
     return s;
 }
 
-#if FS_HAVE_V4
-/* The same products with 64-byte vectors, for CPUs with AVX-512 (two 512-bit multiply-add units
- * here: twice the arithmetic of the 32-byte kernels).  Wider blocks feed them: 4 rows x 5
- * outputs in the forward product (20 accumulators of the 32 registers); in the weight gradient
- * 2 vectors of columns x up to 10 outputs, or 4 x up to 5, so each loaded vector serves several
- * multiply-adds and a block holds up to 20 independent sums. */
-#define FS_WL ((int)(64 / sizeof(FS_T)))
-
-/* The lanes of v summed as a fixed tree: halves, then quarters, ... (in registers: through
- * memory this took a fifth of the forward product's time). */
-FS_V4_TARGET FS_INLINE FS_T FS_S(fs_hsum_v4)(FS_W v)
-{
-    typedef FS_T half_t __attribute__((vector_size(32)));
-    typedef FS_T quarter_t __attribute__((vector_size(16)));
-#if FS_VL == 8  /* float: 16 lanes */
-    const half_t h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
-                   + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-    const quarter_t q = __builtin_shufflevector(h, h, 0, 1, 2, 3)
-                      + __builtin_shufflevector(h, h, 4, 5, 6, 7);
-    return (q[0] + q[2]) + (q[1] + q[3]);
-#else  /* double: 8 lanes */
-    const half_t h = __builtin_shufflevector(v, v, 0, 1, 2, 3)
-                   + __builtin_shufflevector(v, v, 4, 5, 6, 7);
-    const quarter_t q = __builtin_shufflevector(h, h, 0, 1) + __builtin_shufflevector(h, h, 2, 3);
-    return q[0] + q[1];
-#endif
-}
-
-/* The first `n` (< FS_WL) values at p, the other lanes zero: a masked load, which reads
- * nothing past p + n, and no wider than it needs.  A row's last few values are usually
- * followed, in the same 64 bytes, by the next row in memory, which nobody requested: a 64-byte
- * load there, even masked, cost a linear-regression epoch about 6% against a 16- or 32-byte
- * one. */
-#if FS_VL == 8
-FS_V4_TARGET FS_INLINE FS_W FS_S(fs_load_first_v4)(const FS_T *p, unsigned n)
-{
-    const __mmask16 k = (__mmask16)((1u << n) - 1);
-    if (n <= 4) return (FS_W)_mm512_zextps128_ps512(_mm_maskz_loadu_ps((__mmask8)k, p));
-    if (n <= 8) return (FS_W)_mm512_zextps256_ps512(_mm256_maskz_loadu_ps((__mmask8)k, p));
-    return (FS_W)_mm512_maskz_loadu_ps(k, p);
-}
-#define FS_STORE_FIRST(p, n, v) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1), \
-                                                      (__m512)(v))
-#else
-FS_V4_TARGET FS_INLINE FS_W FS_S(fs_load_first_v4)(const FS_T *p, unsigned n)
-{
-    const __mmask8 k = (__mmask8)((1u << n) - 1);
-    if (n <= 2) return (FS_W)_mm512_zextpd128_pd512(_mm_maskz_loadu_pd(k, p));
-    if (n <= 4) return (FS_W)_mm512_zextpd256_pd512(_mm256_maskz_loadu_pd(k, p));
-    return (FS_W)_mm512_maskz_loadu_pd(k, p);
-}
-#define FS_STORE_FIRST(p, n, v) _mm512_mask_storeu_pd((p), (__mmask8)((1u << (n)) - 1), \
-                                                      (__m512d)(v))
-#endif
-#define FS_LOAD_FIRST(p, n) FS_S(fs_load_first_v4)((p), (n))
-
 /* Where a product's rows come from: row i is X[idx ? idx[i] : i] (stride ldx elements), read as
  * `mode` says (FS_ROWS_*). */
 typedef struct {
@@ -237,6 +181,132 @@ FS_INLINE FS_T FS_S(fs_row_value)(const void *row, const int mode, fs_i64 t, FS_
     return mode == FS_ROWS_SCALED ? v * scale : v;
 }
 
+/* Everything one fused epoch segment needs (defined here, with fs_regression_row below, for the
+ * fused one-output rows of the hand-blocked kernels).  The weights live in a working layout for
+ * the whole segment: transposed Wt (m <= FS_DOT_MAX, an m x k matrix) or packed panels (larger
+ * m; see fs_pack_panels), with the momentum buffer V in the same layout. */
+typedef struct {
+    const void *X;        /* n_total x k examples, uint8 (x_u8) or FS_T, row stride ldx */
+    int x_u8;
+    fs_i64 ldx, k;
+    FS_T scale;           /* applied to every feature as it is read */
+    const fs_i64 *labels; /* class labels (softmax cross-entropy) */
+    const FS_T *targets;  /* n_total x m targets (L2 / Huber) */
+    const fs_i64 *perm;   /* the epoch's example order */
+    fs_i64 n;             /* examples in the epoch (length of perm) */
+    fs_i64 batch;         /* minibatch size; the last batch may be smaller */
+    int loss;
+    FS_T smooth, delta;   /* label smoothing; Huber threshold */
+    fs_i64 m;             /* outputs */
+    int panel;            /* weight layout: 1 panels, 0 transposed (m <= FS_DOT_MAX) */
+    FS_T *Wp;             /* working weights */
+    FS_T *b, *V, *vb;     /* bias; momentum buffers (NULL without momentum) */
+    const FS_T *lrs;      /* learning rate of every batch of the epoch */
+    FS_T momentum, wd;
+    /* scratch, sized for one full batch */
+    FS_T *Xb;             /* batch x k gathered rows */
+    FS_T *Z;              /* batch x m outputs */
+    FS_T *G;              /* batch x m loss gradient */
+    FS_T *Gp;             /* panels of G, batch rows each (panel layout only) */
+    FS_T *dW;             /* weight gradient: k x m (panels) or m x k; with shares one m x k
+                             and (after those) one m share per chunk of the batch */
+    FS_T *db;             /* m bias gradient */
+    FS_T *rowloss;        /* batch */
+    fs_i64 *rowhit;       /* batch */
+    double *chunk_loss;   /* with shares: each chunk's loss and hits */
+    fs_i64 *chunk_hits;
+    /* results, one per batch */
+    double *batch_loss;
+    fs_i64 *batch_hits;
+    int nt;
+} FS_S(fs_fused_args);
+
+/* One example of a regression loss, averaged over its m > 0 outputs: 0.5 d^2 (L2) or, with
+ * `huber`, 0.5 d^2 where |d| <= delta and delta (|d| - delta / 2) beyond, for d = z - t; g gets
+ * the gradient with respect to z.  The per-batch losses and the fused step share this, so both
+ * round alike. */
+FS_INLINE FS_T FS_S(fs_regression_row)(const FS_T *z, const FS_T *t, fs_i64 m, int huber,
+                                       FS_T delta, FS_T *g)
+{
+    FS_T s = 0;
+    for (fs_i64 j = 0; j < m; j++) {
+        const FS_T d = z[j] - t[j];
+        FS_T l, gj;
+        if (!huber || fabs(d) <= delta) {
+            l = (FS_T)0.5 * d * d;
+            gj = d;
+        } else {
+            l = delta * (fabs(d) - (FS_T)0.5 * delta);
+            /* clip(d, -delta, delta): a NaN residual stays NaN, as the loss and NumPy have it */
+            gj = d > delta ? delta : d < -delta ? -delta : d;
+        }
+        s += l;
+        g[j] = gj / (FS_T)m;
+    }
+    return s / (FS_T)m;
+}
+
+/* ---- hand-blocked kernels for few outputs: AVX-512 and AVX2 ---------------------------- */
+#if FS_HAVE_WIDE
+
+/* AVX-512: 64-byte vectors (two 512-bit multiply-add units on the machines measured: twice the
+ * arithmetic of AVX2).  The 32 registers hold wide blocks: 4 rows x 5 outputs in the forward
+ * product (20 accumulators); in the weight gradient 2 vectors of columns x up to 10 outputs, or
+ * 4 x up to 5, so each loaded vector serves several multiply-adds and a block holds up to 20
+ * independent sums. */
+#define FS_WL ((int)(64 / sizeof(FS_T)))
+
+/* The lanes of v summed as a fixed tree: halves, then quarters, ... (in registers: through
+ * memory this took a fifth of the forward product's time). */
+FS_V4_TARGET FS_INLINE FS_T FS_S(fs_hsum_v4)(FS_W v)
+{
+    typedef FS_T half_t __attribute__((vector_size(32)));
+    typedef FS_T quarter_t __attribute__((vector_size(16)));
+#if FS_VL == 8  /* float: 16 lanes */
+    const half_t h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
+                   + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    const quarter_t q = __builtin_shufflevector(h, h, 0, 1, 2, 3)
+                      + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+    return (q[0] + q[2]) + (q[1] + q[3]);
+#else  /* double: 8 lanes */
+    const half_t h = __builtin_shufflevector(v, v, 0, 1, 2, 3)
+                   + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    const quarter_t q = __builtin_shufflevector(h, h, 0, 1) + __builtin_shufflevector(h, h, 2, 3);
+    return q[0] + q[1];
+#endif
+}
+
+/* The first `n` (< FS_WL) values at p, the other lanes zero: a masked load, which reads
+ * nothing past p + n, and no wider than it needs.  A row's last few values are usually
+ * followed, in the same 64 bytes, by the next row in memory, which nobody requested: a 64-byte
+ * load there, even masked, cost a linear-regression epoch about 6% against a 16- or 32-byte
+ * one.  And the store of such a vector's first n values. */
+#if FS_VL == 8
+FS_V4_TARGET FS_INLINE FS_W FS_S(fs_load_first_v4)(const FS_T *p, unsigned n)
+{
+    const __mmask16 k = (__mmask16)((1u << n) - 1);
+    if (n <= 4) return (FS_W)_mm512_zextps128_ps512(_mm_maskz_loadu_ps((__mmask8)k, p));
+    if (n <= 8) return (FS_W)_mm512_zextps256_ps512(_mm256_maskz_loadu_ps((__mmask8)k, p));
+    return (FS_W)_mm512_maskz_loadu_ps(k, p);
+}
+FS_V4_TARGET FS_INLINE void FS_S(fs_store_first_v4)(FS_T *p, unsigned n, FS_W v)
+{
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+}
+#else
+FS_V4_TARGET FS_INLINE FS_W FS_S(fs_load_first_v4)(const FS_T *p, unsigned n)
+{
+    const __mmask8 k = (__mmask8)((1u << n) - 1);
+    if (n <= 2) return (FS_W)_mm512_zextpd128_pd512(_mm_maskz_loadu_pd(k, p));
+    if (n <= 4) return (FS_W)_mm512_zextpd256_pd512(_mm256_maskz_loadu_pd(k, p));
+    return (FS_W)_mm512_maskz_loadu_pd(k, p);
+}
+FS_V4_TARGET FS_INLINE void FS_S(fs_store_first_v4)(FS_T *p, unsigned n, FS_W v)
+{
+    _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1), (__m512d)v);
+}
+#endif
+
 /* Elements [t, t + FS_WL) of a row; with n > 0 only the first n of them, the other lanes zero
  * (masked: nothing past them is read, and an infinite scale cannot turn those lanes into NaN).
  * Each value is scaled here, as a gather scales it, so the fused kernels give the bits of the
@@ -260,7 +330,7 @@ FS_V4_TARGET FS_INLINE FS_W FS_S(fs_row_load_v4)(const void *row, const int mode
 #endif
     } else {
         const FS_T *p = (const FS_T *)row + t;
-        v = n ? FS_LOAD_FIRST(p, n) : *(const FS_WU *)p;
+        v = n ? FS_S(fs_load_first_v4)(p, n) : *(const FS_WU *)p;
         if (mode == FS_ROWS_PLAIN) return v;
     }
     if (!n) return v * scale;
@@ -271,247 +341,129 @@ FS_V4_TARGET FS_INLINE FS_W FS_S(fs_row_load_v4)(const void *row, const int mode
 #endif
 }
 
-/* Rows x[0..R) against outputs w[0..J): acc[r][j] over the first kv columns and, when `tail`,
- * the last partial vector by masked loads (a scalar tail cost as much as the vectors when k is
- * about 100).  Each step also requests the same part of rows ahead[0..R) (ahead NULL: none),
- * so the rows wanted next arrive at the pace these are read (a burst of requests stalled on
- * full fill buffers).  With `keep`, every row vector read is also stored, as read, at
- * keep + r * ks + t (the partial one zero-padded), for the passes over the other outputs. */
-FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_block_v4)(const void *const *x,
-                                                      const char *const *ahead, const int mode,
-                                                      FS_W s, const FS_T *w0, fs_i64 k,
-                                                      fs_i64 kv, int tail, const int R,
-                                                      const int J, FS_W acc[4][5], FS_T *keep,
-                                                      fs_i64 ks)
-{
-    const fs_i64 esize = mode == FS_ROWS_U8 ? 1 : (fs_i64)sizeof(FS_T);
-    FS_W a[4][5];
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < J; j++) a[r][j] = (FS_W){0};
-    for (fs_i64 t = 0; t < kv; t += FS_WL) {
-        FS_W xv[4];
-        for (int r = 0; r < R; r++) {
-            xv[r] = FS_S(fs_row_load_v4)(x[r], mode, t, 0, s);
-            if (keep) *(FS_W *)(keep + r * ks + t) = xv[r];
-            if (ahead) FS_PREFETCH(ahead[r] + t * esize);
-        }
-        for (int j = 0; j < J; j++) {
-            const FS_W v = *(const FS_WU *)(w0 + j * k + t);
-            for (int r = 0; r < R; r++) a[r][j] += xv[r] * v;
-        }
-    }
-    if (ahead)  /* the rest of each row ahead, past the last full vector */
-        for (int r = 0; r < R; r++) fs_prefetch_span(ahead[r], kv * esize, k * esize);
-    if (tail) {
-        const unsigned n = (unsigned)(k - kv);
-        FS_W xv[4];
-        for (int r = 0; r < R; r++) {
-            xv[r] = FS_S(fs_row_load_v4)(x[r], mode, kv, n, s);
-            if (keep) *(FS_W *)(keep + r * ks + kv) = xv[r];
-        }
-        for (int j = 0; j < J; j++) {
-            const FS_W v = FS_LOAD_FIRST(w0 + j * k + kv, n);
-            for (int r = 0; r < R; r++) a[r][j] += xv[r] * v;
-        }
-    }
-    for (int r = 0; r < R; r++)
-        for (int j = 0; j < J; j++) acc[r][j] = a[r][j];
-}
+#define FS_X(name) FS_S(name##_v4)
+#define FS_X_TARGET FS_V4_TARGET
+#define FS_XV FS_W
+#define FS_XVU FS_WU
+#define FS_XL FS_WL
+#define FS_XR 4
+#define FS_XACC 20
+#define FS_XREG(v) ((void)0)
+#include "fs_kernels_wide.h"
+#undef FS_X
+#undef FS_X_TARGET
+#undef FS_XV
+#undef FS_XVU
+#undef FS_XL
+#undef FS_XR
+#undef FS_XACC
+#undef FS_XREG
+#undef FS_WL
 
-/* A constant J lets the compiler keep every accumulator in a register.  Rows that are converted
- * as they are read (uint8 or scaled) are converted in the first pass over the outputs only, and
- * kept (in `kept`, 4 rows of ks values) for the others: the conversion shares the multiply-add
- * units, and in a Fashion-MNIST epoch the forward took 0.93 of the time converting twice.
- * (Blocks of 2 rows x 10 outputs, one pass converting once, ran no faster in the epoch.) */
-#define FS_FWD_CASE(JJ)                                                                       \
-    case JJ:                                                                                  \
-        if (j0 > 0 && kept)                                                                   \
-            FS_S(fs_dot_fwd_block_v4)(xk, NULL, FS_ROWS_PLAIN, s, w0, k, kv, tail, 4, JJ, acc, \
-                                      NULL, 0);                                               \
-        else                                                                                  \
-            FS_S(fs_dot_fwd_block_v4)(x, req, mode, s, w0, k, kv, tail, 4, JJ, acc, kept, ks); \
-        break;
-FS_V4_TARGET FS_INLINE void FS_S(fs_dot_fwd_body_v4)(const FS_S(fs_rows) *src, const int mode,
-                                                     fs_i64 rows, fs_i64 k, const FS_T *Wt,
-                                                     fs_i64 m, const FS_T *bias, FS_T *C,
-                                                     fs_i64 c_rs, const FS_S(fs_rows) *pf,
-                                                     fs_i64 npf, FS_T *kept, fs_i64 ks)
-{
-    const fs_i64 kv = k - k % FS_WL;
-    const FS_W s = (FS_W){0} + src->scale;
-    /* Rows shorter than a vector are summed in order, as NumPy does (so 1e30 - 1e30 + 1 stays
-     * 1); longer ones take their last partial vector by masked loads. */
-    const int tail = kv > 0 && kv < k;
-    const void *xk[4];  /* the kept rows */
-    for (int r = 0; r < 4; r++) xk[r] = kept ? kept + r * ks : NULL;
-    for (fs_i64 i = 0; i < rows; i += 4) {
-        const int R = rows - i < 4 ? (int)(rows - i) : 4;
-        const void *x[4];  /* rows past R repeat row i and are thrown away */
-        const char *ahead[4];
-        for (int r = 0; r < 4; r++) {
-            x[r] = FS_S(fs_row)(src, mode, i + (r < R ? r : 0));
-            /* no row to request: request this one again, which is in cache */
-            ahead[r] = (const char *)(i + r < npf ? FS_S(fs_row)(pf, mode, i + r) : x[r]);
-        }
-        for (fs_i64 j0 = 0; j0 < m; j0 += 5) {
-            const int J = m - j0 < 5 ? (int)(m - j0) : 5;
-            const FS_T *w0 = Wt + j0 * k;
-            /* the rows ahead are requested in the first pass over these rows only */
-            const char *const *req = j0 == 0 && i < npf ? ahead : NULL;
-            FS_W acc[4][5];
-            switch (J) {
-            FS_FWD_CASE(5) FS_FWD_CASE(4) FS_FWD_CASE(3) FS_FWD_CASE(2) default: FS_FWD_CASE(1)
-            }
-            for (int r = 0; r < R; r++)
-                for (int jj = 0; jj < J; jj++) {
-                    FS_T v = FS_S(fs_hsum_v4)(acc[r][jj]);
-                    if (kv == 0) {  /* explicit multiply-adds: the same for every mode */
-                        const FS_T *w = w0 + jj * k;
-                        for (fs_i64 t = 0; t < k; t++)
-                            v = FS_FMA(FS_S(fs_row_value)(x[r], mode, t, src->scale), w[t], v);
-                    }
-                    C[(i + r) * c_rs + j0 + jj] = (bias ? bias[j0 + jj] : 0) + v;
-                }
-        }
-    }
-}
-#undef FS_FWD_CASE
+/* AVX2 + FMA: 32-byte vectors and 16 registers, so narrower blocks than AVX-512's: 2 rows x 5
+ * outputs forward, up to 10 accumulators in the gradient (10 independent chains are what the
+ * multiply-add latency needs: a bare loop ran at 42.5, 51.8 and 51.8 billion a second with 8, 10
+ * and 12 on one core of an AMD EPYC (Zen 2)).  There, against the portable loops (each chunk's
+ * rows gathered into floats, then 4 rows x 2 outputs), a Fashion-MNIST epoch took 0.85 of the
+ * time on one thread and on two.  Measured there as well and not kept: the gradient in blocks
+ * of 5 outputs x 2 vectors instead of 10 x 1 (the same speed); phase 1 writing the rows it
+ * converts for phase 2 to read as floats, converting each value once (10% slower: 4 bytes a
+ * value to write and read again, where phase 2 reads 1 from the examples). */
+#define FS_V3_TARGET __attribute__((target("arch=x86-64-v3")))
 
-/* C[i, j] = bias[j] + row i . Wt[j, :] for `rows` rows of src and all m outputs; rows [0, npf)
- * of pf (NULL: none) are requested from memory on the way. */
-FS_V4_TARGET static void FS_S(fs_dot_fwd_v4)(const FS_S(fs_rows) *src, fs_i64 rows, fs_i64 k,
-                                             const FS_T *Wt, fs_i64 m, const FS_T *bias,
-                                             FS_T *C, fs_i64 c_rs, const FS_S(fs_rows) *pf,
-                                             fs_i64 npf)
+/* The lanes of v summed as a fixed tree, as fs_hsum_v4 does. */
+FS_V3_TARGET FS_INLINE FS_T FS_S(fs_hsum_v3)(FS_V v)
 {
-    if (!pf) npf = 0;
-    /* Converted rows are kept for a second pass over the outputs when there is one and a block
-     * of them (the vectors past the last full one included) fits in the buffer, on the stack
-     * and in L1 beside the weights of one pass (5 x 784 floats for Fashion-MNIST). */
-    FS_T kept[FS_FWD_KEEP / sizeof(FS_T)] __attribute__((aligned(64)));
-    const fs_i64 ks = (k + FS_WL - 1) / FS_WL * FS_WL;
-    FS_T *const keep = m > 5 && k >= FS_WL && 4 * ks * (fs_i64)sizeof(FS_T) <= FS_FWD_KEEP
-                           ? kept : NULL;
-    /* One copy of the loops per way of reading rows, so none tests the mode per element. */
-    switch (src->mode) {
-    case FS_ROWS_U8:
-        FS_S(fs_dot_fwd_body_v4)(src, FS_ROWS_U8, rows, k, Wt, m, bias, C, c_rs, pf, npf, keep,
-                                 ks);
-        break;
-    case FS_ROWS_SCALED:
-        FS_S(fs_dot_fwd_body_v4)(src, FS_ROWS_SCALED, rows, k, Wt, m, bias, C, c_rs, pf, npf,
-                                 keep, ks);
-        break;
-    default:  /* nothing to convert */
-        FS_S(fs_dot_fwd_body_v4)(src, FS_ROWS_PLAIN, rows, k, Wt, m, bias, C, c_rs, pf, npf,
-                                 NULL, ks);
-        break;
-    }
-}
-
-/* dWt[j0 + j, c ..) (+)= sum_i G[i, j0 + j] * X[i, c ..] over V vectors of columns, i in order;
- * with `tail` > 0 the one vector (V = 1) covers only `tail` columns, by masked loads and
- * stores.  Each lane is one element's own chain of sums, so how columns are blocked never
- * changes a result; blocks give J * V (up to 20) independent chains, which few outputs need:
- * one output and one vector would wait on a single chain of dependent multiply-adds. */
-FS_V4_TARGET FS_INLINE void FS_S(fs_dot_bwd_block_v4)(const FS_S(fs_rows) *src, const int mode,
-                                                      FS_W s, fs_i64 n, fs_i64 c, const FS_T *G,
-                                                      fs_i64 ldg, fs_i64 j0, const int J,
-                                                      const int V, const unsigned tail,
-                                                      FS_T *dWt, fs_i64 ldw, fs_i64 pf_end)
-{
-    /* With pf_end > 0 (phase 2: rows come from anywhere, from another core's cache when another
-     * thread read them in phase 1) each row's part two blocks of columns on, if it is before
-     * column pf_end, and this block's part of the row FS_BWD_ROWS_AHEAD rows on are requested
-     * into L1 on the way.  Measured in one process on Fashion-MNIST (2 threads, medians of 11
-     * alternating epochs): the row ahead alone 0.91 of the time with parts four blocks on,
-     * 0.89 with two (1, 3: the same; eight 1.09); 0.97 on 1 thread.  (Into L2 instead of L1,
-     * the epoch ran about 15% slower; past the row, requests only cost bandwidth.) */
-    const fs_i64 esize = mode == FS_ROWS_U8 ? 1 : (fs_i64)sizeof(FS_T);
-    int ask[4];
-    for (int v = 0; v < V; v++) ask[v] = c + (2 * V + v) * FS_WL < pf_end;
-    FS_W a[10][4];
-    for (int j = 0; j < 10; j++)
-        for (int v = 0; v < 4; v++) a[j][v] = (FS_W){0};
-    for (fs_i64 i = 0; i < n; i++) {
-        const void *x = FS_S(fs_row)(src, mode, i);
-        const FS_T *g = G + i * ldg + j0;
-        FS_W xv[4];
-        for (int v = 0; v < V; v++) {
-            xv[v] = FS_S(fs_row_load_v4)(x, mode, c + v * FS_WL, tail, s);
-            if (ask[v])
-                __builtin_prefetch((const char *)x + (c + (2 * V + v) * FS_WL) * esize, 0, 3);
-        }
-        if (pf_end && i + FS_BWD_ROWS_AHEAD < n) {
-            const char *next = (const char *)FS_S(fs_row)(src, mode, i + FS_BWD_ROWS_AHEAD);
-            for (int v = 0; v < V; v++) __builtin_prefetch(next + (c + v * FS_WL) * esize, 0, 3);
-        }
-        for (int j = 0; j < J; j++)
-            for (int v = 0; v < V; v++) a[j][v] += g[j] * xv[v];
-    }
-    for (int j = 0; j < J; j++)
-        for (int v = 0; v < V; v++) {
-            FS_T *out = dWt + (j0 + j) * ldw + c + v * FS_WL;
-            if (tail)
-                FS_STORE_FIRST(out, tail, a[j][v]);
-            else
-                memcpy(out, &a[j][v], sizeof(FS_W));
-        }
-}
-
-#define FS_BWD_CASE(JJ, V, T) \
-    case JJ: FS_S(fs_dot_bwd_block_v4)(src, mode, s, n, c, G, ldg, j0, JJ, V, T, dWt, ldw,      \
-                                       pf_end); break;
-#define FS_BWD_CASES(V, T)                                                                    \
-    switch (J) {                                                                              \
-    FS_BWD_CASE(10, V, T) FS_BWD_CASE(9, V, T) FS_BWD_CASE(8, V, T) FS_BWD_CASE(7, V, T)      \
-    FS_BWD_CASE(6, V, T) FS_BWD_CASE(5, V, T) FS_BWD_CASE(4, V, T) FS_BWD_CASE(3, V, T)       \
-    FS_BWD_CASE(2, V, T) default: FS_S(fs_dot_bwd_block_v4)(src, mode, s, n, c, G, ldg, j0, 1, \
-                                                            V, T, dWt, ldw, pf_end); break;   \
-    }
-
-FS_V4_TARGET FS_INLINE void FS_S(fs_dot_bwd_body_v4)(const FS_S(fs_rows) *src, const int mode,
-                                                     fs_i64 n, fs_i64 k0, fs_i64 kw,
-                                                     const FS_T *G, fs_i64 ldg, fs_i64 m,
-                                                     FS_T *dWt, fs_i64 ldw, fs_i64 pf_end)
-{
-    const fs_i64 end = k0 + kw;
-    const FS_W s = (FS_W){0} + src->scale;
-    for (fs_i64 j0 = 0; j0 < m; j0 += 10) {
-        const int J = m - j0 < 10 ? (int)(m - j0) : 10;
-        fs_i64 c = k0;
-        if (J <= 5)
-            for (; c + 4 * FS_WL <= end; c += 4 * FS_WL) FS_BWD_CASES(4, 0)
-        for (; c + 2 * FS_WL <= end; c += 2 * FS_WL) FS_BWD_CASES(2, 0)
-        for (; c + FS_WL <= end; c += FS_WL) FS_BWD_CASES(1, 0)
-        if (c < end) {
-            const unsigned tail = (unsigned)(end - c);
-            FS_BWD_CASES(1, tail)
-        }
-    }
-}
-#undef FS_BWD_CASE
-#undef FS_BWD_CASES
-
-/* dWt[j, c] = sum_i G[i, j] * (row i of src)[c] for c in [k0, k0 + kw), i in order; rows'
- * columns before pf_end (rows not in cache: k0 + kw; else 0) are requested ahead. */
-FS_V4_TARGET static void FS_S(fs_dot_bwd_v4)(const FS_S(fs_rows) *src, fs_i64 n, fs_i64 k0,
-                                             fs_i64 kw, const FS_T *G, fs_i64 ldg, fs_i64 m,
-                                             FS_T *dWt, fs_i64 ldw, fs_i64 pf_end)
-{
-    switch (src->mode) {
-    case FS_ROWS_U8:
-        FS_S(fs_dot_bwd_body_v4)(src, FS_ROWS_U8, n, k0, kw, G, ldg, m, dWt, ldw, pf_end);
-        break;
-    case FS_ROWS_SCALED:
-        FS_S(fs_dot_bwd_body_v4)(src, FS_ROWS_SCALED, n, k0, kw, G, ldg, m, dWt, ldw, pf_end);
-        break;
-    default:
-        FS_S(fs_dot_bwd_body_v4)(src, FS_ROWS_PLAIN, n, k0, kw, G, ldg, m, dWt, ldw, pf_end);
-        break;
-    }
-}
+    typedef FS_T half_t __attribute__((vector_size(16)));
+#if FS_VL == 8
+    const half_t h = __builtin_shufflevector(v, v, 0, 1, 2, 3)
+                   + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    return (h[0] + h[2]) + (h[1] + h[3]);
+#else
+    const half_t h = __builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3);
+    return h[0] + h[1];
 #endif
+}
+
+/* All bits set in lanes [0, n), clear in the others. */
+FS_V3_TARGET FS_INLINE __m256i FS_S(fs_lanes_v3)(unsigned n)
+{
+#if FS_VL == 8
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#else
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+#endif
+}
+
+/* The first n (< FS_VL) values at p, the other lanes zero, reading nothing past p + n; and
+ * their store. */
+FS_V3_TARGET FS_INLINE FS_V FS_S(fs_load_first_v3)(const FS_T *p, unsigned n)
+{
+#if FS_VL == 8
+    return (FS_V)_mm256_maskload_ps(p, FS_S(fs_lanes_v3)(n));
+#else
+    return (FS_V)_mm256_maskload_pd(p, FS_S(fs_lanes_v3)(n));
+#endif
+}
+
+FS_V3_TARGET FS_INLINE void FS_S(fs_store_first_v3)(FS_T *p, unsigned n, FS_V v)
+{
+#if FS_VL == 8
+    _mm256_maskstore_ps(p, FS_S(fs_lanes_v3)(n), (__m256)v);
+#else
+    _mm256_maskstore_pd(p, FS_S(fs_lanes_v3)(n), (__m256d)v);
+#endif
+}
+
+/* Elements [t, t + FS_VL) of a row, as fs_row_load_v4 reads them (n > 0: the first n, the
+ * other lanes zero).  uint8 values are widened from 8 bytes (floats) or 4 (doubles); a partial
+ * vector's bytes are copied first, as no AVX2 load masks bytes. */
+FS_V3_TARGET FS_INLINE FS_V FS_S(fs_row_load_v3)(const void *row, const int mode, fs_i64 t,
+                                                 const unsigned n, FS_V scale)
+{
+    FS_V v;
+    if (mode == FS_ROWS_U8) {
+        const uint8_t *p = (const uint8_t *)row + t;
+#if FS_VL == 8
+        uint64_t bytes = 0;
+        memcpy(&bytes, p, n ? n : 8);
+        v = (FS_V)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)bytes)));
+#else
+        uint32_t bytes = 0;
+        memcpy(&bytes, p, n ? n : 4);
+        v = (FS_V)_mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)bytes)));
+#endif
+    } else {
+        const FS_T *p = (const FS_T *)row + t;
+        v = n ? FS_S(fs_load_first_v3)(p, n) : *(const FS_VU *)p;
+        if (mode == FS_ROWS_PLAIN) return v;
+    }
+    if (!n) return v * scale;
+    /* the lanes past n cleared after scaling: an infinite scale made them NaN */
+    return (FS_V)((__m256i)(v * scale) & FS_S(fs_lanes_v3)(n));
+}
+
+#define FS_X(name) FS_S(name##_v3)
+#define FS_X_TARGET FS_V3_TARGET
+#define FS_XV FS_V
+#define FS_XVU FS_VU
+#define FS_XL FS_VL
+#define FS_XR 2
+#define FS_XACC 10
+/* GCC folded each weight load into both rows' multiply-adds, loading it twice: 12 loads a step
+ * where 7 do, and a forward product about 4% slower (from cache, uint8 rows). */
+#define FS_XREG(v) __asm__("" : "+x"(v))
+#include "fs_kernels_wide.h"
+#undef FS_X
+#undef FS_X_TARGET
+#undef FS_XV
+#undef FS_XVU
+#undef FS_XL
+#undef FS_XR
+#undef FS_XACC
+#undef FS_XREG
+#endif
+
 
 /* C[i, j] = bias[j] + X[i, :] . Wt[j, :] for `rows` rows and all m outputs, in blocks of 4 rows
  * x 2 outputs (ten outputs are five blocks: no lane is wasted). */
@@ -519,10 +471,10 @@ FS_CLONES static void FS_S(fs_dot_fwd)(const FS_T *X, fs_i64 ldx, fs_i64 rows, f
                                        const FS_T *Wt, fs_i64 m, const FS_T *bias, FS_T *C,
                                        fs_i64 c_rs)
 {
-#if FS_HAVE_V4
-    if (fs_use_v4()) {
+#if FS_HAVE_WIDE
+    if (fs_wide()) {
         const FS_S(fs_rows) src = {X, ldx, NULL, FS_ROWS_PLAIN, 1};
-        FS_S(fs_dot_fwd_v4)(&src, rows, k, Wt, m, bias, C, c_rs, NULL, 0);
+        FS_WIDE(fs_dot_fwd, &src, rows, k, Wt, m, bias, C, c_rs, NULL, 0);
         return;
     }
 #endif
@@ -574,10 +526,10 @@ FS_CLONES static void FS_S(fs_dot_bwd)(const FS_T *X, fs_i64 ldx, fs_i64 n, fs_i
                                        const FS_T *G, fs_i64 ldg, fs_i64 m, FS_T *dWt,
                                        fs_i64 ldw)
 {
-#if FS_HAVE_V4
-    if (fs_use_v4()) {
+#if FS_HAVE_WIDE
+    if (fs_wide()) {
         const FS_S(fs_rows) src = {X, ldx, NULL, FS_ROWS_PLAIN, 1};
-        FS_S(fs_dot_bwd_v4)(&src, n, k0, kw, G, ldg, m, dWt, ldw, 0);
+        FS_WIDE(fs_dot_bwd, &src, n, k0, kw, G, ldg, m, dWt, ldw, 0);
         return;
     }
 #endif
@@ -916,69 +868,6 @@ FS_CLONES static void FS_S(fs_gather_rows)(const void *X, int x_u8, fs_i64 ldx, 
     FS_S(fs_gather)(X, x_u8, ldx, k, scale, idx, r0, r1, n, out + r0 * k, NULL, 0, 0);
 }
 
-/* Everything one fused epoch segment needs.  The weights live in a working layout for the
- * whole segment: transposed Wt (m <= FS_DOT_MAX, an m x k matrix) or packed panels (larger m;
- * see fs_pack_panels), with the momentum buffer V in the same layout. */
-typedef struct {
-    const void *X;        /* n_total x k examples, uint8 (x_u8) or FS_T, row stride ldx */
-    int x_u8;
-    fs_i64 ldx, k;
-    FS_T scale;           /* applied to every feature as it is read */
-    const fs_i64 *labels; /* class labels (softmax cross-entropy) */
-    const FS_T *targets;  /* n_total x m targets (L2 / Huber) */
-    const fs_i64 *perm;   /* the epoch's example order */
-    fs_i64 n;             /* examples in the epoch (length of perm) */
-    fs_i64 batch;         /* minibatch size; the last batch may be smaller */
-    int loss;
-    FS_T smooth, delta;   /* label smoothing; Huber threshold */
-    fs_i64 m;             /* outputs */
-    int panel;            /* weight layout: 1 panels, 0 transposed (m <= FS_DOT_MAX) */
-    FS_T *Wp;             /* working weights */
-    FS_T *b, *V, *vb;     /* bias; momentum buffers (NULL without momentum) */
-    const FS_T *lrs;      /* learning rate of every batch of the epoch */
-    FS_T momentum, wd;
-    /* scratch, sized for one full batch */
-    FS_T *Xb;             /* batch x k gathered rows */
-    FS_T *Z;              /* batch x m outputs */
-    FS_T *G;              /* batch x m loss gradient */
-    FS_T *Gp;             /* panels of G, batch rows each (panel layout only) */
-    FS_T *dW;             /* weight gradient: k x m (panels) or m x k; with shares one m x k
-                             and (after those) one m share per chunk of the batch */
-    FS_T *db;             /* m bias gradient */
-    FS_T *rowloss;        /* batch */
-    fs_i64 *rowhit;       /* batch */
-    double *chunk_loss;   /* with shares: each chunk's loss and hits */
-    fs_i64 *chunk_hits;
-    /* results, one per batch */
-    double *batch_loss;
-    fs_i64 *batch_hits;
-    int nt;
-} FS_S(fs_fused_args);
-
-/* One example of a regression loss, averaged over its m > 0 outputs: 0.5 d^2 (L2) or, with
- * `huber`, 0.5 d^2 where |d| <= delta and delta (|d| - delta / 2) beyond, for d = z - t; g gets
- * the gradient with respect to z.  The per-batch losses and the fused step share this, so both
- * round alike. */
-FS_INLINE FS_T FS_S(fs_regression_row)(const FS_T *z, const FS_T *t, fs_i64 m, int huber,
-                                       FS_T delta, FS_T *g)
-{
-    FS_T s = 0;
-    for (fs_i64 j = 0; j < m; j++) {
-        const FS_T d = z[j] - t[j];
-        FS_T l, gj;
-        if (!huber || fabs(d) <= delta) {
-            l = (FS_T)0.5 * d * d;
-            gj = d;
-        } else {
-            l = delta * (fabs(d) - (FS_T)0.5 * delta);
-            /* clip(d, -delta, delta): a NaN residual stays NaN, as the loss and NumPy have it */
-            gj = d > delta ? delta : d < -delta ? -delta : d;
-        }
-        s += l;
-        g[j] = gj / (FS_T)m;
-    }
-    return s / (FS_T)m;
-}
 
 /* The public regression loss: rows [r0, r1) of P and T (both rows x m, contiguous). */
 static void FS_S(fs_regression_rows)(const FS_T *P, const FS_T *T, fs_i64 r0, fs_i64 r1,
@@ -1021,108 +910,6 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
     }
 }
 
-#if FS_HAVE_V4
-/* Phase 1 of the chunk rows [r0, r0 + rows) for one output and a regression loss, with the
- * row (NV vectors, the last one partial when k is not a multiple of the vector) held in
- * registers: each row is read once, for its output, its loss and its part of the chunk's
- * share of the weight gradient.  The sums are those of fs_dot_fwd_v4 and fs_dot_bwd_v4, term
- * for term, so the bits are too; reading each row once, in one place, made a 1,000,000 x 100
- * epoch about a fifth faster than three passes over the chunk.  Each row's successor in the
- * next minibatch (rows [0, npf) of pf, whose idx is then set) is requested on the way, with its
- * target (up to 6% faster).  This is about as fast as reading the rows allows: a C loop that
- * reads the rows and targets in the same order, requests them the same way and does the same
- * arithmetic (benches/native/machine_bounds.c) took 0.90-1.16x as long as the compiled epoch (2
- * threads, four runs taken in turns), and with the loads only added up 0.81-0.94x; a row of 400
- * bytes spans 7 lines and its target one more, 512 bytes an example, and the same rows read in
- * order took 0.6 of the time of shuffled ones (random lines cost the memory more than their
- * bytes).  In that loop, requests a minibatch ahead into L1 instead took 1.27-1.31x as long
- * (fill buffers), for the first line or two of each row only (leaving the rest to the hardware
- * prefetcher) 1.4x, non-temporal ones 8 to 32 rows ahead 1.24-1.77x, none at all 1.8x; also
- * requesting each row into L1 4 rows before its use, 0.98-1.04x; rows in pairs (each row's sums
- * unchanged, the two rows' steps interleaved) 0.94-0.97x, but here 0.99-1.02x. */
-FS_V4_TARGET FS_INLINE void FS_S(fs_fused_one_body_v4)(const FS_S(fs_fused_args) *a,
-                                                      const FS_S(fs_rows) *src, const int mode,
-                                                      fs_i64 r0, fs_i64 rows, const fs_i64 *pos,
-                                                      const FS_S(fs_rows) *pf, fs_i64 npf,
-                                                      FS_T *share, const int NV)
-{
-    const fs_i64 k = a->k;
-    const unsigned tail = (unsigned)(k % FS_WL);
-    const fs_i64 row_bytes = k * (mode == FS_ROWS_U8 ? 1 : (fs_i64)sizeof(FS_T));
-    const FS_W s = (FS_W){0} + src->scale;
-    /* locals, not a->...: the stores below could alias the arguments as far as the compiler
-     * knows, and it would read them again for every row */
-    const FS_T bias = a->b[0], delta = a->delta;
-    const int huber = a->loss == FS_LOSS_HUBER;
-    const FS_T *targets = a->targets;
-    FS_T *Z = a->Z + r0, *G = a->G + r0, *rowloss = a->rowloss + r0;
-    fs_i64 *rowhit = a->rowhit + r0;
-    FS_W w[8], sum[8];
-    for (int v = 0; v < NV; v++) {
-        const FS_T *wp = a->Wp + v * FS_WL;
-        w[v] = tail && v == NV - 1 ? FS_LOAD_FIRST(wp, tail) : *(const FS_WU *)wp;
-        sum[v] = (FS_W){0};
-    }
-    for (fs_i64 r = 0; r < rows; r++) {
-        const void *x = FS_S(fs_row)(src, mode, r);
-        if (r < npf) {  /* and its target, a random place in an array of n */
-            fs_prefetch_span((const char *)FS_S(fs_row)(pf, mode, r), 0, row_bytes);
-            FS_PREFETCH(targets + pf->idx[r]);
-        }
-        FS_W xv[8], acc = (FS_W){0};
-        for (int v = 0; v < NV; v++) {
-            xv[v] = FS_S(fs_row_load_v4)(x, mode, v * FS_WL, tail && v == NV - 1 ? tail : 0, s);
-            acc += xv[v] * w[v];
-        }
-        Z[r] = bias + FS_S(fs_hsum_v4)(acc);
-        rowloss[r] = FS_S(fs_regression_row)(Z + r, targets + pos[r], 1, huber, delta, G + r);
-        rowhit[r] = 0;
-        const FS_T g = G[r];
-        for (int v = 0; v < NV; v++) sum[v] += g * xv[v];
-    }
-    for (int v = 0; v < NV; v++) {
-        if (tail && v == NV - 1)
-            FS_STORE_FIRST(share + v * FS_WL, tail, sum[v]);
-        else
-            memcpy(share + v * FS_WL, &sum[v], sizeof(FS_W));
-    }
-}
-
-/* The above for rows of up to 8 vectors (128 floats, 64 doubles), with NV and the row mode as
- * constants, so that every loop unrolls; returns 0 (nothing done) for other shapes.  uint8 rows
- * are among those: they never take shares (fs_fused_share_rows), so they never come here. */
-#define FS_ONE_CASE(NV)                                                                       \
-    case NV: FS_S(fs_fused_one_body_v4)(a, src, MODE, r0, rows, pos, pf, npf, share, NV); break;
-#define FS_ONE_MODE(M)                                                                        \
-    {                                                                                         \
-        const int MODE = M;                                                                   \
-        switch (nv) {                                                                         \
-        FS_ONE_CASE(1) FS_ONE_CASE(2) FS_ONE_CASE(3) FS_ONE_CASE(4) FS_ONE_CASE(5)            \
-        FS_ONE_CASE(6) FS_ONE_CASE(7) default: FS_ONE_CASE(8)                                 \
-        }                                                                                     \
-    }
-FS_V4_TARGET static int FS_S(fs_fused_one_v4)(const FS_S(fs_fused_args) *a,
-                                              const FS_S(fs_rows) *src, fs_i64 r0, fs_i64 rows,
-                                              const fs_i64 *pos, const FS_S(fs_rows) *pf,
-                                              fs_i64 npf, FS_T *share)
-{
-    const fs_i64 nv = (a->k + FS_WL - 1) / FS_WL;
-    /* rows shorter than a vector are summed in order by the scalar path (fs_dot_fwd_body_v4) */
-    if (a->m != 1 || a->loss == FS_LOSS_SOFTMAX_XENT || a->k < FS_WL || nv > 8 ||
-        src->mode == FS_ROWS_U8)
-        return 0;
-    if (src->mode == FS_ROWS_SCALED)
-        FS_ONE_MODE(FS_ROWS_SCALED)
-    else
-        FS_ONE_MODE(FS_ROWS_PLAIN)
-    return 1;
-}
-#undef FS_ONE_MODE
-#undef FS_ONE_CASE
-#undef FS_LOAD_FIRST
-#undef FS_STORE_FIRST
-#undef FS_WL
-#endif
 
 /* Phase 1 of a minibatch, batch rows [r0, r0 + rows): forward, loss and gradient of the outputs
  * (and the gradient's panel copy for phase 2); with shares (sr > 0; rows is then one chunk of sr
@@ -1133,8 +920,8 @@ FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, fs_i64 s
 {
     const fs_i64 k = a->k, m = a->m;
     FS_T *share = sr ? a->dW + (r0 / sr) * m * k : NULL;
-#if FS_HAVE_V4
-    if (!a->panel && fs_use_v4()) {
+#if FS_HAVE_WIDE
+    if (!a->panel && fs_wide()) {
         /* The products read the examples in place, converting in registers: no gathered copy
          * (writing it, 4 bytes per uint8 pixel, cost as much as either product). */
         const int mode = FS_S(fs_rows_mode)(a->x_u8, a->scale);
@@ -1145,12 +932,12 @@ FS_CLONES static void FS_S(fs_fused_rows)(const FS_S(fs_fused_args) *a, fs_i64 s
                 fs_prefetch_span((const char *)FS_S(fs_row)(&src, mode, r), 0,
                                  k * (a->x_u8 ? 1 : (fs_i64)sizeof(FS_T)));
             }
-        if (share && FS_S(fs_fused_one_v4)(a, &src, r0, rows, pos + r0, &ahead, nnext, share))
+        if (share && FS_WIDE(fs_fused_one, a, &src, r0, rows, pos + r0, &ahead, nnext, share))
             return;
-        FS_S(fs_dot_fwd_v4)(&src, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m, &ahead, nnext);
+        FS_WIDE(fs_dot_fwd, &src, rows, k, a->Wp, m, a->b, a->Z + r0 * m, m, &ahead, nnext);
         FS_S(fs_fused_loss_rows)(a, r0, rows, pos + r0);
         if (share)  /* rows the forward just read: in cache */
-            FS_S(fs_dot_bwd_v4)(&src, rows, 0, k, a->G + r0 * m, m, m, share, k, 0);
+            FS_WIDE(fs_dot_bwd, &src, rows, 0, k, a->G + r0 * m, m, m, share, k, 0);
         return;
     }
 #endif
@@ -1190,11 +977,11 @@ FS_CLONES static void FS_S(fs_fused_cols)(const FS_S(fs_fused_args) *a, const fs
         return;
     }
     /* dW is kept transposed like the weights (m x k). */
-#if FS_HAVE_V4
-    if (fs_use_v4()) {  /* the examples in place, as phase 1 read them */
+#if FS_HAVE_WIDE
+    if (fs_wide()) {  /* the examples in place, as phase 1 read them */
         const int mode = FS_S(fs_rows_mode)(a->x_u8, a->scale);
         const FS_S(fs_rows) src = {a->X, a->ldx, pos, mode, a->scale};
-        FS_S(fs_dot_bwd_v4)(&src, bn, k0, kw, a->G, m, m, a->dW, k, k0 + kw);
+        FS_WIDE(fs_dot_bwd, &src, bn, k0, kw, a->G, m, m, a->dW, k, k0 + kw);
     } else
 #endif
         FS_S(fs_dot_bwd)(a->Xb, k, bn, k0, kw, a->G, m, m, a->dW, k);
@@ -1505,8 +1292,8 @@ static void FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k
                                    const fs_i64 *idx, fs_i64 r0, fs_i64 r1, const FS_T *Wp,
                                    int panel, const FS_T *b, fs_i64 m, FS_T *xb, FS_T *Z)
 {
-#if FS_HAVE_V4
-    if (!panel && fs_use_v4()) {  /* in place, as in fs_fused_rows */
+#if FS_HAVE_WIDE
+    if (!panel && fs_wide()) {  /* in place, as in fs_fused_rows */
         const int mode = FS_S(fs_rows_mode)(x_u8, scale);
         const FS_S(fs_rows) all = {X, ldx, idx, mode, scale};
         const fs_i64 D = FS_PREFETCH_ROWS;
@@ -1524,7 +1311,7 @@ static void FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k
                                        idx ? idx + s : NULL, mode, scale};
             const FS_S(fs_rows) ahead = {idx || !npf ? X : FS_S(fs_row)(&all, mode, s + D), ldx,
                                          idx ? idx + s + D : NULL, mode, scale};
-            FS_S(fs_dot_fwd_v4)(&src, e - s, k, Wp, m, b, Z + s * m, m, &ahead, npf);
+            FS_WIDE(fs_dot_fwd, &src, e - s, k, Wp, m, b, Z + s * m, m, &ahead, npf);
         }
         return;
     }

@@ -1,13 +1,15 @@
 """The compiled kernels, through their validated wrappers (fastshallow.kernels), against NumPy.
 
 References are computed in float64 from the same inputs; tolerances are explained in conftest.py.
-Shapes cover the kernels' code paths: few outputs (m <= 16: dot products along the contraction,
-2-row x 4-output blocks with their tails, vector lanes of 8 floats / 4 doubles with a scalar
-remainder; on AVX-512, 4-row x 5-output forward blocks and 2-vector x 10-output gradient blocks
-over 16 floats / 8 doubles, with their tails) and many (m > 16: packed panels of 16 floats / 8 doubles, register blocks of 4 rows,
-or 8 rows on the AVX-512 path, and their tails); sizes that are not multiples of 2, 4, 8 or 16,
-chunks of 32 rows / 16 columns, and the Fashion-MNIST step (256, 784) -> 10.  The AVX-512 path
-is chosen at run time; test_matmul_without_avx512 runs the other one in a subprocess.  The
+Shapes cover the kernels' code paths: few outputs (m <= 16: dot products along the contraction;
+in the portable loops 4-row x 2-output forward and 2-vector x 4-output gradient blocks over
+8 floats / 4 doubles with a scalar remainder; on AVX-512, 4-row x 5-output forward blocks and up
+to 4-vector x 10-output gradient blocks over 16 floats / 8 doubles, on AVX2 2-row x 5-output and
+up to 10-accumulator blocks over 8 floats / 4 doubles, with masked tails) and many (m > 16:
+packed panels of 16 floats / 8 doubles, register blocks of 4 rows, or 8 rows on the AVX-512
+path, and their tails); sizes that are not multiples of 2, 4, 8 or 16, chunks of 32 rows / 16
+columns, and the Fashion-MNIST step (256, 784) -> 10.  The kernels are chosen at run time;
+test_matmul_on_the_other_isas runs the others in subprocesses.  The
 fused kernels' forward reads uint8 or scaled rows in place (test_fused_forward_reads_rows_in_place).
 The float softmax cross-entropy of up to 16 classes puts a row in each AVX-512 lane, with the
 same bits as the loops elsewhere (test_softmax_cross_entropy_same_bits_on_every_isa).
@@ -222,30 +224,44 @@ _OTHER_ISA_SCRIPT = textwrap.dedent("""
 """)
 
 
+# The hand-blocked kernels each switch keeps out, by what fs_isa() then names.
+ISA_SWITCHES = {"FASTSHALLOW_NO_AVX512": "AVX-512", "FASTSHALLOW_NO_AVX2": "AVX"}
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="x86-64 ISA switch")
-def test_matmul_without_avx512():
-    """The matrix products pick AVX-512 at run time where the CPU has it; most machines run the
-    AVX2 / baseline code instead.  FASTSHALLOW_NO_AVX512=1 forces that path (read once per
-    process, hence the subprocess): it must be just as right."""
-    env = dict(os.environ, FASTSHALLOW_NO_AVX512="1")
+@pytest.mark.parametrize("switch", sorted(ISA_SWITCHES))
+def test_matmul_on_the_other_isas(switch):
+    """The matrix products pick AVX-512 or AVX2 kernels at run time, by the CPU, and the portable
+    loops elsewhere.  FASTSHALLOW_NO_AVX512=1 keeps the AVX-512 ones out, FASTSHALLOW_NO_AVX2=1
+    both (read once per process, hence the subprocess): every path must be just as right."""
+    env = dict(os.environ, **{switch: "1"})
     res = subprocess.run([sys.executable, "-c", _OTHER_ISA_SCRIPT], env=env, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     isa, worst = res.stdout.split("\n")[:2]
-    assert "AVX-512" not in isa
+    assert ISA_SWITCHES[switch] not in isa
     assert float(worst) <= 1.0, f"error {worst} x the tolerance on {isa}"
 
 
-def test_isa_follows_the_environment():
-    """FASTSHALLOW_NO_AVX512=1 keeps the AVX-512 kernels out (the subprocess tests rely on it)."""
-    off = os.environ.get("FASTSHALLOW_NO_AVX512", "")
-    if off and not off.startswith("0"):  # as fs_use_v4 reads it
-        assert "AVX-512" not in _kernels().isa()
-    elif os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            flags = set(next((l for l in f if l.startswith("flags")), "").split())
-        v4 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags
-        assert ("AVX-512" in _kernels().isa()) == v4, (_kernels().isa(), v4)
+def _switched_on(name):
+    value = os.environ.get(name, "")
+    return bool(value) and not value.startswith("0")  # as fs_env_set reads it
+
+
+def test_isa_follows_the_cpu_and_the_environment():
+    """The kernels the CPU can run, less those a switch keeps out (the subprocess tests rely on
+    the switches)."""
+    isa = _kernels().isa()
+    with open("/proc/cpuinfo") as f:
+        flags = set(next((l for l in f if l.startswith("flags")), "").split())
+    v3 = {"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm"} <= flags
+    v4 = v3 and {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags
+    if _switched_on("FASTSHALLOW_NO_AVX2"):
+        v3 = v4 = False
+    elif _switched_on("FASTSHALLOW_NO_AVX512"):
+        v4 = False
+    assert ("AVX-512" in isa) == v4, (isa, v4)
+    assert ("AVX2" in isa) == (v3 and not v4), (isa, v3)
 
 
 def test_matmul_bias_accepts_lists():

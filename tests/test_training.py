@@ -463,19 +463,21 @@ def test_segments_are_sized_by_the_time_the_last_one_took(rng, monkeypatch, seco
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="x86-64 ISA switch")
-def test_fused_training_without_avx512():
-    """Without AVX-512 the fused step gathers each chunk's rows into scratch and multiplies the
-    copy (with it, the products read the rows in place).  FASTSHALLOW_NO_AVX512=1 forces that
-    path, read once per process: the fused tests run again in a subprocess."""
+@pytest.mark.parametrize("switch", ["FASTSHALLOW_NO_AVX512", "FASTSHALLOW_NO_AVX2"])
+def test_fused_training_on_the_other_isas(switch):
+    """With AVX-512 or AVX2 the fused step's products read the rows in place, in kernels of each
+    width; without either, it gathers each chunk's rows into scratch and multiplies the copy.
+    The switches keep kernels out (read once per process): the fused tests run again in a
+    subprocess, on AVX2 (or the portable loops) and on the portable loops."""
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, FASTSHALLOW_NO_AVX512="1")
+    env = dict(os.environ, **{switch: "1"})
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
          os.path.join(here, "test_training.py"), os.path.join(here, "test_kernels.py"),
          "-k", "(matches_per_batch or bit_identical or fused_forward or labels_as_values"
                " or losses_and_hits"
                " or isa_follows)"
-               " and not without_avx512"],
+               " and not other_isas"],
         env=env, capture_output=True, text=True, timeout=600, cwd=here)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     passed = int(res.stdout.strip().splitlines()[-1].split(" passed")[0].split()[-1])

@@ -1,0 +1,362 @@
+/* The hand-blocked products for few outputs (m <= FS_DOT_MAX, weights transposed) and the
+ * fused step's one-output rows, written once for two vector widths: fs_kernels_impl.h includes
+ * this file once for AVX-512 (suffix _v4) and once for AVX2 (_v3), per element type, with
+ *   FS_X(name)      the function name with its suffix,      FS_X_TARGET  its target attribute,
+ *   FS_XV, FS_XVU   the vector type and its unaligned twin, FS_XL        its lanes,
+ *   FS_XR           rows per forward block (5 outputs each: FS_XR * 5 accumulators),
+ *   FS_XACC         the most accumulators a gradient block keeps (up to 10 outputs x 4, 2 or
+ *                   1 vectors of columns: the most that fit),
+ * and the helpers FS_X(fs_hsum), FS_X(fs_load_first), FS_X(fs_store_first), FS_X(fs_row_load).
+ * Blocking never changes a sum: every lane sums its terms in the same order, so only the vector
+ * width (the lanes each sum is split into) tells the two sets' results apart.
+ * No include guard on purpose. */
+
+/* Rows x[0..R) against outputs w[0..J): acc[r][j] over the first kv columns and, when `tail`,
+ * the last partial vector by masked loads (a scalar tail cost as much as the vectors when k is
+ * about 100).  Each step also requests the same part of rows ahead[0..R) (ahead NULL: none),
+ * so the rows wanted next arrive at the pace these are read (a burst of requests stalled on
+ * full fill buffers).  With `keep`, every row vector read is also stored, as read, at
+ * keep + r * ks + t (the partial one zero-padded), for the passes over the other outputs. */
+FS_X_TARGET FS_INLINE void FS_X(fs_dot_fwd_block)(const void *const *x,
+                                                  const char *const *ahead, const int mode,
+                                                  FS_XV s, const FS_T *w0, fs_i64 k,
+                                                  fs_i64 kv, int tail, const int R,
+                                                  const int J, FS_XV acc[FS_XR][5], FS_T *keep,
+                                                  fs_i64 ks)
+{
+    const fs_i64 esize = mode == FS_ROWS_U8 ? 1 : (fs_i64)sizeof(FS_T);
+    FS_XV a[FS_XR][5];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < J; j++) a[r][j] = (FS_XV){0};
+    for (fs_i64 t = 0; t < kv; t += FS_XL) {
+        FS_XV xv[FS_XR];
+        /* one request a cache line (a step of uint8 rows reads less than a line) */
+        const int req = ahead && (t * esize) % 64 < FS_XL * esize;
+        for (int r = 0; r < R; r++) {
+            xv[r] = FS_X(fs_row_load)(x[r], mode, t, 0, s);
+            if (keep) *(FS_XV *)(keep + r * ks + t) = xv[r];
+            if (req) FS_PREFETCH(ahead[r] + t * esize);
+        }
+        for (int j = 0; j < J; j++) {
+            FS_XV v = *(const FS_XVU *)(w0 + j * k + t);
+            FS_XREG(v);
+            for (int r = 0; r < R; r++) a[r][j] += xv[r] * v;
+        }
+    }
+    if (ahead)  /* the rest of each row ahead, past the last full vector */
+        for (int r = 0; r < R; r++) fs_prefetch_span(ahead[r], kv * esize, k * esize);
+    if (tail) {
+        const unsigned n = (unsigned)(k - kv);
+        FS_XV xv[FS_XR];
+        for (int r = 0; r < R; r++) {
+            xv[r] = FS_X(fs_row_load)(x[r], mode, kv, n, s);
+            if (keep) *(FS_XV *)(keep + r * ks + kv) = xv[r];
+        }
+        for (int j = 0; j < J; j++) {
+            const FS_XV v = FS_X(fs_load_first)(w0 + j * k + kv, n);
+            for (int r = 0; r < R; r++) a[r][j] += xv[r] * v;
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < J; j++) acc[r][j] = a[r][j];
+}
+
+/* A constant J lets the compiler keep every accumulator in a register.  Rows that are converted
+ * as they are read (uint8 or scaled) are converted in the first pass over the outputs only, and
+ * kept (in `kept`, FS_XR rows of ks values) for the others: the conversion shares the multiply-add
+ * units, and in a Fashion-MNIST epoch the forward took 0.93 of the time converting twice.
+ * (Blocks of 2 rows x 10 outputs, one pass converting once, ran no faster in the epoch.) */
+#define FS_FWD_CASE(JJ)                                                                       \
+    case JJ:                                                                                  \
+        if (j0 > 0 && kept)                                                                   \
+            FS_X(fs_dot_fwd_block)(xk, NULL, FS_ROWS_PLAIN, s, w0, k, kv, tail, FS_XR, JJ,    \
+                                   acc, NULL, 0);                                             \
+        else                                                                                  \
+            FS_X(fs_dot_fwd_block)(x, req, mode, s, w0, k, kv, tail, FS_XR, JJ, acc, kept,    \
+                                   ks);                                                       \
+        break;
+FS_X_TARGET FS_INLINE void FS_X(fs_dot_fwd_body)(const FS_S(fs_rows) *src, const int mode,
+                                                 fs_i64 rows, fs_i64 k, const FS_T *Wt,
+                                                 fs_i64 m, const FS_T *bias, FS_T *C,
+                                                 fs_i64 c_rs, const FS_S(fs_rows) *pf,
+                                                 fs_i64 npf, FS_T *kept, fs_i64 ks)
+{
+    const fs_i64 kv = k - k % FS_XL;
+    const FS_XV s = (FS_XV){0} + src->scale;
+    /* Rows shorter than a vector are summed in order, as NumPy does (so 1e30 - 1e30 + 1 stays
+     * 1); longer ones take their last partial vector by masked loads. */
+    const int tail = kv > 0 && kv < k;
+    const void *xk[FS_XR];  /* the kept rows */
+    for (int r = 0; r < FS_XR; r++) xk[r] = kept ? kept + r * ks : NULL;
+    for (fs_i64 i = 0; i < rows; i += FS_XR) {
+        const int R = rows - i < FS_XR ? (int)(rows - i) : FS_XR;
+        const void *x[FS_XR];  /* rows past R repeat row i and are thrown away */
+        const char *ahead[FS_XR];
+        for (int r = 0; r < FS_XR; r++) {
+            x[r] = FS_S(fs_row)(src, mode, i + (r < R ? r : 0));
+            /* no row to request: request this one again, which is in cache */
+            ahead[r] = (const char *)(i + r < npf ? FS_S(fs_row)(pf, mode, i + r) : x[r]);
+        }
+        for (fs_i64 j0 = 0; j0 < m; j0 += 5) {
+            const int J = m - j0 < 5 ? (int)(m - j0) : 5;
+            const FS_T *w0 = Wt + j0 * k;
+            /* the rows ahead are requested in the first pass over these rows only */
+            const char *const *req = j0 == 0 && i < npf ? ahead : NULL;
+            FS_XV acc[FS_XR][5];
+            switch (J) {
+            FS_FWD_CASE(5) FS_FWD_CASE(4) FS_FWD_CASE(3) FS_FWD_CASE(2) default: FS_FWD_CASE(1)
+            }
+            for (int r = 0; r < R; r++)
+                for (int jj = 0; jj < J; jj++) {
+                    FS_T v = FS_X(fs_hsum)(acc[r][jj]);
+                    if (kv == 0) {  /* explicit multiply-adds: the same for every mode */
+                        const FS_T *w = w0 + jj * k;
+                        for (fs_i64 t = 0; t < k; t++)
+                            v = FS_FMA(FS_S(fs_row_value)(x[r], mode, t, src->scale), w[t], v);
+                    }
+                    C[(i + r) * c_rs + j0 + jj] = (bias ? bias[j0 + jj] : 0) + v;
+                }
+        }
+    }
+}
+#undef FS_FWD_CASE
+
+/* C[i, j] = bias[j] + row i . Wt[j, :] for `rows` rows of src and all m outputs; rows [0, npf)
+ * of pf (NULL: none) are requested from memory on the way. */
+FS_X_TARGET static void FS_X(fs_dot_fwd)(const FS_S(fs_rows) *src, fs_i64 rows, fs_i64 k,
+                                         const FS_T *Wt, fs_i64 m, const FS_T *bias,
+                                         FS_T *C, fs_i64 c_rs, const FS_S(fs_rows) *pf,
+                                         fs_i64 npf)
+{
+    if (!pf) npf = 0;
+    /* Converted rows are kept for a second pass over the outputs when there is one and a block
+     * of them (the vectors past the last full one included) fits in the buffer, on the stack
+     * and in L1 beside the weights of one pass (5 x 784 floats for Fashion-MNIST). */
+    FS_T kept[FS_FWD_KEEP / sizeof(FS_T)] __attribute__((aligned(64)));
+    const fs_i64 ks = (k + FS_XL - 1) / FS_XL * FS_XL;
+    FS_T *const keep = m > 5 && k >= FS_XL && FS_XR * ks * (fs_i64)sizeof(FS_T) <= FS_FWD_KEEP
+                           ? kept : NULL;
+    /* One copy of the loops per way of reading rows, so none tests the mode per element. */
+    switch (src->mode) {
+    case FS_ROWS_U8:
+        FS_X(fs_dot_fwd_body)(src, FS_ROWS_U8, rows, k, Wt, m, bias, C, c_rs, pf, npf, keep,
+                              ks);
+        break;
+    case FS_ROWS_SCALED:
+        FS_X(fs_dot_fwd_body)(src, FS_ROWS_SCALED, rows, k, Wt, m, bias, C, c_rs, pf, npf,
+                              keep, ks);
+        break;
+    default:  /* nothing to convert */
+        FS_X(fs_dot_fwd_body)(src, FS_ROWS_PLAIN, rows, k, Wt, m, bias, C, c_rs, pf, npf,
+                              NULL, ks);
+        break;
+    }
+}
+
+/* dWt[j0 + j, c ..) (+)= sum_i G[i, j0 + j] * X[i, c ..] over V vectors of columns, i in order;
+ * with `tail` > 0 the one vector (V = 1) covers only `tail` columns, by masked loads and
+ * stores.  Each lane is one element's own chain of sums, so how columns are blocked never
+ * changes a result; blocks give J * V (up to FS_XACC) independent chains, which few outputs need:
+ * one output and one vector would wait on a single chain of dependent multiply-adds. */
+FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_block)(const FS_S(fs_rows) *src, const int mode,
+                                                  FS_XV s, fs_i64 n, fs_i64 c, const FS_T *G,
+                                                  fs_i64 ldg, fs_i64 j0, const int J,
+                                                  const int V, const unsigned tail,
+                                                  FS_T *dWt, fs_i64 ldw, fs_i64 pf_end)
+{
+    /* With pf_end > 0 (phase 2: rows come from anywhere, from another core's cache when another
+     * thread read them in phase 1) each row's part two blocks of columns on, if it is before
+     * column pf_end, and this block's part of the row FS_BWD_ROWS_AHEAD rows on are requested
+     * into L1 on the way.  Measured in one process on Fashion-MNIST (2 threads, medians of 11
+     * alternating epochs): the row ahead alone 0.91 of the time with parts four blocks on,
+     * 0.89 with two (1, 3: the same; eight 1.09); 0.97 on 1 thread.  (Into L2 instead of L1,
+     * the epoch ran about 15% slower; past the row, requests only cost bandwidth.) */
+    const fs_i64 esize = mode == FS_ROWS_U8 ? 1 : (fs_i64)sizeof(FS_T);
+    /* one request a cache line: the vector that holds the line's first byte makes it */
+    int ask[4], line[4];
+    for (int v = 0; v < V; v++) {
+        line[v] = (c + v * FS_XL) * esize % 64 < FS_XL * esize;
+        ask[v] = c + (2 * V + v) * FS_XL < pf_end &&
+                 (c + (2 * V + v) * FS_XL) * esize % 64 < FS_XL * esize;
+    }
+    FS_XV a[10][4];
+    for (int j = 0; j < 10; j++)
+        for (int v = 0; v < 4; v++) a[j][v] = (FS_XV){0};
+    for (fs_i64 i = 0; i < n; i++) {
+        const void *x = FS_S(fs_row)(src, mode, i);
+        const FS_T *g = G + i * ldg + j0;
+        FS_XV xv[4];
+        for (int v = 0; v < V; v++) {
+            xv[v] = FS_X(fs_row_load)(x, mode, c + v * FS_XL, tail, s);
+            if (ask[v])
+                __builtin_prefetch((const char *)x + (c + (2 * V + v) * FS_XL) * esize, 0, 3);
+        }
+        if (pf_end && i + FS_BWD_ROWS_AHEAD < n) {
+            const char *next = (const char *)FS_S(fs_row)(src, mode, i + FS_BWD_ROWS_AHEAD);
+            for (int v = 0; v < V; v++)
+                if (line[v]) __builtin_prefetch(next + (c + v * FS_XL) * esize, 0, 3);
+        }
+        for (int j = 0; j < J; j++)
+            for (int v = 0; v < V; v++) a[j][v] += g[j] * xv[v];
+    }
+    for (int j = 0; j < J; j++)
+        for (int v = 0; v < V; v++) {
+            FS_T *out = dWt + (j0 + j) * ldw + c + v * FS_XL;
+            if (tail)
+                FS_X(fs_store_first)(out, tail, a[j][v]);
+            else
+                memcpy(out, &a[j][v], sizeof(FS_XV));
+        }
+}
+
+#define FS_BWD_CASE(JJ, V, T)                                                                 \
+    case JJ: FS_X(fs_dot_bwd_block)(src, mode, s, n, c, G, ldg, j0, JJ, V, T, dWt, ldw,        \
+                                    pf_end); break;
+#define FS_BWD_CASES(V, T)                                                                    \
+    switch (J) {                                                                              \
+    FS_BWD_CASE(10, V, T) FS_BWD_CASE(9, V, T) FS_BWD_CASE(8, V, T) FS_BWD_CASE(7, V, T)      \
+    FS_BWD_CASE(6, V, T) FS_BWD_CASE(5, V, T) FS_BWD_CASE(4, V, T) FS_BWD_CASE(3, V, T)       \
+    FS_BWD_CASE(2, V, T) default: FS_X(fs_dot_bwd_block)(src, mode, s, n, c, G, ldg, j0, 1,   \
+                                                         V, T, dWt, ldw, pf_end); break;      \
+    }
+
+FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_body)(const FS_S(fs_rows) *src, const int mode,
+                                                 fs_i64 n, fs_i64 k0, fs_i64 kw,
+                                                 const FS_T *G, fs_i64 ldg, fs_i64 m,
+                                                 FS_T *dWt, fs_i64 ldw, fs_i64 pf_end)
+{
+    const fs_i64 end = k0 + kw;
+    const FS_XV s = (FS_XV){0} + src->scale;
+    for (fs_i64 j0 = 0; j0 < m; j0 += 10) {
+        const int J = m - j0 < 10 ? (int)(m - j0) : 10;
+        fs_i64 c = k0;
+        if (4 * J <= FS_XACC)
+            for (; c + 4 * FS_XL <= end; c += 4 * FS_XL) FS_BWD_CASES(4, 0)
+        if (2 * J <= FS_XACC)
+            for (; c + 2 * FS_XL <= end; c += 2 * FS_XL) FS_BWD_CASES(2, 0)
+        for (; c + FS_XL <= end; c += FS_XL) FS_BWD_CASES(1, 0)
+        if (c < end) {
+            const unsigned tail = (unsigned)(end - c);
+            FS_BWD_CASES(1, tail)
+        }
+    }
+}
+#undef FS_BWD_CASE
+#undef FS_BWD_CASES
+
+/* dWt[j, c] = sum_i G[i, j] * (row i of src)[c] for c in [k0, k0 + kw), i in order; rows'
+ * columns before pf_end (rows not in cache: k0 + kw; else 0) are requested ahead. */
+FS_X_TARGET static void FS_X(fs_dot_bwd)(const FS_S(fs_rows) *src, fs_i64 n, fs_i64 k0,
+                                         fs_i64 kw, const FS_T *G, fs_i64 ldg, fs_i64 m,
+                                         FS_T *dWt, fs_i64 ldw, fs_i64 pf_end)
+{
+    switch (src->mode) {
+    case FS_ROWS_U8:
+        FS_X(fs_dot_bwd_body)(src, FS_ROWS_U8, n, k0, kw, G, ldg, m, dWt, ldw, pf_end);
+        break;
+    case FS_ROWS_SCALED:
+        FS_X(fs_dot_bwd_body)(src, FS_ROWS_SCALED, n, k0, kw, G, ldg, m, dWt, ldw, pf_end);
+        break;
+    default:
+        FS_X(fs_dot_bwd_body)(src, FS_ROWS_PLAIN, n, k0, kw, G, ldg, m, dWt, ldw, pf_end);
+        break;
+    }
+}
+
+/* Phase 1 of the chunk rows [r0, r0 + rows) for one output and a regression loss, with the
+ * row (NV vectors, the last one partial when k is not a multiple of the vector) held in
+ * registers: each row is read once, for its output, its loss and its part of the chunk's
+ * share of the weight gradient.  The sums are those of fs_dot_fwd and fs_dot_bwd here, term
+ * for term, so the bits are too; reading each row once, in one place, made a 1,000,000 x 100
+ * epoch about a fifth faster than three passes over the chunk.  Each row's successor in the
+ * next minibatch (rows [0, npf) of pf, whose idx is then set) is requested on the way, with its
+ * target (up to 6% faster).  This is about as fast as reading the rows allows: a C loop that
+ * reads the rows and targets in the same order, requests them the same way and does the same
+ * arithmetic (benches/native/machine_bounds.c) took 0.90-1.16x as long as the compiled epoch (2
+ * threads, four runs taken in turns), and with the loads only added up 0.81-0.94x; a row of 400
+ * bytes spans 7 lines and its target one more, 512 bytes an example, and the same rows read in
+ * order took 0.6 of the time of shuffled ones (random lines cost the memory more than their
+ * bytes).  In that loop, requests a minibatch ahead into L1 instead took 1.27-1.31x as long
+ * (fill buffers), for the first line or two of each row only (leaving the rest to the hardware
+ * prefetcher) 1.4x, non-temporal ones 8 to 32 rows ahead 1.24-1.77x, none at all 1.8x; also
+ * requesting each row into L1 4 rows before its use, 0.98-1.04x; rows in pairs (each row's sums
+ * unchanged, the two rows' steps interleaved) 0.94-0.97x, but here 0.99-1.02x. */
+FS_X_TARGET FS_INLINE void FS_X(fs_fused_one_body)(const FS_S(fs_fused_args) *a,
+                                                   const FS_S(fs_rows) *src, const int mode,
+                                                   fs_i64 r0, fs_i64 rows, const fs_i64 *pos,
+                                                   const FS_S(fs_rows) *pf, fs_i64 npf,
+                                                   FS_T *share, const int NV)
+{
+    const fs_i64 k = a->k;
+    const unsigned tail = (unsigned)(k % FS_XL);
+    const fs_i64 row_bytes = k * (mode == FS_ROWS_U8 ? 1 : (fs_i64)sizeof(FS_T));
+    const FS_XV s = (FS_XV){0} + src->scale;
+    /* locals, not a->...: the stores below could alias the arguments as far as the compiler
+     * knows, and it would read them again for every row */
+    const FS_T bias = a->b[0], delta = a->delta;
+    const int huber = a->loss == FS_LOSS_HUBER;
+    const FS_T *targets = a->targets;
+    FS_T *Z = a->Z + r0, *G = a->G + r0, *rowloss = a->rowloss + r0;
+    fs_i64 *rowhit = a->rowhit + r0;
+    FS_XV w[8], sum[8];
+    for (int v = 0; v < NV; v++) {
+        const FS_T *wp = a->Wp + v * FS_XL;
+        w[v] = tail && v == NV - 1 ? FS_X(fs_load_first)(wp, tail) : *(const FS_XVU *)wp;
+        sum[v] = (FS_XV){0};
+    }
+    for (fs_i64 r = 0; r < rows; r++) {
+        const void *x = FS_S(fs_row)(src, mode, r);
+        if (r < npf) {  /* and its target, a random place in an array of n */
+            fs_prefetch_span((const char *)FS_S(fs_row)(pf, mode, r), 0, row_bytes);
+            FS_PREFETCH(targets + pf->idx[r]);
+        }
+        FS_XV xv[8], acc = (FS_XV){0};
+        for (int v = 0; v < NV; v++) {
+            xv[v] = FS_X(fs_row_load)(x, mode, v * FS_XL, tail && v == NV - 1 ? tail : 0, s);
+            acc += xv[v] * w[v];
+        }
+        Z[r] = bias + FS_X(fs_hsum)(acc);
+        rowloss[r] = FS_S(fs_regression_row)(Z + r, targets + pos[r], 1, huber, delta, G + r);
+        rowhit[r] = 0;
+        const FS_T g = G[r];
+        for (int v = 0; v < NV; v++) sum[v] += g * xv[v];
+    }
+    for (int v = 0; v < NV; v++) {
+        if (tail && v == NV - 1)
+            FS_X(fs_store_first)(share + v * FS_XL, tail, sum[v]);
+        else
+            memcpy(share + v * FS_XL, &sum[v], sizeof(FS_XV));
+    }
+}
+
+/* The above for rows of up to 8 vectors (128 floats, 64 doubles), with NV and the row mode as
+ * constants, so that every loop unrolls; returns 0 (nothing done) for other shapes.  uint8 rows
+ * are among those: they never take shares (fs_fused_share_rows), so they never come here. */
+#define FS_ONE_CASE(NV)                                                                       \
+    case NV: FS_X(fs_fused_one_body)(a, src, MODE, r0, rows, pos, pf, npf, share, NV); break;
+#define FS_ONE_MODE(M)                                                                        \
+    {                                                                                         \
+        const int MODE = M;                                                                   \
+        switch (nv) {                                                                         \
+        FS_ONE_CASE(1) FS_ONE_CASE(2) FS_ONE_CASE(3) FS_ONE_CASE(4) FS_ONE_CASE(5)            \
+        FS_ONE_CASE(6) FS_ONE_CASE(7) default: FS_ONE_CASE(8)                                 \
+        }                                                                                     \
+    }
+FS_X_TARGET static int FS_X(fs_fused_one)(const FS_S(fs_fused_args) *a,
+                                          const FS_S(fs_rows) *src, fs_i64 r0, fs_i64 rows,
+                                          const fs_i64 *pos, const FS_S(fs_rows) *pf,
+                                          fs_i64 npf, FS_T *share)
+{
+    const fs_i64 nv = (a->k + FS_XL - 1) / FS_XL;
+    /* rows shorter than a vector are summed in order by the scalar path (fs_dot_fwd_body) */
+    if (a->m != 1 || a->loss == FS_LOSS_SOFTMAX_XENT || a->k < FS_XL || nv > 8 ||
+        src->mode == FS_ROWS_U8)
+        return 0;
+    if (src->mode == FS_ROWS_SCALED)
+        FS_ONE_MODE(FS_ROWS_SCALED)
+    else
+        FS_ONE_MODE(FS_ROWS_PLAIN)
+    return 1;
+}
+#undef FS_ONE_MODE
+#undef FS_ONE_CASE
