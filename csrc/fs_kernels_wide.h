@@ -6,6 +6,7 @@
  *   FS_XR           rows per forward block (5 outputs each: FS_XR * 5 accumulators),
  *   FS_XACC         the most accumulators a gradient block keeps (up to 10 outputs x 4, 2 or
  *                   1 vectors of columns: the most that fit),
+ *   FS_XONE         the most vectors of a row the fused one-output rows hold (8 or 16),
  * and the helpers FS_X(fs_hsum), FS_X(fs_load_first), FS_X(fs_store_first), FS_X(fs_row_load).
  * Blocking never changes a sum: every lane sums its terms in the same order, so only the vector
  * width (the lanes each sum is split into) tells the two sets' results apart.
@@ -298,7 +299,7 @@ FS_X_TARGET FS_INLINE void FS_X(fs_fused_one_body)(const FS_S(fs_fused_args) *a,
     const FS_T *targets = a->targets;
     FS_T *Z = a->Z + r0, *G = a->G + r0, *rowloss = a->rowloss + r0;
     fs_i64 *rowhit = a->rowhit + r0;
-    FS_XV w[8], sum[8];
+    FS_XV w[FS_XONE], sum[FS_XONE];
     for (int v = 0; v < NV; v++) {
         const FS_T *wp = a->Wp + v * FS_XL;
         w[v] = tail && v == NV - 1 ? FS_X(fs_load_first)(wp, tail) : *(const FS_XVU *)wp;
@@ -310,7 +311,7 @@ FS_X_TARGET FS_INLINE void FS_X(fs_fused_one_body)(const FS_S(fs_fused_args) *a,
             fs_prefetch_span((const char *)FS_S(fs_row)(pf, mode, r), 0, row_bytes);
             FS_PREFETCH(targets + pf->idx[r]);
         }
-        FS_XV xv[8], acc = (FS_XV){0};
+        FS_XV xv[FS_XONE], acc = (FS_XV){0};
         for (int v = 0; v < NV; v++) {
             xv[v] = FS_X(fs_row_load)(x, mode, v * FS_XL, tail && v == NV - 1 ? tail : 0, s);
             acc += xv[v] * w[v];
@@ -329,17 +330,25 @@ FS_X_TARGET FS_INLINE void FS_X(fs_fused_one_body)(const FS_S(fs_fused_args) *a,
     }
 }
 
-/* The above for rows of up to 8 vectors (128 floats, 64 doubles), with NV and the row mode as
- * constants, so that every loop unrolls; returns 0 (nothing done) for other shapes.  uint8 rows
- * are among those: they never take shares (fs_fused_share_rows), so they never come here. */
+/* The above for rows of up to FS_XONE vectors (128 floats, 64 doubles), with NV and the row
+ * mode as constants, so that every loop unrolls; returns 0 (nothing done) for other shapes.
+ * uint8 rows are among those: they never take shares (fs_fused_share_rows), so they never come
+ * here. */
 #define FS_ONE_CASE(NV)                                                                       \
     case NV: FS_X(fs_fused_one_body)(a, src, MODE, r0, rows, pos, pf, npf, share, NV); break;
+#if FS_XONE > 8
+#define FS_ONE_CASES_PAST_8                                                                   \
+    FS_ONE_CASE(8) FS_ONE_CASE(9) FS_ONE_CASE(10) FS_ONE_CASE(11) FS_ONE_CASE(12)             \
+    FS_ONE_CASE(13) FS_ONE_CASE(14) FS_ONE_CASE(15) default: FS_ONE_CASE(16)
+#else
+#define FS_ONE_CASES_PAST_8 default: FS_ONE_CASE(8)
+#endif
 #define FS_ONE_MODE(M)                                                                        \
     {                                                                                         \
         const int MODE = M;                                                                   \
         switch (nv) {                                                                         \
         FS_ONE_CASE(1) FS_ONE_CASE(2) FS_ONE_CASE(3) FS_ONE_CASE(4) FS_ONE_CASE(5)            \
-        FS_ONE_CASE(6) FS_ONE_CASE(7) default: FS_ONE_CASE(8)                                 \
+        FS_ONE_CASE(6) FS_ONE_CASE(7) FS_ONE_CASES_PAST_8                                     \
         }                                                                                     \
     }
 FS_X_TARGET static int FS_X(fs_fused_one)(const FS_S(fs_fused_args) *a,
@@ -349,7 +358,7 @@ FS_X_TARGET static int FS_X(fs_fused_one)(const FS_S(fs_fused_args) *a,
 {
     const fs_i64 nv = (a->k + FS_XL - 1) / FS_XL;
     /* rows shorter than a vector are summed in order by the scalar path (fs_dot_fwd_body) */
-    if (a->m != 1 || a->loss == FS_LOSS_SOFTMAX_XENT || a->k < FS_XL || nv > 8 ||
+    if (a->m != 1 || a->loss == FS_LOSS_SOFTMAX_XENT || a->k < FS_XL || nv > FS_XONE ||
         src->mode == FS_ROWS_U8)
         return 0;
     if (src->mode == FS_ROWS_SCALED)
@@ -359,4 +368,5 @@ FS_X_TARGET static int FS_X(fs_fused_one)(const FS_S(fs_fused_args) *a,
     return 1;
 }
 #undef FS_ONE_MODE
+#undef FS_ONE_CASES_PAST_8
 #undef FS_ONE_CASE

@@ -89,10 +89,12 @@ CASES = [
     dict(kind="l2"),
     dict(kind="l2", momentum=0.9, dtype=np.float64),
     dict(kind="huber", schedule="cosine", lr=0.5, epochs=4),
-    # One output with rows of 1 to 8 vectors takes its own path (each row read once, held in
-    # registers; so does l2 on 13 doubles above): a partial last vector of 4 floats, one and
-    # three whole vectors of floats, 8 of doubles, scaled rows with a partial vector of 8
-    # floats and of 4 doubles; 129 floats (9 vectors) do not.
+    # One output with rows of up to 128 floats or 64 doubles takes its own path (each row read
+    # once, held in registers; so does l2 on 13 doubles above).  On AVX-512 (vectors of 16
+    # floats): a partial last vector of 4 floats, one and three whole vectors of floats, 8 of
+    # doubles, scaled rows with a partial vector of 8 floats and of 4 doubles; on AVX2 (8
+    # floats): 12 vectors and 4 floats, 2 and 6 vectors, 16 of doubles, and scaled rows of 5
+    # whole vectors of either.  129 floats do not.
     dict(kind="l2", k=100, lr=0.1, epochs=4),
     dict(kind="l2", k=16, wd=1e-3, momentum=0.5, lr=0.1, epochs=4),
     dict(kind="huber", k=48, schedule="cosine", lr=0.5, epochs=4),
