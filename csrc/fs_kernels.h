@@ -46,8 +46,8 @@ static inline double omp_get_wtime(void) { return 0; }
 
 /* The hand-blocked kernels, chosen at run time: AVX-512 (x86-64-v4) where the CPU has it and
  * FASTSHALLOW_NO_AVX512 is not set, else AVX2 (x86-64-v3) where the CPU has that and
- * FASTSHALLOW_NO_AVX2 is not set (which keeps both out: the portable loops run, as on CPUs
- * without AVX2).  The tests set these to run every path on one machine. */
+ * FASTSHALLOW_NO_AVX2 is not set (which keeps both out: the portable loops run, in the clone
+ * target_clones picks for the CPU).  The tests set these to run the paths below the CPU's. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #define FS_HAVE_V4 1
 #define FS_HAVE_WIDE 1
@@ -91,7 +91,9 @@ static const char *fs_isa(void)
     if (fs_use_v4()) return "x86-64-v4 (AVX-512)";
     if (fs_use_v3()) return "x86-64-v3 (AVX2, FMA)";
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+    /* a switch kept the kernels out: the portable loops' clone for this CPU runs */
     __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 clones of the portable loops";
     if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3 clones of the portable loops";
 #endif
     return "baseline";
@@ -127,15 +129,15 @@ static inline void fs_prefetch_span(const char *p, fs_i64 from, fs_i64 to)
 
 /* Fused training: the losses it knows, and its fixed task sizes. */
 enum { FS_LOSS_SOFTMAX_XENT = 0, FS_LOSS_L2 = 1, FS_LOSS_HUBER = 2 };
-/* How the AVX-512 products read their rows: values as they are, values times a scale, or uint8
- * values times a scale, converted in registers exactly as a gather into FS_T would convert them
+/* How the hand-blocked products read their rows: values as they are, values times a scale, or
+ * uint8 values times a scale, converted in registers exactly as a gather into FS_T would convert them
  * (one rounding: (FS_T)x * scale), so the fused step can read the examples in place. */
 enum { FS_ROWS_PLAIN = 0, FS_ROWS_SCALED = 1, FS_ROWS_U8 = 2 };
-/* Bytes of the stack buffer in which the AVX-512 forward keeps a block of 4 converted rows
- * (k <= 1024 floats, 512 doubles). */
+/* Bytes of the stack buffer in which the hand-blocked forward keeps a block of converted rows:
+ * 4 on AVX-512 (k <= 1024 floats, 512 doubles), 2 on AVX2 (k <= 2048 floats, 1024 doubles). */
 #define FS_FWD_KEEP 16384
 #define FS_FUSED_CHUNK 64 /* batch rows per phase-1 call */
-#define FS_BWD_ROWS_AHEAD 8 /* see fs_dot_bwd_block_v4 (4 to 12 ran alike) */
+#define FS_BWD_ROWS_AHEAD 8 /* see fs_dot_bwd_block in fs_kernels_wide.h (4 to 12 ran alike) */
 /* Few outputs (m <= FS_DOT_MAX): phase 2 can compute the weight gradient of its weight rows from
  * every row of the batch, reading the rows other threads read in phase 1 from their cores'
  * caches; or phase 1 can leave each chunk of FS_SHARE_ROWS rows a share of it, computed while

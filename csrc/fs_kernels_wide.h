@@ -31,12 +31,10 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_fwd_block)(const void *const *x,
         for (int j = 0; j < J; j++) a[r][j] = (FS_XV){0};
     for (fs_i64 t = 0; t < kv; t += FS_XL) {
         FS_XV xv[FS_XR];
-        /* one request a cache line (a step of uint8 rows reads less than a line) */
-        const int req = ahead && (t * esize) % 64 < FS_XL * esize;
         for (int r = 0; r < R; r++) {
             xv[r] = FS_X(fs_row_load)(x[r], mode, t, 0, s);
             if (keep) *(FS_XV *)(keep + r * ks + t) = xv[r];
-            if (req) FS_PREFETCH(ahead[r] + t * esize);
+            if (ahead) FS_PREFETCH(ahead[r] + t * esize);
         }
         for (int j = 0; j < J; j++) {
             FS_XV v = *(const FS_XVU *)(w0 + j * k + t);
@@ -64,9 +62,9 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_fwd_block)(const void *const *x,
 
 /* A constant J lets the compiler keep every accumulator in a register.  Rows that are converted
  * as they are read (uint8 or scaled) are converted in the first pass over the outputs only, and
- * kept (in `kept`, FS_XR rows of ks values) for the others: the conversion shares the multiply-add
- * units, and in a Fashion-MNIST epoch the forward took 0.93 of the time converting twice.
- * (Blocks of 2 rows x 10 outputs, one pass converting once, ran no faster in the epoch.) */
+ * kept (in `kept`, FS_XR rows of ks values) for the others: the conversion shares the
+ * multiply-add units, and in a Fashion-MNIST epoch the forward took 0.93 of the time converting
+ * twice.  (Blocks of 2 rows x 10 outputs, one pass converting once, ran no faster in the epoch.) */
 #define FS_FWD_CASE(JJ)                                                                       \
     case JJ:                                                                                  \
         if (j0 > 0 && kept)                                                                   \
@@ -173,13 +171,8 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_block)(const FS_S(fs_rows) *src, cons
      * 0.89 with two (1, 3: the same; eight 1.09); 0.97 on 1 thread.  (Into L2 instead of L1,
      * the epoch ran about 15% slower; past the row, requests only cost bandwidth.) */
     const fs_i64 esize = mode == FS_ROWS_U8 ? 1 : (fs_i64)sizeof(FS_T);
-    /* one request a cache line: the vector that holds the line's first byte makes it */
-    int ask[4], line[4];
-    for (int v = 0; v < V; v++) {
-        line[v] = (c + v * FS_XL) * esize % 64 < FS_XL * esize;
-        ask[v] = c + (2 * V + v) * FS_XL < pf_end &&
-                 (c + (2 * V + v) * FS_XL) * esize % 64 < FS_XL * esize;
-    }
+    int ask[4];
+    for (int v = 0; v < V; v++) ask[v] = c + (2 * V + v) * FS_XL < pf_end;
     FS_XV a[10][4];
     for (int j = 0; j < 10; j++)
         for (int v = 0; v < 4; v++) a[j][v] = (FS_XV){0};
@@ -194,8 +187,7 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_block)(const FS_S(fs_rows) *src, cons
         }
         if (pf_end && i + FS_BWD_ROWS_AHEAD < n) {
             const char *next = (const char *)FS_S(fs_row)(src, mode, i + FS_BWD_ROWS_AHEAD);
-            for (int v = 0; v < V; v++)
-                if (line[v]) __builtin_prefetch(next + (c + v * FS_XL) * esize, 0, 3);
+            for (int v = 0; v < V; v++) __builtin_prefetch(next + (c + v * FS_XL) * esize, 0, 3);
         }
         for (int j = 0; j < J; j++)
             for (int v = 0; v < V; v++) a[j][v] += g[j] * xv[v];

@@ -23,9 +23,10 @@ ever written to; ``root``, ``$FASTSHALLOW_DATA`` and the system folders are only
 
 Decoding 26 MB of gzip takes a third of a second, so the decoded arrays are also kept in the user
 cache as ``.npy`` files named after the sha256 of the content they hold: a later load memory-maps
-them in a millisecond (fashion_mnist copies the images out, for 2 MB pages), and a change of the expected content (a new table) can never pick up a stale
-one.  A named folder's file is served from them only when its bytes hash (about a fourteenth of the
-time of decoding) to those of a file verified before, recorded by an empty marker file in the cache.
+them in a millisecond (fashion_mnist then copies the images out, for 2 MB pages), and a change of
+the expected content (a new table) can never pick up a stale one.  A named folder's file is served
+from them only when its bytes hash (about a fourteenth of the time of decoding) to those of a file
+verified before, recorded by an empty marker file in the cache.
 """
 from __future__ import annotations
 
