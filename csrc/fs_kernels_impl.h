@@ -307,33 +307,24 @@ FS_V4_TARGET FS_INLINE void FS_S(fs_store_first_v4)(FS_T *p, unsigned n, FS_W v)
 }
 #endif
 
-/* Elements [t, t + FS_WL) of a row; with n > 0 only the first n of them, the other lanes zero
- * (masked: nothing past them is read, and an infinite scale cannot turn those lanes into NaN).
- * Each value is scaled here, as a gather scales it, so the fused kernels give the bits of the
- * per-batch path.  Scaling the sums instead (once an output, not once a pixel) would save the
- * multiply: a Fashion-MNIST epoch took 0.93-0.98x as long with it skipped (A/B, 21 epochs of
- * each, 1 and 2 threads, twice), too little to give up those bits. */
-FS_V4_TARGET FS_INLINE FS_W FS_S(fs_row_load_v4)(const void *row, const int mode, fs_i64 t,
-                                                  const unsigned n, FS_W scale)
+/* FS_WL uint8 values at p (n > 0: the first n, masked, the other lanes zero) as FS_T. */
+FS_V4_TARGET FS_INLINE FS_W FS_S(fs_load_u8_v4)(const uint8_t *p, unsigned n)
 {
-    FS_W v;
-    if (mode == FS_ROWS_U8) {
-        const uint8_t *p = (const uint8_t *)row + t;
 #if FS_VL == 8
-        const __m128i b = n ? _mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1), p)
-                            : _mm_loadu_si128((const __m128i *)p);
-        v = (FS_W)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
+    const __m128i b = n ? _mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1), p)
+                        : _mm_loadu_si128((const __m128i *)p);
+    return (FS_W)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
 #else
-        const __m128i b = n ? _mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1), p)
-                            : _mm_loadl_epi64((const __m128i *)p);
-        v = (FS_W)_mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(b));
+    const __m128i b = n ? _mm_maskz_loadu_epi8((__mmask16)((1u << n) - 1), p)
+                        : _mm_loadl_epi64((const __m128i *)p);
+    return (FS_W)_mm512_cvtepi32_pd(_mm256_cvtepu8_epi32(b));
 #endif
-    } else {
-        const FS_T *p = (const FS_T *)row + t;
-        v = n ? FS_S(fs_load_first_v4)(p, n) : *(const FS_WU *)p;
-        if (mode == FS_ROWS_PLAIN) return v;
-    }
-    if (!n) return v * scale;
+}
+
+/* v * scale in lanes [0, n), zero in the others (masked: an infinite scale cannot turn the
+ * zero lanes into NaN). */
+FS_V4_TARGET FS_INLINE FS_W FS_S(fs_scale_first_v4)(FS_W v, FS_W scale, unsigned n)
+{
 #if FS_VL == 8
     return (FS_W)_mm512_maskz_mul_ps((__mmask16)((1u << n) - 1), (__m512)v, (__m512)scale);
 #else
@@ -351,15 +342,6 @@ FS_V4_TARGET FS_INLINE FS_W FS_S(fs_row_load_v4)(const void *row, const int mode
 #define FS_XONE 8
 #define FS_XREG(v) ((void)0)
 #include "fs_kernels_wide.h"
-#undef FS_X
-#undef FS_X_TARGET
-#undef FS_XV
-#undef FS_XVU
-#undef FS_XL
-#undef FS_XR
-#undef FS_XACC
-#undef FS_XONE
-#undef FS_XREG
 #undef FS_WL
 
 /* AVX2 + FMA: 32-byte vectors and 16 registers, so narrower blocks than AVX-512's: 2 rows x 5
@@ -424,31 +406,26 @@ FS_V3_TARGET FS_INLINE void FS_S(fs_store_first_v3)(FS_T *p, unsigned n, FS_V v)
 #endif
 }
 
-/* Elements [t, t + FS_VL) of a row, as fs_row_load_v4 reads them (n > 0: the first n, the
- * other lanes zero).  uint8 values are widened from 8 bytes (floats) or 4 (doubles); a partial
- * vector's bytes are copied first, as no AVX2 load masks bytes. */
-FS_V3_TARGET FS_INLINE FS_V FS_S(fs_row_load_v3)(const void *row, const int mode, fs_i64 t,
-                                                 const unsigned n, FS_V scale)
+/* FS_VL uint8 values at p (n > 0: the first n, the other lanes zero) as FS_T, widened from 8
+ * bytes (floats) or 4 (doubles); a partial vector's bytes are copied first, as no AVX2 load
+ * masks bytes. */
+FS_V3_TARGET FS_INLINE FS_V FS_S(fs_load_u8_v3)(const uint8_t *p, unsigned n)
 {
-    FS_V v;
-    if (mode == FS_ROWS_U8) {
-        const uint8_t *p = (const uint8_t *)row + t;
 #if FS_VL == 8
-        uint64_t bytes = 0;
-        memcpy(&bytes, p, n ? n : 8);
-        v = (FS_V)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)bytes)));
+    uint64_t bytes = 0;
+    memcpy(&bytes, p, n ? n : 8);
+    return (FS_V)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)bytes)));
 #else
-        uint32_t bytes = 0;
-        memcpy(&bytes, p, n ? n : 4);
-        v = (FS_V)_mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)bytes)));
+    uint32_t bytes = 0;
+    memcpy(&bytes, p, n ? n : 4);
+    return (FS_V)_mm256_cvtepi32_pd(_mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)bytes)));
 #endif
-    } else {
-        const FS_T *p = (const FS_T *)row + t;
-        v = n ? FS_S(fs_load_first_v3)(p, n) : *(const FS_VU *)p;
-        if (mode == FS_ROWS_PLAIN) return v;
-    }
-    if (!n) return v * scale;
-    /* the lanes past n cleared after scaling: an infinite scale made them NaN */
+}
+
+/* v * scale in lanes [0, n), zero in the others (cleared after scaling: an infinite scale made
+ * them NaN). */
+FS_V3_TARGET FS_INLINE FS_V FS_S(fs_scale_first_v3)(FS_V v, FS_V scale, unsigned n)
+{
     return (FS_V)((__m256i)(v * scale) & FS_S(fs_lanes_v3)(n));
 }
 
@@ -468,15 +445,6 @@ FS_V3_TARGET FS_INLINE FS_V FS_S(fs_row_load_v3)(const void *row, const int mode
  * where 7 do, and a forward product about 4% slower (from cache, uint8 rows). */
 #define FS_XREG(v) __asm__("" : "+x"(v))
 #include "fs_kernels_wide.h"
-#undef FS_X
-#undef FS_X_TARGET
-#undef FS_XV
-#undef FS_XVU
-#undef FS_XL
-#undef FS_XR
-#undef FS_XACC
-#undef FS_XONE
-#undef FS_XREG
 #endif
 
 
