@@ -36,8 +36,14 @@ static inline double omp_get_wtime(void) { return 0; }
  * made a Fashion-MNIST epoch about 7% faster and a loader epoch 10-20% faster here than the
  * v3 ones.  The few-output matrix products and the fused step's reads besides have
  * hand-blocked kernels for each of v4 and v3 (fs_kernels_wide.h), chosen by fs_use_v4 and
- * fs_use_v3; the panel products have an AVX-512 one. */
+ * fs_use_v3; the panel products have an AVX-512 one.  All of it needs GCC 12 or later on
+ * x86-64 (FS_HAVE_WIDE); other builds run the portable loops as compiled. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#define FS_HAVE_WIDE 1
+#else
+#define FS_HAVE_WIDE 0
+#endif
+#if FS_HAVE_WIDE
 #define FS_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FS_CLONES
@@ -48,9 +54,7 @@ static inline double omp_get_wtime(void) { return 0; }
  * FASTSHALLOW_NO_AVX512 is not set, else AVX2 (x86-64-v3) where the CPU has that and
  * FASTSHALLOW_NO_AVX2 is not set (which keeps both out: the portable loops run, in the clone
  * target_clones picks for the CPU).  The tests set these to run the paths below the CPU's. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-#define FS_HAVE_V4 1
-#define FS_HAVE_WIDE 1
+#if FS_HAVE_WIDE
 #define FS_V4_TARGET __attribute__((target("arch=x86-64-v4")))
 #include <immintrin.h> /* usable in FS_V4_TARGET and FS_V3_TARGET functions only */
 #include <stdlib.h>
@@ -76,8 +80,6 @@ static int fs_use_v4(void)
     return fs_v4_state;
 }
 #else
-#define FS_HAVE_V4 0
-#define FS_HAVE_WIDE 0
 static int fs_use_v4(void) { return 0; }
 static int fs_use_v3(void) { return 0; }
 #endif
@@ -90,7 +92,7 @@ static const char *fs_isa(void)
 {
     if (fs_use_v4()) return "x86-64-v4 (AVX-512)";
     if (fs_use_v3()) return "x86-64-v3 (AVX2, FMA)";
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#if FS_HAVE_WIDE
     /* a switch kept the kernels out: the portable loops' clone for this CPU runs */
     __builtin_cpu_init();
     if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4 clones of the portable loops";

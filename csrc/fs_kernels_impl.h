@@ -66,7 +66,7 @@ FS_INLINE void FS_S(fs_micro)(const FS_T *A, fs_i64 a_rs, fs_i64 a_ts, int R, fs
         for (fs_i64 j = 0; j < mw; j++) C[r * c_rs + j] = (init ? init[j] : 0) + acc[r][j];
 }
 
-#if FS_HAVE_V4
+#if FS_HAVE_WIDE
 /* The same product for CPUs with AVX-512: a panel row (FS_PW values) is one 64-byte register,
  * so each step costs one multiply-add per row instead of two, and 8 rows share a panel load.
  * Each row still sums its terms in the same order. */
@@ -119,7 +119,7 @@ FS_CLONES static void FS_S(fs_gemm_rows)(const FS_T *A, fs_i64 a_rs, fs_i64 a_ts
                                          fs_i64 tlen, const FS_T *P, fs_i64 m, const FS_T *init,
                                          FS_T *C, fs_i64 c_rs)
 {
-#if FS_HAVE_V4
+#if FS_HAVE_WIDE
     if (fs_use_v4()) {
         FS_S(fs_gemm_rows_v4)(A, a_rs, a_ts, rows, tlen, P, m, init, C, c_rs);
         return;
@@ -348,8 +348,8 @@ FS_V4_TARGET FS_INLINE FS_W FS_S(fs_scale_first_v4)(FS_W v, FS_W scale, unsigned
  * outputs forward, up to 10 accumulators in the gradient (10 independent chains are what the
  * multiply-add latency needs: a bare loop ran at 42.5, 51.8 and 51.8 billion a second with 8, 10
  * and 12 on one core of an AMD EPYC (Zen 2)).  There, against the portable loops (each chunk's
- * rows gathered into floats, then 4 rows x 2 outputs), a Fashion-MNIST epoch took 0.85 of the
- * time on one thread and on two.  Measured there as well and not kept: the gradient in blocks
+ * rows gathered into floats, then 4 rows x 2 outputs), a Fashion-MNIST epoch took 0.75 of the
+ * time on one thread and 0.85 on two (in turns).  Measured there as well and not kept: the gradient in blocks
  * of 5 outputs x 2 vectors instead of 10 x 1 (the same speed); phase 1 writing the rows it
  * converts for phase 2 to read as floats, converting each value once (10% slower: 4 bytes a
  * value to write and read again, where phase 2 reads 1 from the examples); the gradient taking G
@@ -625,7 +625,7 @@ FS_INLINE void FS_S(fs_shifted_exp)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i
 #define FS_SOFTMAX_CLONES
 #endif
 
-#if FS_HAVE_V4 && FS_VEXP
+#if FS_HAVE_WIDE && FS_VEXP
 /* fs_softmax_xent_rows for up to 16 classes, sixteen rows at a time with a row in each lane of
  * AVX-512 registers: every value goes through the operations of the loops below, in their
  * order (so the results are the same bits), where those loops spent their time in each row's
@@ -711,7 +711,7 @@ FS_SOFTMAX_CLONES static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 l
                                                          FS_T smooth, FS_T *loss, FS_T *G,
                                                          fs_i64 ldg)
 {
-#if FS_HAVE_V4 && FS_VEXP
+#if FS_HAVE_WIDE && FS_VEXP
     if (fs_softmax_xent_v4_fits(m, ldz, ldg)) {
         fs_softmax_xent_rows_v4_f32(Z, ldz, rows, m, y, smooth, loss, G, ldg, NULL);
         return;
@@ -869,7 +869,7 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
     if (a->loss == FS_LOSS_SOFTMAX_XENT) {
         fs_i64 y[64];  /* rows <= FS_FUSED_CHUNK */
         for (fs_i64 r = 0; r < rows; r++) y[r] = a->labels[pos[r]];
-#if FS_HAVE_V4 && FS_VEXP
+#if FS_HAVE_WIDE && FS_VEXP
         if (fs_softmax_xent_v4_fits(m, m, m)) {  /* the hits too */
             fs_softmax_xent_rows_v4_f32(Z, m, rows, m, y, a->smooth, a->rowloss + r0, G, m,
                                         a->rowhit + r0);
