@@ -258,30 +258,35 @@ typedef double fs_v8d_u __attribute__((vector_size(64), aligned(8)));
  * is not a normal float there, and exactly at that point a subnormal close to it comes out; the
  * scalar expf returns subnormals, which change no softmax sum), e^-inf = 0 and NaN stays NaN.
  * Sixteen lanes at a time: one AVX-512 register, two AVX2 or four SSE ones, as the clone
- * compiles it.  One expf call per value took several percent of a Fashion-MNIST step. */
+ * compiles it; and eight (fs_vexpf8, for the AVX2 softmax kernel), with the same arithmetic
+ * in every lane.  One expf call per value took several percent of a Fashion-MNIST step. */
 typedef int32_t fs_v16i __attribute__((vector_size(64)));
-FS_INLINE fs_v16f fs_vexpf(fs_v16f x)
-{
-    const fs_v16f zero = {0};
-    const fs_v16f lo = zero - 87.33654475f;    /* ln(2^-126) */
-    const fs_v16f magic = zero + 12582912.0f;  /* 1.5 * 2^23: adding it rounds to an integer */
-    const fs_v16i under = x < lo;              /* false for NaN */
-    const fs_v16f xc = (fs_v16f)(((fs_v16i)x & ~under) | ((fs_v16i)lo & under));
-    const fs_v16f t = xc * 1.44269504088896341f + magic;
-    const fs_v16f n = t - magic;
-    const fs_v16i ni = (fs_v16i)t - (fs_v16i)magic;
-    fs_v16f r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    fs_v16f p = zero + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    const fs_v16i nan = x != x;
-    return (fs_v16f)((((fs_v16i)p + (ni << 23)) & ~under) | ((fs_v16i)x & nan));
-}
+typedef int32_t fs_v8i __attribute__((vector_size(32)));
+#define FS_VEXPF(VF, VI)                                                                       \
+    {                                                                                          \
+        const VF zero = {0};                                                                   \
+        const VF lo = zero - 87.33654475f;    /* ln(2^-126) */                                 \
+        const VF magic = zero + 12582912.0f;  /* 1.5 * 2^23: adding it rounds to an integer */ \
+        const VI under = x < lo;              /* false for NaN */                              \
+        const VF xc = (VF)(((VI)x & ~under) | ((VI)lo & under));                               \
+        const VF t = xc * 1.44269504088896341f + magic;                                        \
+        const VF n = t - magic;                                                                \
+        const VI ni = (VI)t - (VI)magic;                                                       \
+        VF r = xc - n * 0.693359375f;                                                          \
+        r = r - n * -2.12194440e-4f;                                                           \
+        VF p = zero + 1.9875691500e-4f;                                                        \
+        p = p * r + 1.3981999507e-3f;                                                          \
+        p = p * r + 8.3334519073e-3f;                                                          \
+        p = p * r + 4.1665795894e-2f;                                                          \
+        p = p * r + 1.6666665459e-1f;                                                          \
+        p = p * r + 5.0000001201e-1f;                                                          \
+        p = p * (r * r) + r + 1.0f;                                                            \
+        const VI nan = x != x;                                                                 \
+        return (VF)((((VI)p + (ni << 23)) & ~under) | ((VI)x & nan));                          \
+    }
+FS_INLINE fs_v16f fs_vexpf(fs_v16f x) FS_VEXPF(fs_v16f, fs_v16i)
+FS_INLINE fs_v8f fs_vexpf8(fs_v8f x) FS_VEXPF(fs_v8f, fs_v8i)
+#undef FS_VEXPF
 
 /* g[0..n) = e^g[0..n) for arguments <= 0, sixteen at a time (the last few through a padded
  * copy, so every value gets the same arithmetic wherever it sits). */

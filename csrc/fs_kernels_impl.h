@@ -341,25 +341,31 @@ FS_V4_TARGET FS_INLINE FS_W FS_S(fs_scale_first_v4)(FS_W v, FS_W scale, unsigned
 #define FS_XACC 20
 #define FS_XONE 8
 #define FS_XREG(v) ((void)0)
+#define FS_XGB 0
 #include "fs_kernels_wide.h"
 #undef FS_WL
 
 /* AVX2 + FMA: 32-byte vectors and 16 registers, so narrower blocks than AVX-512's: 2 rows x 5
- * outputs forward, up to 10 accumulators in the gradient (10 independent chains are what the
- * multiply-add latency needs: a bare loop ran at 42.5, 51.8 and 51.8 billion a second with 8, 10
- * and 12 on one core of an AMD EPYC (Zen 2)).  There, against the portable loops (each chunk's
- * rows gathered into floats, then 4 rows x 2 outputs), a Fashion-MNIST epoch took 0.75 of the
- * time on one thread and 0.85 on two (in turns).  Measured there as well and not kept: the gradient in blocks
- * of 5 outputs x 2 vectors instead of 10 x 1 (the same speed); phase 1 writing the rows it
- * converts for phase 2 to read as floats, converting each value once (10% slower: 4 bytes a
- * value to write and read again, where phase 2 reads 1 from the examples); the gradient taking G
- * broadcast once per chunk of 32 rows (a vector a value, in L1; AVX2 has no broadcast operand,
- * so each g[j] * x takes a broadcast of its own), its sums carried in dWt from chunk to chunk:
- * 1.2x as fast with the rows in cache, but the epoch 1.02x as long (128 rows: 1.15x); uint8
- * values converted by an OR into a float's mantissa and one multiply-add (the same bits, for
- * scales below 2^104) in place of a conversion and a multiply: 1.02x as fast on one thread,
- * 0.99x on two; rows ahead requested once per cache line rather than once per vector (a step
- * over uint8 rows reads 8 bytes): 0.98x as fast on two threads, 1.01x on one. */
+ * outputs forward (10 independent chains are what the multiply-add latency needs: a bare loop
+ * ran at 42.5, 51.8 and 51.8 billion a second with 8, 10 and 12 on one core of an AMD EPYC, Zen
+ * 2), and the gradient over G broadcast ahead (fs_kernels_wide.h, FS_XGB).  There, against the
+ * portable loops (each chunk's rows gathered into floats, then 4 rows x 2 outputs), a
+ * Fashion-MNIST epoch took 0.75 of the time on one thread and 0.85 on two (in turns), with the
+ * gradient then broadcasting each value of G as it went, in blocks of 10 outputs x 1 vector;
+ * the gradient over G broadcast ahead then took it to 0.90 (one thread) and 0.93 (two) of that.
+ * Measured there as well and not kept: that gradient in blocks of 5 outputs x 2 vectors (the
+ * same speed); phase 1 writing the rows it converts for phase 2 to read as floats, converting
+ * each value once (10% slower: 4 bytes a value to write and read again, where phase 2 reads 1
+ * from the examples); G broadcast ahead with the scale still applied to every pixel: 1.2x as
+ * fast with the rows in cache, but the epoch 1.02x as long (it is the scale moved into G that
+ * pays); uint8 values converted by an OR into a float's mantissa and one multiply-add (the same
+ * bits, for scales below 2^104) in place of a conversion and a multiply: 1.02x as fast on one
+ * thread, 0.99x on two; rows ahead requested once per cache line rather than once per vector (a
+ * step over uint8 rows reads 8 bytes): 0.98x as fast on two threads, 1.01x on one, and again
+ * with the gradient over G broadcast ahead, 1.00x on one; the forward's passes over the outputs
+ * in alternating order, so that each half of the weights is read twice in a row from L1: the
+ * same speed; its passes over each chunk of 64 rows one set of outputs at a time (no kept rows,
+ * each row converted in each pass): 1.05x as long on one thread. */
 #define FS_V3_TARGET __attribute__((target("arch=x86-64-v3")))
 
 /* The lanes of v summed as a fixed tree, as fs_hsum_v4 does. */
@@ -435,7 +441,6 @@ FS_V3_TARGET FS_INLINE FS_V FS_S(fs_scale_first_v3)(FS_V v, FS_V scale, unsigned
 #define FS_XVU FS_VU
 #define FS_XL FS_VL
 #define FS_XR 2
-#define FS_XACC 10
 /* 16: a row's 13 vectors (100 floats), its weights and its share take more than the 16
  * registers, but the linear-regression epoch waits on its rows from memory: with each row read
  * once (fs_fused_one_body) rather than three passes over each chunk, the 1,000,000 x 100 epoch
@@ -444,6 +449,7 @@ FS_V3_TARGET FS_INLINE FS_V FS_S(fs_scale_first_v3)(FS_V v, FS_V scale, unsigned
 /* GCC folded each weight load into both rows' multiply-adds, loading it twice: 12 loads a step
  * where 7 do, and a forward product about 4% slower (from cache, uint8 rows). */
 #define FS_XREG(v) __asm__("" : "+x"(v))
+#define FS_XGB 1
 #include "fs_kernels_wide.h"
 #endif
 
@@ -695,10 +701,114 @@ FS_V4_TARGET static void fs_softmax_xent_rows_v4_f32(const float *Z, fs_i64 ldz,
     }
 }
 
-/* Whether the AVX-512 kernel above takes these rows (its lane offsets are 32-bit). */
-FS_INLINE int fs_softmax_xent_v4_fits(fs_i64 m, fs_i64 ldz, fs_i64 ldg)
+/* The same on AVX2, eight rows at a time, for m = M classes (a constant, so that the loops over
+ * the classes unroll: 1.2x as fast).  AVX2 has no masked gathers or scatters worth having, so
+ * each column of the block is built from the rows' values in registers (rows past `rows` read
+ * zeros) and each column of G goes back through the stack.  (Columns built in a stack buffer by
+ * scalar stores took 1.4x as long: every vector load of them waited on the stores.)  On Zen 2,
+ * 2.1x as fast as the loops for Fashion-MNIST's 10 classes (22 against 47 ns a row, in cache). */
+FS_V3_TARGET FS_INLINE void fs_softmax_xent_block_v3_f32(const float *z, fs_i64 ldz, int nr,
+                                                         const int M, const fs_i64 *y,
+                                                         float smooth, float *loss, float *g,
+                                                         fs_i64 ldg, fs_i64 *hit)
 {
-    return m <= 16 && ldz <= INT32_MAX / 16 && ldg <= INT32_MAX / 16 && fs_use_v4();
+    static const float zeros[16];
+    const float off = smooth / (float)M;
+    const fs_v8f zero = {0};
+    const float *zr[8];
+    int32_t yl[8] = {0};
+    for (int r = 0; r < 8; r++) zr[r] = r < nr ? z + r * ldz : zeros;
+    for (int r = 0; r < nr; r++) yl[r] = (int32_t)y[r];
+    fs_v8i yv;
+    memcpy(&yv, yl, sizeof yv);
+    fs_v8f zt[16], et[16];  /* column j of the block's Z, and its exponentials */
+    for (int j = 0; j < M; j++)
+        zt[j] = (fs_v8f){zr[0][j], zr[1][j], zr[2][j], zr[3][j],
+                         zr[4][j], zr[5][j], zr[6][j], zr[7][j]};
+    fs_v8f top = zt[0];
+    fs_v8i best = {0};
+    for (int j = 1; j < M; j++) {
+        const fs_v8i gt = zt[j] > top;
+        top = (fs_v8f)(((fs_v8i)zt[j] & gt) | ((fs_v8i)top & ~gt));
+        best = (best & ~gt) | ((int32_t)j & gt);
+    }
+    fs_v8f sum = zero, zy = zero;
+    for (int j = 0; j < M; j++) {
+        et[j] = fs_vexpf8(zt[j] - top);
+        sum += et[j];
+        const fs_v8i at = yv == (int32_t)j;
+        zy = (fs_v8f)(((fs_v8i)zt[j] & at) | ((fs_v8i)zy & ~at));
+    }
+    float sums[8], logs[8] = {0}, ls[8];
+    memcpy(sums, &sum, sizeof sums);
+    for (int r = 0; r < nr; r++) logs[r] = logf(sums[r]);
+    fs_v8f log_s;
+    memcpy(&log_s, logs, sizeof log_s);
+    const fs_v8f inv_s = (zero + 1) / sum;
+    fs_v8f l = (1 - smooth) * ((top - zy) + log_s);
+    if (smooth != 0) {
+        fs_v8f spread = zero;
+        for (int j = 0; j < M; j++) spread += (top - zt[j]) + log_s;
+        l += off * spread;
+    }
+    memcpy(ls, &l, sizeof ls);
+    for (int r = 0; r < nr; r++) loss[r] = ls[r];
+    float cols[16][8] __attribute__((aligned(32)));
+    for (int j = 0; j < M; j++) {
+        const fs_v8f gj = et[j] * inv_s - off;
+        const fs_v8f gl = gj - (1 - smooth);
+        const fs_v8i at = yv == (int32_t)j;
+        const fs_v8f out = (fs_v8f)(((fs_v8i)gl & at) | ((fs_v8i)gj & ~at));
+        memcpy(cols[j], &out, sizeof out);
+    }
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < M; j++) g[r * ldg + j] = cols[j][r];
+    if (hit) {
+        int32_t h[8];
+        const fs_v8i eq = best == yv;
+        memcpy(h, &eq, sizeof h);
+        for (int r = 0; r < nr; r++) hit[r] = h[r] != 0;
+    }
+}
+
+#define FS_XENT_CASE(MM)                                                                      \
+    case MM:                                                                                  \
+        fs_softmax_xent_block_v3_f32(Z + i0 * ldz, ldz, nr, MM, y + i0, smooth, loss + i0,    \
+                                     G + i0 * ldg, ldg, hit ? hit + i0 : NULL);               \
+        break;
+FS_V3_TARGET static void fs_softmax_xent_rows_v3_f32(const float *Z, fs_i64 ldz, fs_i64 rows,
+                                                     fs_i64 m, const fs_i64 *y, float smooth,
+                                                     float *loss, float *G, fs_i64 ldg,
+                                                     fs_i64 *hit)
+{
+    for (fs_i64 i0 = 0; i0 < rows; i0 += 8) {
+        const int nr = rows - i0 < 8 ? (int)(rows - i0) : 8;
+        switch (m) {
+        FS_XENT_CASE(1) FS_XENT_CASE(2) FS_XENT_CASE(3) FS_XENT_CASE(4) FS_XENT_CASE(5)
+        FS_XENT_CASE(6) FS_XENT_CASE(7) FS_XENT_CASE(8) FS_XENT_CASE(9) FS_XENT_CASE(10)
+        FS_XENT_CASE(11) FS_XENT_CASE(12) FS_XENT_CASE(13) FS_XENT_CASE(14) FS_XENT_CASE(15)
+        default: FS_XENT_CASE(16)
+        }
+    }
+}
+#undef FS_XENT_CASE
+
+/* Runs the rows through the kernel for this CPU above and returns 1 when there is one (up to 16
+ * classes; AVX-512's lane offsets are 32-bit), else returns 0. */
+FS_INLINE int fs_softmax_xent_lanes_f32(const float *Z, fs_i64 ldz, fs_i64 rows, fs_i64 m,
+                                        const fs_i64 *y, float smooth, float *loss, float *G,
+                                        fs_i64 ldg, fs_i64 *hit)
+{
+    if (m > 16) return 0;
+    if (fs_use_v4() && ldz <= INT32_MAX / 16 && ldg <= INT32_MAX / 16) {
+        fs_softmax_xent_rows_v4_f32(Z, ldz, rows, m, y, smooth, loss, G, ldg, hit);
+        return 1;
+    }
+    if (fs_use_v3()) {
+        fs_softmax_xent_rows_v3_f32(Z, ldz, rows, m, y, smooth, loss, G, ldg, hit);
+        return 1;
+    }
+    return 0;
 }
 #endif
 
@@ -712,10 +822,7 @@ FS_SOFTMAX_CLONES static void FS_S(fs_softmax_xent_rows)(const FS_T *Z, fs_i64 l
                                                          fs_i64 ldg)
 {
 #if FS_HAVE_WIDE && FS_VEXP
-    if (fs_softmax_xent_v4_fits(m, ldz, ldg)) {
-        fs_softmax_xent_rows_v4_f32(Z, ldz, rows, m, y, smooth, loss, G, ldg, NULL);
-        return;
-    }
+    if (fs_softmax_xent_lanes_f32(Z, ldz, rows, m, y, smooth, loss, G, ldg, NULL)) return;
 #endif
     const FS_T off = smooth / (FS_T)m;
     FS_T mx[FS_SOFTMAX_BLOCK], sum[FS_SOFTMAX_BLOCK];
@@ -870,11 +977,9 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
         fs_i64 y[64];  /* rows <= FS_FUSED_CHUNK */
         for (fs_i64 r = 0; r < rows; r++) y[r] = a->labels[pos[r]];
 #if FS_HAVE_WIDE && FS_VEXP
-        if (fs_softmax_xent_v4_fits(m, m, m)) {  /* the hits too */
-            fs_softmax_xent_rows_v4_f32(Z, m, rows, m, y, a->smooth, a->rowloss + r0, G, m,
-                                        a->rowhit + r0);
+        if (fs_softmax_xent_lanes_f32(Z, m, rows, m, y, a->smooth, a->rowloss + r0, G, m,
+                                      a->rowhit + r0))  /* the hits too */
             return;
-        }
 #endif
         for (fs_i64 r = 0; r < rows; r++) {
             const FS_T *z = Z + r * m;
