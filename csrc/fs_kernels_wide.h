@@ -269,29 +269,35 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_body)(const FS_S(fs_rows) *src, const
 /* The weight gradient on AVX2, which has no broadcast operand: each g[i, j] * x[i, c..] of the
  * blocks above took a broadcast of its own, besides the conversion and scaling of x.  Here the
  * values of G are broadcast once, FS_GB_ROWS rows at a time, into gb (in L1), and a block of up
- * to 5 outputs x 2 vectors of columns runs over those rows, its sums carried in dWt from one
- * chunk of rows to the next: each row's vectors are loaded and converted once per 5 outputs
- * and each broadcast once per 2 vectors.  The scale of scaled or uint8 rows goes into the
- * broadcast values (g * scale, once a row and output) rather than into every pixel (x * scale),
- * which leaves the multiply-add units to the multiply-adds.  So the products are
- * (g * scale) * x where the blocks above compute g * (x * scale): the same sums in the same
- * order, one rounding apart in each term (the forward, which the per-batch path must match to
- * the bit, still scales the pixels).  From cache, uint8 rows of Fashion-MNIST: 1.3x as fast as
- * the blocks above (37 against 28.5 billion multiply-adds a second on one core of an AMD EPYC,
- * Zen 2), of which the scale moved into gb 1.2x; the epoch 0.90 of the time on one thread,
- * 0.93 on two.  Chunks of 16 rows ran 1.1x as long, 64 the same as 32. */
+ * to 5 outputs x 2 vectors of columns runs over those rows: each row's vectors are loaded and
+ * converted once per 5 outputs, each broadcast value loaded once per 2 vectors.  The scale of
+ * scaled or uint8 rows goes into the broadcast values (g * scale, once a row and output)
+ * rather than into every pixel (x * scale), which leaves the multiply-add units to the
+ * multiply-adds.  So the products are (g * scale) * x where the blocks above compute
+ * g * (x * scale): the same sums in the same order, one rounding apart in each term (the
+ * forward, which the per-batch path must match to the bit, still scales the pixels).  From
+ * cache, uint8 rows of Fashion-MNIST: 1.3x as fast as the blocks above (37 against 28.5 billion
+ * multiply-adds a second on one core of an AMD EPYC, Zen 2), of which the scale moved into gb
+ * 1.2x; the epoch 0.90 of the time on one thread, 0.93 on two.  Chunks of 16 rows ran 1.1x as
+ * long, 64 the same as 32.  The sums go from chunk to chunk through a buffer on the stack, a
+ * panel of columns at a time, and into dWt once at the end.  Carried in dWt itself, they made
+ * the epoch 1.2-1.3x as long as with the previous gradient at times (for minutes on end, as the
+ * host placed the two cores), when two threads ran this product alone at 44-46 billion
+ * multiply-adds a second together, against 69 writing separate arrays: presumably as lines
+ * next to each other in dWt belong to different threads. */
 #define FS_GB_ROWS 32
+#define FS_GB_SUMS 32768 /* bytes of a panel's sums (fs_dot_bwd_body) */
 FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_gb_block)(const void *const *x, const int u8,
                                                      const int rows, fs_i64 c, const FS_XV *gb,
                                                      const int J, const int V,
-                                                     const unsigned tail, FS_T *dWt,
-                                                     fs_i64 ldw, fs_i64 j0, const int first,
+                                                     const unsigned tail, FS_T *S, fs_i64 lds,
+                                                     fs_i64 j0, const int first,
                                                      const fs_i64 ask_at)
 {
     FS_XV a[5][2];
     for (int j = 0; j < J; j++)
         for (int v = 0; v < V; v++) {
-            const FS_T *p = dWt + (j0 + j) * ldw + c + v * FS_XL;
+            const FS_T *p = S + (j0 + j) * lds + c + v * FS_XL;
             a[j][v] = first  ? (FS_XV){0}
                       : tail ? FS_X(fs_load_first)(p, tail)
                              : *(const FS_XVU *)p;
@@ -308,7 +314,7 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_gb_block)(const void *const *x, const
     }
     for (int j = 0; j < J; j++)
         for (int v = 0; v < V; v++) {
-            FS_T *out = dWt + (j0 + j) * ldw + c + v * FS_XL;
+            FS_T *out = S + (j0 + j) * lds + c + v * FS_XL;
             if (tail)
                 FS_X(fs_store_first)(out, tail, a[j][v]);
             else
@@ -321,8 +327,8 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_gb_block)(const void *const *x, const
  * row's part 4 blocks on, if it is before column pf_end: about 1.02x as fast on two threads. */
 #define FS_GB_CASE(JJ, V, T)                                                                  \
     case JJ:                                                                                  \
-        FS_X(fs_dot_bwd_gb_block)(x, u8, rows, c, gb, JJ, V, T, dWt, ldw, j0, i0 == 0,       \
-                                  j0 == 0 && c + 8 * FS_XL < pf_end                           \
+        FS_X(fs_dot_bwd_gb_block)(xc, u8, rows, c, gb, JJ, V, T, sums, pw, j0, i0 == 0,      \
+                                  j0 == 0 && p0 + c + 8 * FS_XL < pf_end                      \
                                       ? (c + 8 * FS_XL) * esize : -1);                        \
         break;
 #define FS_GB_CASES(V, T)                                                                     \
@@ -335,35 +341,46 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_body)(const FS_S(fs_rows) *src, const
                                                  const FS_T *G, fs_i64 ldg, fs_i64 m,
                                                  FS_T *dWt, fs_i64 ldw, fs_i64 pf_end)
 {
-    const fs_i64 end = k0 + kw;
     const int u8 = mode == FS_ROWS_U8;
     const fs_i64 esize = u8 ? 1 : (fs_i64)sizeof(FS_T);
     const FS_T scale = src->scale;
     FS_XV gb[FS_GB_ROWS * 5];
-    const void *x[FS_GB_ROWS];
-    for (fs_i64 i0 = 0; i0 < n; i0 += FS_GB_ROWS) {
-        const int rows = n - i0 < FS_GB_ROWS ? (int)(n - i0) : FS_GB_ROWS;
-        for (int r = 0; r < rows; r++) x[r] = FS_S(fs_row)(src, mode, i0 + r);
-        for (fs_i64 j0 = 0; j0 < m; j0 += 5) {
-            const int J = m - j0 < 5 ? (int)(m - j0) : 5;
-            for (int r = 0; r < rows; r++)
-                for (int j = 0; j < J; j++) {
-                    const FS_T g = G[(i0 + r) * ldg + j0 + j];
-                    gb[r * 5 + j] = (FS_XV){0} + (mode == FS_ROWS_PLAIN ? g : g * scale);
+    FS_T sums[FS_GB_SUMS / sizeof(FS_T)] __attribute__((aligned(64)));
+    const void *x[FS_GB_ROWS], *xc[FS_GB_ROWS];
+    /* columns per panel: all m outputs' sums of a panel fit `sums` (m x pw) */
+    const fs_i64 P = (fs_i64)(FS_GB_SUMS / sizeof(FS_T)) / m / (2 * FS_XL) * (2 * FS_XL);
+    for (fs_i64 p0 = k0; p0 < k0 + kw; p0 += P) {
+        const fs_i64 pw = k0 + kw - p0 < P ? k0 + kw - p0 : P;
+        for (fs_i64 i0 = 0; i0 < n; i0 += FS_GB_ROWS) {
+            const int rows = n - i0 < FS_GB_ROWS ? (int)(n - i0) : FS_GB_ROWS;
+            for (int r = 0; r < rows; r++) {
+                x[r] = FS_S(fs_row)(src, mode, i0 + r);
+                xc[r] = (const char *)x[r] + p0 * esize;  /* the panel's first column */
+            }
+            for (fs_i64 j0 = 0; j0 < m; j0 += 5) {
+                const int J = m - j0 < 5 ? (int)(m - j0) : 5;
+                for (int r = 0; r < rows; r++)
+                    for (int j = 0; j < J; j++) {
+                        const FS_T g = G[(i0 + r) * ldg + j0 + j];
+                        gb[r * 5 + j] = (FS_XV){0} + (mode == FS_ROWS_PLAIN ? g : g * scale);
+                    }
+                fs_i64 c = 0;  /* columns from p0 */
+                for (; c + 2 * FS_XL <= pw; c += 2 * FS_XL) FS_GB_CASES(2, 0)
+                for (; c + FS_XL <= pw; c += FS_XL) FS_GB_CASES(1, 0)
+                if (c < pw) {
+                    const unsigned tail = (unsigned)(pw - c);
+                    FS_GB_CASES(1, tail)
                 }
-            fs_i64 c = k0;
-            for (; c + 2 * FS_XL <= end; c += 2 * FS_XL) FS_GB_CASES(2, 0)
-            for (; c + FS_XL <= end; c += FS_XL) FS_GB_CASES(1, 0)
-            if (c < end) {
-                const unsigned tail = (unsigned)(end - c);
-                FS_GB_CASES(1, tail)
             }
         }
+        for (fs_i64 j = 0; j < m; j++)
+            memcpy(dWt + j * ldw + p0, sums + j * pw, sizeof(FS_T) * (size_t)pw);
     }
 }
 #undef FS_GB_CASE
 #undef FS_GB_CASES
 #undef FS_GB_ROWS
+#undef FS_GB_SUMS
 #endif
 
 /* dWt[j, c] = sum_i G[i, j] * (row i of src)[c] for c in [k0, k0 + kw), i in order; rows'
