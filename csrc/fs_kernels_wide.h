@@ -17,6 +17,21 @@
  * width (the lanes each sum is split into) tells the two sets' results apart.
  * No include guard on purpose. */
 
+/* The vector at p, or with n > 0 its first n values (the other lanes zero, nothing past them
+ * read); and its store, all of it or its first n lanes. */
+FS_X_TARGET FS_INLINE FS_XV FS_X(fs_load_part)(const FS_T *p, const unsigned n)
+{
+    return n ? FS_X(fs_load_first)(p, n) : *(const FS_XVU *)p;
+}
+
+FS_X_TARGET FS_INLINE void FS_X(fs_store_part)(FS_T *p, const unsigned n, FS_XV v)
+{
+    if (n)
+        FS_X(fs_store_first)(p, n, v);
+    else
+        memcpy(p, &v, sizeof v);
+}
+
 /* Elements [t, t + FS_XL) of a row as stored (uint8 values converted, not scaled); with n > 0
  * only the first n of them, the other lanes zero (nothing past them is read).  And the same
  * scaled (fs_row_load).  Each value is scaled there, as a gather scales it, so the fused
@@ -28,8 +43,7 @@ FS_X_TARGET FS_INLINE FS_XV FS_X(fs_row_load_raw)(const void *row, const int u8,
                                                   const unsigned n)
 {
     if (u8) return FS_X(fs_load_u8)((const uint8_t *)row + t, n);
-    const FS_T *p = (const FS_T *)row + t;
-    return n ? FS_X(fs_load_first)(p, n) : *(const FS_XVU *)p;
+    return FS_X(fs_load_part)((const FS_T *)row + t, n);
 }
 
 FS_X_TARGET FS_INLINE FS_XV FS_X(fs_row_load)(const void *row, const int mode, fs_i64 t,
@@ -222,13 +236,8 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_block)(const FS_S(fs_rows) *src, cons
             for (int v = 0; v < V; v++) a[j][v] += g[j] * xv[v];
     }
     for (int j = 0; j < J; j++)
-        for (int v = 0; v < V; v++) {
-            FS_T *out = dWt + (j0 + j) * ldw + c + v * FS_XL;
-            if (tail)
-                FS_X(fs_store_first)(out, tail, a[j][v]);
-            else
-                memcpy(out, &a[j][v], sizeof(FS_XV));
-        }
+        for (int v = 0; v < V; v++)
+            FS_X(fs_store_part)(dWt + (j0 + j) * ldw + c + v * FS_XL, tail, a[j][v]);
 }
 
 #define FS_BWD_CASE(JJ, V, T)                                                                 \
@@ -296,12 +305,9 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_gb_block)(const void *const *x, const
 {
     FS_XV a[5][2];
     for (int j = 0; j < J; j++)
-        for (int v = 0; v < V; v++) {
-            const FS_T *p = S + (j0 + j) * lds + c + v * FS_XL;
-            a[j][v] = first  ? (FS_XV){0}
-                      : tail ? FS_X(fs_load_first)(p, tail)
-                             : *(const FS_XVU *)p;
-        }
+        for (int v = 0; v < V; v++)
+            a[j][v] = first ? (FS_XV){0}
+                            : FS_X(fs_load_part)(S + (j0 + j) * lds + c + v * FS_XL, tail);
     for (int r = 0; r < rows; r++) {
         FS_XV xv[2];
         if (ask_at >= 0) __builtin_prefetch((const char *)x[r] + ask_at, 0, 3);
@@ -313,13 +319,8 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_gb_block)(const void *const *x, const
         }
     }
     for (int j = 0; j < J; j++)
-        for (int v = 0; v < V; v++) {
-            FS_T *out = S + (j0 + j) * lds + c + v * FS_XL;
-            if (tail)
-                FS_X(fs_store_first)(out, tail, a[j][v]);
-            else
-                memcpy(out, &a[j][v], sizeof(FS_XV));
-        }
+        for (int v = 0; v < V; v++)
+            FS_X(fs_store_part)(S + (j0 + j) * lds + c + v * FS_XL, tail, a[j][v]);
 }
 
 /* A constant J and V, as in the forward.  With pf_end > 0 (phase 2: rows read by another thread
@@ -440,7 +441,7 @@ FS_X_TARGET FS_INLINE void FS_X(fs_fused_one_body)(const FS_S(fs_fused_args) *a,
     FS_XV w[FS_XONE], sum[FS_XONE];
     for (int v = 0; v < NV; v++) {
         const FS_T *wp = a->Wp + v * FS_XL;
-        w[v] = tail && v == NV - 1 ? FS_X(fs_load_first)(wp, tail) : *(const FS_XVU *)wp;
+        w[v] = FS_X(fs_load_part)(wp, v == NV - 1 ? tail : 0);
         sum[v] = (FS_XV){0};
     }
     for (fs_i64 r = 0; r < rows; r++) {
@@ -460,12 +461,8 @@ FS_X_TARGET FS_INLINE void FS_X(fs_fused_one_body)(const FS_S(fs_fused_args) *a,
         const FS_T g = G[r];
         for (int v = 0; v < NV; v++) sum[v] += g * xv[v];
     }
-    for (int v = 0; v < NV; v++) {
-        if (tail && v == NV - 1)
-            FS_X(fs_store_first)(share + v * FS_XL, tail, sum[v]);
-        else
-            memcpy(share + v * FS_XL, &sum[v], sizeof(FS_XV));
-    }
+    for (int v = 0; v < NV; v++)
+        FS_X(fs_store_part)(share + v * FS_XL, v == NV - 1 ? tail : 0, sum[v]);
 }
 
 /* The above for rows of up to FS_XONE vectors (128 floats, 64 doubles), with NV and the row
