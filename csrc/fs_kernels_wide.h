@@ -352,6 +352,7 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_body)(const FS_S(fs_rows) *src, const
     const fs_i64 P = (fs_i64)(FS_GB_SUMS / sizeof(FS_T)) / m / (2 * FS_XL) * (2 * FS_XL);
     for (fs_i64 p0 = k0; p0 < k0 + kw; p0 += P) {
         const fs_i64 pw = k0 + kw - p0 < P ? k0 + kw - p0 : P;
+        if (n == 0) memset(sums, 0, sizeof(FS_T) * (size_t)(m * pw));  /* an empty sum */
         for (fs_i64 i0 = 0; i0 < n; i0 += FS_GB_ROWS) {
             const int rows = n - i0 < FS_GB_ROWS ? (int)(n - i0) : FS_GB_ROWS;
             for (int r = 0; r < rows; r++) {
