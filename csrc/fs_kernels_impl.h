@@ -706,7 +706,8 @@ FS_V4_TARGET static void fs_softmax_xent_rows_v4_f32(const float *Z, fs_i64 ldz,
  * each column of the block is built from the rows' values in registers (rows past `rows` read
  * zeros) and each column of G goes back through the stack.  (Columns built in a stack buffer by
  * scalar stores took 1.4x as long: every vector load of them waited on the stores.)  On Zen 2,
- * 2.1x as fast as the loops for Fashion-MNIST's 10 classes (22 against 47 ns a row, in cache). */
+ * about 2x as fast as the loops for Fashion-MNIST's 10 classes (22-24 against 47 ns a row, in
+ * cache). */
 FS_V3_TARGET FS_INLINE void fs_softmax_xent_block_v3_f32(const float *z, fs_i64 ldz, int nr,
                                                          const int M, const fs_i64 *y,
                                                          float smooth, float *loss, float *g,

@@ -34,11 +34,11 @@ FS_X_TARGET FS_INLINE void FS_X(fs_store_part)(FS_T *p, const unsigned n, FS_XV 
 
 /* Elements [t, t + FS_XL) of a row as stored (uint8 values converted, not scaled); with n > 0
  * only the first n of them, the other lanes zero (nothing past them is read).  And the same
- * scaled (fs_row_load).  Each value is scaled there, as a gather scales it, so the fused
- * kernels give the bits of the per-batch path.  Scaling the sums instead (once an output, not
- * once a pixel) would save the multiply: a Fashion-MNIST epoch took 0.93-0.98x as long with it
- * skipped (AVX-512; A/B, 21 epochs of each, 1 and 2 threads, twice), too little to give up
- * those bits. */
+ * scaled (fs_row_load), as a gather scales each value, so that the fused forward gives the bits
+ * of the per-batch path.  Scaling the sums instead (once an output, not once a pixel) would
+ * save the multiply: a Fashion-MNIST epoch took 0.93-0.98x as long with it skipped (AVX-512;
+ * A/B, 21 epochs of each, 1 and 2 threads, twice), too little to give up those bits.  (The
+ * AVX2 gradient, held to no such bits, scales its output gradients instead: FS_XGB.) */
 FS_X_TARGET FS_INLINE FS_XV FS_X(fs_row_load_raw)(const void *row, const int u8, fs_i64 t,
                                                   const unsigned n)
 {
