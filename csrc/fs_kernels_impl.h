@@ -634,11 +634,13 @@ FS_INLINE void FS_S(fs_shifted_exp)(const FS_T *Z, fs_i64 ldz, fs_i64 rows, fs_i
 #if FS_HAVE_WIDE && FS_VEXP
 /* fs_softmax_xent_rows for up to 16 classes, sixteen rows at a time with a row in each lane of
  * AVX-512 registers: every value goes through the operations of the loops below, in their
- * order (so the results are the same bits), where those loops spent their time in each row's
- * chains of dependent steps (its maximum, its sum; about 160 cycles a row).  With `hit`, also
- * whether each row's first largest value is at its label, as fs_fused_loss_rows counts hits.
- * Rows past `rows` in the last block are computed from zeros and dropped (masked loads and
- * stores touch only real rows). */
+ * order (so the results are the same bits; NaN comes out in the same places, but where two NaNs
+ * meet in one operation, the one that survives, and so its sign, follows the operand order the
+ * compiler picked, which differs between vectors and scalars), where those loops spent their
+ * time in each row's chains of dependent steps (its maximum, its sum; about 160 cycles a row).
+ * With `hit`, also whether each row's first largest value is at its label, as
+ * fs_fused_loss_rows counts hits.  Rows past `rows` in the last block are computed from zeros
+ * and dropped (masked loads and stores touch only real rows). */
 FS_V4_TARGET static void fs_softmax_xent_rows_v4_f32(const float *Z, fs_i64 ldz, fs_i64 rows,
                                                      fs_i64 m, const fs_i64 *y, float smooth,
                                                      float *loss, float *G, fs_i64 ldg,

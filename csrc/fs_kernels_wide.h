@@ -14,7 +14,8 @@
  * and the helpers FS_X(fs_hsum), FS_X(fs_load_first), FS_X(fs_store_first), FS_X(fs_load_u8),
  * FS_X(fs_scale_first).  The parameters are undefined at the end, ready for the next set.
  * Blocking never changes a sum: every lane sums its terms in the same order, so only the vector
- * width (the lanes each sum is split into) tells the two sets' results apart.
+ * width (the lanes each sum is split into), and in the gradient of scaled rows where the scale
+ * is applied (FS_XGB), tell the two sets' results apart.
  * No include guard on purpose. */
 
 /* The vector at p, or with n > 0 its first n values (the other lanes zero, nothing past them
@@ -293,7 +294,8 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_body)(const FS_S(fs_rows) *src, const
  * the epoch 1.2-1.3x as long as with the previous gradient at times (for minutes on end, as the
  * host placed the two cores), when two threads ran this product alone at 44-46 billion
  * multiply-adds a second together, against 69 writing separate arrays: presumably as lines
- * next to each other in dWt belong to different threads. */
+ * next to each other in dWt belong to different threads.  The function's stack frame is then
+ * about 38 KB (gb, sums and the row pointers), within any thread's stack here. */
 #define FS_GB_ROWS 32
 #define FS_GB_SUMS 32768 /* bytes of a panel's sums (fs_dot_bwd_body) */
 FS_X_TARGET FS_INLINE void FS_X(fs_dot_bwd_gb_block)(const void *const *x, const int u8,
@@ -407,8 +409,10 @@ FS_X_TARGET static void FS_X(fs_dot_bwd)(const FS_S(fs_rows) *src, fs_i64 n, fs_
 /* Phase 1 of the chunk rows [r0, r0 + rows) for one output and a regression loss, with the
  * row (NV vectors, the last one partial when k is not a multiple of the vector) held in
  * registers: each row is read once, for its output, its loss and its part of the chunk's
- * share of the weight gradient.  The sums are those of fs_dot_fwd and fs_dot_bwd here, term
- * for term, so the bits are too; reading each row once, in one place, made a 1,000,000 x 100
+ * share of the weight gradient.  The sums are those of fs_dot_fwd here, term for term, and so
+ * are the bits (and those of the gradient blocks without FS_XGB; with it, scaled rows' terms are
+ * one rounding apart, see there: which of the two runs depends only on k and m, never on the
+ * threads); reading each row once, in one place, made a 1,000,000 x 100
  * epoch about a fifth faster than three passes over the chunk.  Each row's successor in the
  * next minibatch (rows [0, npf) of pf, whose idx is then set) is requested on the way, with its
  * target (up to 6% faster).  This is about as fast as reading the rows allows: a C loop that

@@ -86,6 +86,10 @@ CASES = [
     dict(kind="softmax", momentum=0.9, schedule="cosine"),
     dict(kind="softmax", wd=1e-3, momentum=0.5),
     dict(kind="softmax", dtype=np.float64),
+    # 11 to 16 classes over rows long enough that the AVX2 gradient carries its sums in more
+    # than one panel of columns (13 x 784 doubles, 16 x 600 floats): scaled and uint8 rows
+    dict(kind="softmax", scaled=True, outputs=13, k=784, dtype=np.float64),
+    dict(kind="softmax", uint8=True, outputs=16, k=600),
     dict(kind="l2"),
     dict(kind="l2", momentum=0.9, dtype=np.float64),
     dict(kind="huber", schedule="cosine", lr=0.5, epochs=4),
@@ -143,7 +147,8 @@ def test_fused_path_matches_per_batch_loop(case, rng):
 
 
 @pytest.mark.parametrize("kind, k, classes, plan", [
-    ("softmax", 300, N_CLASSES, "rows"), ("softmax", 300, 20, "panels"),
+    ("softmax", 300, N_CLASSES, "rows"), ("softmax", 784, 16, "rows"),
+    ("softmax", 300, 20, "panels"),
     ("l2", 300, 1, "shares"), ("l2", 100, 1, "shares")])
 def test_fused_training_is_bit_identical_for_1_2_and_3_threads(kind, k, classes, plan, rng):
     """Each phase of a fused minibatch is split among the threads by their measured speed, so
