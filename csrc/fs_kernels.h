@@ -150,7 +150,9 @@ enum { FS_ROWS_PLAIN = 0, FS_ROWS_SCALED = 1, FS_ROWS_U8 = 2 };
  * the rows.  Measured with shares forced on (medians of 11 epochs, alternating in one process):
  * Fashion-MNIST took 1.36, 1.16, 1.05 and 1.01 times as long with shares of 16, 32, 64 and 128
  * rows on 2 threads (128: 1.03 on one); with the AVX2 kernels (AMD EPYC, Zen 2), shares of 64
- * rows 0.99 on 2 threads and 1.03 on one (in turns with the shareless build, 5 and 3 turns).
+ * rows 0.99 on 2 threads and 1.03 on one (in turns with the shareless build, 5 and 3 turns);
+ * with its gradient over G broadcast ahead (FS_XGB), 1.02 for 64 rows and 0.98 for 128 on 2
+ * threads (126 turns of a C harness), 128 rows leaving two threads no finer split to balance.
  * Returns the rows per share, or 0 for none. */
 #define FS_SHARE_ROWS 16
 static inline int64_t fs_fused_share_rows(int64_t batch, int64_t m, int panel, int64_t row_esize,
