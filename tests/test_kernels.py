@@ -1276,6 +1276,18 @@ def test_fused_forward_counts_numpy_argmax_hits(rng, float_dtype):
     hits = [_kernels().fused_forward(X, None, Wp, b, 1.0, np.empty_like(Z), 1,
                                      np.array([c], np.int64)) for c in range(4)]
     assert hits == [0, 0, 1, 0] and np.argmax(Z[0]) == 2
+    # infinities with and without a NaN, whose sums are NaN (inf - inf), inf (overflow) or
+    # finite, and ties, each row as the bias of a layer whose products are 0
+    inf, nan, big = np.inf, np.nan, float(np.finfo(float_dtype).max) / 2
+    for row in ([-inf, 3, inf, inf], [1, inf, 2, -inf], [-inf, -inf, -inf, -inf],
+                [inf, nan, 0, 0], [nan, inf, -inf, 1], [2, 2, 1, 2], [big, 1.5 * big, 1.5 * big,
+                -big], [0, -inf, 1, inf], [-1, -1, -2, -1]):
+        b = np.array(row, float_dtype)
+        Wp = _kernels().to_working_layout(np.zeros((1, 4), float_dtype))
+        got = [_kernels().fused_forward(np.zeros((1, 1), float_dtype), None, Wp, b, 1.0,
+                                        np.empty((1, 4), float_dtype), 1, np.array([c], np.int64))
+               for c in range(4)]
+        assert got == [int(c == np.argmax(b)) for c in range(4)], (row, got)
 
 
 # ---- property-based: random shapes and values ---------------------------------------------------
