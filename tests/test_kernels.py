@@ -1081,9 +1081,10 @@ def test_fused_share_chain_against_numpy_and_thread_counts(rng, float_dtype, m, 
     """Shares of the weight gradient (fused_plan "shares"): the threads add up the chunks'
     shares as a chain, each passing its running sums on, and each updates its own copy of the
     weights, with no barrier.  Against float64 NumPy (momentum, weight decay, chunks of 16 rows
-    and a partial one, a short last batch, rows longer than 8 vectors); the same bits on 1, 2
-    and 3 threads (with 3, the splits of short batches leave a thread without a chunk); a NaN
-    target halfway stops every team at its minibatch, after its update."""
+    (two outputs, or batches of 64), of 25 (a quarter of one output's batch of 100) and partial
+    ones, a short last batch, rows longer than 8 vectors); the same bits on 1, 2 and 3 threads
+    (with 3, the splits of short batches leave a thread without a chunk); a NaN target halfway
+    stops every team at its minibatch, after its update."""
     n = 1030
     assert _kernels().fused_plan(B, k, m, float_dtype, np.dtype(float_dtype).itemsize) == \
         "shares"
