@@ -153,8 +153,9 @@ enum { FS_ROWS_PLAIN = 0, FS_ROWS_SCALED = 1, FS_ROWS_U8 = 2 };
  * rows 0.99 on 2 threads and 1.03 on one (in turns with the shareless build, 5 and 3 turns);
  * with its gradient over G broadcast ahead (FS_XGB), 1.02 for 64 rows and 0.98 for 128 on 2
  * threads (126 turns of a C harness), 128 rows leaving two threads no finer split to balance.
- * One output takes longer shares, a quarter of the batch up to FS_FUSED_CHUNK rows (the most
- * fs_fused_loss_rows takes): each share costs the one-output rows path (fs_fused_one) loading
+ * One output takes longer shares when the batch has more than 4 x 16 + 3 rows: a quarter of it,
+ * rounded down (a fifth, short share holds what is left), up to FS_FUSED_CHUNK rows (the most
+ * fs_fused_loss_rows takes).  Each share costs the one-output rows path (fs_fused_one) loading
  * the weights, storing the sums and adding them into the chain.  An epoch of 1,000,000 x 100
  * rows in batches of 256 took 0.94 of the time with shares of 64 rows as with 16, on 2 threads
  * and on 1 (a C harness, 10 turns; the benchmark's epoch 52.7 against 55.2 ms, 4 turns).  The

@@ -981,7 +981,7 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
     const fs_i64 m = a->m;
     FS_T *Z = a->Z + r0 * m, *G = a->G + r0 * m;
     if (a->loss == FS_LOSS_SOFTMAX_XENT) {
-        fs_i64 y[64];  /* rows <= FS_FUSED_CHUNK */
+        fs_i64 y[FS_FUSED_CHUNK];  /* rows <= FS_FUSED_CHUNK: every caller's chunks */
         for (fs_i64 r = 0; r < rows; r++) y[r] = a->labels[pos[r]];
 #if FS_HAVE_WIDE && FS_VEXP
         if (fs_softmax_xent_lanes_f32(Z, m, rows, m, y, a->smooth, a->rowloss + r0, G, m,

@@ -154,8 +154,9 @@ def test_fused_training_is_bit_identical_for_1_2_and_3_threads(kind, k, classes,
     """Each phase of a fused minibatch is split among the threads by their measured speed, so
     the split moves from run to run; no value may depend on it.  Softmax takes the
     weight-gradient rows path (or with more than 16 classes the panel product), linear
-    regression the per-chunk shares (fs_fused_share_rows), added up by the threads as a chain,
-    with rows of up to 8 vectors held in registers (k = 100)."""
+    regression the per-chunk shares (fs_fused_share_rows; 64 rows of a batch of 256), added up
+    by the threads as a chain, with each row held in registers (k = 100: 7 AVX-512 vectors, 13
+    AVX2 ones)."""
     from fastshallow._ext import kernels
 
     assert kernels().fused_plan(256, k, classes, np.float32, 1 if kind == "softmax" else 4) == plan
