@@ -1381,56 +1381,6 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
     return bad;
 }
 
-/* Z[r, :] = scale * X[idx[r], :] @ W + b for rows [r0, r1): gather and forward in one pass, the
- * weights in the working layout of fs_fused_sgd; xb is scratch for FS_FUSED_CHUNK rows. */
-static void FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS_T scale,
-                                   const fs_i64 *idx, fs_i64 r0, fs_i64 r1, const FS_T *Wp,
-                                   int panel, const FS_T *b, fs_i64 m, FS_T *xb, FS_T *Z)
-{
-#if FS_HAVE_WIDE
-    if (!panel && fs_wide()) {  /* in place, as in fs_fused_rows */
-        const int mode = FS_S(fs_rows_mode)(x_u8, scale);
-        const FS_S(fs_rows) all = {X, ldx, idx, mode, scale};
-        const fs_i64 D = FS_PREFETCH_ROWS;
-        /* Rows are requested D rows ahead, rows in order too: with the hardware's prefetcher
-         * alone, the 10000 Fashion-MNIST test images took 1.05-1.1 times as long. */
-        for (fs_i64 r = r0; r < r0 + D && r < r1; r++)
-            fs_prefetch_span((const char *)FS_S(fs_row)(&all, mode, r), 0,
-                             k * (x_u8 ? 1 : (fs_i64)sizeof(FS_T)));
-        for (fs_i64 s = r0; s < r1; s += FS_FUSED_CHUNK) {
-            const fs_i64 e = r1 - s < FS_FUSED_CHUNK ? r1 : s + FS_FUSED_CHUNK;
-            /* rows s.. and s + D.. of X, or of idx */
-            const fs_i64 left = r1 - s - D;  /* rows past D ahead of this chunk's first */
-            const fs_i64 npf = left > 0 ? (left < e - s ? left : e - s) : 0;
-            const FS_S(fs_rows) src = {idx ? X : FS_S(fs_row)(&all, mode, s), ldx,
-                                       idx ? idx + s : NULL, mode, scale};
-            const FS_S(fs_rows) ahead = {idx || !npf ? X : FS_S(fs_row)(&all, mode, s + D), ldx,
-                                         idx ? idx + s + D : NULL, mode, scale};
-            FS_WIDE(fs_dot_fwd, &src, e - s, k, Wp, m, b, Z + s * m, m, &ahead, npf);
-        }
-        return;
-    }
-#endif
-    for (fs_i64 s = r0; s < r1; s += FS_FUSED_CHUNK) {
-        fs_i64 e = r1 - s < FS_FUSED_CHUNK ? r1 : s + FS_FUSED_CHUNK;
-        if (idx) {
-            FS_S(fs_gather)(X, x_u8, ldx, k, scale, idx, s, e, r1, xb, NULL, 0, 0);
-        } else {
-            /* in order: gather from X + s * ldx as rows 0.. */
-            if (x_u8)
-                FS_S(fs_gather)((const uint8_t *)X + s * ldx, 1, ldx, k, scale, NULL, 0, e - s,
-                                e - s, xb, NULL, 0, 0);
-            else
-                FS_S(fs_gather)((const FS_T *)X + s * ldx, 0, ldx, k, scale, NULL, 0, e - s, e - s,
-                                xb, NULL, 0, 0);
-        }
-        if (panel)
-            FS_S(fs_gemm_rows)(xb, k, 1, e - s, k, Wp, m, b, Z + s * m, m);
-        else
-            FS_S(fs_dot_fwd)(xb, k, e - s, k, Wp, m, b, Z + s * m, m);
-    }
-}
-
 /* How many of rows [0, rows) of Z (m columns) have their largest value in column labels[r],
  * the column NumPy's argmax picks: the first largest, or the first NaN (NaN counts as
  * largest).  The first largest is picked by selects, not branches (which of ten logits is the
@@ -1462,6 +1412,68 @@ static fs_i64 FS_S(fs_argmax_hits)(const FS_T *Z, fs_i64 rows, fs_i64 m, const f
                 }
         }
         hits += best == labels[r];
+    }
+    return hits;
+}
+
+/* Rows [r0, r1) of scale * X[idx] @ W + b (idx NULL: of X in order), a chunk at a time: gather
+ * and forward in one pass, the weights in the working layout of fs_fused_sgd; xb is scratch for
+ * FS_FUSED_CHUNK rows.  With `keep`, row r's outputs go to Z + (r - r0) * m; without, Z holds one
+ * chunk's outputs, overwritten by the next.  With labels (labels[r - r0] for row r), returns how
+ * many rows' argmax is their label (fs_argmax_hits), counted while each chunk's outputs are in
+ * cache; else 0. */
+static fs_i64 FS_S(fs_fused_forward)(const void *X, int x_u8, fs_i64 ldx, fs_i64 k, FS_T scale,
+                                     const fs_i64 *idx, fs_i64 r0, fs_i64 r1, const FS_T *Wp,
+                                     int panel, const FS_T *b, fs_i64 m, FS_T *xb, FS_T *Z,
+                                     int keep, const fs_i64 *labels)
+{
+    fs_i64 hits = 0;
+#if FS_HAVE_WIDE
+    if (!panel && fs_wide()) {  /* in place, as in fs_fused_rows */
+        const int mode = FS_S(fs_rows_mode)(x_u8, scale);
+        const FS_S(fs_rows) all = {X, ldx, idx, mode, scale};
+        const fs_i64 D = FS_PREFETCH_ROWS;
+        /* Rows are requested D rows ahead, rows in order too, and across the chunks of the
+         * range: with the hardware's prefetcher alone, the 10000 Fashion-MNIST test images
+         * took 1.05-1.1 times as long. */
+        for (fs_i64 r = r0; r < r0 + D && r < r1; r++)
+            fs_prefetch_span((const char *)FS_S(fs_row)(&all, mode, r), 0,
+                             k * (x_u8 ? 1 : (fs_i64)sizeof(FS_T)));
+        for (fs_i64 s = r0; s < r1; s += FS_FUSED_CHUNK) {
+            const fs_i64 e = r1 - s < FS_FUSED_CHUNK ? r1 : s + FS_FUSED_CHUNK;
+            FS_T *z = keep ? Z + (s - r0) * m : Z;
+            /* rows s.. and s + D.. of X, or of idx */
+            const fs_i64 left = r1 - s - D;  /* rows past D ahead of this chunk's first */
+            const fs_i64 npf = left > 0 ? (left < e - s ? left : e - s) : 0;
+            const FS_S(fs_rows) src = {idx ? X : FS_S(fs_row)(&all, mode, s), ldx,
+                                       idx ? idx + s : NULL, mode, scale};
+            const FS_S(fs_rows) ahead = {idx || !npf ? X : FS_S(fs_row)(&all, mode, s + D), ldx,
+                                         idx ? idx + s + D : NULL, mode, scale};
+            FS_WIDE(fs_dot_fwd, &src, e - s, k, Wp, m, b, z, m, &ahead, npf);
+            if (labels) hits += FS_S(fs_argmax_hits)(z, e - s, m, labels + (s - r0));
+        }
+        return hits;
+    }
+#endif
+    for (fs_i64 s = r0; s < r1; s += FS_FUSED_CHUNK) {
+        fs_i64 e = r1 - s < FS_FUSED_CHUNK ? r1 : s + FS_FUSED_CHUNK;
+        FS_T *z = keep ? Z + (s - r0) * m : Z;
+        if (idx) {
+            FS_S(fs_gather)(X, x_u8, ldx, k, scale, idx, s, e, r1, xb, NULL, 0, 0);
+        } else {
+            /* in order: gather from X + s * ldx as rows 0.. */
+            if (x_u8)
+                FS_S(fs_gather)((const uint8_t *)X + s * ldx, 1, ldx, k, scale, NULL, 0, e - s,
+                                e - s, xb, NULL, 0, 0);
+            else
+                FS_S(fs_gather)((const FS_T *)X + s * ldx, 0, ldx, k, scale, NULL, 0, e - s, e - s,
+                                xb, NULL, 0, 0);
+        }
+        if (panel)
+            FS_S(fs_gemm_rows)(xb, k, 1, e - s, k, Wp, m, b, z, m);
+        else
+            FS_S(fs_dot_fwd)(xb, k, e - s, k, Wp, m, b, z, m);
+        if (labels) hits += FS_S(fs_argmax_hits)(z, e - s, m, labels + (s - r0));
     }
     return hits;
 }

@@ -1245,10 +1245,12 @@ def test_fused_forward_counts_numpy_argmax_hits(rng, float_dtype):
     """The compiled hit count of the test accuracy: forward of each chunk of rows, then NumPy's
     argmax (the first largest; a NaN counts as largest) against the labels.  Against NumPy on
     uint8 and float rows, ties and NaN outputs, odd sizes, both weight layouts, a label past
-    the classes; 1 and 2 threads agree."""
+    the classes.  1, 2 and 3 threads (each a run of whole chunks: 1000 rows are three runs of
+    320, 320 and 360) agree, keeping the outputs or only counting."""
     for n, k, m, source in ((1, 1, 1, "float"), (5, 7, 3, "uint8"), (67, 17, 10, "float"),
                             (130, 784, 10, "uint8"), (129, 37, 5, "float"), (9, 33, 17, "uint8"),
-                            (64, 16, 16, "float")):
+                            (64, 16, 16, "float"), (1000, 784, 10, "uint8"),
+                            (300, 19, 10, "float")):
         if source == "uint8":
             X, scale = rng.integers(0, 256, (n, k), dtype=np.uint8), 1 / 255
         else:
@@ -1263,12 +1265,16 @@ def test_fused_forward_counts_numpy_argmax_hits(rng, float_dtype):
         Wp = _kernels().to_working_layout(W)
         Z = np.empty((n, m), float_dtype)
         _kernels().fused_forward(X, None, Wp, b, scale, Z, 1)
+        for nt in (2, 3):
+            Zt = np.empty_like(Z)
+            _kernels().fused_forward(X, None, Wp, b, scale, Zt, nt)
+            assert_bits_equal(Zt, Z, f"{nt} threads, n={n}")
         for labels in (Z.argmax(axis=1), rng.integers(0, m, n), np.full(n, m)):
             labels = labels.astype(np.int64)
             want = int((Z.argmax(axis=1) == labels).sum())
-            got = [_kernels().fused_forward(X, None, Wp, b, scale, np.empty_like(Z), nt, labels)
-                   for nt in (1, 2)]
-            assert got == [want, want], (n, k, m, source, got, want)
+            got = [_kernels().fused_forward(X, None, Wp, b, scale, out, nt, labels)
+                   for nt in (1, 2, 3) for out in (np.empty_like(Z), None)]
+            assert got == [want] * 6, (n, k, m, source, got, want)
     # and a NaN in the middle of a row is the prediction, as for NumPy
     Z = np.array([[0.0, 5.0, np.nan, 7.0]], float_dtype)
     X = np.eye(4, dtype=float_dtype)[:1]

@@ -417,8 +417,7 @@ def count_hits(dense: Dense, X: np.ndarray, labels: np.ndarray, scale: float,
                          f"{labels.dtype} {labels.shape}")
     k, m = W.shape
     nt = resolve_threads(num_threads, len(X) * k * max(m, 4))
-    out = np.empty((len(X), m), W.dtype)
-    return _k().fused_forward(X, None, _k().to_working_layout(W), b, scale, out, nt,
+    return _k().fused_forward(X, None, _k().to_working_layout(W), b, scale, None, nt,
                               np.ascontiguousarray(labels))
 
 

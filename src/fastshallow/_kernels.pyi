@@ -123,9 +123,10 @@ def fused_scratch(batch: int, k: int, m: int, dtype: Any,
     sized for one full minibatch."""
 
 def fused_forward(X: _Rows, idx: _Int64s | None, Wp: _Floats, b: _Floats, scale: float,
-                  out: _Floats, nt: int, labels: _Int64s | None = None) -> int | None:
+                  out: _Floats | None, nt: int, labels: _Int64s | None = None) -> int | None:
     """out = (scale * X[idx]) @ W + b with W in the working layout (idx None: all rows); with
-    `labels`, returns how many rows' argmax (NumPy's) is their label."""
+    `labels`, returns how many rows' argmax (NumPy's) is their label, and `out` may be None
+    (no outputs kept)."""
 
 PERM_BUCKETED: int
 PERM_BLOCK: int
