@@ -1348,6 +1348,8 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
         cum1[i] = cum2[i] = (double)i / nt;
         if (i < nt) speed1[i] = speed2[i] = work1[i] = work2[i] = secs1[i] = secs2[i] = 0;
     }
+    int64_t arrived[FS_ARRIVED_STRIDE * nt] __attribute__((aligned(64)));  /* fs_team_barrier */
+    memset(arrived, 0, sizeof arrived);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         /* the team the runtime gave (OMP_THREAD_LIMIT, OMP_DYNAMIC, nesting, a serial build
@@ -1382,7 +1384,7 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
             work1[me] = (double)(hi - lo);
             if (team > 1) {
                 secs1[me] = omp_get_wtime() - start;
-#pragma omp barrier
+                fs_team_barrier(arrived, me, team, 2 * (t - t0) + 1);
             }
 
             /* phase 2: weight rows [lo, hi) */
@@ -1404,7 +1406,7 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
             work2[me] = (double)(hi - lo) + (me == 0 ? 1 : 0);
             if (team > 1) {
                 secs2[me] = omp_get_wtime() - start;
-#pragma omp barrier
+                fs_team_barrier(arrived, me, team, 2 * (t - t0) + 2);
             }
         }
     }
