@@ -191,6 +191,7 @@ typedef struct {
     fs_i64 ldx, k;
     FS_T scale;           /* applied to every feature as it is read */
     const fs_i64 *labels; /* class labels (softmax cross-entropy) */
+    const uint8_t *labels8; /* or the same as uint8 (up to 256 classes), labels then NULL */
     const FS_T *targets;  /* n_total x m targets (L2 / Huber) */
     const fs_i64 *perm;   /* the epoch's example order */
     fs_i64 n;             /* examples in the epoch (length of perm) */
@@ -1012,7 +1013,10 @@ FS_INLINE void FS_S(fs_fused_loss_rows)(const FS_S(fs_fused_args) *a, fs_i64 r0,
     FS_T *Z = a->Z + r0 * m, *G = a->G + r0 * m;
     if (a->loss == FS_LOSS_SOFTMAX_XENT) {
         fs_i64 y[FS_FUSED_CHUNK];  /* rows <= FS_FUSED_CHUNK: every caller's chunks */
-        for (fs_i64 r = 0; r < rows; r++) y[r] = a->labels[pos[r]];
+        if (a->labels8)
+            for (fs_i64 r = 0; r < rows; r++) y[r] = a->labels8[pos[r]];
+        else
+            for (fs_i64 r = 0; r < rows; r++) y[r] = a->labels[pos[r]];
 #if FS_HAVE_WIDE && FS_VEXP
         if (fs_softmax_xent_lanes_f32(Z, m, rows, m, y, a->smooth, a->rowloss + r0, G, m,
                                       a->rowhit + r0))  /* the hits too */

@@ -137,6 +137,36 @@ def test_labels_changed_in_place_between_epochs_are_used_and_checked_by_both_pat
     assert_trained_alike(*nets)  # on the valid relabelling; the bad labels changed nothing
 
 
+def test_the_fused_steps_labels_are_a_private_copy_read_again_only_while_unchanged(rng):
+    """The compiled step reads a private, checked copy of the labels (uint8 up to 256 classes),
+    and the next epoch reads that copy again only while the caller's labels hold the same
+    values: a changed value, or labels of another kind, are copied and checked afresh."""
+    private = fs._fused.private_labels
+    y = rng.integers(0, 10, 50)
+    first = private(y, 10, 50)
+    assert first.dtype == np.uint8 and np.array_equal(first, y) and first is not y
+    assert private(y, 10, 50, first) is first
+    assert private(y.astype(np.float32), 10, 50, first) is first  # whole numbers, as checked
+    y[7] = (y[7] + 1) % 10
+    again = private(y, 10, 50, first)
+    assert again is not first and again[7] == y[7]
+    with pytest.raises(TypeError, match="integer class indices, got dtype bool"):
+        private((y > 4).astype(bool), 10, 50, private((y > 4).astype(np.int64), 10, 50))
+    with pytest.raises(ValueError, match="labels must have 50 entries"):
+        private(y[:49], 10, 50, first)
+    wide = private(rng.integers(0, 300, 50), 300, 50)
+    assert wide.dtype == np.int64  # past 256 classes
+    # and the step reads either kind alike: 300 classes (int64) as 10 (uint8), against the loop
+    for classes in (10, 300):
+        X, labels = classes_data(rng, n=120, classes=classes)
+        nets = []
+        for fused in (None, False):
+            net = fs.nn.Dense(classes, in_units=8, rng=0)
+            train(net, fs.load_array((X, labels), 16, seed=0), 2, fused)
+            nets.append(net)
+        assert_trained_alike(*nets)
+
+
 def test_loader_loss_and_optimizer_changed_between_epochs_are_used_by_both_paths(rng):
     data = classes_data(rng)
     nets = []

@@ -3,7 +3,8 @@
 These functions trust their caller and check nothing: call them through
 :mod:`fastshallow.kernels`, which validates.  Array arguments are C-contiguous; every float array
 of one call has the same dtype (float32 or float64, the kernel's fused type); integer index and
-label arrays are int64.  ``nt`` is the OpenMP thread count (1 runs on the calling thread).
+label arrays are int64 (fused_sgd also takes uint8 labels).  ``nt`` is the OpenMP thread count
+(1 runs on the calling thread).
 """
 from typing import Any
 
@@ -99,7 +100,7 @@ def from_working_layout(P: npt.NDArray[Any], k: int, m: int,
                         out: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Inverse of to_working_layout, written into `out` (k, m), which is returned."""
 
-def fused_sgd(X: _Rows, labels: _Int64s | None, targets: _Floats | None, perm: _Int64s,
+def fused_sgd(X: _Rows, labels: _Int64s | npt.NDArray[np.uint8] | None, targets: _Floats | None, perm: _Int64s,
               batch: int, loss: int, smooth: float, delta: float, Wp: _Floats, b: _Floats,
               V: _Floats | None, vb: _Floats | None, lrs: _Floats, momentum: float,
               weight_decay: float, scale: float, batch_loss: npt.NDArray[np.float64],

@@ -757,6 +757,7 @@ cdef extern from "fs_kernels.h" nogil:
         fs_i64 ldx, k
         float scale
         const fs_i64 *labels
+        const uint8_t *labels8
         const float *targets
         const fs_i64 *perm
         fs_i64 n, batch
@@ -789,6 +790,7 @@ cdef extern from "fs_kernels.h" nogil:
         fs_i64 ldx, k
         double scale
         const fs_i64 *labels
+        const uint8_t *labels8
         const double *targets
         const fs_i64 *perm
         fs_i64 n, batch
@@ -950,7 +952,8 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
     """Minibatches [t0, t1) of an epoch in one call; see fs_fused_sgd in csrc.  Returns the index
     of the first batch whose loss was not finite, or -1.  The caller has validated everything:
     X is C-contiguous 2-D uint8 or of the weights' dtype, every perm entry indexes a row of X,
-    labels (int64) or targets (weights' dtype, n x m) match, and all buffers have their sizes.
+    labels (int64, or uint8 for up to 256 outputs) or targets (weights' dtype, n x m) match, and
+    all buffers have their sizes.
     `scratch` must come from fused_scratch(batch, k, m, weights' dtype, X.dtype.itemsize):
     that is checked here, since its sizes depend on how the C code sums (see _scratch_shapes)."""
     cdef fs_i64 k = X.shape[1], m = b.shape[0], bad
@@ -966,6 +969,7 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
     cdef double[::1] chunk_loss = scratch[8]
     cdef int64_t[::1] chunk_hits = scratch[9]
     cdef const int64_t[::1] lab
+    cdef const uint8_t[::1] lab8
     cdef const floating[:, ::1] tgt
     cdef floating[::1] Vv, vbv
     cdef fs_fused_args_f32 a32
@@ -985,8 +989,12 @@ def fused_sgd(X, labels, targets, const int64_t[::1] perm, fs_i64 batch, int los
     a.k = k
     a.scale = scale
     a.labels = NULL
+    a.labels8 = NULL
     a.targets = NULL
-    if labels is not None:
+    if labels is not None and labels.dtype == np.uint8:
+        lab8 = labels
+        a.labels8 = &lab8[0]
+    elif labels is not None:
         lab = labels
         a.labels = &lab[0]
     if targets is not None:
