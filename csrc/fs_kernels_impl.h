@@ -186,35 +186,35 @@ FS_INLINE FS_T FS_S(fs_row_value)(const void *row, const int mode, fs_i64 t, FS_
  * the whole segment: transposed Wt (m <= FS_DOT_MAX, an m x k matrix) or packed panels (larger
  * m; see fs_pack_panels), with the momentum buffer V in the same layout. */
 typedef struct {
-    const void *X;        /* n_total x k examples, uint8 (x_u8) or FS_T, row stride ldx */
+    const void *X;          /* n_total x k examples, uint8 (x_u8) or FS_T, row stride ldx */
     int x_u8;
     fs_i64 ldx, k;
-    FS_T scale;           /* applied to every feature as it is read */
-    const fs_i64 *labels; /* class labels (softmax cross-entropy) */
-    const uint8_t *labels8; /* or the same as uint8 (up to 256 classes), labels then NULL */
-    const FS_T *targets;  /* n_total x m targets (L2 / Huber) */
-    const fs_i64 *perm;   /* the epoch's example order */
-    fs_i64 n;             /* examples in the epoch (length of perm) */
-    fs_i64 batch;         /* minibatch size; the last batch may be smaller */
+    FS_T scale;             /* applied to every feature as it is read */
+    const fs_i64 *labels;   /* class labels (softmax cross-entropy) */
+    const uint8_t *labels8; /* or the same as uint8 (up to 256 classes), labels NULL */
+    const FS_T *targets;    /* n_total x m targets (L2 / Huber) */
+    const fs_i64 *perm;     /* the epoch's example order */
+    fs_i64 n;               /* examples in the epoch (length of perm) */
+    fs_i64 batch;           /* minibatch size; the last batch may be smaller */
     int loss;
-    FS_T smooth, delta;   /* label smoothing; Huber threshold */
-    fs_i64 m;             /* outputs */
-    int panel;            /* weight layout: 1 panels, 0 transposed (m <= FS_DOT_MAX) */
-    FS_T *Wp;             /* working weights */
-    FS_T *b, *V, *vb;     /* bias; momentum buffers (NULL without momentum) */
-    const FS_T *lrs;      /* learning rate of every batch of the epoch */
+    FS_T smooth, delta;     /* label smoothing; Huber threshold */
+    fs_i64 m;               /* outputs */
+    int panel;              /* weight layout: 1 panels, 0 transposed (m <= FS_DOT_MAX) */
+    FS_T *Wp;               /* working weights */
+    FS_T *b, *V, *vb;       /* bias; momentum buffers (NULL without momentum) */
+    const FS_T *lrs;        /* learning rate of every batch of the epoch */
     FS_T momentum, wd;
     /* scratch, sized for one full batch */
-    FS_T *Xb;             /* batch x k gathered rows */
-    FS_T *Z;              /* batch x m outputs */
-    FS_T *G;              /* batch x m loss gradient */
-    FS_T *Gp;             /* panels of G, batch rows each (panel layout only) */
-    FS_T *dW;             /* weight gradient: k x m (panels) or m x k; with shares one m x k
-                             and (after those) one m share per chunk of the batch */
-    FS_T *db;             /* m bias gradient */
-    FS_T *rowloss;        /* batch */
-    fs_i64 *rowhit;       /* batch */
-    double *chunk_loss;   /* with shares: each chunk's loss and hits */
+    FS_T *Xb;               /* batch x k gathered rows */
+    FS_T *Z;                /* batch x m outputs */
+    FS_T *G;                /* batch x m loss gradient */
+    FS_T *Gp;               /* panels of G, batch rows each (panel layout only) */
+    FS_T *dW;               /* weight gradient: k x m (panels) or m x k; with shares one m x k
+                               and (after those) one m share per chunk of the batch */
+    FS_T *db;               /* m bias gradient */
+    FS_T *rowloss;          /* batch */
+    fs_i64 *rowhit;         /* batch */
+    double *chunk_loss;     /* with shares: each chunk's loss and hits */
     fs_i64 *chunk_hits;
     /* results, one per batch */
     double *batch_loss;
@@ -1360,6 +1360,11 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
          * can make it smaller than nt): every split below is over it */
         const int team = nt > 1 ? omp_get_num_threads() : 1;
         const int me = team > 1 ? omp_get_thread_num() : 0;
+        /* More threads than processors wait for threads that are not running: there
+         * fs_team_barrier, spinning and then yielding, waited about a scheduler time slice a
+         * barrier, where libgomp's sleeps (4 epochs of 30000 Fashion-MNIST-sized rows, 3
+         * threads on 2 cores beside a busy process: 7.2-7.5 s, against 0.09 s this way). */
+        const int flags = team <= omp_get_num_procs();
         if (team != nt) {
 #pragma omp single
             for (int i = 0; i <= team; i++) cum1[i] = cum2[i] = (double)i / team;
@@ -1371,9 +1376,9 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
             const FS_T lr = a->lrs[t];
 
             /* phase 1: rows [lo, hi) */
-            /* A team of one needs no timings and no barriers: libgomp's barrier makes a system
+            /* A team of one needs no timings and no barriers (libgomp's barrier made a system
              * call even then, and two a minibatch were most of an epoch of the book's
-             * 10-example minibatches. */
+             * 10-example minibatches). */
             double start = team > 1 ? omp_get_wtime() : 0;
             if (me == 0 && t > t0 && team > 1) fs_rebalance(speed2, work2, secs2, cum2, team);
             fs_i64 lo = fs_split_at(cum1, me, team, bn, 4);
@@ -1388,7 +1393,11 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
             work1[me] = (double)(hi - lo);
             if (team > 1) {
                 secs1[me] = omp_get_wtime() - start;
-                fs_team_barrier(arrived, me, team, 2 * (t - t0) + 1);
+                if (flags) {
+                    fs_team_barrier(arrived, me, team, 2 * (t - t0) + 1);
+                } else {
+#pragma omp barrier
+                }
             }
 
             /* phase 2: weight rows [lo, hi) */
@@ -1410,7 +1419,11 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
             work2[me] = (double)(hi - lo) + (me == 0 ? 1 : 0);
             if (team > 1) {
                 secs2[me] = omp_get_wtime() - start;
-                fs_team_barrier(arrived, me, team, 2 * (t - t0) + 2);
+                if (flags) {
+                    fs_team_barrier(arrived, me, team, 2 * (t - t0) + 2);
+                } else {
+#pragma omp barrier
+                }
             }
         }
     }

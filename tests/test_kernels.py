@@ -387,6 +387,12 @@ _XENT_CASES_SCRIPT = textwrap.dedent("""
                 loss, grad = K.softmax_cross_entropy(cases[name], cases["y" + i],
                                                      label_smoothing=eps)
                 out[f"loss{i}_{eps}"], out[f"grad{i}_{eps}"] = loss, grad
+                # all rows in one call of the C kernel, as the fused step's calls of 64
+                Z = cases[name]
+                loss, grad = np.empty(len(Z), Z.dtype), np.empty_like(Z)
+                kernels().softmax_cross_entropy(Z, cases["y" + i].astype(np.int64), eps, loss,
+                                                grad, 1, len(Z))
+                out[f"whole_loss{i}_{eps}"], out[f"whole_grad{i}_{eps}"] = loss, grad
     np.savez(sys.argv[2], **out)
     print(kernels().isa())
 """)
@@ -399,7 +405,9 @@ def test_softmax_cross_entropy_same_bits_on_every_isa(rng, tmp_path):
     in the same order, so losses and gradients agree to the bit (here against subprocesses with
     FASTSHALLOW_NO_AVX2=1, which keeps both kernels out: the loops, compiled for the same CPU,
     and with FASTSHALLOW_NO_AVX512=1: the AVX2 kernel on an AVX-512 CPU): rows in whole and
-    partial blocks, 1 to 16 classes, ties, infinities, NaN, signed zeros, label smoothing.  NaN
+    partial blocks, 1 to 16 classes, ties, infinities, NaN, signed zeros, label smoothing, in
+    the wrapper's calls of 32 rows and in one call of all of them (the AVX2 kernel's passes
+    take up to 64 rows, as the fused step's calls give it).  NaN
     comes out in the same places, but where two NaNs meet in one operation (inf - inf beside
     a NaN logit) which of them survives, and so the sign of the result, follows the
     instruction's operand order, which the compiler picks differently for vectors and scalars:
@@ -433,11 +441,12 @@ def test_softmax_cross_entropy_same_bits_on_every_isa(rng, tmp_path):
                 got = K.softmax_cross_entropy(cases[f"Z{i}"], cases[f"y{i}"],
                                               label_smoothing=eps)
                 for name, a in zip(("loss", "grad"), got):
-                    b = other[f"{name}{i}_{eps}"]
-                    msg = f"{name} case {i} eps={eps} against {switch}"
-                    np.testing.assert_array_equal(np.isnan(a), np.isnan(b), msg)
-                    assert_bits_equal(np.where(np.isnan(a), 0, a), np.where(np.isnan(b), 0, b),
-                                      msg)
+                    for how in ("", "whole_"):  # in calls of 32 rows, and of all of them
+                        b = other[f"{how}{name}{i}_{eps}"]
+                        msg = f"{how}{name} case {i} eps={eps} against {switch}"
+                        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), msg)
+                        assert_bits_equal(np.where(np.isnan(a), 0, a),
+                                          np.where(np.isnan(b), 0, b), msg)
 
 
 def test_softmax_cross_entropy_fashion_mnist_shape(rng, float_dtype):

@@ -51,9 +51,10 @@ def matmul_bias_backward_if_plain(X: object, G: object, nt: int,
     """(X.T @ G, G.sum(0)) when X and G are exactly what the kernel takes, else None."""
 
 def softmax_cross_entropy(Z: _Floats, y: _Int64s, smooth: float, loss: _Floats, G: _Floats,
-                          nt: int) -> None:
+                          nt: int, chunk: int = ...) -> None:
     """Per-row loss (n,) and dL/dZ (n, m) of softmax cross-entropy, labels in [0, m),
-    label smoothing `smooth`."""
+    label smoothing `smooth`; `chunk` (> 0) rows per call of the C kernel, which the results do
+    not depend on."""
 
 def softmax(Z: _Floats, out: _Floats, log: bool, nt: int) -> None:
     """Row-wise softmax of Z into out, or log-softmax when `log`."""
@@ -100,12 +101,12 @@ def from_working_layout(P: npt.NDArray[Any], k: int, m: int,
                         out: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Inverse of to_working_layout, written into `out` (k, m), which is returned."""
 
-def fused_sgd(X: _Rows, labels: _Int64s | npt.NDArray[np.uint8] | None, targets: _Floats | None, perm: _Int64s,
-              batch: int, loss: int, smooth: float, delta: float, Wp: _Floats, b: _Floats,
-              V: _Floats | None, vb: _Floats | None, lrs: _Floats, momentum: float,
-              weight_decay: float, scale: float, batch_loss: npt.NDArray[np.float64],
-              batch_hits: _Int64s, t0: int, t1: int, nt: int,
-              scratch: tuple[np.ndarray, ...]) -> int:
+def fused_sgd(X: _Rows, labels: _Int64s | npt.NDArray[np.uint8] | None,
+              targets: _Floats | None, perm: _Int64s, batch: int, loss: int, smooth: float,
+              delta: float, Wp: _Floats, b: _Floats, V: _Floats | None, vb: _Floats | None,
+              lrs: _Floats, momentum: float, weight_decay: float, scale: float,
+              batch_loss: npt.NDArray[np.float64], batch_hits: _Int64s, t0: int, t1: int,
+              nt: int, scratch: tuple[np.ndarray, ...]) -> int:
     """Run minibatches [t0, t1) of an epoch (gather, forward, loss, gradient, SGD update) in one
     call, updating Wp, b (and V, vb) in place and filling batch_loss / batch_hits.  Returns the
     index of the first batch whose loss was not finite, or -1."""

@@ -455,10 +455,11 @@ def matmul_bias_backward_if_plain(object X, object G, int nt, int64_t serial_wor
 
 # ---- softmax and cross-entropy -------------------------------------------------------------------
 
-cdef inline void _xent_chunk(fs_i64 c, const floating *Z, fs_i64 n, fs_i64 m, const fs_i64 *y,
-                             double smooth, floating *loss, floating *G) noexcept nogil:
-    cdef fs_i64 r0 = c * ROW_CHUNK
-    cdef fs_i64 rows = min(<fs_i64>ROW_CHUNK, n - r0)
+cdef inline void _xent_chunk(fs_i64 c, fs_i64 chunk, const floating *Z, fs_i64 n, fs_i64 m,
+                             const fs_i64 *y, double smooth, floating *loss,
+                             floating *G) noexcept nogil:
+    cdef fs_i64 r0 = c * chunk
+    cdef fs_i64 rows = min(chunk, n - r0)
     if floating is float:
         fs_softmax_xent_rows_f32(Z + r0 * m, m, rows, m, y + r0, <float>smooth, loss + r0,
                                  G + r0 * m, m)
@@ -469,28 +470,32 @@ cdef inline void _xent_chunk(fs_i64 c, const floating *Z, fs_i64 n, fs_i64 m, co
 
 cdef void _softmax_cross_entropy(const floating *Z, const fs_i64 *y, double smooth,
                                  floating *loss, floating *G, fs_i64 n, fs_i64 m,
-                                 int nt) noexcept:
-    cdef fs_i64 c, nch = _nchunks(n, ROW_CHUNK)
+                                 int nt, fs_i64 chunk) noexcept:
+    cdef fs_i64 c, nch = _nchunks(n, chunk)
     with nogil:
         if nt > 1:
             for c in prange(nch, num_threads=nt, schedule='static'):
-                _xent_chunk(c, Z, n, m, y, smooth, loss, G)
+                _xent_chunk(c, chunk, Z, n, m, y, smooth, loss, G)
         else:
             for c in range(nch):
-                _xent_chunk(c, Z, n, m, y, smooth, loss, G)
+                _xent_chunk(c, chunk, Z, n, m, y, smooth, loss, G)
 
 
 def softmax_cross_entropy(cnp.ndarray Z, cnp.ndarray y, double smooth, cnp.ndarray loss,
-                          cnp.ndarray G, int nt):
-    """Per-row loss and dL/dZ of softmax cross-entropy with int64 labels in [0, m)."""
+                          cnp.ndarray G, int nt, fs_i64 chunk=ROW_CHUNK):
+    """Per-row loss and dL/dZ of softmax cross-entropy with int64 labels in [0, m), `chunk`
+    (> 0) rows per call of the C kernel: the results do not depend on it, and tests reach the
+    calls of up to 64 rows the fused step makes with it."""
     cdef fs_i64 n = Z.shape[0], m = Z.shape[1]
     cdef const fs_i64 *yp = <const fs_i64 *>_data(y)
+    if chunk < 1:
+        raise ValueError(f"chunk must be > 0, got {chunk}")
     if _f32(Z):
         _softmax_cross_entropy(<const float *>_data(Z), yp, smooth, <float *>_data(loss),
-                               <float *>_data(G), n, m, nt)
+                               <float *>_data(G), n, m, nt, chunk)
     else:
         _softmax_cross_entropy(<const double *>_data(Z), yp, smooth, <double *>_data(loss),
-                               <double *>_data(G), n, m, nt)
+                               <double *>_data(G), n, m, nt, chunk)
 
 
 cdef inline void _softmax_chunk(fs_i64 c, const floating *Z, fs_i64 n, fs_i64 m, int log,
@@ -1053,10 +1058,11 @@ def fused_forward(X, const int64_t[::1] idx, const floating[:, ::1] Wp, const fl
     cdef fs_i64 k = X.shape[1], m = b.shape[0]
     cdef fs_i64 n = idx.shape[0] if idx is not None else X.shape[0]
     cdef fs_i64 nch = _nchunks(n, FS_FUSED_CHUNK)
-    # Each thread takes one run of whole chunks, its rows requested ahead across the chunks'
-    # seams, and counting alone keeps no outputs (a new 10000 x 10 array is page faults).  Per
-    # chunk from a shared pool, with the outputs kept, fs.train's test accuracy on Fashion-MNIST
-    # took 1.49-1.51 ms an epoch against 1.36-1.38 (3 turns).
+    # Each thread takes one run of whole chunks in one call, its rows requested ahead across
+    # the chunks' seams, and counting alone keeps no outputs (a new 10000 x 10 array is page
+    # faults).  With a call per chunk (each requesting only its own rows ahead) and the outputs
+    # kept, fs.train's test accuracy on Fashion-MNIST took 1.49-1.51 ms an epoch against
+    # 1.36-1.38 (3 turns).
     cdef fs_i64 p, r0, r1, parts = min(max(nt, 1), nch)
     cdef int panel = m > FS_DOT_MAX, x_u8 = X.dtype == np.uint8, keep = out is not None
     cdef const void *xp = _data_ptr(X)
