@@ -1360,11 +1360,7 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
          * can make it smaller than nt): every split below is over it */
         const int team = nt > 1 ? omp_get_num_threads() : 1;
         const int me = team > 1 ? omp_get_thread_num() : 0;
-        /* More threads than processors wait for threads that are not running: there
-         * fs_team_barrier, spinning and then yielding, waited about a scheduler time slice a
-         * barrier, where libgomp's sleeps (4 epochs of 30000 Fashion-MNIST-sized rows, 3
-         * threads on 2 cores beside a busy process: 7.2-7.5 s, against 0.09 s this way). */
-        const int flags = team <= omp_get_num_procs();
+        const int spin = team <= omp_get_num_procs();  /* see fs_team_barrier */
         if (team != nt) {
 #pragma omp single
             for (int i = 0; i <= team; i++) cum1[i] = cum2[i] = (double)i / team;
@@ -1393,11 +1389,7 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
             work1[me] = (double)(hi - lo);
             if (team > 1) {
                 secs1[me] = omp_get_wtime() - start;
-                if (flags) {
-                    fs_team_barrier(arrived, me, team, 2 * (t - t0) + 1);
-                } else {
-#pragma omp barrier
-                }
+                fs_team_barrier(arrived, me, team, 2 * (t - t0) + 1, spin);
             }
 
             /* phase 2: weight rows [lo, hi) */
@@ -1419,11 +1411,7 @@ static fs_i64 FS_S(fs_fused_sgd)(const FS_S(fs_fused_args) *a, fs_i64 t0, fs_i64
             work2[me] = (double)(hi - lo) + (me == 0 ? 1 : 0);
             if (team > 1) {
                 secs2[me] = omp_get_wtime() - start;
-                if (flags) {
-                    fs_team_barrier(arrived, me, team, 2 * (t - t0) + 2);
-                } else {
-#pragma omp barrier
-                }
+                fs_team_barrier(arrived, me, team, 2 * (t - t0) + 2, spin);
             }
         }
     }
