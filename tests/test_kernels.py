@@ -1085,15 +1085,20 @@ def test_fused_step_against_numpy(rng, float_dtype, kind, m, u8, k):
         assert_bits_equal(got, want, "2 threads")
 
 
-@pytest.mark.parametrize("m, B, k", [(1, 100, 37), (2, 240, 37), (1, 64, 1100)])
-def test_fused_share_chain_against_numpy_and_thread_counts(rng, float_dtype, m, B, k):
+@pytest.mark.parametrize("m, B, k, kind, scale", [
+    (1, 100, 37, 1, 1.0), (2, 240, 37, 1, 1.0), (1, 64, 1100, 1, 1.0),
+    (1, 10, 2, 1, 1.0), (1, 100, 7, 2, 0.5), (1, 30, 3, 1, 0.25)])
+def test_fused_share_chain_against_numpy_and_thread_counts(rng, float_dtype, m, B, k, kind,
+                                                          scale):
     """Shares of the weight gradient (fused_plan "shares"): the threads add up the chunks'
     shares as a chain, each passing its running sums on, and each updates its own copy of the
     weights, with no barrier.  Against float64 NumPy (momentum, weight decay, chunks of 16 rows
     (two outputs, or batches of 64), of 25 (a quarter of one output's batch of 100) and partial
-    ones, a short last batch, rows longer than 8 vectors); the same bits on 1, 2 and 3 threads
-    (with 3, the splits of short batches leave a thread without a chunk); a NaN target halfway
-    stops every team at its minibatch, after its update."""
+    ones, a short last batch, rows longer than 8 vectors, and rows shorter than a vector --
+    the book's 2 features in batches of 10 -- as they are and scaled, with the squared and the
+    Huber loss); the same bits on 1, 2 and 3 threads (with 3, the splits of short batches leave
+    a thread without a chunk); a NaN target halfway stops every team at its minibatch, after
+    its update."""
     n = 1030
     assert _kernels().fused_plan(B, k, m, float_dtype, np.dtype(float_dtype).itemsize) == \
         "shares"
@@ -1101,11 +1106,12 @@ def test_fused_share_chain_against_numpy_and_thread_counts(rng, float_dtype, m, 
     T = (X @ rng.standard_normal((k, m)) + 0.3).astype(float_dtype)
     *start, perm, nb = _fused_start(rng, n, k, m, B, float_dtype)
     lrs = np.linspace(0.05, 0.01, nb).astype(float_dtype)
-    W_np, b_np, loss_np, _ = _numpy_fused_sgd(X, 1.0, None, T, perm, B, 1, 0.0, 0.0, *start,
-                                              lrs, 0.9, 1e-3)
+    W_np, b_np, loss_np, _ = _numpy_fused_sgd(X, scale, None, T, perm, B, kind, 0.0, 1.0,
+                                              *start, lrs, 0.9, 1e-3)
 
     def run(T, nt):
-        return _run_fused(X, None, T, perm, B, 1, 0.0, 0.0, start, lrs, 0.9, 1e-3, 1.0, nt)[:6]
+        return _run_fused(X, None, T, perm, B, kind, 0.0, 1.0, start, lrs, 0.9, 1e-3, scale,
+                          nt)[:6]
 
     tol = 1e-4 if float_dtype == np.float32 else 1e-10
     first = None

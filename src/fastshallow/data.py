@@ -134,7 +134,7 @@ def _gatherable_rows(a, n: int):
     if (type(a) is np.ndarray and a.ndim >= 2 and len(a) == n and a.dtype in C.FLOAT_DTYPES
             and a.flags.c_contiguous and a.flags.aligned):
         # Not reshape(n, -1): NumPy cannot infer the -1 of an empty array.
-        return a.reshape(n, int(np.prod(a.shape[1:])))
+        return a.reshape(n, math.prod(a.shape[1:]))
     return None
 
 
@@ -179,7 +179,7 @@ class ArrayDataset(BatchDataset):
         if X.dtype not in (np.uint8, np.float32, np.float64):
             return None
         # Not reshape(len(X), -1): NumPy cannot infer the -1 of an empty array.
-        return X.reshape(len(X), int(np.prod(X.shape[1:]))), y, None, X.shape[1:]
+        return X.reshape(len(X), math.prod(X.shape[1:])), y, None, X.shape[1:]
 
     def _plan(self, batch_size: int) -> list:
         """For each array: (array, its rows for the compiled gather or None, the shape of one

@@ -207,6 +207,14 @@ class SGD:
         """The learning rates of the next `count` steps, in `dtype`, for updates made elsewhere
         (the fused path): refused as `step` would refuse them, all before the first is used."""
         start = self.num_steps
+        if type(self._schedule) is ConstantSchedule and count > 0:
+            # One rate, one test: 3 us where the arrays below take 11 us (a book-sized epoch's
+            # compiled step takes about 15).  No steps (count 0) take the path below, which
+            # refuses no rate then.
+            err = rate_error(self._lr, start, dtype)
+            if err is not None:
+                raise err
+            return np.full(count, self._lr, dtype)
         factors = np.asarray(self._schedule.factors(start, count))
         if factors.dtype.kind == "O" and factors.ndim == 1:  # e.g. Fractions, as factor() may give
             call = f"factors({start}, {count})"
