@@ -405,8 +405,9 @@ def run(epochs: int = 10, repeats: int = 3, num_threads: Optional[int] = None,
         for r in group:
             res = r["result"]
             res_s = f"test acc {res:.4f}" if "softmax" in task_name else f"loss {res:.4g}"
-            out(f"  {r['contender']:34s} {r['seconds']:10.4f} {r['seconds'] / base:14.2f}x  "
-                f"{res_s}")
+            secs = r["seconds"]  # a run under 10 ms to the microsecond
+            out(f"  {r['contender']:34s} {secs:10.{4 if secs >= 0.01 else 6}f} "
+                f"{secs / base:14.2f}x  {res_s}")
         if task_name == one_epoch and cpus:
             perfect = perfect_team_seconds([r["seconds"] for r in group[-len(cpus):]])
             out(f"  one thread on each CPU: a perfect team of them would take {perfect:.4f} s, "
