@@ -425,28 +425,32 @@ FS_X_TARGET static void FS_X(fs_dot_bwd)(const FS_S(fs_rows) *src, fs_i64 n, fs_
  * (fill buffers), for the first line or two of each row only (leaving the rest to the hardware
  * prefetcher) 1.4x, non-temporal ones 8 to 32 rows ahead 1.24-1.77x, none at all 1.8x; also
  * requesting each row into L1 4 rows before its use, 0.98-1.04x; rows in pairs (each row's sums
- * unchanged, the two rows' steps interleaved) 0.94-0.97x, but here 0.99-1.02x. */
+ * unchanged, the two rows' steps interleaved) 0.94-0.97x, but here 0.99-1.02x.
+ * SHORT rows (k < FS_XL, NV 1: the book's two features) are summed as fs_dot_fwd_body and
+ * fs_dot_bwd_body sum them, which ran them before (same bits): those functions' blocks of rows
+ * and outputs cost 3600 instructions a minibatch of the book's 1000 x 2 in tens (callgrind)
+ * against 1600 here, and an epoch 35 us on one thread against 13 (a C harness, in turns). */
 FS_X_TARGET FS_INLINE void FS_X(fs_fused_one_body)(const FS_S(fs_fused_args) *a,
                                                    const FS_S(fs_rows) *src, const int mode,
                                                    fs_i64 r0, fs_i64 rows, const fs_i64 *pos,
                                                    const FS_S(fs_rows) *pf, fs_i64 npf,
-                                                   FS_T *share, const int NV)
+                                                   FS_T *share, const int NV,
+                                                   const int SHORT)
 {
     const fs_i64 k = a->k;
     const unsigned tail = (unsigned)(k % FS_XL);
     const fs_i64 row_bytes = k * (mode == FS_ROWS_U8 ? 1 : (fs_i64)sizeof(FS_T));
-    const FS_XV s = (FS_XV){0} + src->scale;
     /* locals, not a->...: the stores below could alias the arguments as far as the compiler
      * knows, and it would read them again for every row */
-    const FS_T bias = a->b[0], delta = a->delta;
+    const FS_T scale = src->scale, bias = a->b[0], delta = a->delta, *w0 = a->Wp;
+    const FS_XV s = (FS_XV){0} + scale;
     const int huber = a->loss == FS_LOSS_HUBER;
     const FS_T *targets = a->targets;
     FS_T *Z = a->Z + r0, *G = a->G + r0, *rowloss = a->rowloss + r0;
     fs_i64 *rowhit = a->rowhit + r0;
     FS_XV w[FS_XONE], sum[FS_XONE];
     for (int v = 0; v < NV; v++) {
-        const FS_T *wp = a->Wp + v * FS_XL;
-        w[v] = FS_X(fs_load_part)(wp, v == NV - 1 ? tail : 0);
+        w[v] = FS_X(fs_load_part)(w0 + v * FS_XL, v == NV - 1 ? tail : 0);
         sum[v] = (FS_XV){0};
     }
     for (fs_i64 r = 0; r < rows; r++) {
@@ -455,74 +459,46 @@ FS_X_TARGET FS_INLINE void FS_X(fs_fused_one_body)(const FS_S(fs_fused_args) *a,
             fs_prefetch_span((const char *)FS_S(fs_row)(pf, mode, r), 0, row_bytes);
             FS_PREFETCH(targets + pf->idx[r]);
         }
-        FS_XV xv[FS_XONE], acc = (FS_XV){0};
-        for (int v = 0; v < NV; v++) {
-            xv[v] = FS_X(fs_row_load)(x, mode, v * FS_XL, tail && v == NV - 1 ? tail : 0, s);
-            acc += xv[v] * w[v];
+        FS_XV xv[FS_XONE];
+        if (SHORT) {  /* fs_dot_fwd_body's sum in order */
+            FS_T z = 0;
+            for (fs_i64 t = 0; t < k; t++)
+                z = FS_FMA(FS_S(fs_row_value)(x, mode, t, scale), w0[t], z);
+            Z[r] = bias + z;
+        } else {
+            FS_XV acc = (FS_XV){0};
+            for (int v = 0; v < NV; v++) {
+                xv[v] = FS_X(fs_row_load)(x, mode, v * FS_XL, tail && v == NV - 1 ? tail : 0,
+                                          s);
+                acc += xv[v] * w[v];
+            }
+            Z[r] = bias + FS_X(fs_hsum)(acc);
         }
-        Z[r] = bias + FS_X(fs_hsum)(acc);
         rowloss[r] = FS_S(fs_regression_row)(Z + r, targets + pos[r], 1, huber, delta, G + r);
         rowhit[r] = 0;
         const FS_T g = G[r];
-        for (int v = 0; v < NV; v++) sum[v] += g * xv[v];
+        if (SHORT) {  /* fs_dot_bwd_body's partial vector */
+#if FS_XGB
+            FS_XV gv = (FS_XV){0} + (mode == FS_ROWS_PLAIN ? g : g * scale);
+            FS_XREG(gv);
+            sum[0] += gv * FS_X(fs_row_load_raw)(x, 0, 0, tail);
+#else
+            sum[0] += g * FS_X(fs_row_load)(x, mode, 0, tail, s);
+#endif
+        } else {
+            for (int v = 0; v < NV; v++) sum[v] += g * xv[v];
+        }
     }
     for (int v = 0; v < NV; v++)
         FS_X(fs_store_part)(share + v * FS_XL, v == NV - 1 ? tail : 0, sum[v]);
 }
 
-/* The same for rows shorter than a vector (k < FS_XL, the book's two features), with the bits
- * of the general path these rows took before: fs_dot_fwd_body's sums in order, and
- * fs_dot_bwd_body's partial vector, each written here as it is written there.  That path sets
- * up blocks of rows and outputs for a few scalars: on the book's 1000 x 2 in minibatches of
- * 10, it ran 3600 instructions a minibatch (callgrind) against 1600 with this, and an epoch
- * took 35 us on one thread against 13 (a C harness, in turns). */
-FS_X_TARGET FS_INLINE void FS_X(fs_fused_tiny_body)(const FS_S(fs_fused_args) *a,
-                                                    const FS_S(fs_rows) *src, const int mode,
-                                                    fs_i64 r0, fs_i64 rows, const fs_i64 *pos,
-                                                    const FS_S(fs_rows) *pf, fs_i64 npf,
-                                                    FS_T *share)
-{
-    const fs_i64 k = a->k;
-    const unsigned lanes = (unsigned)k;  /* the whole row: the first lanes of one vector */
-    const FS_T scale = src->scale, bias = a->b[0], delta = a->delta, *w = a->Wp;
-#if !FS_XGB
-    const FS_XV s = (FS_XV){0} + scale;
-#endif
-    const int huber = a->loss == FS_LOSS_HUBER;
-    const FS_T *targets = a->targets;
-    FS_T *Z = a->Z + r0, *G = a->G + r0, *rowloss = a->rowloss + r0;
-    fs_i64 *rowhit = a->rowhit + r0;
-    FS_XV sum = (FS_XV){0};
-    for (fs_i64 r = 0; r < rows; r++) {
-        const void *x = FS_S(fs_row)(src, mode, r);
-        if (r < npf) {
-            fs_prefetch_span((const char *)FS_S(fs_row)(pf, mode, r), 0, k * (fs_i64)sizeof(FS_T));
-            FS_PREFETCH(targets + pf->idx[r]);
-        }
-        FS_T v = 0;
-        for (fs_i64 t = 0; t < k; t++) v = FS_FMA(FS_S(fs_row_value)(x, mode, t, scale), w[t], v);
-        Z[r] = bias + v;
-        rowloss[r] = FS_S(fs_regression_row)(Z + r, targets + pos[r], 1, huber, delta, G + r);
-        rowhit[r] = 0;
-        const FS_T g = G[r];
-#if FS_XGB
-        FS_XV gv = (FS_XV){0} + (mode == FS_ROWS_PLAIN ? g : g * scale);
-        FS_XREG(gv);
-        sum += gv * FS_X(fs_row_load_raw)(x, 0, 0, lanes);
-#else
-        sum += g * FS_X(fs_row_load)(x, mode, 0, lanes, s);
-#endif
-    }
-    FS_X(fs_store_part)(share, lanes, sum);
-}
-
-/* fs_fused_one_body for rows of up to FS_XONE vectors (128 floats, 64 doubles), with NV and
- * the row mode as constants, so that every loop unrolls, and fs_fused_tiny_body for rows
- * shorter than a vector; returns 0 (nothing done) for other shapes.
+/* The above for rows of up to FS_XONE vectors (128 floats, 64 doubles), with NV, SHORT and the
+ * row mode as constants, so that every loop unrolls; returns 0 (nothing done) for other shapes.
  * uint8 rows are among those: they never take shares (fs_fused_share_rows), so they never come
  * here. */
 #define FS_ONE_CASE(NV)                                                                       \
-    case NV: FS_X(fs_fused_one_body)(a, src, MODE, r0, rows, pos, pf, npf, share, NV); break;
+    case NV: FS_X(fs_fused_one_body)(a, src, MODE, r0, rows, pos, pf, npf, share, NV, 0); break;
 #if FS_XONE > 8
 #define FS_ONE_CASES_PAST_8                                                                   \
     FS_ONE_CASE(8) FS_ONE_CASE(9) FS_ONE_CASE(10) FS_ONE_CASE(11) FS_ONE_CASE(12)             \
@@ -549,9 +525,9 @@ FS_X_TARGET static int FS_X(fs_fused_one)(const FS_S(fs_fused_args) *a,
         return 0;
     if (a->k < FS_XL) {
         if (src->mode == FS_ROWS_SCALED)
-            FS_X(fs_fused_tiny_body)(a, src, FS_ROWS_SCALED, r0, rows, pos, pf, npf, share);
+            FS_X(fs_fused_one_body)(a, src, FS_ROWS_SCALED, r0, rows, pos, pf, npf, share, 1, 1);
         else
-            FS_X(fs_fused_tiny_body)(a, src, FS_ROWS_PLAIN, r0, rows, pos, pf, npf, share);
+            FS_X(fs_fused_one_body)(a, src, FS_ROWS_PLAIN, r0, rows, pos, pf, npf, share, 1, 1);
     } else if (src->mode == FS_ROWS_SCALED)
         FS_ONE_MODE(FS_ROWS_SCALED)
     else
