@@ -333,6 +333,14 @@ FS_V4_TARGET FS_INLINE FS_W FS_S(fs_scale_first_v4)(FS_W v, FS_W scale, unsigned
 #endif
 }
 
+/* fs_load_u8_v4(p, 0) * scale: fs_dot_fwd's first pass over uint8 rows (FS_XU8FMA is 0 here:
+ * AVX-512 keeps the conversion and the multiply, see fs_load_u8_scaled_v3). */
+FS_V4_TARGET FS_INLINE FS_W FS_S(fs_load_u8_scaled_v4)(const uint8_t *p, FS_W scale, FS_W shift)
+{
+    (void)shift;
+    return FS_S(fs_load_u8_v4)(p, 0) * scale;
+}
+
 #define FS_X(name) FS_S(name##_v4)
 #define FS_X_TARGET FS_V4_TARGET
 #define FS_XV FS_W
@@ -343,6 +351,7 @@ FS_V4_TARGET FS_INLINE FS_W FS_S(fs_scale_first_v4)(FS_W v, FS_W scale, unsigned
 #define FS_XONE 8
 #define FS_XREG(v) ((void)0)
 #define FS_XGB 0
+#define FS_XU8FMA 0
 #include "fs_kernels_wide.h"
 #undef FS_WL
 
@@ -355,22 +364,23 @@ FS_V4_TARGET FS_INLINE FS_W FS_S(fs_scale_first_v4)(FS_W v, FS_W scale, unsigned
  * gradient then broadcasting each value of G as it went, in blocks of 10 outputs x 1 vector;
  * the gradient over G broadcast ahead then took it to 0.90 (one thread) and 0.93 (two) of that.
  * Measured there as well and not kept: that gradient in blocks of 5 outputs x 2 vectors (the
- * same speed); phase 1 writing the rows it converts for phase 2 to read as floats, converting
- * each value once (10% slower: 4 bytes a value to write and read again, where phase 2 reads 1
- * from the examples); G broadcast ahead with the scale still applied to every pixel: 1.2x as
- * fast with the rows in cache, but the epoch 1.02x as long (it is the scale moved into G that
- * pays); uint8 values converted by an OR into a float's mantissa and one multiply-add (the same
- * bits, for scales below 2^104) in place of a conversion and a multiply: 1.02x as fast on one
- * thread, 0.99x on two; rows ahead requested once per cache line rather than once per vector (a
- * step over uint8 rows reads 8 bytes): 0.98x as fast on two threads, 1.01x on one, and again
- * with the gradient over G broadcast ahead, 1.00x on one; the forward's passes over the outputs
- * in alternating order, so that each half of the weights is read twice in a row from L1: the
- * same speed; its passes over each chunk of 64 rows one set of outputs at a time (no kept rows,
- * each row converted in each pass): 1.05x as long on one thread; its steps unrolled by 2 or 4:
- * the same; blocks of 3 rows x 4 outputs, 3 x 3 and 4 x 3: 0.80-0.87x as fast from cache, 2 x 6
- * 0.73x (GCC keeps an accumulator in memory).  From cache it runs at about 35 billion a second
- * on one core, over float rows already in L1 at 40, and the lanes' sums at the end of each
- * block are 2% of its time. */
+ * same speed), and of 6 x 2 (12 chains, none spilled: the same speed again, so the chains'
+ * latency is not what bounds it); phase 1 writing the rows it converts for phase 2 to read as
+ * floats, converting each value once (10% slower: 4 bytes a value to write and read again,
+ * where phase 2 reads 1 from the examples); G broadcast ahead with the scale still applied to
+ * every pixel: 1.2x as fast with the rows in cache, but the epoch 1.02x as long (it is the
+ * scale moved into G that pays); rows ahead requested once per cache line rather than once per
+ * vector (a step over uint8 rows reads 8 bytes): 0.98x as fast on two threads, 1.01x on one,
+ * and again with the gradient over G broadcast ahead, 1.00x on one; the forward's passes over
+ * the outputs in alternating order, so that each half of the weights is read twice in a row
+ * from L1: the same speed; its passes over each chunk of 64 rows one set of outputs at a time
+ * (no kept rows, each row converted in each pass): 1.05x as long on one thread; its steps
+ * unrolled by 2 or 4: the same; blocks of 3 rows x 4 outputs, 3 x 3 and 4 x 3: 0.80-0.87x as
+ * fast from cache, 2 x 6 0.73x (GCC keeps an accumulator in memory).  From cache it runs at
+ * about 35 billion a second on one core, over float rows already in L1 at 40, and the lanes'
+ * sums at the end of each block are 1-2% of its time; the test set's forward pass (10000 uint8
+ * rows in order, one thread) at 35 billion with the pixels scaled by fs_load_u8_scaled_v3, 33.4
+ * with a conversion and a multiply. */
 #define FS_V3_TARGET __attribute__((target("arch=x86-64-v3")))
 
 /* The lanes of v summed as a fixed tree, as fs_hsum_v4 does. */
@@ -440,6 +450,27 @@ FS_V3_TARGET FS_INLINE FS_V FS_S(fs_scale_first_v3)(FS_V v, FS_V scale, unsigned
     return (FS_V)((__m256i)(v * scale) & FS_S(fs_lanes_v3)(n));
 }
 
+/* FS_VL uint8 values at p times scale, with shift = -2^23 * scale: for floats, the bits of
+ * fs_load_u8_v3(p, 0) * scale whenever 0 < scale < 2^104 (fs_dot_fwd checks).  A value u OR-ed
+ * into the bits of 2^23 is the float 2^23 + u, and the multiply-add (2^23 + u) * scale + shift
+ * rounds u * scale once, as the multiply does (below 2^104, 2^23 * scale is exact).  Zen 2 runs
+ * the conversion and the multiply beside the multiply-adds, on their units: 10 multiply-adds
+ * and two vectors of pixels took 7.1 cycles a step that way, 6.0 this way, 5.0 with nothing to
+ * convert (a bare loop).  For doubles (not timed) the conversion and the multiply. */
+FS_V3_TARGET FS_INLINE FS_V FS_S(fs_load_u8_scaled_v3)(const uint8_t *p, FS_V scale, FS_V shift)
+{
+#if FS_VL == 8
+    uint64_t bytes;
+    memcpy(&bytes, p, 8);
+    const __m256i u = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)bytes));
+    const __m256i f = _mm256_or_si256(u, _mm256_set1_epi32(0x4B000000));  /* 2^23 + u */
+    return (FS_V)_mm256_fmadd_ps(_mm256_castsi256_ps(f), (__m256)scale, (__m256)shift);
+#else
+    (void)shift;
+    return FS_S(fs_load_u8_v3)(p, 0) * scale;
+#endif
+}
+
 #define FS_X(name) FS_S(name##_v3)
 #define FS_X_TARGET FS_V3_TARGET
 #define FS_XV FS_V
@@ -455,6 +486,7 @@ FS_V3_TARGET FS_INLINE FS_V FS_S(fs_scale_first_v3)(FS_V v, FS_V scale, unsigned
  * where 7 do, and a forward product about 4% slower (from cache, uint8 rows). */
 #define FS_XREG(v) __asm__("" : "+x"(v))
 #define FS_XGB 1
+#define FS_XU8FMA 1
 #include "fs_kernels_wide.h"
 #endif
 

@@ -11,8 +11,11 @@
  *   FS_XGB          1 for the weight gradient over G broadcast ahead (AVX2), 0 for the one
  *                   broadcasting each value of G as it goes (AVX-512, whose multiply-adds take a
  *                   broadcast operand),
+ *   FS_XU8FMA       1 when the float forward scales uint8 rows by FS_X(fs_load_u8_scaled)'s
+ *                   multiply-add (AVX2), 0 when it converts and multiplies them (AVX-512),
  * and the helpers FS_X(fs_hsum), FS_X(fs_load_first), FS_X(fs_store_first), FS_X(fs_load_u8),
- * FS_X(fs_scale_first).  The parameters are undefined at the end, ready for the next set.
+ * FS_X(fs_load_u8_scaled), FS_X(fs_scale_first).  The parameters are undefined at the end,
+ * ready for the next set.
  * Blocking never changes a sum: every lane sums its terms in the same order, so only the vector
  * width (the lanes each sum is split into), and in the gradient of scaled rows where the scale
  * is applied (FS_XGB), tell the two sets' results apart.
@@ -60,10 +63,12 @@ FS_X_TARGET FS_INLINE FS_XV FS_X(fs_row_load)(const void *row, const int mode, f
  * about 100).  Each step also requests the same part of rows ahead[0..R) (ahead NULL: none),
  * so the rows wanted next arrive at the pace these are read (a burst of requests stalled on
  * full fill buffers).  With `keep`, every row vector read is also stored, as read, at
- * keep + r * ks + t (the partial one zero-padded), for the passes over the other outputs. */
+ * keep + r * ks + t (the partial one zero-padded), for the passes over the other outputs.
+ * With `u8fma` (uint8 rows), the full vectors are scaled by FS_X(fs_load_u8_scaled). */
 FS_X_TARGET FS_INLINE void FS_X(fs_dot_fwd_block)(const void *const *x,
                                                   const char *const *ahead, const int mode,
-                                                  FS_XV s, const FS_T *w0, fs_i64 k,
+                                                  const int u8fma, FS_XV s, FS_XV shift,
+                                                  const FS_T *w0, fs_i64 k,
                                                   fs_i64 kv, int tail, const int R,
                                                   const int J, FS_XV acc[FS_XR][5], FS_T *keep,
                                                   fs_i64 ks)
@@ -75,7 +80,8 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_fwd_block)(const void *const *x,
     for (fs_i64 t = 0; t < kv; t += FS_XL) {
         FS_XV xv[FS_XR];
         for (int r = 0; r < R; r++) {
-            xv[r] = FS_X(fs_row_load)(x[r], mode, t, 0, s);
+            xv[r] = u8fma ? FS_X(fs_load_u8_scaled)((const uint8_t *)x[r] + t, s, shift)
+                          : FS_X(fs_row_load)(x[r], mode, t, 0, s);
             if (keep) *(FS_XV *)(keep + r * ks + t) = xv[r];
             if (ahead) FS_PREFETCH(ahead[r] + t * esize);
         }
@@ -111,20 +117,22 @@ FS_X_TARGET FS_INLINE void FS_X(fs_dot_fwd_block)(const void *const *x,
 #define FS_FWD_CASE(JJ)                                                                       \
     case JJ:                                                                                  \
         if (j0 > 0 && kept)                                                                   \
-            FS_X(fs_dot_fwd_block)(xk, NULL, FS_ROWS_PLAIN, s, w0, k, kv, tail, FS_XR, JJ,    \
-                                   acc, NULL, 0);                                             \
+            FS_X(fs_dot_fwd_block)(xk, NULL, FS_ROWS_PLAIN, 0, s, s, w0, k, kv, tail, FS_XR,  \
+                                   JJ, acc, NULL, 0);                                         \
         else                                                                                  \
-            FS_X(fs_dot_fwd_block)(x, req, mode, s, w0, k, kv, tail, FS_XR, JJ, acc, kept,    \
-                                   ks);                                                       \
+            FS_X(fs_dot_fwd_block)(x, req, mode, u8fma, s, shift, w0, k, kv, tail, FS_XR, JJ, \
+                                   acc, kept, ks);                                            \
         break;
 FS_X_TARGET FS_INLINE void FS_X(fs_dot_fwd_body)(const FS_S(fs_rows) *src, const int mode,
-                                                 fs_i64 rows, fs_i64 k, const FS_T *Wt,
-                                                 fs_i64 m, const FS_T *bias, FS_T *C,
-                                                 fs_i64 c_rs, const FS_S(fs_rows) *pf,
-                                                 fs_i64 npf, FS_T *kept, fs_i64 ks)
+                                                 const int u8fma, fs_i64 rows, fs_i64 k,
+                                                 const FS_T *Wt, fs_i64 m, const FS_T *bias,
+                                                 FS_T *C, fs_i64 c_rs,
+                                                 const FS_S(fs_rows) *pf, fs_i64 npf,
+                                                 FS_T *kept, fs_i64 ks)
 {
     const fs_i64 kv = k - k % FS_XL;
     const FS_XV s = (FS_XV){0} + src->scale;
+    const FS_XV shift = s * (FS_T)-0x1p23;  /* for FS_X(fs_load_u8_scaled) */
     /* Rows shorter than a vector are summed in order, as NumPy does (so 1e30 - 1e30 + 1 stays
      * 1); longer ones take their last partial vector by masked loads. */
     const int tail = kv > 0 && kv < k;
@@ -181,15 +189,19 @@ FS_X_TARGET static void FS_X(fs_dot_fwd)(const FS_S(fs_rows) *src, fs_i64 rows, 
     /* One copy of the loops per way of reading rows, so none tests the mode per element. */
     switch (src->mode) {
     case FS_ROWS_U8:
-        FS_X(fs_dot_fwd_body)(src, FS_ROWS_U8, rows, k, Wt, m, bias, C, c_rs, pf, npf, keep,
-                              ks);
+        if (FS_XU8FMA && sizeof(FS_T) == 4 && src->scale > 0 && src->scale < (FS_T)0x1p104)
+            FS_X(fs_dot_fwd_body)(src, FS_ROWS_U8, 1, rows, k, Wt, m, bias, C, c_rs, pf, npf,
+                                  keep, ks);
+        else
+            FS_X(fs_dot_fwd_body)(src, FS_ROWS_U8, 0, rows, k, Wt, m, bias, C, c_rs, pf, npf,
+                                  keep, ks);
         break;
     case FS_ROWS_SCALED:
-        FS_X(fs_dot_fwd_body)(src, FS_ROWS_SCALED, rows, k, Wt, m, bias, C, c_rs, pf, npf,
+        FS_X(fs_dot_fwd_body)(src, FS_ROWS_SCALED, 0, rows, k, Wt, m, bias, C, c_rs, pf, npf,
                               keep, ks);
         break;
     default:  /* nothing to convert */
-        FS_X(fs_dot_fwd_body)(src, FS_ROWS_PLAIN, rows, k, Wt, m, bias, C, c_rs, pf, npf,
+        FS_X(fs_dot_fwd_body)(src, FS_ROWS_PLAIN, 0, rows, k, Wt, m, bias, C, c_rs, pf, npf,
                               NULL, ks);
         break;
     }
@@ -548,3 +560,4 @@ FS_X_TARGET static int FS_X(fs_fused_one)(const FS_S(fs_fused_args) *a,
 #undef FS_XONE
 #undef FS_XREG
 #undef FS_XGB
+#undef FS_XU8FMA

@@ -916,16 +916,25 @@ def test_fused_forward_reads_rows_in_place(rng, float_dtype, source):
     shorter than a vector, rows shorter than one (k < 16), chunks of 64 rows, both layouts,
     outputs in one pass of up to 5 or several (the last one short), with the rows converted in
     the first pass kept for the others, and not (the buffer holds 4 rows of 1024 floats or 512
-    doubles on AVX-512, 2 rows of 2048 or 1024 on AVX2: shapes at and past both)."""
-    for n, k, m in ((1, 1, 1), (5, 7, 3), (67, 17, 10), (130, 37, 5), (70, 784, 10),
-                    (66, 16, 16), (9, 33, 17), (13, 48, 6), (7, 32, 11), (33, 128, 13),
-                    (8, 40, 7), (6, 1024, 7), (5, 1030, 7), (9, 500, 8), (5, 520, 6),
-                    (5, 2048, 7), (3, 2056, 6)):
+    doubles on AVX-512, 2 rows of 2048 or 1024 on AVX2: shapes at and past both).  uint8 rows
+    at scales that the AVX2 float forward applies by a multiply-add (positive, below 2^104:
+    1/255, 3, a subnormal one, the largest float below 2^104) and that it leaves to the
+    multiply (2^104; 2^110, whose 2^23 * scale no float holds; 0; negative)."""
+    shapes = ((1, 1, 1), (5, 7, 3), (67, 17, 10), (130, 37, 5), (70, 784, 10), (66, 16, 16),
+              (9, 33, 17), (13, 48, 6), (7, 32, 11), (33, 128, 13), (8, 40, 7), (6, 1024, 7),
+              (5, 1030, 7), (9, 500, 8), (5, 520, 6), (5, 2048, 7), (3, 2056, 6))
+    if source == "uint8":
+        below = float(np.nextafter(np.float32(2.0 ** 104), np.float32(0)))
+        cases = [(n, k, m, 1 / 255) for n, k, m in shapes]
+        cases += [(n, k, m, scale) for n, k, m in ((67, 17, 10), (70, 784, 10), (5, 1030, 7))
+                  for scale in (3.0, 2.0 ** -140, below, 2.0 ** 104, 2.0 ** 110, 0.0, -0.5)]
+    else:
+        cases = [(n, k, m, 0.37 if source == "float-scaled" else 1.0) for n, k, m in shapes]
+    for n, k, m, scale in cases:
         if source == "uint8":
-            X, scale = rng.integers(0, 256, (n + 11, k), dtype=np.uint8), 1 / 255
+            X = rng.integers(0, 256, (n + 11, k), dtype=np.uint8)
         else:
             X = rng.standard_normal((n + 11, k)).astype(float_dtype)
-            scale = 0.37 if source == "float-scaled" else 1.0
         W = rng.standard_normal((k, m)).astype(float_dtype)
         b = rng.standard_normal(m).astype(float_dtype)
         Wp = _kernels().to_working_layout(W)
@@ -942,7 +951,7 @@ def test_fused_forward_reads_rows_in_place(rng, float_dtype, source):
                 _kernels().fused_forward(src, None if idx is None else idx.astype(np.int64), Wp, b,
                                        scale, out, nt)
                 outs.append(out)
-            msg = f"n={n} k={k} m={m} idx={idx is not None}"
+            msg = f"n={n} k={k} m={m} idx={idx is not None} scale={scale!r}"
             assert_close(outs[0], ref, scale=mag, dtype=float_dtype, err_msg=msg)
             assert_bits_equal(outs[0], want, msg)
             assert_bits_equal(outs[1], outs[0], msg)
