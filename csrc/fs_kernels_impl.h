@@ -427,15 +427,24 @@ FS_V3_TARGET FS_INLINE void FS_S(fs_store_first_v3)(FS_T *p, unsigned n, FS_V v)
 #endif
 }
 
+#if FS_VL == 8
+/* The 8 uint8 values at p (n > 0: the first n, the other lanes zero) in 32-bit lanes; a partial
+ * vector's bytes are copied first, as no AVX2 load masks bytes. */
+FS_V3_TARGET FS_INLINE __m256i FS_S(fs_widen_u8_v3)(const uint8_t *p, unsigned n)
+{
+    uint64_t bytes = 0;
+    memcpy(&bytes, p, n ? n : 8);
+    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)bytes));
+}
+#endif
+
 /* FS_VL uint8 values at p (n > 0: the first n, the other lanes zero) as FS_T, widened from 8
  * bytes (floats) or 4 (doubles); a partial vector's bytes are copied first, as no AVX2 load
  * masks bytes. */
 FS_V3_TARGET FS_INLINE FS_V FS_S(fs_load_u8_v3)(const uint8_t *p, unsigned n)
 {
 #if FS_VL == 8
-    uint64_t bytes = 0;
-    memcpy(&bytes, p, n ? n : 8);
-    return (FS_V)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)bytes)));
+    return (FS_V)_mm256_cvtepi32_ps(FS_S(fs_widen_u8_v3)(p, n));
 #else
     uint32_t bytes = 0;
     memcpy(&bytes, p, n ? n : 4);
@@ -460,9 +469,7 @@ FS_V3_TARGET FS_INLINE FS_V FS_S(fs_scale_first_v3)(FS_V v, FS_V scale, unsigned
 FS_V3_TARGET FS_INLINE FS_V FS_S(fs_load_u8_scaled_v3)(const uint8_t *p, FS_V scale, FS_V shift)
 {
 #if FS_VL == 8
-    uint64_t bytes;
-    memcpy(&bytes, p, 8);
-    const __m256i u = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)bytes));
+    const __m256i u = FS_S(fs_widen_u8_v3)(p, 0);
     const __m256i f = _mm256_or_si256(u, _mm256_set1_epi32(0x4B000000));  /* 2^23 + u */
     return (FS_V)_mm256_fmadd_ps(_mm256_castsi256_ps(f), (__m256)scale, (__m256)shift);
 #else
