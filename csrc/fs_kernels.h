@@ -123,6 +123,15 @@ static inline void fs_prefetch_span(const char *p, fs_i64 from, fs_i64 to)
     FS_PREFETCH(p + to - 1);
 }
 
+/* Whether idx[0..n) are consecutive (the examples of an epoch in order; NULL: all are). */
+static inline int fs_idx_in_order(const int64_t *idx, int64_t n)
+{
+    if (!idx) return 1;
+    for (int64_t r = 1; r < n; r++)
+        if (idx[r] != idx[0] + r) return 0;
+    return 1;
+}
+
 /* Rows per register block in the matrix-product micro-kernel. */
 #define FS_MR 4
 /* Up to this many outputs, products run along the contraction (transposed weights) rather than

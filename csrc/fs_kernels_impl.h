@@ -486,8 +486,10 @@ FS_V3_TARGET FS_INLINE FS_V FS_S(fs_load_u8_scaled_v3)(const uint8_t *p, FS_V sc
 #define FS_XR 2
 /* 16: a row's 13 vectors (100 floats), its weights and its share take more than the 16
  * registers, but the linear-regression epoch waits on its rows from memory: with each row read
- * once (fs_fused_one_body) rather than three passes over each chunk, the 1,000,000 x 100 epoch
- * ran 1.35x as fast on two threads and 1.65x on one (in turns, 5 and 3 turns). */
+ * once (fs_fused_one_body) rather than three general passes over each chunk (fs_dot_fwd, the
+ * losses, fs_dot_bwd), the 1,000,000 x 100 epoch ran 1.35x as fast on two threads and 1.65x on
+ * one (in turns, 5 and 3 turns).  Shuffled chunks now take two passes of their own
+ * (fs_fused_one_shuffled), faster still. */
 #define FS_XONE 16
 /* GCC folded each weight load into both rows' multiply-adds, loading it twice: 12 loads a step
  * where 7 do, and a forward product about 4% slower (from cache, uint8 rows). */

@@ -418,26 +418,139 @@ FS_X_TARGET static void FS_X(fs_dot_bwd)(const FS_S(fs_rows) *src, fs_i64 n, fs_
     }
 }
 
-/* Phase 1 of the chunk rows [r0, r0 + rows) for one output and a regression loss, with the
- * row (NV vectors, the last one partial when k is not a multiple of the vector) held in
- * registers: each row is read once, for its output, its loss and its part of the chunk's
- * share of the weight gradient.  The sums are those of fs_dot_fwd here, term for term, and so
- * are the bits (and those of the gradient blocks without FS_XGB; with it, scaled rows' terms are
- * one rounding apart, see there: which of the two runs depends only on k and m, never on the
- * threads); reading each row once, in one place, made a 1,000,000 x 100
- * epoch about a fifth faster than three passes over the chunk.  Each row's successor in the
- * next minibatch (rows [0, npf) of pf, whose idx is then set) is requested on the way, with its
- * target (up to 6% faster).  This is about as fast as reading the rows allows: a C loop that
- * reads the rows and targets in the same order, requests them the same way and does the same
- * arithmetic (benches/native/machine_bounds.c) took 0.90-1.16x as long as the compiled epoch (2
- * threads, four runs taken in turns), and with the loads only added up 0.81-0.94x; a row of 400
- * bytes spans 7 lines and its target one more, 512 bytes an example, and the same rows read in
- * order took 0.6 of the time of shuffled ones (random lines cost the memory more than their
- * bytes).  In that loop, requests a minibatch ahead into L1 instead took 1.27-1.31x as long
- * (fill buffers), for the first line or two of each row only (leaving the rest to the hardware
- * prefetcher) 1.4x, non-temporal ones 8 to 32 rows ahead 1.24-1.77x, none at all 1.8x; also
- * requesting each row into L1 4 rows before its use, 0.98-1.04x; rows in pairs (each row's sums
- * unchanged, the two rows' steps interleaved) 0.94-0.97x, but here 0.99-1.02x.
+/* Shuffled chunks of fs_fused_one_body (below), in two passes.  First the outputs and losses,
+ * two rows at a time (each row's sum as in fs_dot_fwd, the two sums' steps interleaved), each row
+ * requesting the one FS_ONE_AHEAD rows further on, with its target: past the chunk's end, the
+ * same places in the next minibatch (pf, rows [0, npf)), so that every chunk's first rows were
+ * requested a minibatch before.  Then the chunk's gradient share, rows in order, from cache. */
+#define FS_ONE_AHEAD 8
+/* The lanes of a row's last vector, all of them (FS_XL) when k fills it: that vector is loaded
+ * and stored through the same mask either way, with no test of k in the loops. */
+FS_X_TARGET FS_INLINE unsigned FS_X(fs_last_lanes)(fs_i64 k)
+{
+    return k % FS_XL ? (unsigned)(k % FS_XL) : FS_XL;
+}
+
+FS_X_TARGET FS_INLINE void FS_X(fs_one_request)(const FS_S(fs_rows) *src,
+                                                const FS_S(fs_rows) *pf, const int mode,
+                                                const FS_T *targets, fs_i64 r, fs_i64 rows,
+                                                fs_i64 npf, fs_i64 row_bytes, const int NV)
+{
+    if (r >= rows) {
+        r -= rows;
+        if (r >= npf) return;
+        src = pf;
+    }
+    const char *p = (const char *)FS_S(fs_row)(src, mode, r);
+    /* fs_prefetch_span with a count known at compile time, so the loop unrolls (this pass's
+     * instructions are what its rows wait on besides memory): lines 64 q for q < NV vectors'
+     * bytes / 64, all of them below (NV - 1) vectors' bytes < row_bytes, then the last byte. */
+    for (int q = 0; q < (NV * (int)sizeof(FS_XV) + 63) / 64; q++) FS_PREFETCH(p + 64 * q);
+    FS_PREFETCH(p + row_bytes - 1);
+    FS_PREFETCH(targets + src->idx[r]);
+}
+
+FS_X_TARGET FS_INLINE void FS_X(fs_one_forward)(const FS_S(fs_fused_args) *a,
+                                                const FS_S(fs_rows) *src,
+                                                const FS_S(fs_rows) *pf, const int mode,
+                                                const fs_i64 *pos, fs_i64 r, const int R,
+                                                fs_i64 rows, fs_i64 npf, const FS_XV *w,
+                                                FS_XV s, unsigned last, FS_T bias, FS_T *Z,
+                                                FS_T *G, FS_T *rowloss, fs_i64 *rowhit,
+                                                const int NV)
+{
+    const fs_i64 row_bytes = a->k * (fs_i64)sizeof(FS_T);
+    const void *x[2];
+    FS_XV acc[2];
+    for (int i = 0; i < R; i++) {
+        x[i] = FS_S(fs_row)(src, mode, r + i);
+        acc[i] = (FS_XV){0};
+        FS_X(fs_one_request)(src, pf, mode, a->targets, r + i + FS_ONE_AHEAD, rows, npf,
+                             row_bytes, NV);
+    }
+    for (int v = 0; v < NV; v++)
+        for (int i = 0; i < R; i++)
+            acc[i] += FS_X(fs_row_load)(x[i], mode, v * FS_XL, v == NV - 1 ? last : 0,
+                                        s) * w[v];
+    for (int i = 0; i < R; i++) {
+        Z[r + i] = bias + FS_X(fs_hsum)(acc[i]);
+        rowloss[r + i] = FS_S(fs_regression_row)(Z + r + i, a->targets + pos[r + i], 1,
+                                                 a->loss == FS_LOSS_HUBER, a->delta, G + r + i);
+        rowhit[r + i] = 0;
+    }
+}
+
+/* The loops over the vectors unroll early (the pragmas): otherwise GCC kept the sums in memory,
+ * loading and storing each one for every row (39 instructions a row of 100 floats against 14,
+ * callgrind). */
+FS_X_TARGET FS_INLINE void FS_X(fs_one_gradient)(const FS_S(fs_rows) *src, const int mode,
+                                                 fs_i64 rows, const FS_T *G, FS_XV s,
+                                                 unsigned last, FS_T *share, const int NV)
+{
+    const FS_T *X = (const FS_T *)src->X;
+    const fs_i64 ldx = src->ldx, *idx = src->idx;
+    FS_XV sum[FS_XONE];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++) sum[v] = (FS_XV){0};
+    for (fs_i64 r = 0; r < rows; r++) {
+        const FS_T *x = X + idx[r] * ldx;
+        const FS_T g = G[r];
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; v++)
+            sum[v] += g * FS_X(fs_row_load)(x, mode, v * FS_XL, v == NV - 1 ? last : 0,
+                                            s);
+    }
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; v++)
+        FS_X(fs_store_part)(share + v * FS_XL, v == NV - 1 ? last : 0, sum[v]);
+}
+
+FS_X_TARGET FS_INLINE void FS_X(fs_fused_one_shuffled)(const FS_S(fs_fused_args) *a,
+                                                       const FS_S(fs_rows) *src,
+                                                       const int mode, fs_i64 r0, fs_i64 rows,
+                                                       const fs_i64 *pos,
+                                                       const FS_S(fs_rows) *pf, fs_i64 npf,
+                                                       FS_T *share, const int NV)
+{
+    const fs_i64 k = a->k;
+    const unsigned last = FS_X(fs_last_lanes)(k);
+    const FS_XV s = (FS_XV){0} + src->scale;
+    const FS_T bias = a->b[0];
+    FS_T *Z = a->Z + r0, *G = a->G + r0, *rowloss = a->rowloss + r0;
+    fs_i64 *rowhit = a->rowhit + r0;
+    FS_XV w[FS_XONE];
+    for (int v = 0; v < NV; v++)
+        w[v] = FS_X(fs_load_part)(a->Wp + v * FS_XL, v == NV - 1 ? last : 0);
+    fs_i64 r = 0;
+    for (; r + 2 <= rows; r += 2)
+        FS_X(fs_one_forward)(a, src, pf, mode, pos, r, 2, rows, npf, w, s, last, bias, Z, G,
+                             rowloss, rowhit, NV);
+    if (r < rows)
+        FS_X(fs_one_forward)(a, src, pf, mode, pos, r, 1, rows, npf, w, s, last, bias, Z, G,
+                             rowloss, rowhit, NV);
+    FS_X(fs_one_gradient)(src, mode, rows, G, s, last, share, NV);
+}
+
+/* Phase 1 of the chunk rows [r0, r0 + rows) for one output and a regression loss: each row's
+ * output, loss and part of the chunk's share of the weight gradient.  The sums are those of
+ * fs_dot_fwd here, term for term, and so are the bits (and those of the gradient blocks without
+ * FS_XGB; with it, scaled rows' terms are one rounding apart, see there: which of the two runs
+ * depends only on k and m, never on the threads).
+ * Rows in order (an epoch without shuffling) are read once, held in registers (NV vectors, the
+ * last one partial when k is not a multiple of the vector), each row's successor in the next
+ * minibatch requested on the way with its target; the hardware's prefetcher follows them too.
+ * Shuffled rows wait on memory, whose random lines come in at a rate set by how many requests
+ * are in flight; the loop's own instructions there stall it more than their count suggests.
+ * So they take fs_fused_one_shuffled: a forward pass of few instructions a row that requests
+ * rows 8 ahead, then the gradient from cache.  On the 1,000,000 x 100 epoch (C harness, AMD EPYC
+ * Zen 2, medians of 5 turns of 5 epochs, bits unchanged): 84.7 ms on one thread against 95.1
+ * for one pass, 46.4 against 49.3 on two; the rows in order took 45-48 ms in two passes against
+ * 34 in one.  Each change alone gave less: the two passes requesting a minibatch ahead
+ * 0.98-0.99x, one pass requesting 16 rows ahead 0.96-0.99x.  Against 8 rows ahead, 12, 16 or 24
+ * took 1.01-1.04x as long; with requests 16 ahead on two threads, rows one at a time 1.13x and
+ * three at a time 1.06x of two; requests spread over the vectors' loads 1.15-1.19x.  The loop in benches/native/machine_bounds.c (one pass, the old requests, only
+ * the arithmetic) took 44.2-44.7 ms on two threads and 88 on one in the same hour: this is now
+ * about as fast as that bound, 1.04x on two threads, 0.96x on one.
  * SHORT rows (k < FS_XL, NV 1: the book's two features) are summed as fs_dot_fwd_body and
  * fs_dot_bwd_body sum them, which ran them before (same bits): those functions' blocks of rows
  * and outputs cost 3600 instructions a minibatch of the book's 1000 x 2 in tens (callgrind)
@@ -449,6 +562,10 @@ FS_X_TARGET FS_INLINE void FS_X(fs_fused_one_body)(const FS_S(fs_fused_args) *a,
                                                    FS_T *share, const int NV,
                                                    const int SHORT)
 {
+    if (!SHORT && !fs_idx_in_order(src->idx, rows)) {
+        FS_X(fs_fused_one_shuffled)(a, src, mode, r0, rows, pos, pf, npf, share, NV);
+        return;
+    }
     const fs_i64 k = a->k;
     const unsigned tail = (unsigned)(k % FS_XL);
     const fs_i64 row_bytes = k * (mode == FS_ROWS_U8 ? 1 : (fs_i64)sizeof(FS_T));

@@ -1095,7 +1095,7 @@ def test_fused_step_against_numpy(rng, float_dtype, kind, m, u8, k):
 
 
 @pytest.mark.parametrize("m, B, k, kind, scale", [
-    (1, 100, 37, 1, 1.0), (2, 240, 37, 1, 1.0), (1, 64, 1100, 1, 1.0),
+    (1, 100, 37, 1, 1.0), (2, 240, 37, 1, 1.0), (1, 64, 1100, 1, 1.0), (1, 100, 40, 2, 0.5),
     (1, 10, 2, 1, 1.0), (1, 100, 7, 2, 0.5), (1, 30, 3, 1, 0.25)])
 def test_fused_share_chain_against_numpy_and_thread_counts(rng, float_dtype, m, B, k, kind,
                                                           scale):
@@ -1103,7 +1103,8 @@ def test_fused_share_chain_against_numpy_and_thread_counts(rng, float_dtype, m, 
     shares as a chain, each passing its running sums on, and each updates its own copy of the
     weights, with no barrier.  Against float64 NumPy (momentum, weight decay, chunks of 16 rows
     (two outputs, or batches of 64), of 25 (a quarter of one output's batch of 100) and partial
-    ones, a short last batch, rows longer than 8 vectors, and rows shorter than a vector --
+    ones, a short last batch, rows longer than 8 vectors, rows that fill their last vector,
+    scaled, with the Huber loss, and rows shorter than a vector --
     the book's 2 features in batches of 10 -- as they are and scaled, with the squared and the
     Huber loss); the same bits on 1, 2 and 3 threads (with 3, the splits of short batches leave
     a thread without a chunk); a NaN target halfway stops every team at its minibatch, after
@@ -1144,6 +1145,32 @@ def test_fused_share_chain_against_numpy_and_thread_counts(rng, float_dtype, m, 
         assert_bits_equal(loss[:stop], first[4][:stop], f"{nt} threads")
         assert np.isnan(loss[stop]) and not loss[stop + 1:].any()
         assert np.isnan(W).all() and np.isnan(b).all()  # the batch's update was applied
+
+
+@pytest.mark.parametrize("k, kind, scale", [(37, 1, 1.0), (40, 2, 0.5), (100, 1, 1.0)])
+def test_fused_one_output_rows_shuffled_and_in_order_give_the_same_bits(rng, float_dtype, k,
+                                                                         kind, scale):
+    """One output's chunks take two passes when their rows are shuffled (the outputs and
+    losses, each row requesting one further on, then the gradient share) and one pass when
+    they are in order; each row's sums are the same either way.  So an epoch of shuffled rows
+    and the same rows copied into that order and read in order give the same bits, on 1 and 2
+    threads: rows with a partial last vector and full ones, as they are and scaled, squared and
+    Huber losses, chunks of an odd number of rows (25 of a batch of 100), a short last batch."""
+    n, B, m = 1030, 100, 1
+    assert _kernels().fused_plan(B, k, m, float_dtype, np.dtype(float_dtype).itemsize) == \
+        "shares"
+    X = rng.standard_normal((n, k)).astype(float_dtype)
+    T = (X @ rng.standard_normal((k, m)) + 0.3).astype(float_dtype)
+    *start, perm, nb = _fused_start(rng, n, k, m, B, float_dtype)
+    lrs = np.linspace(0.05, 0.01, nb).astype(float_dtype)
+    for nt in (1, 2):
+        shuffled = _run_fused(X, None, T, perm, B, kind, 0.0, 1.0, start, lrs, 0.9, 1e-3, scale,
+                              nt)
+        in_order = _run_fused(X[perm], None, T[perm], np.arange(n, dtype=np.int64), B, kind,
+                              0.0, 1.0, start, lrs, 0.9, 1e-3, scale, nt)
+        assert shuffled[0] == -1
+        for got, want in zip(in_order[1:6], shuffled[1:6]):
+            assert_bits_equal(got, want, f"in order, {nt} threads")
 
 
 def test_fused_split_gives_every_row_and_chunk_to_exactly_one_thread(rng):

@@ -6,8 +6,9 @@
  *   /tmp/machine_bounds fma         # multiply-adds alone: 2 threads against 1
  *
  * gather: the reads of one epoch of linear regression, 1,000,000 x 100 float32 rows, batch 256,
- * made as the fused step makes them (rows in a shuffled order, each minibatch split between the
- * threads, every row's successor in the next minibatch requested into L2 with its target) with
+ * made in one pass as the fused step made them before it read shuffled chunks in two (rows in a
+ * shuffled order, each minibatch split between the threads, every row's successor in the next
+ * minibatch requested into L2 with its target; see fs_fused_one_body in csrc/) with
  * only the arithmetic that uses every value read (a dot product and a gradient share); the same
  * without that arithmetic (the loads only added up); then the rows read in order.  Epochs of
  * the three kinds in turns, medians of 9.  Compare with the linear-regression row of
