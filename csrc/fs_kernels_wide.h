@@ -548,9 +548,17 @@ FS_X_TARGET FS_INLINE void FS_X(fs_fused_one_shuffled)(const FS_S(fs_fused_args)
  * 34 in one.  Each change alone gave less: the two passes requesting a minibatch ahead
  * 0.98-0.99x, one pass requesting 16 rows ahead 0.96-0.99x.  Against 8 rows ahead, 12, 16 or 24
  * took 1.01-1.04x as long; with requests 16 ahead on two threads, rows one at a time 1.13x and
- * three at a time 1.06x of two; requests spread over the vectors' loads 1.15-1.19x.  The loop in benches/native/machine_bounds.c (one pass, the old requests, only
- * the arithmetic) took 44.2-44.7 ms on two threads and 88 on one in the same hour: this is now
- * about as fast as that bound, 1.04x on two threads, 0.96x on one.
+ * three at a time 1.06x of two; requests spread over the vectors' loads 1.15-1.19x.  The loop in
+ * benches/native/machine_bounds.c (one pass, requests a minibatch ahead, only the arithmetic)
+ * took 44.2-44.7 ms on two threads and 88 on one in the same hour: the compiled epoch, which
+ * took 0.90-1.16x that loop's time before, now takes 1.04x on two threads and 0.96x on one.
+ * Tried before, with one pass for every chunk: reading each row once rather than three passes
+ * over the chunk, a fifth faster; requesting each row's successor in the next minibatch with
+ * its target, up to 6% faster.  In that loop, requests a minibatch ahead into L1 instead took
+ * 1.27-1.31x as long (fill buffers), for the first line or two of each row only (leaving the
+ * rest to the hardware prefetcher) 1.4x, non-temporal ones 8 to 32 rows ahead 1.24-1.77x, none
+ * at all 1.8x; also requesting each row into L1 4 rows before its use, 0.98-1.04x; rows in
+ * pairs 0.94-0.97x there, but 0.99-1.02x in the one pass here.
  * SHORT rows (k < FS_XL, NV 1: the book's two features) are summed as fs_dot_fwd_body and
  * fs_dot_bwd_body sum them, which ran them before (same bits): those functions' blocks of rows
  * and outputs cost 3600 instructions a minibatch of the book's 1000 x 2 in tens (callgrind)
